@@ -1,0 +1,36 @@
+# One command to run the system, one to test it. Both set up .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup run api worker test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[api,worker,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The API on http://$${CXR_HOST:-127.0.0.1}:$${CXR_PORT:-8000} and one training worker.
+run: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=$${TF_CPP_MIN_LOG_LEVEL:-2} $(BIN)/cxr up
+
+api: $(STAMP)
+	$(BIN)/cxr serve
+
+worker: $(STAMP)
+	$(BIN)/cxr worker
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## Lint, type-check and the whole test suite (needs Redis on 127.0.0.1:6379 for part of it).
+test: lint
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,87 @@
+"""One JSON error shape for every failure: ``{"error": {"code", "message", "details"?}}``."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared import errors
+from shared.schemas import ErrorResponse
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.CxrError], int] = {
+    errors.InvalidImage: 400,
+    errors.UnsupportedImageFormat: 415,
+    errors.ImageTooLarge: 413,
+    errors.PayloadTooLarge: 413,
+    errors.InvalidDataset: 422,
+    errors.WeightsUnavailable: 422,
+    errors.DatasetNotFound: 404,
+    errors.ModelNotFound: 404,
+    errors.JobNotFound: 404,
+    errors.DatasetExists: 409,
+    errors.JobNotCancellable: 409,
+    errors.NoActiveModel: 503,
+    errors.BrokerUnavailable: 503,
+}
+
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+              413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def error_response(status: int, code: str, message: str,
+                   details: list[dict[str, Any]] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of a route's error answers."""
+    return {s: {"model": ErrorResponse, "description": HTTPStatus(s).phrase} for s in statuses}
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.CxrError)
+    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+    if status >= 500 and status != 503:
+        log.error("%s: %s", exc.code, exc.message)
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return error_response(status, exc.code, exc.message, headers=headers)
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+               for e in exc.errors()]
+    message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
+    return error_response(422, "validation_error", message, jsonable_encoder(details))
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    return error_response(exc.status_code, code, str(exc.detail),
+                          headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "an unexpected error occurred; it was logged")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.CxrError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,70 @@
+"""The FastAPI application: ``uvicorn --factory api.main:create_app``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import RedirectResponse
+
+from api import errors
+from api.routes import datasets, health, jobs, models, predict
+from api.serving import ModelServer
+from shared.config import Settings, get_settings
+from shared.jobs import open_job_store
+from shared.registry import Registry
+from shared.task_queue import make_celery
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app.state.registry = Registry(settings.models_dir)
+    app.state.jobs = open_job_store(settings)
+    app.state.queue = make_celery(settings)
+    server = ModelServer(app.state.registry, settings.reload_interval_s)
+    app.state.model_server = server
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; settings default to the environment's."""
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = FastAPI(
+        title="cxr-service",
+        summary="Chest X-ray classification (VGG16 transfer learning) with retraining.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+
+    @app.middleware("http")
+    async def limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_upload_bytes:
+            return errors.error_response(
+                413, "payload_too_large",
+                f"request body of {length} bytes exceeds {settings.max_upload_bytes}")
+        return await call_next(request)
+
+    for router in (predict.router, datasets.router, jobs.router, models.router, health.router):
+        app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,59 @@
+"""Dataset upload (a zip of class folders) and listing."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import IO, Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile, status
+
+from api.deps import SettingsDep
+from api.errors import responses
+from shared.datasets import ZipLimits, dataset_path, discover, list_datasets, unpack_zip
+from shared.errors import DatasetNotFound, InvalidDataset, PayloadTooLarge
+from shared.schemas import NAME_PATTERN, DatasetInfo, DatasetList
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo,
+             responses=responses(409, 413, 422))
+def create_dataset(
+    settings: SettingsDep,
+    name: Annotated[str, Form(pattern=NAME_PATTERN, description="Name of the new dataset.")],
+    file: Annotated[UploadFile, File(description="A zip of <Class>/[images/]*.png files.")],
+) -> DatasetInfo:
+    """Store a dataset from a zip archive: all of it or nothing."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=settings.state_dir, suffix=".zip") as spool:
+        if _copy_limited(file.file, spool, settings.max_upload_bytes) == 0:
+            raise InvalidDataset("the uploaded file is empty")
+        spool.flush()
+        limits = ZipLimits(settings.max_zip_members, settings.max_zip_uncompressed_bytes)
+        return unpack_zip(Path(spool.name), settings.data_dir, name, limits)
+
+
+def _copy_limited(source: IO[bytes], target: IO[bytes], limit: int) -> int:
+    copied = 0
+    while chunk := source.read(1 << 20):
+        copied += len(chunk)
+        if copied > limit:
+            raise PayloadTooLarge(f"uploads are limited to {limit} bytes")
+        target.write(chunk)
+    return copied
+
+
+@router.get("", response_model=DatasetList)
+def list_all_datasets(settings: SettingsDep) -> DatasetList:
+    """Every stored dataset with its per-class image counts."""
+    return DatasetList(datasets=list_datasets(settings.data_dir))
+
+
+@router.get("/{name}", response_model=DatasetInfo, responses=responses(404))
+def get_dataset(settings: SettingsDep, name: str) -> DatasetInfo:
+    """One dataset's classes and counts."""
+    if re.fullmatch(NAME_PATTERN, name) is None:
+        raise DatasetNotFound(f"no dataset {name!r}")
+    return discover(dataset_path(settings.data_dir, name)).info(name)

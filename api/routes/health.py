@@ -1,0 +1,31 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import ModelServerDep, QueueDep
+from shared.schemas import Health, Readiness
+from shared.task_queue import broker_reachable
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def get_health() -> Health:
+    """The process is alive."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+def get_readiness(server: ModelServerDep, queue: QueueDep) -> JSONResponse:
+    """Ready when a model is loaded; the broker's reachability is reported beside it."""
+    current = server.current
+    body = Readiness(
+        ready=current is not None,
+        model_version=current.version if current else None,
+        model_error=server.load_error,
+        broker="ok" if broker_reachable(queue) else "unreachable",
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

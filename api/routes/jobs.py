@@ -1,0 +1,56 @@
+"""Retrain jobs: queue, follow, list, cancel."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from fastapi import APIRouter, Request, status
+
+from api.deps import JobStoreDep, QueueDep, SettingsDep
+from api.errors import responses
+from shared.datasets import dataset_path, discover
+from shared.errors import BrokerUnavailable, WeightsUnavailable
+from shared.schemas import JobAccepted, JobList, JobState, JobStatus, TrainingParams
+from shared.task_queue import TRAIN_TASK, TRAINING_QUEUE
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post("/retrain", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
+             responses=responses(404, 422, 503))
+def create_retrain_job(params: TrainingParams, request: Request, settings: SettingsDep,
+                       jobs: JobStoreDep, queue: QueueDep) -> JobAccepted:
+    """Queue a retrain job on a stored dataset; poll its status_url."""
+    discover(dataset_path(settings.data_dir, params.dataset))
+    if params.base_weights == "file" and settings.base_weights_file is None:
+        raise WeightsUnavailable("base_weights 'file' needs CXR_BASE_WEIGHTS_FILE on the server")
+    if params.seed is None:
+        params = params.model_copy(update={"seed": secrets.randbelow(2**31)})
+    job_id = uuid.uuid4().hex
+    jobs.create(job_id, params)
+    try:
+        queue.send_task(TRAIN_TASK, args=[job_id], task_id=job_id, queue=TRAINING_QUEUE,
+                        retry=False)
+    except Exception as exc:  # kombu's errors vary by transport; the job must not stay queued
+        jobs.finish(job_id, JobState.failed, error="broker_unavailable: could not queue")
+        raise BrokerUnavailable(f"the job queue is unreachable: {exc}") from exc
+    return JobAccepted(job_id=job_id, status_url=str(request.url_for("get_job", job_id=job_id)))
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(jobs: JobStoreDep, limit: int = 50) -> JobList:
+    """Recent jobs, newest first."""
+    return JobList(jobs=jobs.recent(max(1, min(limit, 500))))
+
+
+@router.get("/jobs/{job_id}", response_model=JobStatus, responses=responses(404))
+def get_job(job_id: str, jobs: JobStoreDep) -> JobStatus:
+    """A job's state, progress, resulting model version or error."""
+    return jobs.get(job_id)
+
+
+@router.delete("/jobs/{job_id}", response_model=JobStatus, responses=responses(404, 409))
+def cancel_job(job_id: str, jobs: JobStoreDep) -> JobStatus:
+    """Cancel: a queued job never runs; a running one stops at the next batch."""
+    return jobs.cancel(job_id)

@@ -1,0 +1,80 @@
+"""The served model and its hot reload.
+
+A background thread polls the registry's active pointer; on a change it loads, verifies and
+warms up the new version, then swaps one reference. Requests take that reference once, so a
+request in flight finishes on the version it started with, and a failed load leaves the
+previous version serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from shared.errors import CxrError, NoActiveModel
+from shared.inference import LoadedModel, load_version
+from shared.registry import ActivePointer, Registry
+
+log = logging.getLogger(__name__)
+
+
+class ModelServer:
+    def __init__(self, registry: Registry, poll_interval_s: float) -> None:
+        self.registry = registry
+        self.poll_interval_s = poll_interval_s
+        self.current: LoadedModel | None = None
+        self.load_error: str | None = None
+        self._seen: ActivePointer | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-reloader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def wake(self) -> None:
+        """Check the active pointer now instead of at the next poll."""
+        self._wake.set()
+
+    def model(self) -> LoadedModel:
+        current = self.current
+        if current is None:
+            raise NoActiveModel(
+                self.load_error
+                or "no model is active yet: upload a dataset (POST /datasets) and train one "
+                "(POST /retrain), or run `cxr train --data DIR`"
+            )
+        return current
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check()
+            except Exception:  # the reloader must outlive any one bad poll
+                log.exception("checking the active model failed")
+            self._wake.wait(self.poll_interval_s)
+            self._wake.clear()
+
+    def check(self) -> None:
+        """Load the active version if it changed since the last check."""
+        pointer = self.registry.active()
+        if pointer is None or pointer == self._seen:
+            return
+        self._seen = pointer
+        if self.current is not None and self.current.version == pointer.version:
+            self.load_error = None
+            return
+        log.info("loading model version %s", pointer.version)
+        try:
+            loaded = load_version(self.registry, pointer.version)
+        except CxrError as exc:
+            self.load_error = exc.message
+            log.error("not serving %s: %s", pointer.version, exc.message)
+            return
+        self.current, self.load_error = loaded, None
+        log.info("now serving model version %s", loaded.version)

@@ -1,0 +1,129 @@
+"""The ``cxr`` command: run the API, the worker or both, train and predict locally.
+
+This module is the composition root: it starts ``api`` and ``worker`` as separate processes
+(or imports one of them lazily), so the two packages still never import each other.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.config import get_settings
+from shared.schemas import JobProgress, TrainingParams
+
+app = typer.Typer(help="cxr-service: chest X-ray classification with VGG16.",
+                  no_args_is_help=True, add_completion=False)
+
+
+@app.command()
+def serve() -> None:
+    """Run the HTTP API (uvicorn) on CXR_HOST:CXR_PORT."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run("api.main:create_app", factory=True, host=settings.host, port=settings.port,
+                log_level=settings.log_level)
+
+
+@app.command()
+def worker() -> None:
+    """Run one Celery training worker on the `training` queue."""
+    from shared.task_queue import TRAINING_QUEUE
+    from worker.celery_app import app as celery_app
+
+    celery_app.worker_main(["worker", "--queues", TRAINING_QUEUE, "--concurrency", "1",
+                            "--pool", "prefork", "--loglevel", get_settings().log_level.upper()])
+
+
+@app.command()
+def up() -> None:
+    """Run the API and one worker together until interrupted."""
+    children = [subprocess.Popen([sys.executable, "-m", "cxr_cli", name])
+                for name in ("worker", "serve")]
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        stop()
+        for child in children:
+            child.wait(timeout=60)
+    raise typer.Exit(max((c.returncode or 0) for c in children))
+
+
+class PrintReporter:
+    def epoch_end(self, progress: JobProgress) -> bool:
+        last = progress.last.model_dump(exclude_none=True) if progress.last else {}
+        typer.echo(f"epoch {progress.epoch}/{progress.epochs} ({progress.phase}) {last}")
+        return False
+
+    def alive(self) -> bool:
+        return False
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Dataset folder (class folders or the "
+                                            "COVID-19 Radiography layout).")],
+    epochs: int = 20,
+    batch_size: int = 16,
+    image_size: int = 224,
+    learning_rate: float = 1e-3,
+    base_weights: str = "imagenet",
+    seed: int | None = None,
+    fine_tune: bool = True,
+    fine_tune_epochs: int = 10,
+) -> None:
+    """Train on a local folder and publish the model as the active version (no queue)."""
+    from shared.datasets import discover
+    from worker.jobs import train_and_publish
+
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", data.resolve().name)[:64] or "dataset"
+    params = TrainingParams(dataset=name, epochs=epochs, batch_size=batch_size,
+                            image_size=image_size, learning_rate=learning_rate,
+                            base_weights=base_weights, seed=seed, fine_tune=fine_tune,
+                            fine_tune_epochs=fine_tune_epochs)
+    version = train_and_publish(discover(data), params, get_settings(), PrintReporter())
+    typer.echo(f"published and activated model version {version}")
+
+
+@app.command()
+def predict(file: Path, version: str | None = None) -> None:
+    """Classify one image with the active (or a given) version, printing JSON."""
+    from shared.errors import NoActiveModel
+    from shared.inference import load_version
+    from shared.preprocessing import load_pixels
+    from shared.registry import Registry
+
+    settings = get_settings()
+    registry = Registry(settings.models_dir)
+    active = registry.active()
+    chosen = version or (active.version if active else None)
+    if chosen is None:
+        raise NoActiveModel("no model is active; train one with `cxr train --data DIR`")
+    model = load_version(registry, chosen)
+    probabilities = model.predict_one(load_pixels(file.read_bytes(), model.image_size,
+                                                  settings.max_image_pixels))
+    label = max(probabilities, key=probabilities.__getitem__)
+    typer.echo(json.dumps({"label": label, "probabilities": probabilities,
+                           "model_version": chosen}, indent=2))
+
+
+if __name__ == "__main__":
+    app()

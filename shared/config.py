@@ -1,0 +1,75 @@
+"""Typed settings, read once from ``CXR_``-prefixed environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+BaseWeights = Literal["imagenet", "file", "none"]
+
+
+class Settings(BaseSettings):
+    """Everything the API, the worker and the CLI can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="CXR_", env_file=None, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    data_dir: Path = PROJECT_ROOT / "var" / "data"
+    models_dir: Path = PROJECT_ROOT / "models"
+    state_dir: Path = PROJECT_ROOT / "var" / "state"
+
+    # None selects the embedded broker (kombu's SQLAlchemy transport on SQLite in state_dir).
+    broker_url: str | None = None
+
+    reload_interval_s: float = Field(2.0, gt=0, le=3600)
+    # A running job whose worker has not reported for this long is declared lost.
+    job_heartbeat_timeout_s: float = Field(900.0, ge=10)
+    job_time_limit_s: int = Field(6 * 3600, ge=60)
+
+    base_weights_file: Path | None = None
+    base_weights_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(50_000_000, ge=64 * 64)
+    max_zip_members: int = Field(50_000, ge=1)
+    max_zip_uncompressed_bytes: int = Field(4 * 1024**3, ge=1024)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "sqla+sqlite://")):
+            raise ValueError("CXR_BROKER_URL must be redis://, rediss:// or sqla+sqlite://")
+        return value
+
+    @model_validator(mode="after")
+    def _weights_file_needs_hash(self) -> Settings:
+        if self.base_weights_sha256 and self.base_weights_file is None:
+            raise ValueError("CXR_BASE_WEIGHTS_SHA256 is set but CXR_BASE_WEIGHTS_FILE is not")
+        return self
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker in use: the configured one, or the embedded SQLite broker."""
+        return self.broker_url or f"sqla+sqlite:///{self.state_dir / 'broker.sqlite'}"
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.effective_broker_url.startswith(("redis://", "rediss://"))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests clear the cache or pass their own."""
+    return Settings()

@@ -1,0 +1,210 @@
+"""Dataset discovery on disk and safe unpacking of uploaded zip archives.
+
+Two layouts are recognised, both with labels taken from folder names (sorted):
+- class folders: ``<root>/<Class>/*.png|jpg``;
+- the COVID-19 Radiography Database as downloaded: ``<root>/<Class>/images/*.png``
+  (``masks/`` ignored; class names may contain spaces, e.g. ``Viral Pneumonia``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import stat
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from PIL import Image, UnidentifiedImageError
+
+from shared.errors import DatasetExists, DatasetNotFound, InvalidDataset
+from shared.preprocessing import ACCEPTED_FORMATS
+from shared.schemas import DatasetInfo
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+# Metadata that may sit at a dataset's root (provenance, patient-id tables, notes).
+ROOT_METADATA_SUFFIXES = frozenset({".csv", ".txt", ".md", ".json"})
+IGNORED_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
+RADIOGRAPHY_LAYOUT = "covid19-radiography"
+CLASS_FOLDER_LAYOUT = "class-folders"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A discovered dataset: its labels in order and the image files of each."""
+
+    root: Path
+    layout: str
+    files: dict[str, list[Path]]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.files)
+
+    def info(self, name: str) -> DatasetInfo:
+        counts = {label: len(paths) for label, paths in self.files.items()}
+        return DatasetInfo(
+            name=name, classes=counts, images=sum(counts.values()), layout=self.layout
+        )
+
+    def fingerprint(self) -> str:
+        """sha256 over every (label, file name, content hash), independent of the folder."""
+        digest = hashlib.sha256()
+        for label, paths in self.files.items():
+            for path in paths:
+                digest.update(f"{label}/{path.name}:".encode())
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+        return digest.hexdigest()
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name not in IGNORED_NAMES
+    )
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def discover(root: Path) -> Dataset:
+    """Find the classes and image files of a dataset folder in either layout."""
+    if not root.is_dir():
+        raise DatasetNotFound(f"no dataset folder at {root.name!r}")
+    subdirs = _visible_dirs(root)
+    # A zip of a folder wraps the dataset in one more level: look inside it.
+    only = subdirs[0] if len(subdirs) == 1 else None
+    if only and not (only / "images").is_dir() and not _images_in(only) and _visible_dirs(only):
+        return discover(only)
+    files: dict[str, list[Path]] = {}
+    layouts = set()
+    for class_dir in subdirs:
+        images_dir = class_dir / "images"
+        if images_dir.is_dir():
+            layouts.add(RADIOGRAPHY_LAYOUT)
+            found = _images_in(images_dir)
+        else:
+            layouts.add(CLASS_FOLDER_LAYOUT)
+            found = _images_in(class_dir)
+        if found:
+            files[class_dir.name] = found
+    if len(layouts) > 1:
+        raise InvalidDataset("mixed layouts: use <Class>/*.png or <Class>/images/*.png throughout")
+    if len(files) < 2:
+        raise InvalidDataset(
+            f"found {len(files)} class folder(s) with images; a dataset needs at least 2 "
+            "(<Class>/*.png or <Class>/images/*.png)"
+        )
+    return Dataset(root=root, layout=layouts.pop(), files=files)
+
+
+def dataset_path(data_dir: Path, name: str) -> Path:
+    """The folder of a named dataset; the name was validated against NAME_PATTERN."""
+    return data_dir / name
+
+
+def list_datasets(data_dir: Path) -> list[DatasetInfo]:
+    """Every valid dataset under ``data_dir``, by name."""
+    if not data_dir.is_dir():
+        return []
+    infos = []
+    for folder in _visible_dirs(data_dir):
+        try:
+            infos.append(discover(folder).info(folder.name))
+        except (InvalidDataset, DatasetNotFound):
+            continue
+    return infos
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    max_members: int
+    max_uncompressed_bytes: int
+
+
+def _member_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
+    """The member's safe relative path, None for ignorable entries; raises for hostile ones."""
+    name = info.filename
+    mode = info.external_attr >> 16  # Unix mode when the archiver recorded one
+    if stat.S_ISLNK(mode):
+        raise InvalidDataset(f"zip member {name!r} is a symbolic link")
+    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InvalidDataset(f"zip member {name!r} is not a regular file")
+    if info.flag_bits & 0x1:
+        raise InvalidDataset(f"zip member {name!r} is encrypted")
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise InvalidDataset(f"zip member {name!r} would escape the dataset folder")
+    if any(part in IGNORED_NAMES or part.startswith(".") for part in path.parts):
+        return None
+    return path
+
+
+def _check_member_kind(path: PurePosixPath, data: bytes) -> None:
+    suffix = path.suffix.lower()
+    if suffix in ROOT_METADATA_SUFFIXES and len(path.parts) <= 2:
+        return
+    if suffix not in IMAGE_SUFFIXES:
+        raise InvalidDataset(f"{str(path)!r} is not a PNG or JPEG image")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format not in ACCEPTED_FORMATS:
+                raise InvalidDataset(f"{str(path)!r} is {image.format}, not PNG or JPEG")
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InvalidDataset(f"{str(path)!r} is not a readable image: {exc}") from exc
+
+
+def _extract(archive: zipfile.ZipFile, target: Path, limits: ZipLimits) -> None:
+    members = archive.infolist()
+    if len(members) > limits.max_members:
+        raise InvalidDataset(
+            f"the zip has {len(members)} members; the limit is {limits.max_members}")
+    if sum(m.file_size for m in members) > limits.max_uncompressed_bytes:
+        raise InvalidDataset("the zip unpacks to more than the size limit")
+    written = 0
+    for info in members:
+        path = _member_path(info)
+        if path is None or info.is_dir():
+            continue
+        # Read at most one byte past the declared size: a lying header cannot inflate us.
+        with archive.open(info) as stream:
+            data = stream.read(info.file_size + 1)
+        written += len(data)
+        if len(data) > info.file_size or written > limits.max_uncompressed_bytes:
+            raise InvalidDataset(f"zip member {info.filename!r} is larger than declared")
+        _check_member_kind(path, data)
+        destination = target.joinpath(*path.parts)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(data)
+
+
+def unpack_zip(archive_path: Path, data_dir: Path, name: str, limits: ZipLimits) -> DatasetInfo:
+    """Unpack an uploaded zip into ``data_dir/name``: all or nothing."""
+    final = dataset_path(data_dir, name)
+    if final.exists():
+        raise DatasetExists(f"dataset {name!r} already exists")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    staging = data_dir / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        try:
+            with zipfile.ZipFile(archive_path) as archive:
+                _extract(archive, staging, limits)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+            raise InvalidDataset(f"not a readable zip archive: {exc}") from exc
+        discover(staging)
+        try:
+            staging.rename(final)
+        except OSError as exc:
+            raise DatasetExists(f"dataset {name!r} already exists") from exc
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return discover(final).info(name)

@@ -1,0 +1,77 @@
+"""Domain exceptions. Each has a stable machine-readable ``code``; HTTP mapping lives in api."""
+
+from __future__ import annotations
+
+
+class CxrError(Exception):
+    """Base class: ``code`` is stable and documented, ``message`` is for people."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidImage(CxrError):
+    code = "invalid_image"
+
+
+class UnsupportedImageFormat(CxrError):
+    code = "unsupported_media_type"
+
+
+class ImageTooLarge(CxrError):
+    code = "image_too_large"
+
+
+class InvalidDataset(CxrError):
+    code = "invalid_dataset"
+
+
+class DatasetNotFound(CxrError):
+    code = "dataset_not_found"
+
+
+class DatasetExists(CxrError):
+    code = "dataset_exists"
+
+
+class PayloadTooLarge(CxrError):
+    code = "payload_too_large"
+
+
+class ModelNotFound(CxrError):
+    code = "model_not_found"
+
+
+class NoActiveModel(CxrError):
+    code = "no_model"
+
+
+class ModelLoadFailed(CxrError):
+    code = "model_load_failed"
+
+
+class RegistryError(CxrError):
+    code = "registry_error"
+
+
+class JobNotFound(CxrError):
+    code = "job_not_found"
+
+
+class JobNotCancellable(CxrError):
+    code = "job_not_cancellable"
+
+
+class JobCancelled(CxrError):
+    code = "job_cancelled"
+
+
+class WeightsUnavailable(CxrError):
+    code = "weights_unavailable"
+
+
+class BrokerUnavailable(CxrError):
+    code = "broker_unavailable"

@@ -1,0 +1,256 @@
+"""The job store: state and progress of retrain jobs, shared by the API and the worker.
+
+Celery carries the work; this store is the truth about each job (Celery's result backend
+cannot list jobs or carry a cancellation). It lives next to the broker: Redis when
+CXR_BROKER_URL is Redis, else a SQLite file in CXR_STATE_DIR. Every change is an atomic
+read-modify-write, so a cancel and a worker starting the job cannot both win.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from shared.config import Settings
+from shared.errors import JobNotCancellable, JobNotFound
+from shared.schemas import JobProgress, JobState, JobStatus, TrainingParams
+
+Mutation = Callable[["JobRecord"], None]
+
+
+class JobRecord(JobStatus):
+    """What is stored: the public status plus the request and the liveness fields."""
+
+    params: dict[str, Any]
+    heartbeat_at: datetime | None = None
+    cancel_requested: bool = False
+
+    def status(self) -> JobStatus:
+        return JobStatus.model_validate(self.model_dump(include=set(JobStatus.model_fields)))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStore(ABC):
+    """State transitions of jobs; subclasses provide storage and an atomic update."""
+
+    def __init__(self, heartbeat_timeout_s: float) -> None:
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+
+    @abstractmethod
+    def _insert(self, record: JobRecord) -> None: ...
+
+    @abstractmethod
+    def _load(self, job_id: str) -> JobRecord | None: ...
+
+    @abstractmethod
+    def _update(self, job_id: str, mutate: Mutation) -> JobRecord:
+        """Apply ``mutate`` to the stored record atomically and return the result."""
+
+    @abstractmethod
+    def _recent_ids(self, limit: int) -> list[str]: ...
+
+    def create(self, job_id: str, params: TrainingParams) -> JobStatus:
+        record = JobRecord(
+            job_id=job_id, state=JobState.queued, dataset=params.dataset, created_at=_now(),
+            progress=JobProgress(epochs=params.total_epochs), params=params.model_dump(),
+        )
+        self._insert(record)
+        return record.status()
+
+    def get(self, job_id: str) -> JobStatus:
+        return self._checked(job_id).status()
+
+    def record(self, job_id: str) -> JobRecord:
+        return self._checked(job_id)
+
+    def recent(self, limit: int = 50) -> list[JobStatus]:
+        return [self._checked(job_id).status() for job_id in self._recent_ids(limit)]
+
+    def _checked(self, job_id: str) -> JobRecord:
+        record = self._load(job_id)
+        if record is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        if record.state == JobState.running and self._is_stale(record):
+            record = self._update(job_id, self._fail_if_stale)
+        return record
+
+    def _is_stale(self, record: JobRecord) -> bool:
+        last = record.heartbeat_at or record.started_at or record.created_at
+        return (_now() - last).total_seconds() > self.heartbeat_timeout_s
+
+    def _fail_if_stale(self, record: JobRecord) -> None:
+        if record.state == JobState.running and self._is_stale(record):
+            record.state = JobState.failed
+            record.error = (f"worker lost: no progress reported for over "
+                            f"{self.heartbeat_timeout_s:.0f} s")
+            record.finished_at = _now()
+
+    def start(self, job_id: str) -> bool:
+        """queued -> running; False when the job was cancelled (or already ran)."""
+        started: list[bool] = []
+
+        def mutate(record: JobRecord) -> None:
+            started[:] = [record.state == JobState.queued]
+            if started[0]:
+                record.state = JobState.running
+                record.started_at = record.heartbeat_at = _now()
+
+        self._update(job_id, mutate)
+        # Decided inside the atomic update: a redelivered task finds the job running and stops.
+        return started[0]
+
+    def report_progress(self, job_id: str, progress: JobProgress) -> bool:
+        """Record an epoch's progress; returns whether cancellation was requested."""
+        def mutate(record: JobRecord) -> None:
+            if record.state == JobState.running:
+                record.progress = progress
+                record.heartbeat_at = _now()
+
+        return self._update(job_id, mutate).cancel_requested
+
+    def heartbeat(self, job_id: str) -> bool:
+        """Mark the job alive; returns whether cancellation was requested."""
+        def mutate(record: JobRecord) -> None:
+            if record.state == JobState.running:
+                record.heartbeat_at = _now()
+
+        return self._update(job_id, mutate).cancel_requested
+
+    def finish(self, job_id: str, state: JobState, *, model_version: str | None = None,
+               error: str | None = None) -> JobStatus:
+        """End a job once; a job that already ended keeps its first outcome."""
+        def mutate(record: JobRecord) -> None:
+            if not record.state.finished:
+                record.state, record.model_version, record.error = state, model_version, error
+                record.finished_at = _now()
+
+        return self._update(job_id, mutate).status()
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """A queued job is cancelled at once; a running one is asked to stop."""
+        self._checked(job_id)
+
+        def mutate(record: JobRecord) -> None:
+            if record.state.finished:
+                raise JobNotCancellable(f"job {job_id} already {record.state.value}")
+            record.cancel_requested = True
+            if record.state == JobState.queued:
+                record.state, record.finished_at = JobState.cancelled, _now()
+
+        return self._update(job_id, mutate).status()
+
+
+class RedisJobStore(JobStore):
+    PREFIX = "cxr:job:"
+    INDEX = "cxr:jobs"
+
+    def __init__(self, client: redis.Redis, heartbeat_timeout_s: float) -> None:
+        super().__init__(heartbeat_timeout_s)
+        self.client = client
+
+    def _insert(self, record: JobRecord) -> None:
+        if not self.client.set(self.PREFIX + record.job_id, record.model_dump_json(), nx=True):
+            raise ValueError(f"job {record.job_id} already exists")
+        self.client.zadd(self.INDEX, {record.job_id: record.created_at.timestamp()})
+
+    def _load(self, job_id: str) -> JobRecord | None:
+        raw = self.client.get(self.PREFIX + job_id)
+        return None if raw is None else JobRecord.model_validate_json(raw)
+
+    def _update(self, job_id: str, mutate: Mutation) -> JobRecord:
+        key = self.PREFIX + job_id
+        result: list[JobRecord] = []
+
+        def transaction(pipe: Any) -> None:
+            raw = pipe.get(key)
+            if raw is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            record = JobRecord.model_validate_json(raw)
+            mutate(record)
+            pipe.multi()
+            pipe.set(key, record.model_dump_json())
+            result[:] = [record]
+
+        self.client.transaction(transaction, key)
+        return result[0]
+
+    def _recent_ids(self, limit: int) -> list[str]:
+        return [i.decode() if isinstance(i, bytes) else str(i)
+                for i in self.client.zrevrange(self.INDEX, 0, limit - 1)]
+
+
+class SqliteJobStore(JobStore):
+    def __init__(self, path: Path, heartbeat_timeout_s: float) -> None:
+        super().__init__(heartbeat_timeout_s)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        with closing(self._connect()) as conn, conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, "
+                         "created REAL NOT NULL, doc TEXT NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30, isolation_level=None)
+
+    def _insert(self, record: JobRecord) -> None:
+        with closing(self._connect()) as conn:
+            conn.execute("INSERT INTO jobs VALUES (?, ?, ?)",
+                         (record.job_id, record.created_at.timestamp(), record.model_dump_json()))
+
+    def _load(self, job_id: str) -> JobRecord | None:
+        with closing(self._connect()) as conn:
+            row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else JobRecord.model_validate_json(row[0])
+
+    def _update(self, job_id: str, mutate: Mutation) -> JobRecord:
+        with closing(self._connect()) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is None:
+                    raise JobNotFound(f"no job {job_id!r}")
+                record = JobRecord.model_validate_json(row[0])
+                mutate(record)
+                conn.execute("UPDATE jobs SET doc = ? WHERE id = ?",
+                             (record.model_dump_json(), job_id))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return record
+
+    def _recent_ids(self, limit: int) -> list[str]:
+        with closing(self._connect()) as conn:
+            rows = conn.execute("SELECT id FROM jobs ORDER BY created DESC LIMIT ?",
+                                (limit,)).fetchall()
+        return [r[0] for r in rows]
+
+
+def open_job_store(settings: Settings) -> JobStore:
+    """The store that sits beside the configured broker."""
+    if settings.uses_redis:
+        client = redis.Redis.from_url(settings.effective_broker_url, socket_timeout=5,
+                                      socket_connect_timeout=2)
+        return RedisJobStore(client, settings.job_heartbeat_timeout_s)
+    return SqliteJobStore(settings.state_dir / "jobs.sqlite", settings.job_heartbeat_timeout_s)
+
+
+def wait_for(store: JobStore, job_id: str, timeout_s: float, poll_s: float = 0.5) -> JobStatus:
+    """Poll until the job ends (used by the CLI and tests)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = store.get(job_id)
+        if status.state.finished or time.monotonic() > deadline:
+            return status
+        time.sleep(poll_s)

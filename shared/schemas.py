@@ -1,0 +1,149 @@
+"""Request, response and manifest models shared by the API, the worker and the CLI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.config import BaseWeights
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class TrainingParams(BaseModel):
+    """A retrain request: everything but ``dataset`` has a documented default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(pattern=NAME_PATTERN, description="Name of a dataset under CXR_DATA_DIR.")
+    epochs: int = Field(20, ge=1, le=500, description="Epochs of the head on the frozen base.")
+    batch_size: int = Field(16, ge=1, le=256)
+    image_size: int = Field(224, ge=32, le=512, description="Square input size in pixels.")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of phase one.")
+    base_weights: BaseWeights = Field(
+        "imagenet",
+        description="VGG16 base: 'imagenet' (Keras download and cache), 'file' "
+        "(CXR_BASE_WEIGHTS_FILE, checked against CXR_BASE_WEIGHTS_SHA256) or 'none'.",
+    )
+    seed: int | None = Field(
+        None, ge=0, le=2**31 - 1, description="Split and initialisation seed; drawn if omitted."
+    )
+    fine_tune: bool = Field(True, description="Unfreeze block5 and continue training.")
+    fine_tune_epochs: int = Field(10, ge=1, le=500)
+    fine_tune_learning_rate: float = Field(1e-5, gt=0, le=1)
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + (self.fine_tune_epochs if self.fine_tune else 0)
+
+
+class JobState(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.succeeded, JobState.failed, JobState.cancelled)
+
+
+class EpochMetrics(BaseModel):
+    loss: float | None = None
+    accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+
+
+class JobProgress(BaseModel):
+    epoch: int = 0
+    epochs: int
+    phase: str | None = None
+    last: EpochMetrics | None = None
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    state: JobState
+    progress: JobProgress
+    model_version: str | None = None
+    error: str | None = None
+    dataset: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus]
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status_url: str
+
+
+class DatasetInfo(BaseModel):
+    name: str
+    classes: dict[str, int] = Field(description="Images per class, in label order.")
+    images: int
+    layout: str = Field(description="'class-folders' or 'covid19-radiography'.")
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetInfo]
+
+
+class ModelSummary(BaseModel):
+    version: str
+    created_at: datetime
+    dataset: str
+    classes: list[str]
+    image_size: int
+    metrics: dict[str, Any]
+    parent: str | None = None
+
+
+class ServingState(BaseModel):
+    version: str | None = Field(description="The version this API process is serving.")
+    load_error: str | None = Field(None, description="Why the active version is not served.")
+
+
+class ModelList(BaseModel):
+    active: str | None
+    versions: list[ModelSummary]
+    serving: ServingState
+
+
+class Prediction(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+    model_version: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model_version: str | None
+    model_error: str | None = None
+    broker: str = Field(description="'ok' or 'unreachable'.")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,162 @@
+"""The HTTP surface in-process (real app, real SQLite store and embedded broker, no worker)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from shared.config import Settings
+from tests.conftest import sample_files
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _error(response, status: int, code: str) -> None:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code
+    assert body["error"]["message"]
+
+
+def test_health_and_readiness_without_a_model(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["ready"] is False and ready.json()["broker"] == "ok"
+
+
+def test_predict_without_a_model_says_how_to_train(client: TestClient,
+                                                   radiography_root: Path) -> None:
+    image = sample_files(radiography_root, 1)["COVID"][0].read_bytes()
+    response = client.post("/predict", files={"file": ("x.png", image, "image/png")})
+    _error(response, 503, "no_model")
+    assert "/retrain" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("payload", "status", "code"), [
+    (b"", 400, "invalid_image"),
+    (b"just some text, not an image", 400, "invalid_image"),
+    (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;", 415, "unsupported_media_type"),
+])
+def test_bad_images_get_a_coded_4xx(client: TestClient, payload: bytes, status: int,
+                                    code: str) -> None:
+    _error(client.post("/predict", files={"file": ("x.png", payload, "image/png")}), status, code)
+
+
+def test_truncated_png_is_refused(client: TestClient, radiography_root: Path) -> None:
+    image = sample_files(radiography_root, 1)["Normal"][0].read_bytes()
+    response = client.post("/predict", files={"file": ("x.png", image[: len(image) // 2])})
+    _error(response, 400, "invalid_image")
+
+
+def test_predict_without_a_file_is_a_validation_error(client: TestClient) -> None:
+    _error(client.post("/predict"), 422, "validation_error")
+
+
+def test_dataset_upload_list_and_hostile_zips(client: TestClient, radiography_root: Path,
+                                              settings: Settings) -> None:
+    entries = {f"{label}/images/{p.name}": p.read_bytes()
+               for label, files in sample_files(radiography_root, 3).items() for p in files}
+    created = client.post("/datasets", data={"name": "mini"},
+                          files={"file": ("mini.zip", _zip(entries), "application/zip")})
+    assert created.status_code == 201, created.text
+    assert created.json() == {"name": "mini", "images": 9, "layout": "covid19-radiography",
+                              "classes": {"COVID": 3, "Normal": 3, "Viral Pneumonia": 3}}
+    assert [d["name"] for d in client.get("/datasets").json()["datasets"]] == ["mini"]
+    assert client.get("/datasets/mini").json()["images"] == 9
+    _error(client.get("/datasets/nope"), 404, "dataset_not_found")
+
+    again = client.post("/datasets", data={"name": "mini"}, files={"file": _zip(entries)})
+    _error(again, 409, "dataset_exists")
+    escaping = _zip({**entries, "../evil.png": next(iter(entries.values()))})
+    _error(client.post("/datasets", data={"name": "evil"}, files={"file": escaping}),
+           422, "invalid_dataset")
+    _error(client.post("/datasets", data={"name": "txt"}, files={"file": b"not a zip"}),
+           422, "invalid_dataset")
+    _error(client.post("/datasets", data={"name": "../x"}, files={"file": _zip(entries)}),
+           422, "validation_error")
+    _error(client.post("/datasets", data={"name": "empty"}, files={"file": b""}),
+           422, "invalid_dataset")
+    assert sorted(p.name for p in settings.data_dir.iterdir()) == ["mini"]
+
+
+def test_retrain_validation(client: TestClient, radiography_root: Path) -> None:
+    _error(client.post("/retrain", json={"dataset": "missing"}), 404, "dataset_not_found")
+    _error(client.post("/retrain", json={"dataset": "x", "epochs": 0}), 422, "validation_error")
+    _error(client.post("/retrain", json={"dataset": "x", "image_size": 8}), 422,
+           "validation_error")
+    _error(client.post("/retrain", json={"dataset": "x", "base_weights": "random"}), 422,
+           "validation_error")
+    _error(client.post("/retrain", json={"dataset": "x", "surprise": 1}), 422,
+           "validation_error")
+    _error(client.post("/retrain", content=b"{not json", headers={"content-type":
+                                                                   "application/json"}),
+           422, "validation_error")
+
+
+def test_retrain_queues_a_job_that_can_be_cancelled_before_it_runs(
+    client: TestClient, radiography_root: Path
+) -> None:
+    entries = {f"{label}/{p.name}": p.read_bytes()
+               for label, files in sample_files(radiography_root, 4).items() for p in files}
+    created = client.post("/datasets", data={"name": "q"}, files={"file": _zip(entries)})
+    assert created.status_code == 201
+    accepted = client.post("/retrain", json={"dataset": "q", "base_weights": "none"})
+    assert accepted.status_code == 202
+    job_id = accepted.json()["job_id"]
+    assert accepted.json()["status_url"].endswith(f"/jobs/{job_id}")
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["state"] == "queued" and job["progress"]["epochs"] == 30
+    assert client.get("/jobs").json()["jobs"][0]["job_id"] == job_id
+    assert client.delete(f"/jobs/{job_id}").json()["state"] == "cancelled"
+    _error(client.delete(f"/jobs/{job_id}"), 409, "job_not_cancellable")
+    _error(client.get("/jobs/unknown"), 404, "job_not_found")
+
+
+def test_models_when_empty_and_unknown_versions(client: TestClient) -> None:
+    listing = client.get("/models").json()
+    assert listing == {"active": None, "versions": [],
+                       "serving": {"version": None, "load_error": None}}
+    _error(client.get("/models/20260101-000000-abcdef"), 404, "model_not_found")
+    _error(client.get("/models/../../etc/passwd"), 404, "not_found")
+    _error(client.post("/models/nonsense/activate"), 404, "model_not_found")
+    _error(client.get("/models/nonsense/curves.png"), 404, "model_not_found")
+
+
+def test_oversized_bodies_are_refused_early(settings: Settings) -> None:
+    small = settings.model_copy(update={"max_upload_bytes": 2048})
+    with TestClient(create_app(small)) as client:
+        response = client.post("/predict", files={"file": ("x.png", b"\0" * 4096)})
+    _error(response, 413, "payload_too_large")
+
+
+def test_openapi_documents_every_route_and_the_error_model(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/retrain", "/jobs", "/jobs/{job_id}", "/models", "/models/{version}",
+            "/models/{version}/activate", "/models/{version}/curves.png", "/datasets",
+            "/healthz", "/readyz"} <= set(schema["paths"])
+    assert {"ErrorResponse", "Prediction", "TrainingParams", "JobStatus", "ModelList"} <= set(
+        schema["components"]["schemas"])
+    predict_responses = schema["paths"]["/predict"]["post"]["responses"]
+    assert predict_responses["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "ErrorResponse")
+    assert client.get("/docs").status_code == 200

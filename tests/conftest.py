@@ -1,0 +1,78 @@
+"""Fixtures shared by the whole suite: real data, settings in a temp folder, Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.config import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+RADIOGRAPHY = SHARED_DATA / "covid19-radiography"
+IMAGE_DATASET = SHARED_DATA / "covid19-image-dataset"
+REDIS_URL = os.environ.get("CXR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# CI sets this so that a missing Redis fails the run instead of skipping tests.
+REQUIRE_SERVICES = os.environ.get("CXR_TEST_REQUIRE_SERVICES") == "1"
+
+
+def _need(path: Path) -> Path:
+    if not path.is_dir():
+        pytest.skip(f"real X-rays not found at {path} (../shared/data is absent on this machine)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def radiography_root() -> Path:
+    """The COVID-19 Radiography Database copy (<Class>/images/*.png)."""
+    return _need(RADIOGRAPHY)
+
+
+@pytest.fixture(scope="session")
+def image_dataset_root() -> Path:
+    """The small class-folder dataset (JPEG and PNG, RGB or L)."""
+    return _need(IMAGE_DATASET)
+
+
+def sample_files(root: Path, per_class: int) -> dict[str, list[Path]]:
+    """The first ``per_class`` images of each class of the radiography layout."""
+    return {c.name: sorted((c / "images").iterdir())[:per_class]
+            for c in sorted(root.iterdir()) if (c / "images").is_dir()}
+
+
+@pytest.fixture
+def tiny_dataset(radiography_root: Path, tmp_path: Path) -> Path:
+    """A 3-class, 12-per-class copy in the radiography layout, in a temp folder."""
+    target = tmp_path / "tiny"
+    for label, files in sample_files(radiography_root, 12).items():
+        (target / label / "images").mkdir(parents=True)
+        for path in files:
+            shutil.copy(path, target / label / "images" / path.name)
+    return target
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings with every folder in a temp dir and the embedded broker."""
+    return Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models",
+                    state_dir=tmp_path / "state", broker_url=None)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A clean Redis database for one test (db 15 by default)."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if REQUIRE_SERVICES:
+            raise
+        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()

@@ -1,0 +1,100 @@
+"""Real processes: a uvicorn API and a Celery worker, on Redis or the embedded broker."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Service:
+    """The whole system as `cxr serve` and `cxr worker` run it, with its logs."""
+
+    url: str
+    env: dict[str, str]
+    workdir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "cxr_cli", name], cwd=REPO, env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+                         for p in sorted(self.workdir.glob("*.log")))
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+
+def start_service(tmp_path: Path, broker_url: str | None) -> Service:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
+    env.update({
+        "CXR_PORT": str(port), "CXR_DATA_DIR": str(tmp_path / "data"),
+        "CXR_MODELS_DIR": str(tmp_path / "models"), "CXR_STATE_DIR": str(tmp_path / "state"),
+        "CXR_RELOAD_INTERVAL_S": "0.5", "CXR_LOG_LEVEL": "info",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    })
+    if broker_url:
+        env["CXR_BROKER_URL"] = broker_url
+    service = Service(url=f"http://127.0.0.1:{port}", env=env, workdir=tmp_path)
+    service.start("worker")
+    service.start("serve")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{service.url}/healthz", timeout=1).status_code == 200:
+                return service
+        except httpx.TransportError:
+            time.sleep(0.3)
+    service.stop()
+    raise RuntimeError(f"the API did not start:\n{service.logs()}")
+
+
+@pytest.fixture(params=["redis", "embedded"])
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
+    """The API and a worker on Redis, then on the embedded SQLite broker."""
+    broker = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    running = start_service(tmp_path, broker)
+    yield running
+    running.stop()
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        sys.stderr.write(running.logs())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

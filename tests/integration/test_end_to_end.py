@@ -1,0 +1,156 @@
+"""The mission end to end over HTTP: upload, retrain, publish, hot reload, roll back."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import sample_files
+from tests.integration.conftest import Service
+
+pytestmark = pytest.mark.integration
+
+TINY = {"epochs": 1, "fine_tune_epochs": 1, "image_size": 32, "base_weights": "none",
+        "batch_size": 8}
+
+
+def dataset_zip(root: Path, per_class: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for label, files in sample_files(root, per_class).items():
+            for path in files:
+                archive.write(path, f"{label}/images/{path.name}")
+    return buffer.getvalue()
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def predict(client: httpx.Client, image: bytes) -> httpx.Response:
+    return client.post("/predict", files={"file": ("cxr.png", image, "image/png")})
+
+
+def served_version(client: httpx.Client, image: bytes, expected: str,
+                   timeout: float = 60) -> dict[str, Any]:
+    """Predict until the service answers from ``expected`` (hot reload, no restart)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = predict(client, image)
+        if response.status_code == 200 and response.json()["model_version"] == expected:
+            assert response.headers["X-Model-Version"] == expected
+            return dict(response.json())
+        assert response.status_code in (200, 503), response.text
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not serving {expected}: {response.text}")
+        time.sleep(0.3)
+
+
+def retrain(client: httpx.Client, **params: Any) -> dict[str, Any]:
+    accepted = client.post("/retrain", json={"dataset": "tiny", **TINY, **params})
+    assert accepted.status_code == 202, accepted.text
+    job = wait_job(client, accepted.json()["job_id"])
+    assert job["state"] == "succeeded", job
+    return job
+
+
+def test_upload_retrain_hot_reload_and_roll_back(service: Service,
+                                                 radiography_root: Path) -> None:
+    image = sample_files(radiography_root, 20)["COVID"][-1].read_bytes()
+    with service.client() as client:
+        assert predict(client, image).json()["error"]["code"] == "no_model"
+        created = client.post("/datasets", data={"name": "tiny"},
+                              files={"file": ("tiny.zip", dataset_zip(radiography_root, 12))})
+        assert created.status_code == 201, created.text
+        assert created.json()["classes"] == {"COVID": 12, "Normal": 12, "Viral Pneumonia": 12}
+
+        first = retrain(client, seed=1)
+        assert first["progress"]["epoch"] == first["progress"]["epochs"] == 2
+        assert first["progress"]["last"]["val_loss"] is not None
+        v1 = first["model_version"]
+        models = client.get("/models").json()
+        assert models["active"] == v1 and [m["version"] for m in models["versions"]] == [v1]
+        assert models["versions"][0]["classes"] == ["COVID", "Normal", "Viral Pneumonia"]
+        manifest = client.get(f"/models/{v1}").json()
+        assert manifest["model_sha256"] and manifest["dataset"]["name"] == "tiny"
+        curves = client.get(f"/models/{v1}/curves.png")
+        assert curves.headers["content-type"] == "image/png" and curves.content[:4] == b"\x89PNG"
+
+        answer = served_version(client, image, v1)
+        assert answer["label"] in answer["probabilities"]
+        assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4
+        ready = client.get("/readyz").json()
+        assert ready == {"ready": True, "model_version": v1, "model_error": None, "broker": "ok"}
+
+        v2 = retrain(client, seed=2)["model_version"]
+        assert v2 != v1
+        served_version(client, image, v2)
+        assert client.get(f"/models/{v2}").json()["parent"] == v1
+
+        activated = client.post(f"/models/{v1}/activate")
+        assert activated.status_code == 200 and activated.json()["active"] == v1
+        served_version(client, image, v1, timeout=15)
+        assert [j["model_version"] for j in client.get("/jobs").json()["jobs"]] == [v2, v1]
+
+
+def test_bad_input_is_refused_and_the_service_keeps_working(service: Service,
+                                                            radiography_root: Path) -> None:
+    image = sample_files(radiography_root, 1)["Normal"][0].read_bytes()
+    with service.client() as client:
+        client.post("/datasets", data={"name": "tiny"},
+                    files={"file": ("tiny.zip", dataset_zip(radiography_root, 6))})
+        evil = io.BytesIO()
+        with zipfile.ZipFile(evil, "w") as archive:
+            archive.writestr("COVID/a.png", image)
+            archive.writestr("../../escape.png", image)
+        cases = [
+            (client.post("/predict", files={"file": ("e.png", b"")}), 400, "invalid_image"),
+            (client.post("/predict", files={"file": ("t.png", b"hello")}), 400, "invalid_image"),
+            (predict(client, image[: len(image) // 3]), 400, "invalid_image"),
+            (client.post("/retrain", json={"dataset": "nope"}), 404, "dataset_not_found"),
+            (client.post("/retrain", json={"dataset": "tiny", "epochs": 10_000}), 422,
+             "validation_error"),
+            (client.post("/retrain", json={"dataset": "tiny", "batch_size": -1}), 422,
+             "validation_error"),
+            (client.post("/datasets", data={"name": "evil"}, files={"file": evil.getvalue()}),
+             422, "invalid_dataset"),
+        ]
+        for response, status, code in cases:
+            assert response.status_code == status, response.text
+            assert response.json()["error"]["code"] == code
+        assert not (service.workdir / "escape.png").exists()
+        assert not (service.workdir / "data" / "evil").exists()
+        assert client.get("/healthz").status_code == 200
+
+        job = retrain(client, seed=3)
+        served_version(client, image, job["model_version"])
+
+
+def test_cancelling_a_running_job_publishes_nothing(service: Service,
+                                                    radiography_root: Path) -> None:
+    with service.client() as client:
+        client.post("/datasets", data={"name": "tiny"},
+                    files={"file": ("tiny.zip", dataset_zip(radiography_root, 12))})
+        accepted = client.post("/retrain", json={"dataset": "tiny", **TINY, "epochs": 200})
+        job_id = accepted.json()["job_id"]
+        deadline = time.monotonic() + 120
+        while client.get(f"/jobs/{job_id}").json()["progress"]["epoch"] < 1:
+            assert time.monotonic() < deadline, service.logs()
+            time.sleep(0.3)
+        assert client.delete(f"/jobs/{job_id}").status_code == 200
+        job = wait_job(client, job_id, timeout=60)
+        assert job["state"] == "cancelled" and job["model_version"] is None
+        assert job["progress"]["epoch"] < 200
+        assert client.get("/models").json()["versions"] == []

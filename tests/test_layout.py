@@ -1,0 +1,70 @@
+"""The architecture as tests: api -> shared <- worker, and TensorFlow only where it belongs."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _modules_after_import(module: str) -> set[str]:
+    code = f"import sys, json, {module}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def _top(names: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in names}
+
+
+def test_the_api_never_loads_worker_code() -> None:
+    loaded = _top(_modules_after_import("api.main"))
+    assert "worker" not in loaded
+    assert "shared" in loaded
+
+
+def test_the_celery_parent_process_does_not_load_tensorflow_or_the_api() -> None:
+    loaded = _top(_modules_after_import("worker.tasks"))
+    assert not loaded & {"tensorflow", "keras", "api"}
+    assert "celery" in loaded
+
+
+def _imported_packages(package: str) -> set[str]:
+    found: set[str] = set()
+    for path in (REPO / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize(("package", "forbidden"), [
+    ("shared", {"api", "worker", "fastapi"}),
+    ("api", {"worker"}),
+    ("worker", {"api", "fastapi"}),
+])
+def test_import_boundaries(package: str, forbidden: set[str]) -> None:
+    assert not _imported_packages(package) & forbidden
+
+
+@pytest.mark.parametrize("package", ["api", "worker", "shared"])
+def test_top_level_packages_resolve_inside_the_project(package: str) -> None:
+    module = importlib.import_module(package)
+    assert module.__file__ is not None
+    assert Path(module.__file__).resolve().is_relative_to(REPO)
+
+
+def test_models_folder_holds_only_its_readme_in_git() -> None:
+    tracked = subprocess.run(["git", "ls-files", "models"], cwd=REPO, capture_output=True,
+                             text=True).stdout.split()
+    assert tracked in ([], ["models/README.md"])

@@ -1,0 +1,103 @@
+"""Training, evaluation and publishing on real X-rays, at tiny size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.config import Settings
+from shared.datasets import discover
+from shared.errors import JobCancelled
+from shared.inference import load_version
+from shared.preprocessing import load_pixels, preprocess
+from shared.registry import Registry
+from shared.schemas import JobProgress, TrainingParams
+from worker.datasets import load_split_pixels, make_pipeline, stratified_split
+from worker.jobs import train_and_publish
+
+TINY = {"epochs": 1, "fine_tune_epochs": 1, "image_size": 32, "base_weights": "none",
+        "batch_size": 8, "seed": 7}
+
+
+class Recorder:
+    def __init__(self, cancel_after_epochs: int | None = None) -> None:
+        self.progress: list[JobProgress] = []
+        self.cancel_after = cancel_after_epochs
+
+    def epoch_end(self, progress: JobProgress) -> bool:
+        self.progress.append(progress)
+        return self.cancel_after is not None and len(self.progress) >= self.cancel_after
+
+    def alive(self) -> bool:
+        return self.cancel_after is not None and len(self.progress) >= self.cancel_after
+
+
+def test_training_and_serving_produce_identical_tensors(tiny_dataset: Path) -> None:
+    dataset = discover(tiny_dataset)
+    split = stratified_split(dataset, 0.2, 0.2, seed=3)["test"]
+    pixels = load_split_pixels(split, 48, 10**8)
+    batch, _ = next(iter(make_pipeline(pixels, split.labels, batch_size=len(split.labels))))
+    served = np.stack([preprocess(p.read_bytes(), 48) for p in split.paths])
+    np.testing.assert_array_equal(batch.numpy(), served)
+
+
+def test_split_is_stratified_disjoint_and_seeded(tiny_dataset: Path) -> None:
+    dataset = discover(tiny_dataset)
+    first = stratified_split(dataset, 0.25, 0.25, seed=11)
+    again = stratified_split(dataset, 0.25, 0.25, seed=11)
+    other = stratified_split(dataset, 0.25, 0.25, seed=12)
+    names = {k: {p.name for p in s.paths} for k, s in first.items()}
+    assert not names["train"] & names["validation"] and not names["train"] & names["test"]
+    assert sum(len(v) for v in names.values()) == 36
+    for split in first.values():
+        assert set(np.bincount(split.labels, minlength=3).tolist()) <= {3, 6}
+    assert [p.name for p in again["test"].paths] == [p.name for p in first["test"].paths]
+    assert [p.name for p in other["test"].paths] != [p.name for p in first["test"].paths]
+
+
+def test_train_and_publish_makes_a_complete_active_version(
+    tiny_dataset: Path, settings: Settings
+) -> None:
+    recorder = Recorder()
+    params = TrainingParams(dataset="tiny", **TINY)  # type: ignore[arg-type]
+    version = train_and_publish(discover(tiny_dataset), params, settings, recorder)
+
+    registry = Registry(settings.models_dir)
+    assert registry.active() is not None and registry.active().version == version  # type: ignore[union-attr]
+    assert [(p.epoch, p.phase) for p in recorder.progress] == [(1, "head"), (2, "fine_tune")]
+    manifest = json.loads((registry.version_dir(version) / "manifest.json").read_text())
+    assert manifest["classes"] == ["COVID", "Normal", "Viral Pneumonia"]
+    assert manifest["image_size"] == 32 and manifest["parent"] is None
+    assert len(manifest["history"]["loss"]) == 2 and len(manifest["history"]["val_accuracy"]) == 2
+    assert manifest["split"]["seed"] == 7
+    test_counts = manifest["split"]["test"]["counts"]
+    assert sum(test_counts.values()) == manifest["metrics"]["test"]["images"]
+    assert np.array(manifest["metrics"]["test"]["confusion_matrix"]["counts"]).sum() == 6
+    assert manifest["dataset"]["fingerprint"] == discover(tiny_dataset).fingerprint()
+    assert {"tensorflow", "keras", "numpy"} <= set(manifest["libraries"])
+    curves = (registry.version_dir(version) / "curves.png").read_bytes()
+    assert curves.startswith(b"\x89PNG")
+
+    loaded = load_version(registry, version)
+    image = next((tiny_dataset / "COVID" / "images").iterdir()).read_bytes()
+    probabilities = loaded.predict_one(load_pixels(image, 32))
+    assert set(probabilities) == set(manifest["classes"])
+    assert abs(sum(probabilities.values()) - 1) < 1e-5
+
+    second = train_and_publish(discover(tiny_dataset), params, settings, Recorder())
+    assert registry.manifest(second)["parent"] == version
+
+
+def test_cancel_stops_training_and_publishes_nothing(
+    tiny_dataset: Path, settings: Settings
+) -> None:
+    params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 5})  # type: ignore[arg-type]
+    recorder = Recorder(cancel_after_epochs=1)
+    with pytest.raises(JobCancelled):
+        train_and_publish(discover(tiny_dataset), params, settings, recorder)
+    assert len(recorder.progress) == 1
+    assert Registry(settings.models_dir).versions() == []
+    assert Registry(settings.models_dir).active() is None

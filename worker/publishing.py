@@ -1,0 +1,102 @@
+"""Writing a trained model into the registry: model file, curves, manifest, atomic publish."""
+
+from __future__ import annotations
+
+import platform
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.datasets import Dataset
+from shared.errors import RegistryError
+from shared.modeling import load_model, sha256_file
+from shared.preprocessing import PREPROCESSING_ID
+from shared.registry import CURVES_FILE, MODEL_FILE, Registry
+from shared.schemas import TrainingParams
+from worker.training import TrainingResult
+
+LIBRARIES = ("tensorflow", "keras", "numpy", "pillow", "celery")
+
+
+def plot_curves(history: dict[str, list[float]], path: Path, fine_tune_from: int | None) -> None:
+    """Loss and accuracy per epoch, training and validation (the paper's figures 7 and 8)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+            values = history.get(key, [])
+            ax.plot(range(1, len(values) + 1), values, style, marker="o", markersize=3,
+                    label="validation" if key.startswith("val_") else "training")
+        if fine_tune_from:
+            ax.axvline(fine_tune_from + 0.5, color="grey", linewidth=0.8, label="fine-tune starts")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(f"model {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def build_manifest(result: TrainingResult, params: TrainingParams, dataset: Dataset,
+                   dataset_name: str, weights: Path | None, parent: str | None) -> dict[str, Any]:
+    return {
+        "created_at": datetime.now(UTC).isoformat(),
+        "parent": parent,
+        "classes": dataset.classes,
+        "image_size": params.image_size,
+        "preprocessing": PREPROCESSING_ID,
+        "architecture": "vgg16-gap-dropout-dense",
+        "training": params.model_dump() | {"phases": result.phases},
+        "base_weights": {"choice": params.base_weights,
+                         "sha256": sha256_file(weights) if weights else None},
+        "dataset": {"name": dataset_name, "fingerprint": dataset.fingerprint(),
+                    "layout": dataset.layout,
+                    "counts": {k: len(v) for k, v in dataset.files.items()}},
+        "split": result.split,
+        "metrics": result.metrics,
+        "history": result.history,
+        "libraries": library_versions(),
+    }
+
+
+def _verifier(expected: np.ndarray, inputs: np.ndarray) -> Any:
+    def verify(model_file: Path) -> None:
+        reloaded = load_model(model_file)
+        got = np.asarray(reloaded.predict(inputs, verbose=0))
+        if not np.allclose(got, expected, atol=1e-5):
+            raise RegistryError("the saved model does not reproduce the trained model's outputs")
+
+    return verify
+
+
+def publish_result(registry: Registry, result: TrainingResult, manifest: dict[str, Any]) -> str:
+    """Save into staging, verify by reloading, and publish atomically as the active version."""
+    staging = registry.new_staging()
+    try:
+        result.model.save(staging / MODEL_FILE)
+        fine_tune_from = result.phases[0]["epochs"] if len(result.phases) > 1 else None
+        plot_curves(result.history, staging / CURVES_FILE, fine_tune_from)
+        expected = np.asarray(result.model.predict(result.sample_inputs, verbose=0))
+        return registry.publish(staging, manifest, verify=_verifier(expected,
+                                                                    result.sample_inputs))
+    finally:
+        registry.discard(staging)

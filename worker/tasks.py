@@ -1,0 +1,19 @@
+"""Celery tasks: thin wrappers that pass ids to plain functions.
+
+TensorFlow is imported by those functions when a job runs, so only the pool's child
+process loads it.
+"""
+
+from __future__ import annotations
+
+from shared.config import get_settings
+from shared.task_queue import TRAIN_TASK
+from worker.celery_app import app
+
+
+@app.task(name=TRAIN_TASK)
+def train(job_id: str) -> str:
+    """Run retrain job ``job_id``; idempotent, since a job runs only from ``queued``."""
+    from worker.jobs import run_job
+
+    return run_job(job_id, get_settings()).value
