@@ -12,12 +12,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from shared.config import get_settings
+from shared.errors import CxrError, NoActiveModel
 from shared.schemas import JobProgress, TrainingParams
 
 app = typer.Typer(help="cxr-service: chest X-ray classification with VGG16.",
@@ -67,6 +70,16 @@ def up() -> None:
     raise typer.Exit(max((c.returncode or 0) for c in children))
 
 
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Domain errors end the command with their code and message, not a traceback."""
+    try:
+        yield
+    except CxrError as exc:
+        typer.echo(f"error: {exc.code}: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+
+
 class PrintReporter:
     def epoch_end(self, progress: JobProgress) -> bool:
         last = progress.last.model_dump(exclude_none=True) if progress.last else {}
@@ -99,14 +112,14 @@ def train(
                             image_size=image_size, learning_rate=learning_rate,
                             base_weights=base_weights, seed=seed, fine_tune=fine_tune,
                             fine_tune_epochs=fine_tune_epochs)
-    version = train_and_publish(discover(data), params, get_settings(), PrintReporter())
+    with user_errors():
+        version = train_and_publish(discover(data), params, get_settings(), PrintReporter())
     typer.echo(f"published and activated model version {version}")
 
 
 @app.command()
 def predict(file: Path, version: str | None = None) -> None:
     """Classify one image with the active (or a given) version, printing JSON."""
-    from shared.errors import NoActiveModel
     from shared.inference import load_version
     from shared.preprocessing import load_pixels
     from shared.registry import Registry
@@ -115,11 +128,12 @@ def predict(file: Path, version: str | None = None) -> None:
     registry = Registry(settings.models_dir)
     active = registry.active()
     chosen = version or (active.version if active else None)
-    if chosen is None:
-        raise NoActiveModel("no model is active; train one with `cxr train --data DIR`")
-    model = load_version(registry, chosen)
-    probabilities = model.predict_one(load_pixels(file.read_bytes(), model.image_size,
-                                                  settings.max_image_pixels))
+    with user_errors():
+        if chosen is None:
+            raise NoActiveModel("no model is active; train one with `cxr train --data DIR`")
+        model = load_version(registry, chosen)
+        probabilities = model.predict_one(load_pixels(file.read_bytes(), model.image_size,
+                                                      settings.max_image_pixels))
     label = max(probabilities, key=probabilities.__getitem__)
     typer.echo(json.dumps({"label": label, "probabilities": probabilities,
                            "model_version": chosen}, indent=2))

@@ -1,8 +1,12 @@
-"""Dependencies, defined once as ``Annotated`` aliases and used as parameter types."""
+"""Dependencies, defined once as ``Annotated`` aliases and used as parameter types.
+
+Each object is created once in the app's lifespan (``api.main``) and kept on ``app.state``.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, Request
@@ -13,33 +17,16 @@ from shared.jobs import JobStore
 from shared.registry import Registry
 
 
-def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def _from_state(name: str) -> Callable[[Request], Any]:
+    def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    get.__name__ = f"get_{name}"
+    return get
 
 
-def get_registry(request: Request) -> Registry:
-    registry: Registry = request.app.state.registry
-    return registry
-
-
-def get_model_server(request: Request) -> ModelServer:
-    server: ModelServer = request.app.state.model_server
-    return server
-
-
-def get_job_store(request: Request) -> JobStore:
-    store: JobStore = request.app.state.jobs
-    return store
-
-
-def get_queue(request: Request) -> Celery:
-    queue: Celery = request.app.state.queue
-    return queue
-
-
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-RegistryDep = Annotated[Registry, Depends(get_registry)]
-ModelServerDep = Annotated[ModelServer, Depends(get_model_server)]
-JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
-QueueDep = Annotated[Celery, Depends(get_queue)]
+SettingsDep = Annotated[Settings, Depends(_from_state("settings"))]
+RegistryDep = Annotated[Registry, Depends(_from_state("registry"))]
+ModelServerDep = Annotated[ModelServer, Depends(_from_state("model_server"))]
+JobStoreDep = Annotated[JobStore, Depends(_from_state("jobs"))]
+QueueDep = Annotated[Celery, Depends(_from_state("queue"))]

@@ -111,6 +111,46 @@ class ModelSummary(BaseModel):
     parent: str | None = None
 
 
+class DatasetRecord(BaseModel):
+    name: str
+    fingerprint: str | None = Field(None, description="sha256 over labels, names, contents.")
+    layout: str | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    """Everything recorded with a version (``manifest.json``); later keys are kept too."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    version: str
+    created_at: datetime
+    parent: str | None = None
+    classes: list[str]
+    image_size: int
+    dataset: DatasetRecord
+    model_sha256: str
+    preprocessing: str | None = None
+    architecture: str | None = None
+    training: dict[str, Any] = Field(default_factory=dict,
+                                     description="The retrain request and its phases.")
+    base_weights: dict[str, Any] = Field(default_factory=dict)
+    split: dict[str, Any] = Field(default_factory=dict,
+                                  description="Seed, per-class counts, file-list hashes.")
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    history: dict[str, list[float]] = Field(default_factory=dict,
+                                            description="Per-epoch loss, accuracy, val_*.")
+    files: dict[str, str] = Field(default_factory=dict,
+                                  description="sha256 of every file of the version.")
+    libraries: dict[str, str] = Field(default_factory=dict)
+
+    def summary(self) -> ModelSummary:
+        return ModelSummary(version=self.version, created_at=self.created_at,
+                            dataset=self.dataset.name, classes=self.classes,
+                            image_size=self.image_size, metrics=self.metrics,
+                            parent=self.parent)
+
+
 class ServingState(BaseModel):
     version: str | None = Field(description="The version this API process is serving.")
     load_error: str | None = Field(None, description="Why the active version is not served.")

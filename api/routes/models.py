@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
@@ -11,18 +9,9 @@ from api.deps import ModelServerDep, RegistryDep
 from api.errors import responses
 from shared.errors import ModelNotFound
 from shared.registry import CURVES_FILE
-from shared.schemas import ModelList, ModelSummary, ServingState
+from shared.schemas import Manifest, ModelList, ServingState
 
 router = APIRouter(prefix="/models", tags=["models"])
-
-
-def _summary(manifest: dict[str, Any]) -> ModelSummary:
-    return ModelSummary(
-        version=manifest["version"], created_at=manifest["created_at"],
-        dataset=manifest["dataset"]["name"], classes=manifest["classes"],
-        image_size=manifest["image_size"], metrics=manifest.get("metrics", {}),
-        parent=manifest.get("parent"),
-    )
 
 
 def _serving(server: ModelServerDep) -> ServingState:
@@ -36,14 +25,15 @@ def list_models(registry: RegistryDep, server: ModelServerDep) -> ModelList:
     """All versions, newest first, the active one, and what this process serves."""
     active = registry.active()
     return ModelList(active=active.version if active else None,
-                     versions=[_summary(m) for m in registry.versions()],
+                     versions=[Manifest.model_validate(m).summary()
+                               for m in registry.versions()],
                      serving=_serving(server))
 
 
-@router.get("/{version}", responses=responses(404))
-def get_model(version: str, registry: RegistryDep) -> dict[str, Any]:
+@router.get("/{version}", response_model=Manifest, responses=responses(404))
+def get_model(version: str, registry: RegistryDep) -> Manifest:
     """The full manifest of a version."""
-    return registry.manifest(version)
+    return Manifest.model_validate(registry.manifest(version))
 
 
 @router.get("/{version}/curves.png", response_class=FileResponse,

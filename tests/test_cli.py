@@ -1,0 +1,41 @@
+"""The `cxr` command: train and publish locally without the queue, then predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def _cxr(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cxr_cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_train_then_predict_from_the_command_line(tiny_dataset: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
+    env.update({"CXR_MODELS_DIR": str(tmp_path / "models"),
+                "CXR_STATE_DIR": str(tmp_path / "state"), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    no_model = _cxr("predict", str(tmp_path / "x.png"), env=env)
+    assert no_model.returncode == 2
+    assert "no_model" in no_model.stderr and "Traceback" not in no_model.stderr
+
+    trained = _cxr("train", "--data", str(tiny_dataset), "--epochs", "1", "--image-size", "32",
+                   "--base-weights", "none", "--fine-tune-epochs", "1", "--batch-size", "8",
+                   "--seed", "5", env=env)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "epoch 2/2 (fine_tune)" in trained.stdout
+    version = trained.stdout.strip().splitlines()[-1].split()[-1]
+    assert (tmp_path / "models" / version / "manifest.json").is_file()
+
+    image = next((tiny_dataset / "Normal" / "images").iterdir())
+    predicted = _cxr("predict", str(image), env=env)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    answer = json.loads(predicted.stdout)
+    assert answer["model_version"] == version
+    assert set(answer["probabilities"]) == {"COVID", "Normal", "Viral Pneumonia"}
+    assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
