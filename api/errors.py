@@ -6,6 +6,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -60,6 +61,13 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, exc.code, exc.message, headers=headers)
 
 
+async def _store_down(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("job store unreachable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, "broker_unavailable",
+                          "the job queue and store are unreachable; retry later",
+                          headers={"Retry-After": "5"})
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
@@ -83,5 +91,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.CxrError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(redis.ConnectionError, _store_down)
+    app.add_exception_handler(redis.TimeoutError, _store_down)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

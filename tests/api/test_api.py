@@ -160,3 +160,14 @@ def test_openapi_documents_every_route_and_the_error_model(client: TestClient) -
     assert predict_responses["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "ErrorResponse")
     assert client.get("/docs").status_code == 200
+
+
+def test_an_unreachable_job_store_is_a_503_not_a_crash(tmp_path: Path) -> None:
+    # Nothing listens on port 1: what the API sees while Redis is down.
+    down = Settings(data_dir=tmp_path / "d", models_dir=tmp_path / "m", state_dir=tmp_path / "s",
+                    broker_url="redis://127.0.0.1:1/0")
+    with TestClient(create_app(down)) as client:
+        _error(client.get("/jobs"), 503, "broker_unavailable")
+        _error(client.get("/jobs/abc"), 503, "broker_unavailable")
+        assert client.get("/readyz").json()["broker"] == "unreachable"
+        assert client.get("/healthz").status_code == 200
