@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     job_heartbeat_timeout_s: float = Field(900.0, ge=10)
     job_time_limit_s: int = Field(6 * 3600, ge=60)
 
+    # Promotion gate: a new version replaces the active one only when not worse than it by
+    # more than the margin on this metric, both measured on the new version's test split.
+    promotion_metric: Literal["balanced_accuracy", "accuracy", "macro_f1"] = "balanced_accuracy"
+    promotion_margin: float = Field(0.01, ge=0, le=1)
+    # Intra-op threads of a training process; leave a core to the API on a shared machine.
+    worker_threads: int | None = Field(None, ge=1, le=256)
+
     base_weights_file: Path | None = None
     base_weights_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
 

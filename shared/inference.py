@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.calibration import apply_temperature
 from shared.errors import ModelLoadFailed
 from shared.modeling import load_model
 from shared.preprocessing import to_model_input
@@ -20,6 +21,8 @@ class LoadedModel:
     classes: list[str]
     image_size: int
     model: Any
+    # Fitted on the validation split at training time; 1.0 leaves the softmax as it is.
+    temperature: float = 1.0
     # One inference at a time per model: two concurrent VGG16 passes only fight for cores.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -27,7 +30,8 @@ class LoadedModel:
         """Class probabilities for a batch of (n, size, size, 3) pixels in [0, 255]."""
         batch = to_model_input(pixels)
         with self.lock:
-            return np.asarray(self.model(batch, training=False))
+            raw = np.asarray(self.model(batch, training=False))
+        return apply_temperature(raw, self.temperature) if self.temperature != 1.0 else raw
 
     def predict_one(self, pixels: np.ndarray) -> dict[str, float]:
         probs = self.probabilities(pixels[None])[0]
@@ -40,7 +44,9 @@ def load_version(registry: Registry, version: str) -> LoadedModel:
         manifest = registry.manifest(version)
         path = registry.verified_model_path(version)
         loaded = LoadedModel(version=version, classes=list(manifest["classes"]),
-                             image_size=int(manifest["image_size"]), model=load_model(path))
+                             image_size=int(manifest["image_size"]), model=load_model(path),
+                             temperature=float(manifest.get("calibration", {})
+                                               .get("temperature", 1.0)))
         n_out = loaded.probabilities(
             np.zeros((1, loaded.image_size, loaded.image_size, 3), np.float32)).shape[-1]
     except ModelLoadFailed:

@@ -32,6 +32,7 @@ from shared.modeling import sha256_file
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
 CURVES_FILE = "curves.png"
+RELIABILITY_FILE = "reliability.png"
 ACTIVE_FILE = "ACTIVE"
 STAGING_DIR = ".staging"
 VERSION_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +37,17 @@ class TrainingParams(BaseModel):
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     dropout: float = Field(0.5, ge=0, lt=1)
+    class_weights: bool = Field(
+        True, description="Weight the loss by inverse class frequency of the training split.")
+    early_stopping_patience: int = Field(
+        5, ge=0, le=100,
+        description="Epochs without a lower val_loss before a phase stops, keeping its best "
+        "weights; 0 disables.")
+    activate: Literal["if_better", "always", "never"] = Field(
+        "if_better",
+        description="'if_better': become active only if not worse than the active version on "
+        "the promotion metric (CXR_PROMOTION_METRIC, within CXR_PROMOTION_MARGIN) on this "
+        "version's test split; else published as a candidate. 'always' or 'never' decide alone.")
 
     @property
     def total_epochs(self) -> int:
@@ -109,6 +120,8 @@ class ModelSummary(BaseModel):
     image_size: int
     metrics: dict[str, Any]
     parent: str | None = None
+    promotion: dict[str, Any] | None = Field(
+        None, description="Whether the gate activated this version at publish time, and why.")
 
 
 class DatasetRecord(BaseModel):
@@ -143,12 +156,16 @@ class Manifest(BaseModel):
     files: dict[str, str] = Field(default_factory=dict,
                                   description="sha256 of every file of the version.")
     libraries: dict[str, str] = Field(default_factory=dict)
+    promotion: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = Field(
+        None, description="Temperature fitted on validation, applied by /predict; ECE before "
+        "and after on the test split.")
 
     def summary(self) -> ModelSummary:
         return ModelSummary(version=self.version, created_at=self.created_at,
                             dataset=self.dataset.name, classes=self.classes,
                             image_size=self.image_size, metrics=self.metrics,
-                            parent=self.parent)
+                            parent=self.parent, promotion=self.promotion)
 
 
 class ServingState(BaseModel):

@@ -12,6 +12,7 @@ from shared.jobs import JobStore, open_job_store
 from shared.modeling import resolve_base_weights
 from shared.registry import Registry
 from shared.schemas import JobProgress, JobState, TrainingParams
+from worker.promotion import gate
 from worker.publishing import build_manifest, publish_result
 from worker.training import Reporter, train_model
 
@@ -62,11 +63,15 @@ def train_and_publish(dataset: Dataset, params: TrainingParams, settings: Settin
     if params.seed is None:
         params = params.model_copy(update={"seed": random.randrange(2**31)})
     weights = resolve_base_weights(params.base_weights, settings)  # fails before any work
-    result = train_model(dataset, params, weights, reporter, settings.max_image_pixels)
+    result = train_model(dataset, params, weights, reporter, settings.max_image_pixels,
+                         settings.worker_threads)
     if reporter.alive():
         raise JobCancelled("cancelled before publishing")
     registry = Registry(settings.models_dir)
     active = registry.active()
-    manifest = build_manifest(result, params, dataset, params.dataset, weights,
-                              parent=active.version if active else None)
-    return publish_result(registry, result, manifest)
+    promotion = gate(registry, params.activate, settings.promotion_metric,
+                     settings.promotion_margin, result.test, dataset.classes,
+                     result.metrics["test"], settings.max_image_pixels)
+    manifest = build_manifest(result, params, dataset, weights,
+                              parent=active.version if active else None, promotion=promotion)
+    return publish_result(registry, result, manifest, activate=promotion["activated"])

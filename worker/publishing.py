@@ -10,12 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from shared.calibration import apply_temperature
 from shared.datasets import Dataset
 from shared.errors import RegistryError
 from shared.modeling import load_model, sha256_file
 from shared.preprocessing import PREPROCESSING_ID
-from shared.registry import CURVES_FILE, MODEL_FILE, Registry
+from shared.registry import CURVES_FILE, MODEL_FILE, RELIABILITY_FILE, Registry
 from shared.schemas import TrainingParams
+from worker.evaluation import reliability_diagram
 from worker.training import TrainingResult
 
 LIBRARIES = ("tensorflow", "keras", "numpy", "pillow", "celery")
@@ -57,7 +59,9 @@ def library_versions() -> dict[str, str]:
 
 
 def build_manifest(result: TrainingResult, params: TrainingParams, dataset: Dataset,
-                   dataset_name: str, weights: Path | None, parent: str | None) -> dict[str, Any]:
+                   weights: Path | None, parent: str | None,
+                   promotion: dict[str, Any]) -> dict[str, Any]:
+    """Everything a user needs to judge and reproduce the version (registry adds checksums)."""
     return {
         "created_at": datetime.now(UTC).isoformat(),
         "parent": parent,
@@ -68,13 +72,18 @@ def build_manifest(result: TrainingResult, params: TrainingParams, dataset: Data
         "training": params.model_dump() | {"phases": result.phases},
         "base_weights": {"choice": params.base_weights,
                          "sha256": sha256_file(weights) if weights else None},
-        "dataset": {"name": dataset_name, "fingerprint": dataset.fingerprint(),
+        "dataset": {"name": params.dataset, "fingerprint": dataset.fingerprint(),
                     "layout": dataset.layout,
                     "counts": {k: len(v) for k, v in dataset.files.items()}},
         "split": result.split,
         "metrics": result.metrics,
+        "calibration": {"method": "temperature", "temperature": result.temperature,
+                        "fitted_on": "validation",
+                        "ece_before": result.metrics["test"].get("ece_uncalibrated"),
+                        "ece_after": result.metrics["test"].get("ece")},
         "history": result.history,
         "libraries": library_versions(),
+        "promotion": promotion,
     }
 
 
@@ -88,15 +97,20 @@ def _verifier(expected: np.ndarray, inputs: np.ndarray) -> Any:
     return verify
 
 
-def publish_result(registry: Registry, result: TrainingResult, manifest: dict[str, Any]) -> str:
-    """Save into staging, verify by reloading, and publish atomically as the active version."""
+def publish_result(registry: Registry, result: TrainingResult, manifest: dict[str, Any],
+                   activate: bool) -> str:
+    """Save into staging, verify by reloading, and publish atomically (and activate)."""
     staging = registry.new_staging()
     try:
         result.model.save(staging / MODEL_FILE)
-        fine_tune_from = result.phases[0]["epochs"] if len(result.phases) > 1 else None
+        fine_tune_from = result.phases[0]["epochs_run"] if len(result.phases) > 1 else None
         plot_curves(result.history, staging / CURVES_FILE, fine_tune_from)
+        reliability_diagram(result.test.labels, result.test_probabilities,
+                            staging / RELIABILITY_FILE, title="test split reliability",
+                            probabilities_after=apply_temperature(result.test_probabilities,
+                                                                  result.temperature))
         expected = np.asarray(result.model.predict(result.sample_inputs, verbose=0))
-        return registry.publish(staging, manifest, verify=_verifier(expected,
-                                                                    result.sample_inputs))
+        verify = _verifier(expected, result.sample_inputs)
+        return registry.publish(staging, manifest, verify=verify, activate=activate)
     finally:
         registry.discard(staging)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,18 +10,22 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from shared.calibration import apply_temperature
 from shared.datasets import Dataset
 from shared.errors import InvalidDataset, JobCancelled
 from shared.modeling import ModelConfig, build_model, set_phase
 from shared.schemas import EpochMetrics, JobProgress, TrainingParams
 from worker.datasets import (
+    Split,
     augmentation,
     load_split_pixels,
     make_pipeline,
     split_summary,
     stratified_split,
 )
-from worker.evaluation import evaluate
+from worker.evaluation import expected_calibration_error, fit_temperature, summarize
+
+log = logging.getLogger(__name__)
 
 
 class Reporter(Protocol):
@@ -37,6 +42,9 @@ class TrainingResult:
     history: dict[str, list[float]]
     metrics: dict[str, Any]
     split: dict[str, Any]
+    test: Split
+    test_probabilities: np.ndarray  # uncalibrated, for the reliability diagram
+    temperature: float
     sample_inputs: np.ndarray
     phases: list[dict[str, Any]] = field(default_factory=list)
 
@@ -72,11 +80,69 @@ def _progress_callback(reporter: Reporter, total_epochs: int, phase: str,
     return Progress()
 
 
+def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights, 1.0 on average over the training images."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = len(labels) / (n_classes * np.maximum(counts, 1))
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def limit_threads(threads: int | None) -> None:
+    """Cap TensorFlow's intra-op threads; only possible before TensorFlow starts working."""
+    if threads is None:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        log.warning("TensorFlow already initialised: CXR_WORKER_THREADS=%s not applied", threads)
+
+
+def _callbacks(reporter: Reporter, params: TrainingParams, phase: str) -> list[Any]:
+    import keras
+
+    callbacks = [_progress_callback(reporter, params.total_epochs, phase)]
+    if params.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=params.early_stopping_patience,
+            restore_best_weights=True))
+    return callbacks
+
+
+def _fit_phases(model: Any, train: Any, val: Any, params: TrainingParams, reporter: Reporter,
+                weights: dict[int, float] | None) -> tuple[dict[str, list[float]], list[Any]]:
+    import keras
+
+    history: dict[str, list[float]] = {}
+    phases = [("head", params.learning_rate, params.epochs)]
+    if params.fine_tune:
+        phases.append(("fine_tune", params.fine_tune_learning_rate, params.fine_tune_epochs))
+    done = []
+    for phase, learning_rate, epochs in phases:
+        set_phase(model, phase)  # recompiled below: trainable changes need it
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        callbacks = _callbacks(reporter, params, phase)
+        start = len(history.get("loss", []))
+        fitted = model.fit(train, validation_data=val, initial_epoch=start,
+                           epochs=start + epochs, callbacks=callbacks, class_weight=weights,
+                           shuffle=False, verbose=0)  # the pipeline shuffles, seeded
+        if callbacks[0].cancelled:
+            raise JobCancelled("cancelled while training")
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        done.append({"phase": phase, "learning_rate": learning_rate, "epochs": epochs,
+                     "epochs_run": len(fitted.history.get("loss", []))})
+    return history, done
+
+
 def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
-                reporter: Reporter, max_pixels: int) -> TrainingResult:
+                reporter: Reporter, max_pixels: int, threads: int | None = None) -> TrainingResult:
     """Split, load, train the head, optionally fine-tune block5, and evaluate on test."""
     import keras
 
+    limit_threads(threads)
     seed = params.seed if params.seed is not None else 0
     keras.utils.set_random_seed(seed)
     try:
@@ -88,33 +154,29 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
     train = make_pipeline(arrays["train"], splits["train"].labels, params.batch_size,
                           augment=augmentation(seed), shuffle_seed=seed)
     val = make_pipeline(arrays["validation"], splits["validation"].labels, params.batch_size)
-
     model = build_model(ModelConfig(len(dataset.classes), params.image_size, params.dropout,
                                     weights))
-    history: dict[str, list[float]] = {}
-    phases = [("head", params.learning_rate, params.epochs)]
-    if params.fine_tune:
-        phases.append(("fine_tune", params.fine_tune_learning_rate, params.fine_tune_epochs))
-    done = 0
-    for phase, learning_rate, epochs in phases:
-        set_phase(model, phase)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        callback = _progress_callback(reporter, params.total_epochs, phase)
-        fitted = model.fit(train, validation_data=val, initial_epoch=done,
-                           epochs=done + epochs, callbacks=[callback], shuffle=False,
-                           verbose=0)  # the pipeline shuffles, seeded
-        if callback.cancelled:
-            raise JobCancelled("cancelled while training")
-        for key, values in fitted.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
-        done += epochs
+    loss_weights = (class_weights(splits["train"].labels, len(dataset.classes))
+                    if params.class_weights else None)
+    history, phases = _fit_phases(model, train, val, params, reporter, loss_weights)
 
     test = make_pipeline(arrays["test"], splits["test"].labels, params.batch_size)
-    metrics = {"test": evaluate(model, test, splits["test"].labels, dataset.classes)}
+    temperature = fit_temperature(splits["validation"].labels,
+                                  np.asarray(model.predict(val, verbose=0)))
+    raw = np.asarray(model.predict(test, verbose=0))
+    summary = split_summary(splits, dataset.classes, seed)
+    summary["class_weights"] = loss_weights
     return TrainingResult(
-        model=model, history=history, metrics=metrics,
-        split=split_summary(splits, dataset.classes, seed),
-        sample_inputs=next(iter(test))[0].numpy()[:4],
-        phases=[{"phase": p, "learning_rate": lr, "epochs": e} for p, lr, e in phases],
+        model=model, history=history, split=summary, test=splits["test"],
+        metrics={"test": test_report(splits["test"].labels, raw, temperature, dataset.classes)},
+        test_probabilities=raw, temperature=temperature,
+        sample_inputs=next(iter(test))[0].numpy()[:4], phases=phases,
     )
+
+
+def test_report(labels: np.ndarray, raw: np.ndarray, temperature: float,
+                classes: list[str]) -> dict[str, Any]:
+    """Metrics of the calibrated probabilities (what /predict returns), ECE before and after."""
+    report = summarize(labels, apply_temperature(raw, temperature), classes)
+    report["ece_uncalibrated"] = expected_calibration_error(labels, raw) if len(labels) else None
+    return report

@@ -119,3 +119,16 @@ def test_no_request_fails_during_repeated_swaps(registry: Registry) -> None:
         server.stop()
     assert failures == []
     assert set(answered) == set(versions)
+
+
+def test_served_probabilities_are_the_temperature_scaled_ones(registry: Registry) -> None:
+    from shared.calibration import apply_temperature
+    from shared.inference import load_version
+    from shared.preprocessing import to_model_input
+
+    version = sorted(m["version"] for m in registry.versions())[0]
+    loaded = load_version(registry, version)
+    raw = np.asarray(loaded.model(to_model_input(_pixels()[None]), training=False))
+    loaded.temperature = 2.5
+    np.testing.assert_allclose(loaded.probabilities(_pixels()[None]),
+                               apply_temperature(raw, 2.5), rtol=1e-6)

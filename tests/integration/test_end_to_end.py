@@ -94,15 +94,22 @@ def test_upload_retrain_hot_reload_and_roll_back(service: Service,
         ready = client.get("/readyz").json()
         assert ready == {"ready": True, "model_version": v1, "model_error": None, "broker": "ok"}
 
-        v2 = retrain(client, seed=2)["model_version"]
+        v2 = retrain(client, seed=2, activate="always")["model_version"]
         assert v2 != v1
         served_version(client, image, v2)
         assert client.get(f"/models/{v2}").json()["parent"] == v1
 
+        v3 = retrain(client, seed=3, activate="never")["model_version"]
+        listing = client.get("/models").json()
+        assert listing["active"] == v2
+        candidate = next(m for m in listing["versions"] if m["version"] == v3)
+        assert candidate["promotion"]["activated"] is False
+        assert "candidate" in candidate["promotion"]["reason"]
+
         activated = client.post(f"/models/{v1}/activate")
         assert activated.status_code == 200 and activated.json()["active"] == v1
         served_version(client, image, v1, timeout=15)
-        assert [j["model_version"] for j in client.get("/jobs").json()["jobs"]] == [v2, v1]
+        assert [j["model_version"] for j in client.get("/jobs").json()["jobs"]] == [v3, v2, v1]
 
 
 def test_bad_input_is_refused_and_the_service_keeps_working(service: Service,

@@ -81,7 +81,15 @@ def test_train_and_publish_makes_a_complete_active_version(
     curves = (registry.version_dir(version) / "curves.png").read_bytes()
     assert curves.startswith(b"\x89PNG")
 
+    calibration = manifest["calibration"]
+    assert calibration["temperature"] > 0 and calibration["fitted_on"] == "validation"
+    assert calibration["ece_after"] == manifest["metrics"]["test"]["ece"]
+    assert {"balanced_accuracy", "macro_f1", "roc_auc", "per_class"} <= set(
+        manifest["metrics"]["test"])
+    assert (registry.version_dir(version) / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
     loaded = load_version(registry, version)
+    assert loaded.temperature == calibration["temperature"]
     image = next((tiny_dataset / "COVID" / "images").iterdir()).read_bytes()
     probabilities = loaded.predict_one(load_pixels(image, 32))
     assert set(probabilities) == set(manifest["classes"])

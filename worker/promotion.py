@@ -1,0 +1,74 @@
+"""The promotion gate: does a new version replace the active one, or wait as a candidate?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from shared.errors import CxrError
+from shared.inference import load_version
+from shared.registry import ActivePointer, Registry
+from worker.datasets import Split, load_split_pixels
+from worker.evaluation import summarize
+
+BATCH = 32
+
+
+def score_version_on(registry: Registry, version: str, split: Split, classes: list[str],
+                     metric: str, max_pixels: int) -> float | None:
+    """The metric of a published version on another version's test split; None if the two
+    versions do not classify the same labels."""
+    loaded = load_version(registry, version)
+    if loaded.classes != classes:
+        return None
+    pixels = load_split_pixels(split, loaded.image_size, max_pixels)
+    probabilities = np.concatenate([loaded.probabilities(pixels[i:i + BATCH])
+                                    for i in range(0, len(pixels), BATCH)])
+    value = summarize(split.labels, probabilities, classes)[metric]
+    return None if value is None else float(value)
+
+
+def decide(mode: str, metric: str, margin: float, new: float | None,
+           active: ActivePointer | None, active_score: float | None,
+           comparable: bool = True) -> dict[str, Any]:
+    """The decision and its reason, as recorded in the manifest."""
+    record: dict[str, Any] = {"mode": mode, "metric": metric, "margin": margin,
+                              "new": new, "active_version": active.version if active else None,
+                              "active": active_score}
+    if mode == "always":
+        return record | {"activated": True, "reason": "requested: activate always"}
+    if mode == "never":
+        return record | {"activated": False, "reason": "requested: activate never (candidate)"}
+    if active is None:
+        return record | {"activated": True, "reason": "no active version yet"}
+    if not comparable:
+        return record | {"activated": False, "reason": (
+            f"the active version {active.version} has other classes or could not be scored; "
+            "kept as a candidate: activate it by hand")}
+    if new is None or active_score is None:
+        return record | {"activated": False,
+                         "reason": f"{metric} undefined on the test split; kept as a candidate"}
+    if new + margin >= active_score:
+        return record | {"activated": True, "reason": (
+            f"{metric} {new:.4f} is not worse than the active version's {active_score:.4f} "
+            f"(margin {margin})")}
+    return record | {"activated": False, "reason": (
+        f"{metric} {new:.4f} is worse than the active version's {active_score:.4f} by more "
+        f"than {margin}; kept as a candidate")}
+
+
+def gate(registry: Registry, mode: str, metric: str, margin: float, test: Split,
+         classes: list[str], new_metrics: dict[str, Any], max_pixels: int) -> dict[str, Any]:
+    """Score the active version on the new test split when it matters, then decide."""
+    active = registry.active()
+    new = new_metrics.get(metric)
+    if mode != "if_better" or active is None:
+        return decide(mode, metric, margin, new, active, None)
+    try:
+        active_score = score_version_on(registry, active.version, test, classes, metric,
+                                        max_pixels)
+    except CxrError:
+        return decide(mode, metric, margin, new, active, None, comparable=False)
+    return decide(mode, metric, margin, new, active, active_score,
+                  comparable=active_score is not None)
