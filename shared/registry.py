@@ -133,12 +133,18 @@ class Registry:
         manifest: dict[str, Any],
         verify: Callable[[Path], None] | None = None,
         activate: bool = True,
+        render: Callable[[Path, dict[str, Any]], None] | None = None,
     ) -> str:
-        """Seal a staged version, move it into place and (by default) activate it."""
+        """Seal a staged version, move it into place and (by default) activate it.
+
+        ``render(staging, manifest)`` may add files that need the version id (a model card).
+        """
         model_file = staging / MODEL_FILE
         if not model_file.is_file():
             raise RegistryError("staging holds no model file")
         version = new_version_id()
+        if render is not None:
+            render(staging, {**manifest, "version": version})
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         sealed = {**manifest, "version": version, "model_sha256": files[MODEL_FILE],
                   "files": files}

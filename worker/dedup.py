@@ -105,14 +105,17 @@ def distance_blocks(bits: np.ndarray,
     """
     n, kinds, zooms, nbits = bits.shape
     signs = bits.astype(np.float32) * 2 - 1
+    columns = [np.ascontiguousarray(signs[:, k, 0]) for k in range(kinds)]
+    flat = [signs[:, k].reshape(n * zooms, nbits) for k in range(kinds)]
     for start in range(0, n, block_rows):
         rows = signs[start:start + block_rows]
         combined = np.zeros((len(rows), n), dtype=np.float32)
         for k in range(kinds):
             # Row's crops against whole columns, and whole rows against columns' crops.
-            dots = np.einsum("rzb,cb->rcz", rows[:, k], signs[:, k, 0])
-            dots = np.maximum(dots, np.einsum("rb,czb->rcz", rows[:, k, 0], signs[:, k]))
-            combined = np.maximum(combined, (nbits - dots.max(axis=2)) / 2)
+            crops_vs_whole = (rows[:, k].reshape(-1, nbits) @ columns[k].T).reshape(-1, zooms, n)
+            whole_vs_crops = (rows[:, k, 0] @ flat[k].T).reshape(-1, n, zooms)
+            best = np.maximum(crops_vs_whole.max(axis=1), whole_vs_crops.max(axis=2))
+            combined = np.maximum(combined, (nbits - best) / 2)
         yield start, np.rint(combined).astype(np.int16)
 
 

@@ -18,6 +18,7 @@ from shared.preprocessing import PREPROCESSING_ID
 from shared.registry import CURVES_FILE, MODEL_FILE, RELIABILITY_FILE, Registry
 from shared.schemas import TrainingParams
 from worker.evaluation import reliability_diagram
+from worker.model_card import CARD_HTML, CARD_MD, card_html, card_markdown
 from worker.training import TrainingResult
 
 LIBRARIES = ("tensorflow", "keras", "numpy", "pillow", "celery")
@@ -46,6 +47,13 @@ def plot_curves(history: dict[str, list[float]], path: Path, fine_tune_from: int
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def write_card(folder: Path, manifest: dict[str, Any]) -> None:
+    """The model card, as Markdown and as a standalone HTML page."""
+    markdown = card_markdown(manifest)
+    (folder / CARD_MD).write_text(markdown)
+    (folder / CARD_HTML).write_text(card_html(markdown, f"Model card {manifest['version']}"))
 
 
 def library_versions() -> dict[str, str]:
@@ -111,6 +119,7 @@ def publish_result(registry: Registry, result: TrainingResult, manifest: dict[st
                                                                   result.temperature))
         expected = np.asarray(result.model.predict(result.sample_inputs, verbose=0))
         verify = _verifier(expected, result.sample_inputs)
-        return registry.publish(staging, manifest, verify=verify, activate=activate)
+        return registry.publish(staging, manifest, verify=verify, activate=activate,
+                                render=write_card)
     finally:
         registry.discard(staging)

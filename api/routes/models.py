@@ -8,7 +8,6 @@ from fastapi.responses import FileResponse
 from api.deps import ModelServerDep, RegistryDep
 from api.errors import responses
 from shared.errors import ModelNotFound
-from shared.registry import CURVES_FILE
 from shared.schemas import Manifest, ModelList, ServingState
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -36,14 +35,23 @@ def get_model(version: str, registry: RegistryDep) -> Manifest:
     return Manifest.model_validate(registry.manifest(version))
 
 
-@router.get("/{version}/curves.png", response_class=FileResponse,
-            responses={200: {"content": {"image/png": {}}}, **responses(404)})
-def get_model_curves(version: str, registry: RegistryDep) -> FileResponse:
-    """Training and validation loss and accuracy per epoch."""
-    path = registry.version_dir(version) / CURVES_FILE
+ARTIFACTS = {"curves.png": "image/png", "reliability.png": "image/png",
+             "card": "text/html; charset=utf-8", "card.md": "text/markdown; charset=utf-8"}
+FILES = {"card": "card.html"}
+
+
+@router.get("/{version}/{artifact}", response_class=FileResponse, responses={
+    200: {"content": {"image/png": {}, "text/html": {}, "text/markdown": {}}},
+    **responses(404)})
+def get_model_artifact(version: str, artifact: str, registry: RegistryDep) -> FileResponse:
+    """A version's files: curves.png (loss and accuracy per epoch), reliability.png
+    (calibration), card (the model card as HTML) and card.md."""
+    if artifact not in ARTIFACTS:
+        raise ModelNotFound(f"versions have no {artifact!r}; try one of {sorted(ARTIFACTS)}")
+    path = registry.version_dir(version) / FILES.get(artifact, artifact)
     if not path.is_file():
-        raise ModelNotFound(f"no curves for version {version!r}")
-    return FileResponse(path, media_type="image/png")
+        raise ModelNotFound(f"version {version!r} has no {artifact}")
+    return FileResponse(path, media_type=ARTIFACTS[artifact])
 
 
 @router.post("/{version}/activate", response_model=ModelList, responses=responses(404))

@@ -87,6 +87,11 @@ def test_upload_retrain_hot_reload_and_roll_back(service: Service,
         assert manifest["model_sha256"] and manifest["dataset"]["name"] == "tiny"
         curves = client.get(f"/models/{v1}/curves.png")
         assert curves.headers["content-type"] == "image/png" and curves.content[:4] == b"\x89PNG"
+        card = client.get(f"/models/{v1}/card")
+        assert card.headers["content-type"].startswith("text/html")
+        assert "not a diagnostic device" in card.text and "pediatric" in card.text
+        assert client.get(f"/models/{v1}/reliability.png").content[:4] == b"\x89PNG"
+        assert client.get(f"/models/{v1}/passwd").json()["error"]["code"] == "model_not_found"
 
         answer = served_version(client, image, v1)
         assert answer["label"] in answer["probabilities"]

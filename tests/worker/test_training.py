@@ -88,6 +88,12 @@ def test_train_and_publish_makes_a_complete_active_version(
         manifest["metrics"]["test"])
     assert (registry.version_dir(version) / "reliability.png").read_bytes()[:4] == b"\x89PNG"
 
+    card = (registry.version_dir(version) / "card.md").read_text()
+    assert version in card and "research, not a diagnostic device" in card
+    assert "pediatric" in card and "| COVID |" in card
+    html = (registry.version_dir(version) / "card.html").read_text()
+    assert "<table>" in html and "reliability.png" in html
+
     loaded = load_version(registry, version)
     assert loaded.temperature == calibration["temperature"]
     image = next((tiny_dataset / "COVID" / "images").iterdir()).read_bytes()

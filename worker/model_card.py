@@ -1,0 +1,126 @@
+"""The model card of a version: Markdown (kept in the version folder) and HTML (served)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CARD_MD = "card.md"
+CARD_HTML = "card.html"
+
+RADIOGRAPHY_BIAS = (
+    "This dataset follows the COVID-19 Radiography Database, whose viral pneumonia images and "
+    "part of its normal images are pediatric (the Kermany Guangzhou set) while its COVID-19 "
+    "images are of adults from other hospitals. The model may have learned age and image "
+    "source instead of disease, and scores on its own test split say nothing about other "
+    "hospitals. The database also contains re-encoded copies of the same film and no patient "
+    "ids."
+)
+GENERAL_LIMITS = (
+    "Labels come from folder names. Images from another scanner, hospital, age group or view "
+    "(lateral, portable AP) are outside what the model saw. Probabilities are "
+    "temperature-calibrated on the validation split; they are not a diagnosis."
+)
+CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
+       "color:#111;line-height:1.5}table{border-collapse:collapse;margin:1rem 0}"
+       "td,th{border:1px solid #999;padding:.25rem .6rem;text-align:right}"
+       "th:first-child,td:first-child{text-align:left}img{max-width:100%}")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _ci(rates: dict[str, Any], key: str) -> str:
+    interval = rates.get(f"{key}_ci")
+    suffix = f" ({_fmt(interval[0])}–{_fmt(interval[1])})" if interval else ""
+    return _fmt(rates.get(key)) + suffix
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _metrics(test: dict[str, Any], calibration: dict[str, Any]) -> list[str]:
+    overall = [[name, _fmt(test.get(key))] for name, key in (
+        ("images", "images"), ("accuracy", "accuracy"),
+        ("balanced accuracy", "balanced_accuracy"), ("macro F1", "macro_f1"),
+        ("macro ROC-AUC (one-vs-rest)", "roc_auc"))]
+    before, after = calibration.get("ece_before"), calibration.get("ece_after")
+    overall.append(["ECE, 15 bins (before → after calibration)",
+                    f"{_fmt(before)} → {_fmt(after)}"])
+    per_class = [[label, _ci(r, "sensitivity"), _ci(r, "specificity"), _ci(r, "ppv"),
+                  _ci(r, "npv"), _fmt(r.get("support"))]
+                 for label, r in test.get("per_class", {}).items()]
+    matrix = test.get("confusion_matrix", {"labels": [], "counts": []})
+    confusion = [[f"true {label}", *map(str, row)]
+                 for label, row in zip(matrix["labels"], matrix["counts"], strict=True)]
+    return [
+        "## Performance on the held-out test split", "",
+        *_table(["metric", "value"], overall), "",
+        "Per class, with 95% Wilson intervals:", "",
+        *_table(["class", "sensitivity", "specificity", "PPV", "NPV", "support"], per_class), "",
+        "Confusion matrix (counts; rows true, columns predicted):", "",
+        *_table(["", *[f"predicted {label}" for label in matrix["labels"]]], confusion), "",
+    ]
+
+
+def _data(manifest: dict[str, Any]) -> list[str]:
+    dataset, split = manifest["dataset"], manifest.get("split", {})
+    rows = [[name, ", ".join(f"{k}: {v}" for k, v in split.get(name, {}).get("counts", {}).items())]
+            for name in ("train", "validation", "test")]  # noqa: E501
+    lines = [
+        "## Data", "",
+        f"Dataset `{dataset['name']}` ({dataset.get('layout')}), fingerprint "
+        f"`{str(dataset.get('fingerprint'))[:16]}…`: "
+        + ", ".join(f"{k} {v}" for k, v in dataset.get("counts", {}).items()) + ".", "",
+        f"Split: {split.get('method', 'n/a')}, seed {split.get('seed')}; near-duplicate groups "
+        f"merged before splitting: {split.get('duplicate_groups', 'not checked')}.", "",
+        *_table(["split", "images per class"], rows), "",
+        "### Known biases", "",
+    ]
+    classes = set(manifest["classes"])
+    if {"COVID", "Viral Pneumonia"} <= classes or dataset.get("layout") == "covid19-radiography":
+        lines += [RADIOGRAPHY_BIAS, ""]
+    return lines + [GENERAL_LIMITS, ""]
+
+
+def card_markdown(manifest: dict[str, Any]) -> str:
+    """The card as Markdown; images are referenced by their names in the version folder."""
+    training, calibration = manifest.get("training", {}), manifest.get("calibration") or {}
+    promotion = manifest.get("promotion") or {}
+    lines = [
+        f"# Model card: {manifest['version']}", "",
+        "**Intended use: research, not a diagnostic device.** It classifies a frontal chest "
+        f"X-ray as one of {', '.join(manifest['classes'])}.", "",
+        f"- created {manifest['created_at']}, parent version {manifest.get('parent') or 'none'}",
+        f"- architecture {manifest.get('architecture')}, input {manifest['image_size']} px, "
+        f"preprocessing `{manifest.get('preprocessing')}`",
+        f"- base weights: {manifest.get('base_weights', {}).get('choice')}; epochs "
+        f"{training.get('epochs')} head"
+        + (f" + {training.get('fine_tune_epochs')} fine-tune" if training.get("fine_tune") else "")
+        + f", batch {training.get('batch_size')}, learning rate {training.get('learning_rate')}",
+        f"- activation at publish: {promotion.get('reason', 'n/a')}", "",
+        *_data(manifest),
+        *_metrics(manifest.get("metrics", {}).get("test", {}), calibration),
+        "## Calibration", "",
+        f"Temperature {_fmt(calibration.get('temperature'))}, fitted on the validation split "
+        "and applied to every probability the service returns.", "",
+        "![reliability diagram](reliability.png)", "",
+        "## Training curves", "", "![loss and accuracy per epoch](curves.png)", "",
+    ]
+    return "\n".join(lines)
+
+
+def card_html(markdown: str, title: str) -> str:
+    """A standalone HTML page of the card (no external resources)."""
+    from markdown_it import MarkdownIt
+
+    # html=False: class and dataset names come from uploads and must not become markup.
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{title}</title><style>{CSS}</style></head><body>{body}</body></html>")
