@@ -118,6 +118,30 @@ def train(
 
 
 @app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option(help="A labelled folder, e.g. another hospital's.")],
+    model: Annotated[str | None, typer.Option(help="Version; the active one if omitted.")] = None,
+) -> None:
+    """Evaluate a version on a labelled folder; store and print the external report."""
+    from shared.datasets import discover
+    from shared.registry import Registry
+    from worker.external import evaluate_external
+
+    settings = get_settings()
+    registry = Registry(settings.models_dir)
+    with user_errors():
+        active = registry.active()
+        version = model or (active.version if active else None)
+        if version is None:
+            raise NoActiveModel("no model is active; pass --model VERSION")
+        report = evaluate_external(registry, version, discover(data), data.resolve().name,
+                                   settings.max_image_pixels)
+        stored = registry.save_evaluation(version, report)
+    typer.echo(json.dumps(report, indent=2))
+    typer.echo(f"stored as {stored}", err=True)
+
+
+@app.command()
 def predict(file: Path, version: str | None = None) -> None:
     """Classify one image with the active (or a given) version, printing JSON."""
     from shared.inference import load_version

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,10 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from worker.dedup import (  # noqa: E402
+from worker.dedup import (
     DEFAULT_KINDS,
     DEFAULT_MAX_DISTANCE,
     DEFAULT_ZOOMS,
@@ -33,8 +29,9 @@ from worker.dedup import (  # noqa: E402
     hash_images,
     summarize_groups,
 )
-from worker.splits import connected_groups  # noqa: E402
+from worker.splits import connected_groups
 
+REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "covid19-radiography"
 RESULTS = REPO / "bench" / "results"
 THRESHOLDS = range(17)

@@ -35,6 +35,9 @@ CURVES_FILE = "curves.png"
 RELIABILITY_FILE = "reliability.png"
 ACTIVE_FILE = "ACTIVE"
 STAGING_DIR = ".staging"
+# Reports about a version made after it was published (external evaluations) live apart
+# from its immutable folder.
+EVALUATIONS_DIR = "evaluations"
 VERSION_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 STALE_STAGING_S = 6 * 3600
 
@@ -120,7 +123,25 @@ class Registry:
             raise RegistryError(f"model file of {version} is missing or fails its checksum")
         return path
 
+    def evaluations(self, version: str) -> list[dict[str, Any]]:
+        """External evaluation reports of a version, oldest first."""
+        folder = self.root / EVALUATIONS_DIR / self.version_dir(version).name
+        if not folder.is_dir():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
     # -- writing -------------------------------------------------------------------------
+    def save_evaluation(self, version: str, report: dict[str, Any]) -> Path:
+        """Store an external evaluation report of an existing version (atomic write)."""
+        self.manifest(version)
+        folder = self.root / EVALUATIONS_DIR / version
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{new_version_id()}.json"
+        tmp = folder / f".{name}.tmp"
+        _write_durably(tmp, json.dumps(report, indent=2).encode())
+        os.replace(tmp, folder / name)
+        return folder / name
+
     def new_staging(self) -> Path:
         """A fresh folder on the registry's filesystem to write a version into."""
         staging = self.root / STAGING_DIR / secrets.token_hex(8)

@@ -16,7 +16,9 @@ def _cxr(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_train_then_predict_from_the_command_line(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_train_predict_and_evaluate_from_the_command_line(
+    tiny_dataset: Path, image_dataset_root: Path, tmp_path: Path
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
     env.update({"CXR_MODELS_DIR": str(tmp_path / "models"),
                 "CXR_STATE_DIR": str(tmp_path / "state"), "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -39,3 +41,22 @@ def test_train_then_predict_from_the_command_line(tiny_dataset: Path, tmp_path: 
     assert answer["model_version"] == version
     assert set(answer["probabilities"]) == {"COVID", "Normal", "Viral Pneumonia"}
     assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
+
+    evaluated = _cxr("evaluate", "--data", str(image_dataset_root), env=env)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads(evaluated.stdout)
+    assert report["kind"] == "external" and report["version"] == version
+    assert report["dataset"]["class_mapping"] == {
+        "COVID": "COVID", "NORMAL": "Normal", "VIRAL_PNEUMONIA": "Viral Pneumonia"}
+    assert report["metrics"]["images"] == sum(report["dataset"]["counts"].values()) > 0
+    stored = list((tmp_path / "models" / "evaluations" / version).glob("*.json"))
+    assert [json.loads(p.read_text()) for p in stored] == [report]
+    manifest = json.loads((tmp_path / "models" / version / "manifest.json").read_text())
+    assert "external" not in json.dumps(manifest["metrics"])  # kept apart from the test split
+
+    unknown = tmp_path / "unknown"
+    for label in ("COVID", "Tuberculosis"):
+        (unknown / label).mkdir(parents=True)
+        (unknown / label / image.name).write_bytes(image.read_bytes())
+    refused = _cxr("evaluate", "--data", str(unknown), env=env)
+    assert refused.returncode == 2 and "Tuberculosis" in refused.stderr

@@ -86,7 +86,7 @@ def groups_from_csv(csv_path: Path, paths: list[Path], key_column: str,
     for index, path in enumerate(paths):
         key = _lookup(keys, path)
         tokens.append(f"key:{key}" if key is not None else f"alone:{index}")
-    return _first_appearance_ids(np.array(tokens, dtype=object).astype(str))
+    return _first_appearance_ids(np.array(tokens))
 
 
 def _check_inputs(labels: np.ndarray, groups: np.ndarray, validation: float,
@@ -104,6 +104,22 @@ def _group_table(classes: np.ndarray, group_ids: np.ndarray,
     counts = np.zeros((group_ids.max() + 1, n_classes), dtype=np.int64)
     np.add.at(counts, (group_ids, classes), 1)
     return counts, counts.argmax(axis=1)
+
+
+def _assign_groups(counts: np.ndarray, majority: np.ndarray, targets: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    """The split index of every group, filling the per-class (split, class) targets."""
+    assigned = np.zeros_like(targets)
+    split_of_group = np.empty(len(counts), dtype=np.int64)
+    for cls in range(targets.shape[1]):
+        members = rng.permutation(np.flatnonzero(majority == cls))
+        members = members[np.argsort(-counts[members].sum(axis=1), kind="stable")]
+        for group in members:
+            deficit = (targets[:, cls] - assigned[:, cls]) / targets[:, cls]
+            split = int(np.argmax(deficit))
+            split_of_group[group] = split
+            assigned[split] += counts[group]
+    return split_of_group
 
 
 def grouped_stratified_split(labels: np.ndarray, groups: np.ndarray, validation: float,
@@ -127,16 +143,6 @@ def grouped_stratified_split(labels: np.ndarray, groups: np.ndarray, validation:
                              f"group(s); {len(SPLITS)} are needed to put it in every split")
     fractions = np.array([1 - validation - test, validation, test])
     targets = fractions[:, None] * counts.sum(axis=0)[None, :]
-    assigned = np.zeros_like(targets)
-    split_of_group = np.empty(len(counts), dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    for cls in range(len(class_values)):
-        members = rng.permutation(np.flatnonzero(majority == cls))
-        members = members[np.argsort(-counts[members].sum(axis=1), kind="stable")]
-        for group in members:
-            deficit = (targets[:, cls] - assigned[:, cls]) / targets[:, cls]
-            split = int(np.argmax(deficit))
-            split_of_group[group] = split
-            assigned[split] += counts[group]
+    split_of_group = _assign_groups(counts, majority, targets, np.random.default_rng(seed))
     image_split = split_of_group[group_ids]
     return {name: np.flatnonzero(image_split == s) for s, name in enumerate(SPLITS)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
@@ -33,6 +35,14 @@ def list_models(registry: RegistryDep, server: ModelServerDep) -> ModelList:
 def get_model(version: str, registry: RegistryDep) -> Manifest:
     """The full manifest of a version."""
     return Manifest.model_validate(registry.manifest(version))
+
+
+@router.get("/{version}/evaluations", response_model=list[dict[str, Any]],
+            responses=responses(404))
+def list_model_evaluations(version: str, registry: RegistryDep) -> list[dict[str, Any]]:
+    """External evaluations of a version (`cxr evaluate`), kept apart from its test results."""
+    registry.manifest(version)
+    return registry.evaluations(version)
 
 
 ARTIFACTS = {"curves.png": "image/png", "reliability.png": "image/png",

@@ -1,0 +1,56 @@
+"""Evaluating a published version on any labelled folder, e.g. another hospital's images."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from shared.datasets import Dataset
+from shared.errors import InvalidDataset
+from shared.inference import load_version
+from shared.preprocessing import load_pixels
+from shared.registry import Registry
+from worker.evaluation import summarize
+
+BATCH = 32
+
+
+def _key(label: str) -> str:
+    """Names match across spelling conventions: 'VIRAL_PNEUMONIA' is 'Viral Pneumonia'."""
+    return re.sub(r"[\s_-]+", " ", label).strip().casefold()
+
+
+def match_classes(dataset_classes: list[str], model_classes: list[str]) -> dict[str, int]:
+    """Each dataset class's index among the model's classes; an unknown class is an error."""
+    index = {_key(label): i for i, label in enumerate(model_classes)}
+    unknown = [label for label in dataset_classes if _key(label) not in index]
+    if unknown:
+        raise InvalidDataset(f"classes {unknown} are not among the model's {model_classes}")
+    return {label: index[_key(label)] for label in dataset_classes}
+
+
+def evaluate_external(registry: Registry, version: str, dataset: Dataset, dataset_name: str,
+                      max_pixels: int) -> dict[str, Any]:
+    """The version's calibrated predictions on every image of ``dataset``, summarized."""
+    model = load_version(registry, version)
+    mapping = match_classes(dataset.classes, model.classes)
+    paths = [(path, mapping[label]) for label, files in dataset.files.items() for path in files]
+    probabilities = []
+    for start in range(0, len(paths), BATCH):
+        chunk = [load_pixels(p.read_bytes(), model.image_size, max_pixels)
+                 for p, _ in paths[start:start + BATCH]]
+        probabilities.append(model.probabilities(np.stack(chunk)))
+    labels = np.array([y for _, y in paths], dtype=np.int64)
+    return {
+        "kind": "external",
+        "version": version,
+        "evaluated_at": datetime.now(UTC).isoformat(),
+        "dataset": {"name": dataset_name, "fingerprint": dataset.fingerprint(),
+                    "layout": dataset.layout,
+                    "counts": {label: len(files) for label, files in dataset.files.items()},
+                    "class_mapping": {label: model.classes[i] for label, i in mapping.items()}},
+        "metrics": summarize(labels, np.concatenate(probabilities), model.classes),
+    }
