@@ -37,6 +37,11 @@ class TrainingParams(BaseModel):
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     dropout: float = Field(0.5, ge=0, lt=1)
+    groups_csv: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.csv$",
+        description="A CSV at the dataset's root whose group_column (e.g. a patient id) keeps "
+        "a group's images in one split; its 'file' column names each image.")
+    group_column: str = Field("patient_id", min_length=1, max_length=64)
     class_weights: bool = Field(
         True, description="Weight the loss by inverse class frequency of the training split.")
     early_stopping_patience: int = Field(

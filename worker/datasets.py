@@ -12,6 +12,8 @@ import numpy as np
 
 from shared.datasets import Dataset
 from shared.preprocessing import load_pixels, to_model_input
+from worker.dedup import DEFAULT_MAX_DISTANCE, near_duplicate_groups, summarize_groups
+from worker.splits import combine_groups, grouped_stratified_split, groups_from_csv
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -27,29 +29,34 @@ class Split:
     labels: np.ndarray
 
 
-def stratified_split(dataset: Dataset, validation: float, test: float,
-                     seed: int) -> dict[str, Split]:
-    """Per class, a seeded shuffle cut into train/validation/test (at least one each)."""
-    rng = np.random.default_rng(seed)
-    parts: dict[str, tuple[list[Path], list[int]]] = {name: ([], []) for name in SPLITS}
-    for label, paths in enumerate(dataset.files.values()):
-        order = rng.permutation(len(paths))
-        n_test = max(1, round(len(paths) * test))
-        n_val = max(1, round(len(paths) * validation))
-        if len(paths) < n_test + n_val + 1:
-            raise ValueError(f"class {dataset.classes[label]!r} has too few images to split")
-        cuts = {"test": order[:n_test], "validation": order[n_test:n_test + n_val],
-                "train": order[n_test + n_val:]}
-        for name, idx in cuts.items():
-            parts[name][0].extend(paths[i] for i in idx)
-            parts[name][1].extend([label] * len(idx))
-    return {name: Split(paths, np.array(labels, dtype=np.int32))
-            for name, (paths, labels) in parts.items()}
+def split_dataset(dataset: Dataset, validation: float, test: float, seed: int,
+                  groups_csv: Path | None = None,
+                  group_column: str = "patient_id") -> tuple[dict[str, Split], dict[str, Any]]:
+    """A seeded, per-class stratified split in which near-duplicate images (and, with a CSV,
+    images of one patient) always fall in the same split."""
+    paths = [path for files in dataset.files.values() for path in files]
+    labels = np.array([i for i, files in enumerate(dataset.files.values()) for _ in files],
+                      dtype=np.int32)
+    duplicates = np.asarray(near_duplicate_groups(paths))
+    groups = duplicates
+    if groups_csv is not None:
+        groups = combine_groups(duplicates, groups_from_csv(groups_csv, paths, group_column))
+    index = grouped_stratified_split(labels, groups, validation, test, seed)
+    splits = {name: Split([paths[i] for i in index[name]], labels[index[name]])
+              for name in SPLITS}
+    found = summarize_groups(duplicates)
+    details = {"method": f"stratified, grouped by near-duplicates (phash+dhash <= "
+                         f"{DEFAULT_MAX_DISTANCE} bits)" + (", and by patient" if groups_csv
+                                                            else ""),
+               "duplicate_groups": found.merged_groups,
+               "images_in_duplicate_groups": found.images_merged,
+               "group_key": f"{groups_csv.name}:{group_column}" if groups_csv else None}
+    return splits, details
 
 
 def split_summary(splits: dict[str, Split], classes: list[str], seed: int) -> dict[str, Any]:
     """What the manifest records: seed, per-class counts and a hash of each split's files."""
-    summary: dict[str, Any] = {"seed": seed, "method": "stratified-random"}
+    summary: dict[str, Any] = {"seed": seed}
     for name, split in splits.items():
         counts = np.bincount(split.labels, minlength=len(classes))
         pairs = zip(split.paths, split.labels, strict=True)

@@ -50,7 +50,8 @@ HASHES: dict[str, Callable[..., imagehash.ImageHash]] = {
     "phash": imagehash.phash,
     "dhash": imagehash.dhash,
 }
-# Rows of the distance matrix computed at once: bounds memory to a few tens of MB.
+# Rows of the distance matrix computed at once: peak memory ~8 B * rows * images * zooms
+# (60 MB for 3,738 images).
 BLOCK_ROWS = 512
 
 

@@ -137,7 +137,7 @@ def grouped_stratified_split(labels: np.ndarray, groups: np.ndarray, validation:
     group_ids = _first_appearance_ids(groups)
     counts, majority = _group_table(classes.ravel(), group_ids, len(class_values))
     per_class_groups = np.bincount(majority, minlength=len(class_values))
-    for value, n_groups in zip(class_values, per_class_groups, strict=True):
+    for value, n_groups in zip(class_values.tolist(), per_class_groups.tolist(), strict=True):
         if n_groups < len(SPLITS):
             raise ValueError(f"class {value!r} is the majority class of only {n_groups} "
                              f"group(s); {len(SPLITS)} are needed to put it in every split")

@@ -20,8 +20,8 @@ from worker.datasets import (
     augmentation,
     load_split_pixels,
     make_pipeline,
+    split_dataset,
     split_summary,
-    stratified_split,
 )
 from worker.evaluation import expected_calibration_error, fit_temperature, summarize
 
@@ -145,8 +145,13 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
     limit_threads(threads)
     seed = params.seed if params.seed is not None else 0
     keras.utils.set_random_seed(seed)
+    groups_csv = dataset.root / params.groups_csv if params.groups_csv else None
+    if groups_csv is not None and not groups_csv.is_file():
+        raise InvalidDataset(f"groups_csv {params.groups_csv!r} is not in the dataset folder")
     try:
-        splits = stratified_split(dataset, params.validation_fraction, params.test_fraction, seed)
+        splits, details = split_dataset(dataset, params.validation_fraction,
+                                        params.test_fraction, seed, groups_csv,
+                                        params.group_column)
     except ValueError as exc:
         raise InvalidDataset(str(exc)) from exc
     arrays = {name: load_split_pixels(split, params.image_size, max_pixels)
@@ -164,7 +169,7 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
     temperature = fit_temperature(splits["validation"].labels,
                                   np.asarray(model.predict(val, verbose=0)))
     raw = np.asarray(model.predict(test, verbose=0))
-    summary = split_summary(splits, dataset.classes, seed)
+    summary = split_summary(splits, dataset.classes, seed) | details
     summary["class_weights"] = loss_weights
     return TrainingResult(
         model=model, history=history, split=summary, test=splits["test"],

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from shared.config import Settings
 from shared.datasets import discover
@@ -15,7 +16,7 @@ from shared.inference import load_version
 from shared.preprocessing import load_pixels, preprocess
 from shared.registry import Registry
 from shared.schemas import JobProgress, TrainingParams
-from worker.datasets import load_split_pixels, make_pipeline, stratified_split
+from worker.datasets import load_split_pixels, make_pipeline, split_dataset
 from worker.jobs import train_and_publish
 
 TINY = {"epochs": 1, "fine_tune_epochs": 1, "image_size": 32, "base_weights": "none",
@@ -37,25 +38,51 @@ class Recorder:
 
 def test_training_and_serving_produce_identical_tensors(tiny_dataset: Path) -> None:
     dataset = discover(tiny_dataset)
-    split = stratified_split(dataset, 0.2, 0.2, seed=3)["test"]
+    split = split_dataset(dataset, 0.2, 0.2, seed=3)[0]["test"]
     pixels = load_split_pixels(split, 48, 10**8)
     batch, _ = next(iter(make_pipeline(pixels, split.labels, batch_size=len(split.labels))))
     served = np.stack([preprocess(p.read_bytes(), 48) for p in split.paths])
     np.testing.assert_array_equal(batch.numpy(), served)
 
 
-def test_split_is_stratified_disjoint_and_seeded(tiny_dataset: Path) -> None:
+def test_split_is_stratified_disjoint_seeded_and_keeps_copies_together(
+    tiny_dataset: Path
+) -> None:
+    # a re-encoded copy of one film, planted in the same class
+    original = next((tiny_dataset / "COVID" / "images").iterdir())
+    with Image.open(original) as image:
+        image.convert("L").save(tiny_dataset / "COVID" / "images" / "copy.jpg", quality=75)
     dataset = discover(tiny_dataset)
-    first = stratified_split(dataset, 0.25, 0.25, seed=11)
-    again = stratified_split(dataset, 0.25, 0.25, seed=11)
-    other = stratified_split(dataset, 0.25, 0.25, seed=12)
+    first, details = split_dataset(dataset, 0.25, 0.25, seed=11)
+    again, _ = split_dataset(dataset, 0.25, 0.25, seed=11)
+    other, _ = split_dataset(dataset, 0.25, 0.25, seed=12)
     names = {k: {p.name for p in s.paths} for k, s in first.items()}
     assert not names["train"] & names["validation"] and not names["train"] & names["test"]
-    assert sum(len(v) for v in names.values()) == 36
+    assert sum(len(v) for v in names.values()) == 37
+    assert details["duplicate_groups"] >= 1
+    assert [k for k, v in names.items() if {original.name, "copy.jpg"} <= v]  # same split
     for split in first.values():
-        assert set(np.bincount(split.labels, minlength=3).tolist()) <= {3, 6}
+        assert all(n >= 2 for n in np.bincount(split.labels, minlength=3))
     assert [p.name for p in again["test"].paths] == [p.name for p in first["test"].paths]
     assert [p.name for p in other["test"].paths] != [p.name for p in first["test"].paths]
+
+
+def test_a_patient_csv_keeps_each_patient_in_one_split(tiny_dataset: Path) -> None:
+    dataset = discover(tiny_dataset)
+    rows = ["file,patient_id"] + [f"{p.name},patient-{i // 2}"
+                                  for i, p in enumerate(sorted(p for files in
+                                                               dataset.files.values()
+                                                               for p in files))]
+    csv = tiny_dataset / "patients.csv"
+    csv.write_text("\n".join(rows))
+    splits, details = split_dataset(dataset, 0.25, 0.25, seed=1, groups_csv=csv)
+    where = {p.name: name for name, split in splits.items() for p in split.paths}
+    patients: dict[str, set[str]] = {}
+    for row in rows[1:]:
+        file, patient = row.split(",")
+        patients.setdefault(patient, set()).add(where[file])
+    assert all(len(s) == 1 for s in patients.values())
+    assert details["group_key"] == "patients.csv:patient_id"
 
 
 def test_train_and_publish_makes_a_complete_active_version(
@@ -73,6 +100,8 @@ def test_train_and_publish_makes_a_complete_active_version(
     assert manifest["image_size"] == 32 and manifest["parent"] is None
     assert len(manifest["history"]["loss"]) == 2 and len(manifest["history"]["val_accuracy"]) == 2
     assert manifest["split"]["seed"] == 7
+    assert manifest["split"]["duplicate_groups"] >= 0 and "near-duplicates" in manifest[
+        "split"]["method"]
     test_counts = manifest["split"]["test"]["counts"]
     assert sum(test_counts.values()) == manifest["metrics"]["test"]["images"]
     assert np.array(manifest["metrics"]["test"]["confusion_matrix"]["counts"]).sum() == 6
