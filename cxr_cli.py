@@ -105,6 +105,7 @@ def train(
 ) -> None:
     """Train on a local folder and publish the model as the active version (no queue)."""
     from shared.datasets import discover
+    from shared.registry import Registry
     from worker.jobs import train_and_publish
 
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", data.resolve().name)[:64] or "dataset"
@@ -112,9 +113,12 @@ def train(
                             image_size=image_size, learning_rate=learning_rate,
                             base_weights=base_weights, seed=seed, fine_tune=fine_tune,
                             fine_tune_epochs=fine_tune_epochs)
+    settings = get_settings()
     with user_errors():
-        version = train_and_publish(discover(data), params, get_settings(), PrintReporter())
-    typer.echo(f"published and activated model version {version}")
+        version = train_and_publish(discover(data), params, settings, PrintReporter())
+    promotion = Registry(settings.models_dir).manifest(version).get("promotion") or {}
+    state = "activated" if promotion.get("activated") else "kept as a candidate"
+    typer.echo(f"published model version {version}, {state}: {promotion.get('reason')}")
 
 
 @app.command()

@@ -32,8 +32,12 @@ class Settings(BaseSettings):
 
     reload_interval_s: float = Field(2.0, gt=0, le=3600)
     # A running job whose worker has not reported for this long is declared lost.
-    job_heartbeat_timeout_s: float = Field(900.0, ge=10)
+    job_heartbeat_timeout_s: float = Field(300.0, ge=10)
     job_time_limit_s: int = Field(6 * 3600, ge=60)
+    # A redelivered job (its worker died) is taken over once its heartbeat has been silent
+    # this long, and resumed from its last epoch checkpoint, up to job_max_attempts runs.
+    job_takeover_after_s: float = Field(20.0, ge=5)
+    job_max_attempts: int = Field(2, ge=1, le=10)
 
     # Promotion gate: a new version replaces the active one only when not worse than it by
     # more than the margin on this metric, both measured on the new version's test split.

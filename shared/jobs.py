@@ -32,6 +32,7 @@ class JobRecord(JobStatus):
     params: dict[str, Any]
     heartbeat_at: datetime | None = None
     cancel_requested: bool = False
+    attempts: int = 0
 
     def status(self) -> JobStatus:
         return JobStatus.model_validate(self.model_dump(include=set(JobStatus.model_fields)))
@@ -96,18 +97,30 @@ class JobStore(ABC):
                             f"{self.heartbeat_timeout_s:.0f} s")
             record.finished_at = _now()
 
-    def start(self, job_id: str) -> bool:
-        """queued -> running; False when the job was cancelled (or already ran)."""
+    def start(self, job_id: str, takeover_after_s: float | None = None,
+              max_attempts: int = 1) -> bool:
+        """queued -> running, or take over a running job whose worker has been silent for
+        ``takeover_after_s`` (it died; the job resumes from its checkpoint) while attempts
+        remain. False when the job ended, was cancelled, or is alive elsewhere."""
         started: list[bool] = []
 
         def mutate(record: JobRecord) -> None:
-            started[:] = [record.state == JobState.queued]
+            last = record.heartbeat_at or record.started_at or record.created_at
+            silent = (_now() - last).total_seconds()
+            dead = (record.state == JobState.running and takeover_after_s is not None
+                    and silent > takeover_after_s)
+            if dead and record.attempts >= max_attempts:
+                record.state, record.finished_at = JobState.failed, _now()
+                record.error = f"worker lost {record.attempts} time(s); not retried again"
+            started[:] = [record.state == JobState.queued or (
+                dead and record.state == JobState.running)]
             if started[0]:
-                record.state = JobState.running
-                record.started_at = record.heartbeat_at = _now()
+                record.state, record.attempts = JobState.running, record.attempts + 1
+                record.started_at = record.started_at or _now()
+                record.heartbeat_at = _now()
 
         self._update(job_id, mutate)
-        # Decided inside the atomic update: a redelivered task finds the job running and stops.
+        # Decided inside the atomic update: two tasks for one job cannot both start it.
         return started[0]
 
     def report_progress(self, job_id: str, progress: JobProgress) -> bool:

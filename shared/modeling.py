@@ -98,12 +98,14 @@ def build_model(config: ModelConfig) -> keras.Model:
 
 
 def set_phase(model: keras.Model, phase: str) -> None:
-    """'head': base frozen; 'fine_tune': block5 trainable too. Recompile afterwards."""
-    if phase not in ("head", "fine_tune"):
+    """'head': base frozen; 'fine_tune': block5 trainable too; 'full': everything (a random
+    base). Recompile afterwards."""
+    if phase not in ("head", "fine_tune", "full"):
         raise ValueError(f"unknown phase {phase!r}")
     for layer in model.layers:
         if layer.name.startswith("block"):
-            layer.trainable = phase == "fine_tune" and layer.name.startswith(FINE_TUNE_PREFIX)
+            layer.trainable = phase == "full" or (
+                phase == "fine_tune" and layer.name.startswith(FINE_TUNE_PREFIX))
 
 
 def load_model(path: Path) -> keras.Model:

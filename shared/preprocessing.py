@@ -1,24 +1,100 @@
 """The one preprocessing path, shared by training and serving.
 
 bytes -> decoded image (PNG or JPEG, EXIF orientation applied) -> grayscale float in [0, 255]
-(16-bit and float images scaled by their real range, never clipped) -> resized -> 3 channels
+(16-bit and float images scaled by their real range, never clipped) -> optional border crop and
+histogram equalization (``PreprocessOptions``) -> resized -> 3 channels
 -> ``keras.applications.vgg16.preprocess_input``.
+
+The options are recorded with each model version (``as_dict`` and ``preprocessing_id``) so that
+serving applies exactly what training saw.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import math
 import warnings
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from skimage import exposure  # imported eagerly: a few ms (-X importtime), it loads lazily
 
 from shared.errors import ImageTooLarge, InvalidImage, UnsupportedImageFormat
 
 PREPROCESSING_ID = "gray3-bilinear-vgg16caffe-v1"
 ACCEPTED_FORMATS = frozenset({"PNG", "JPEG"})
 DEFAULT_MAX_PIXELS = 50_000_000
+MAX_CROP_BORDER = 0.2
+
+Equalization = Literal["none", "histogram", "clahe"]
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """Choices that reduce source shortcuts (burnt-in markers, text, exposure differences).
+
+    ``crop_border`` is the fraction of the height and width removed from each side before
+    resizing; ``equalize`` picks global histogram equalization or CLAHE, whose
+    ``clahe_clip_limit`` is scikit-image's ``clip_limit`` (unused by the other modes).
+    """
+
+    equalize: Equalization = "none"
+    crop_border: float = 0.0
+    clahe_clip_limit: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.equalize not in get_args(Equalization):
+            raise ValueError(f"equalize must be one of {get_args(Equalization)}, "
+                             f"not {self.equalize!r}")
+        crop = _as_float("crop_border", self.crop_border)
+        if not 0.0 <= crop <= MAX_CROP_BORDER:
+            raise ValueError(f"crop_border must be within 0..{MAX_CROP_BORDER}, not {crop}")
+        clip = _as_float("clahe_clip_limit", self.clahe_clip_limit)
+        if not 0.0 <= clip <= 1.0:  # scikit-image's range; 0 disables clipping (plain AHE)
+            raise ValueError(f"clahe_clip_limit must be within 0..1, not {clip}")
+        # JSON may hand back 0 for 0.0: store floats so equality and ids do not depend on it.
+        object.__setattr__(self, "crop_border", crop)
+        object.__setattr__(self, "clahe_clip_limit", clip)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as a JSON-ready dict (for the training params and the manifest)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessOptions:
+        """Options from ``as_dict`` output; missing keys take defaults, unknown keys fail."""
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown preprocessing options: {sorted(unknown)}")
+        return cls(**data)
+
+
+def _as_float(name: str, value: object) -> float:
+    # bool is an int subclass, and True as a crop fraction is a mistake, not 1.0.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def preprocessing_id(options: PreprocessOptions | None = None) -> str:
+    """A stable name for the whole path: ``PREPROCESSING_ID`` for the default options.
+
+    Only what changes the pixels is named, in the order it is applied, so two option sets
+    share an id exactly when they produce the same images (e.g. a clip limit without CLAHE).
+    """
+    options = options or PreprocessOptions()
+    parts = [PREPROCESSING_ID]
+    if options.crop_border:
+        parts.append(f"crop{options.crop_border!r}")  # repr: shortest exact form of the float
+    if options.equalize == "histogram":
+        parts.append("histeq")
+    elif options.equalize == "clahe":
+        parts.append(f"clahe{options.clahe_clip_limit!r}")
+    return "+".join(parts)
 
 
 def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -76,9 +152,40 @@ def resize_to_rgb(gray: np.ndarray, size: int) -> np.ndarray:
     return np.repeat(plane[:, :, None], 3, axis=2)
 
 
-def load_pixels(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode and resize: a float32 (size, size, 3) array in [0, 255], before model scaling."""
-    return resize_to_rgb(decode_grayscale(data, max_pixels), size)
+def prepare_gray(gray: np.ndarray, options: PreprocessOptions) -> np.ndarray:
+    """Crop the border, then equalize, a float32 HxW image in [0, 255] (before resizing).
+
+    Default options return ``gray`` itself; a crop alone returns a view of it.
+    """
+    gray = _crop_border(gray, options.crop_border)
+    if options.equalize == "none":
+        return gray
+    unit = np.asarray(gray, dtype=np.float64) / 255.0
+    if options.equalize == "histogram":
+        equalized = exposure.equalize_hist(unit)
+    else:
+        equalized = exposure.equalize_adapthist(unit, clip_limit=options.clahe_clip_limit)
+    return np.clip(equalized * 255.0, 0.0, 255.0).astype(np.float32)
+
+
+def _crop_border(gray: np.ndarray, fraction: float) -> np.ndarray:
+    # Round half up, per axis: the same image size always loses the same rows and columns.
+    # With fraction <= 0.2 at least one row and column always remain.
+    top, left = (int(n * fraction + 0.5) for n in gray.shape[:2])
+    if not top and not left:
+        return gray
+    height, width = gray.shape[:2]
+    return gray[top:height - top, left:width - left]
+
+
+def load_pixels(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                options: PreprocessOptions | None = None) -> np.ndarray:
+    """Decode, prepare and resize: a float32 (size, size, 3) array in [0, 255], before model
+    scaling. ``options=None`` is the default ``PreprocessOptions()``."""
+    gray = decode_grayscale(data, max_pixels)
+    if options is not None:
+        gray = prepare_gray(gray, options)
+    return resize_to_rgb(gray, size)
 
 
 def to_model_input(pixels: Any) -> Any:
@@ -95,6 +202,7 @@ def to_model_input(pixels: Any) -> Any:
     return vgg16.preprocess_input(pixels)
 
 
-def preprocess(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def preprocess(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+               options: PreprocessOptions | None = None) -> np.ndarray:
     """The whole path from file bytes to one model input of shape (size, size, 3)."""
-    return to_model_input(load_pixels(data, size, max_pixels))
+    return to_model_input(load_pixels(data, size, max_pixels, options))

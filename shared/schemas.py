@@ -56,7 +56,9 @@ class TrainingParams(BaseModel):
 
     @property
     def total_epochs(self) -> int:
-        return self.epochs + (self.fine_tune_epochs if self.fine_tune else 0)
+        # A random base is trained whole in one phase; fine-tuning applies to real weights.
+        tuned = self.fine_tune and self.base_weights != "none"
+        return self.epochs + (self.fine_tune_epochs if tuned else 0)
 
 
 class JobState(StrEnum):

@@ -28,6 +28,9 @@ def make_celery(settings: Settings) -> Celery:
         # Long jobs: acknowledge after the work, take one message at a time, and keep the
         # broker from redelivering a job that is still running.
         task_acks_late=True,
+        # A job whose worker process died goes back to the queue; the next worker resumes it
+        # from its checkpoint (shared.jobs.JobStore.start decides, at most job_max_attempts).
+        task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         task_time_limit=settings.job_time_limit_s,

@@ -26,12 +26,12 @@ def test_train_predict_and_evaluate_from_the_command_line(
     assert no_model.returncode == 2
     assert "no_model" in no_model.stderr and "Traceback" not in no_model.stderr
 
-    trained = _cxr("train", "--data", str(tiny_dataset), "--epochs", "1", "--image-size", "32",
+    trained = _cxr("train", "--data", str(tiny_dataset), "--epochs", "2", "--image-size", "32",
                    "--base-weights", "none", "--fine-tune-epochs", "1", "--batch-size", "8",
                    "--seed", "5", env=env)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    assert "epoch 2/2 (fine_tune)" in trained.stdout
-    version = trained.stdout.strip().splitlines()[-1].split()[-1]
+    assert "epoch 2/2 (full)" in trained.stdout and "activated" in trained.stdout
+    version = trained.stdout.strip().splitlines()[-1].split()[3].rstrip(",")
     assert (tmp_path / "models" / version / "manifest.json").is_file()
 
     image = next((tiny_dataset / "Normal" / "images").iterdir())

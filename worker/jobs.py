@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from shared.config import Settings
 from shared.datasets import Dataset, dataset_path, discover
@@ -12,6 +17,7 @@ from shared.jobs import JobStore, open_job_store
 from shared.modeling import resolve_base_weights
 from shared.registry import Registry
 from shared.schemas import JobProgress, JobState, TrainingParams
+from worker import checkpoints
 from worker.promotion import gate
 from worker.publishing import build_manifest, publish_result
 from worker.training import Reporter, train_model
@@ -32,14 +38,54 @@ class StoreReporter:
         return self.store.heartbeat(self.job_id)
 
 
+HEARTBEAT_S = 2.0
+
+
+@contextmanager
+def heartbeat(store: JobStore, job_id: str, every_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """Keep the job visibly alive for as long as this process works on it."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                store.heartbeat(job_id)
+            except Exception:  # a store outage must not kill the training
+                log.warning("heartbeat for job %s failed", job_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def claim(store: JobStore, job_id: str, settings: Settings) -> bool:
+    """Start a queued job, or take over one whose worker died (a redelivered task): its
+    heartbeat must stay silent for CXR_JOB_TAKEOVER_AFTER_S first, so a live job is never
+    run twice."""
+    deadline = time.monotonic() + settings.job_takeover_after_s + 4 * HEARTBEAT_S
+    while True:
+        if store.start(job_id, settings.job_takeover_after_s, settings.job_max_attempts):
+            return True
+        if store.get(job_id).state != JobState.running or time.monotonic() > deadline:
+            return False
+        time.sleep(HEARTBEAT_S)
+
+
 def run_job(job_id: str, settings: Settings, store: JobStore | None = None) -> JobState:
     """Train and publish for a queued job; every outcome ends in the store, never mid-way."""
     store = store or open_job_store(settings)
-    if not store.start(job_id):
-        log.info("job %s is no longer queued (%s); skipping", job_id, store.get(job_id).state)
-        return store.get(job_id).state
+    if not claim(store, job_id, settings):
+        state = store.get(job_id).state
+        log.info("job %s is %s elsewhere or over; skipping", job_id, state.value)
+        return state
+    checkpoint_dir = settings.state_dir / "checkpoints" / job_id
     try:
-        version = _train_and_publish(store, job_id, settings)
+        with heartbeat(store, job_id):
+            version = _train_and_publish(store, job_id, settings, checkpoint_dir)
     except JobCancelled:
         return store.finish(job_id, JobState.cancelled, error="cancelled by request").state
     except CxrError as exc:
@@ -48,23 +94,28 @@ def run_job(job_id: str, settings: Settings, store: JobStore | None = None) -> J
         log.exception("job %s failed", job_id)
         return store.finish(job_id, JobState.failed,
                             error=f"internal_error: {type(exc).__name__}: {exc}").state
+    finally:
+        # Reached on every outcome but a dead process: only a lost worker leaves a checkpoint.
+        checkpoints.clear(checkpoint_dir)
     return store.finish(job_id, JobState.succeeded, model_version=version).state
 
 
-def _train_and_publish(store: JobStore, job_id: str, settings: Settings) -> str:
+def _train_and_publish(store: JobStore, job_id: str, settings: Settings,
+                       checkpoint_dir: Path) -> str:
     params = TrainingParams.model_validate(store.record(job_id).params)
     dataset = discover(dataset_path(settings.data_dir, params.dataset))
-    return train_and_publish(dataset, params, settings, StoreReporter(store, job_id))
+    return train_and_publish(dataset, params, settings, StoreReporter(store, job_id),
+                             checkpoint_dir)
 
 
 def train_and_publish(dataset: Dataset, params: TrainingParams, settings: Settings,
-                      reporter: Reporter) -> str:
-    """Train on a discovered dataset and publish the result as the active version."""
+                      reporter: Reporter, checkpoint_dir: Path | None = None) -> str:
+    """Train on a discovered dataset and publish the result (activated if the gate agrees)."""
     if params.seed is None:
         params = params.model_copy(update={"seed": random.randrange(2**31)})
     weights = resolve_base_weights(params.base_weights, settings)  # fails before any work
     result = train_model(dataset, params, weights, reporter, settings.max_image_pixels,
-                         settings.worker_threads)
+                         settings.worker_threads, checkpoint_dir)
     if reporter.alive():
         raise JobCancelled("cancelled before publishing")
     registry = Registry(settings.models_dir)

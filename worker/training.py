@@ -15,6 +15,7 @@ from shared.datasets import Dataset
 from shared.errors import InvalidDataset, JobCancelled
 from shared.modeling import ModelConfig, build_model, set_phase
 from shared.schemas import EpochMetrics, JobProgress, TrainingParams
+from worker import checkpoints
 from worker.datasets import (
     Split,
     augmentation,
@@ -110,36 +111,48 @@ def _callbacks(reporter: Reporter, params: TrainingParams, phase: str) -> list[A
     return callbacks
 
 
-def _fit_phases(model: Any, train: Any, val: Any, params: TrainingParams, reporter: Reporter,
-                weights: dict[int, float] | None) -> tuple[dict[str, list[float]], list[Any]]:
-    import keras
-
-    history: dict[str, list[float]] = {}
+def plan_phases(params: TrainingParams) -> list[tuple[str, float, int]]:
+    """(phase, learning rate, epochs). A random base is trained whole: freezing it would
+    leave a classifier on random features."""
+    if params.base_weights == "none":
+        return [("full", params.learning_rate, params.epochs)]
     phases = [("head", params.learning_rate, params.epochs)]
     if params.fine_tune:
         phases.append(("fine_tune", params.fine_tune_learning_rate, params.fine_tune_epochs))
-    done = []
-    for phase, learning_rate, epochs in phases:
+    return phases
+
+
+def _fit_phases(model: Any, train: Any, val: Any, params: TrainingParams, reporter: Reporter,
+                weights: dict[int, float] | None, progress: checkpoints.Progress,
+                checkpoint_dir: Path | None) -> None:
+    import keras
+
+    for index, (phase, learning_rate, epochs) in enumerate(plan_phases(params)):
+        if index < progress.phase:
+            continue  # finished before a resume
         set_phase(model, phase)  # recompiled below: trainable changes need it
         model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        callbacks = _callbacks(reporter, params, phase)
-        start = len(history.get("loss", []))
-        fitted = model.fit(train, validation_data=val, initial_epoch=start,
-                           epochs=start + epochs, callbacks=callbacks, class_weight=weights,
-                           shuffle=False, verbose=0)  # the pipeline shuffles, seeded
-        if callbacks[0].cancelled:
+        callbacks = [checkpoints.epoch_callback(checkpoint_dir, progress),
+                     *_callbacks(reporter, params, phase)]
+        start = len(progress.history.get("loss", []))
+        model.fit(train, validation_data=val, initial_epoch=start,
+                  epochs=start + epochs - progress.phase_epochs_done, callbacks=callbacks,
+                  class_weight=weights, shuffle=False, verbose=0)  # the pipeline shuffles
+        if callbacks[1].cancelled:
             raise JobCancelled("cancelled while training")
-        for key, values in fitted.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
-        done.append({"phase": phase, "learning_rate": learning_rate, "epochs": epochs,
-                     "epochs_run": len(fitted.history.get("loss", []))})
-    return history, done
+        progress.phases_done.append({"phase": phase, "learning_rate": learning_rate,
+                                     "epochs": epochs,
+                                     "epochs_run": progress.phase_epochs_done})
+        progress.phase, progress.phase_epochs_done = index + 1, 0
+        if checkpoint_dir is not None:
+            checkpoints.save(checkpoint_dir, model, progress)
 
 
 def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
-                reporter: Reporter, max_pixels: int, threads: int | None = None) -> TrainingResult:
-    """Split, load, train the head, optionally fine-tune block5, and evaluate on test."""
+                reporter: Reporter, max_pixels: int, threads: int | None = None,
+                checkpoint_dir: Path | None = None) -> TrainingResult:
+    """Split, load, train (resuming from a checkpoint of the same request), evaluate."""
     import keras
 
     limit_threads(threads)
@@ -163,7 +176,15 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
                                     weights))
     loss_weights = (class_weights(splits["train"].labels, len(dataset.classes))
                     if params.class_weights else None)
-    history, phases = _fit_phases(model, train, val, params, reporter, loss_weights)
+    key = checkpoints.request_key(params.model_dump(), dataset.fingerprint())
+    progress = checkpoints.Progress(key=key)
+    if checkpoint_dir is not None and (saved := checkpoints.load(checkpoint_dir, key)):
+        log.info("resuming after %d epochs from %s", len(saved.history.get("loss", [])),
+                 checkpoint_dir)
+        checkpoints.restore_weights(checkpoint_dir, model)
+        progress = saved
+    _fit_phases(model, train, val, params, reporter, loss_weights, progress, checkpoint_dir)
+    history, phases = progress.history, progress.phases_done
 
     test = make_pipeline(arrays["test"], splits["test"].labels, params.batch_size)
     temperature = fit_temperature(splits["validation"].labels,

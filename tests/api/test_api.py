@@ -125,7 +125,7 @@ def test_retrain_queues_a_job_that_can_be_cancelled_before_it_runs(
     job_id = accepted.json()["job_id"]
     assert accepted.json()["status_url"].endswith(f"/jobs/{job_id}")
     job = client.get(f"/jobs/{job_id}").json()
-    assert job["state"] == "queued" and job["progress"]["epochs"] == 30
+    assert job["state"] == "queued" and job["progress"]["epochs"] == 20
     assert client.get("/jobs").json()["jobs"][0]["job_id"] == job_id
     assert client.delete(f"/jobs/{job_id}").json()["state"] == "cancelled"
     _error(client.delete(f"/jobs/{job_id}"), 409, "job_not_cancellable")
@@ -152,7 +152,8 @@ def test_oversized_bodies_are_refused_early(settings: Settings) -> None:
 def test_openapi_documents_every_route_and_the_error_model(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert {"/predict", "/retrain", "/jobs", "/jobs/{job_id}", "/models", "/models/{version}",
-            "/models/{version}/activate", "/models/{version}/curves.png", "/datasets",
+            "/models/{version}/activate", "/models/{version}/{artifact}",
+            "/models/{version}/evaluations", "/datasets",
             "/healthz", "/readyz"} <= set(schema["paths"])
     assert {"ErrorResponse", "Prediction", "TrainingParams", "JobStatus", "ModelList"} <= set(
         schema["components"]["schemas"])

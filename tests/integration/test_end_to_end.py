@@ -16,7 +16,7 @@ from tests.integration.conftest import Service
 
 pytestmark = pytest.mark.integration
 
-TINY = {"epochs": 1, "fine_tune_epochs": 1, "image_size": 32, "base_weights": "none",
+TINY = {"epochs": 2, "fine_tune_epochs": 1, "image_size": 32, "base_weights": "none",
         "batch_size": 8}
 
 

@@ -297,3 +297,30 @@ def test_open_job_store_uses_redis_for_a_redis_broker(settings: Settings,
     other = RedisJobStore(redis.Redis.from_url(redis_url), 60.0)
     assert other.get(job_id).state == JobState.queued
     assert not (settings.state_dir / "jobs.sqlite").exists()
+
+
+def test_a_silent_running_job_is_taken_over_while_attempts_remain(store: JobStore) -> None:
+    job_id = _running(store)
+    assert store.record(job_id).attempts == 1
+    # alive: its heartbeat is fresh, so a second task must not run it too
+    assert store.start(job_id, takeover_after_s=5, max_attempts=2) is False
+    time.sleep(0.3)
+    assert store.start(job_id, takeover_after_s=0.2, max_attempts=2) is True
+    record = store.record(job_id)
+    assert record.state == JobState.running and record.attempts == 2
+    time.sleep(0.3)
+    # the worker died again: no attempts left, the job ends failed with its reason
+    assert store.start(job_id, takeover_after_s=0.2, max_attempts=2) is False
+    status = store.get(job_id)
+    assert status.state == JobState.failed and "worker lost 2 time(s)" in (status.error or "")
+
+
+def test_a_finished_or_cancelled_job_is_never_taken_over(store: JobStore) -> None:
+    done = _running(store)
+    store.finish(done, JobState.succeeded, model_version="v")
+    queued = _new_id()
+    store.create(queued, PARAMS)
+    store.cancel(queued)
+    time.sleep(0.3)
+    for job_id in (done, queued):
+        assert store.start(job_id, takeover_after_s=0.1, max_attempts=5) is False

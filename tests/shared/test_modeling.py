@@ -41,6 +41,8 @@ def test_phases_freeze_the_base_then_open_block5_only() -> None:
     assert _trainable(model) == {"predictions", "block5_conv1", "block5_conv2", "block5_conv3"}
     set_phase(model, "head")
     assert _trainable(model) == {"predictions"}
+    set_phase(model, "full")
+    assert len(_trainable(model)) == 14  # 13 convolutions and the head
     with pytest.raises(ValueError):
         set_phase(model, "everything")
 

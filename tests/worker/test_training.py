@@ -19,7 +19,7 @@ from shared.schemas import JobProgress, TrainingParams
 from worker.datasets import load_split_pixels, make_pipeline, split_dataset
 from worker.jobs import train_and_publish
 
-TINY = {"epochs": 1, "fine_tune_epochs": 1, "image_size": 32, "base_weights": "none",
+TINY = {"epochs": 2, "fine_tune_epochs": 1, "image_size": 32, "base_weights": "none",
         "batch_size": 8, "seed": 7}
 
 
@@ -94,7 +94,8 @@ def test_train_and_publish_makes_a_complete_active_version(
 
     registry = Registry(settings.models_dir)
     assert registry.active() is not None and registry.active().version == version  # type: ignore[union-attr]
-    assert [(p.epoch, p.phase) for p in recorder.progress] == [(1, "head"), (2, "fine_tune")]
+    # a random base is trained whole, in one phase
+    assert [(p.epoch, p.phase) for p in recorder.progress] == [(1, "full"), (2, "full")]
     manifest = json.loads((registry.version_dir(version) / "manifest.json").read_text())
     assert manifest["classes"] == ["COVID", "Normal", "Viral Pneumonia"]
     assert manifest["image_size"] == 32 and manifest["parent"] is None
@@ -144,3 +145,65 @@ def test_cancel_stops_training_and_publishes_nothing(
     assert len(recorder.progress) == 1
     assert Registry(settings.models_dir).versions() == []
     assert Registry(settings.models_dir).active() is None
+
+
+class Crash(Exception):
+    """Stands for the worker process dying after an epoch."""
+
+
+class CrashAfter(Recorder):
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.crash_after = epochs
+
+    def epoch_end(self, progress: JobProgress) -> bool:
+        super().epoch_end(progress)
+        if len(self.progress) == self.crash_after:
+            raise Crash
+        return False
+
+
+def test_a_resumed_job_continues_from_its_checkpoint(
+    tiny_dataset: Path, settings: Settings, tmp_path: Path
+) -> None:
+    params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 3})  # type: ignore[arg-type]
+    checkpoint = tmp_path / "checkpoint"
+    with pytest.raises(Crash):
+        train_and_publish(discover(tiny_dataset), params, settings, CrashAfter(2), checkpoint)
+    assert (checkpoint / "state.json").is_file()
+    assert Registry(settings.models_dir).versions() == []
+
+    resumed = Recorder()
+    version = train_and_publish(discover(tiny_dataset), params, settings, resumed, checkpoint)
+    assert [p.epoch for p in resumed.progress] == [3]  # epochs 1-2 came from the checkpoint
+    manifest = Registry(settings.models_dir).manifest(version)
+    assert len(manifest["history"]["loss"]) == 3
+    assert manifest["training"]["phases"][0]["epochs_run"] == 3
+
+    # a checkpoint of another request is not resumed
+    other = params.model_copy(update={"seed": 99})
+    fresh = Recorder()
+    train_and_publish(discover(tiny_dataset), other, settings, fresh, checkpoint)
+    assert [p.epoch for p in fresh.progress] == [1, 2, 3]
+
+
+def test_pretrained_weights_train_the_head_then_fine_tune_block5(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    import keras
+
+    from shared.modeling import sha256_file
+
+    weights = tmp_path / "vgg16_notop.weights.h5"
+    keras.applications.VGG16(include_top=False, weights=None,
+                             input_shape=(32, 32, 3)).save_weights(weights)
+    settings = Settings(models_dir=tmp_path / "models", state_dir=tmp_path / "state",
+                        base_weights_file=weights, base_weights_sha256=sha256_file(weights))
+    params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 1,  # type: ignore[arg-type]
+                                               "base_weights": "file"})
+    recorder = Recorder()
+    version = train_and_publish(discover(tiny_dataset), params, settings, recorder)
+    assert [(p.epoch, p.phase) for p in recorder.progress] == [(1, "head"), (2, "fine_tune")]
+    manifest = Registry(settings.models_dir).manifest(version)
+    assert manifest["base_weights"] == {"choice": "file", "sha256": sha256_file(weights)}
+    assert [p["phase"] for p in manifest["training"]["phases"]] == ["head", "fine_tune"]

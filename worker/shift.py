@@ -1,0 +1,43 @@
+"""Fitting a version's distribution-shift reference on its training and validation splits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.covariance import LedoitWolf
+
+from shared.shift import FEATURE_LAYER, ShiftReference
+
+
+def feature_model(model: Any) -> Any:
+    """The classifier with its penultimate features as a second output."""
+    import keras
+
+    return keras.Model(model.inputs, [model.get_layer(FEATURE_LAYER).output, model.output])
+
+
+def features_of(model: Any, batches: Any) -> np.ndarray:
+    """Penultimate features of every image of a pipeline of (input, label) batches."""
+    extractor = keras_features(model)
+    return np.concatenate([np.asarray(extractor(x, training=False)) for x, _ in batches])
+
+
+def keras_features(model: Any) -> Any:
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer(FEATURE_LAYER).output)
+
+
+def fit_reference(train_features: np.ndarray, train_labels: np.ndarray,
+                  val_features: np.ndarray, quantile: float = 0.99) -> ShiftReference:
+    """Class means and a Ledoit-Wolf shared covariance; threshold from validation scores."""
+    classes = np.unique(train_labels)
+    means = np.stack([train_features[train_labels == c].mean(axis=0) for c in classes])
+    centred = train_features - means[np.searchsorted(classes, train_labels)]
+    precision = LedoitWolf(assume_centered=True).fit(centred).precision_
+    reference = ShiftReference(means=means, precision=precision, threshold=np.inf,
+                               quantile=quantile)
+    threshold = float(np.quantile(reference.scores(val_features), quantile))
+    return ShiftReference(means=means, precision=precision, threshold=threshold,
+                          quantile=quantile)
