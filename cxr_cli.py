@@ -149,7 +149,7 @@ def evaluate(
 def predict(file: Path, version: str | None = None) -> None:
     """Classify one image with the active (or a given) version, printing JSON."""
     from shared.inference import load_version
-    from shared.preprocessing import load_pixels
+    from shared.preprocessing import decode_grayscale
     from shared.registry import Registry
 
     settings = get_settings()
@@ -160,11 +160,8 @@ def predict(file: Path, version: str | None = None) -> None:
         if chosen is None:
             raise NoActiveModel("no model is active; train one with `cxr train --data DIR`")
         model = load_version(registry, chosen)
-        probabilities = model.predict_one(load_pixels(file.read_bytes(), model.image_size,
-                                                      settings.max_image_pixels))
-    label = max(probabilities, key=probabilities.__getitem__)
-    typer.echo(json.dumps({"label": label, "probabilities": probabilities,
-                           "model_version": chosen}, indent=2))
+        gray = decode_grayscale(file.read_bytes(), settings.max_image_pixels)
+        typer.echo(model.predict(gray).model_dump_json(indent=2))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import redis
 
 from shared.config import Settings
 from shared.errors import JobNotCancellable, JobNotFound
-from shared.schemas import JobProgress, JobState, JobStatus, TrainingParams
+from shared.schemas import EvaluationParams, JobProgress, JobState, JobStatus, TrainingParams
 
 Mutation = Callable[["JobRecord"], None]
 
@@ -61,10 +61,15 @@ class JobStore(ABC):
     @abstractmethod
     def _recent_ids(self, limit: int) -> list[str]: ...
 
-    def create(self, job_id: str, params: TrainingParams) -> JobStatus:
+    def create(self, job_id: str, params: TrainingParams | EvaluationParams) -> JobStatus:
+        if isinstance(params, EvaluationParams):
+            kind, epochs, version = "evaluate", 1, params.version
+        else:
+            kind, epochs, version = "train", params.total_epochs, None
         record = JobRecord(
-            job_id=job_id, state=JobState.queued, dataset=params.dataset, created_at=_now(),
-            progress=JobProgress(epochs=params.total_epochs), params=params.model_dump(),
+            job_id=job_id, kind=kind, state=JobState.queued, dataset=params.dataset,
+            created_at=_now(), params=params.model_dump(),
+            progress=JobProgress(epochs=epochs), model_version=version,
         )
         self._insert(record)
         return record.status()

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import BaseWeights
+from shared.preprocessing import PreprocessOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -42,17 +43,32 @@ class TrainingParams(BaseModel):
         description="A CSV at the dataset's root whose group_column (e.g. a patient id) keeps "
         "a group's images in one split; its 'file' column names each image.")
     group_column: str = Field("patient_id", min_length=1, max_length=64)
+    equalize: Literal["none", "histogram", "clahe"] = Field(
+        "none", description="Contrast equalization before resizing, applied at serving too; "
+        "reduces differences between sources.")
+    crop_border: float = Field(0.0, ge=0, le=0.2, description=(
+        "Fraction cut from each side before resizing (markers and text sit there)."))
+    clahe_clip_limit: float = Field(0.01, ge=0, le=1)
     class_weights: bool = Field(
         True, description="Weight the loss by inverse class frequency of the training split.")
     early_stopping_patience: int = Field(
         5, ge=0, le=100,
         description="Epochs without a lower val_loss before a phase stops, keeping its best "
         "weights; 0 disables.")
+    time_budget_s: int | None = Field(
+        None, ge=60, le=7 * 24 * 3600,
+        description="Stop training (and evaluate and publish) once another epoch would "
+        "exceed this many seconds of training.")
     activate: Literal["if_better", "always", "never"] = Field(
         "if_better",
         description="'if_better': become active only if not worse than the active version on "
         "the promotion metric (CXR_PROMOTION_METRIC, within CXR_PROMOTION_MARGIN) on this "
         "version's test split; else published as a candidate. 'always' or 'never' decide alone.")
+
+    @property
+    def preprocess_options(self) -> PreprocessOptions:
+        return PreprocessOptions(equalize=self.equalize, crop_border=self.crop_border,
+                                 clahe_clip_limit=self.clahe_clip_limit)
 
     @property
     def total_epochs(self) -> int:
@@ -78,6 +94,8 @@ class EpochMetrics(BaseModel):
     accuracy: float | None = None
     val_loss: float | None = None
     val_accuracy: float | None = None
+    val_balanced_accuracy: float | None = None
+    elapsed_s: float | None = Field(None, description="Training wall time so far.")
 
 
 class JobProgress(BaseModel):
@@ -87,8 +105,24 @@ class JobProgress(BaseModel):
     last: EpochMetrics | None = None
 
 
+class EvaluationParams(BaseModel):
+    """An external evaluation: a published version scored on a stored dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(pattern=NAME_PATTERN, description="Name of a dataset under CXR_DATA_DIR.")
+    version: str = Field(description="The model version to evaluate.")
+
+
+class EvaluationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(pattern=NAME_PATTERN, description="Name of a dataset under CXR_DATA_DIR.")
+
+
 class JobStatus(BaseModel):
     job_id: str
+    kind: Literal["train", "evaluate"] = "train"
     state: JobState
     progress: JobProgress
     model_version: str | None = None
@@ -186,10 +220,20 @@ class ModelList(BaseModel):
     serving: ServingState
 
 
+class DistributionShift(BaseModel):
+    score: float = Field(description="Mahalanobis distance of the image's penultimate "
+                         "features to the nearest class of the training split.")
+    threshold: float = Field(description="The validation split's 99th percentile of scores.")
+    flagged: bool = Field(description="True when the image lies outside what the model was "
+                          "trained on: do not trust the probabilities.")
+
+
 class Prediction(BaseModel):
     label: str
-    probabilities: dict[str, float]
+    probabilities: dict[str, float] = Field(description="Temperature-calibrated.")
     model_version: str
+    distribution_shift: DistributionShift | None = Field(
+        None, description="Absent for versions published without a shift reference.")
 
 
 class Health(BaseModel):

@@ -11,6 +11,7 @@ from celery import Celery
 from shared.config import Settings
 
 TRAIN_TASK = "cxr.train"
+EVALUATE_TASK = "cxr.evaluate"
 TRAINING_QUEUE = "training"
 
 
@@ -24,7 +25,8 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=TRAINING_QUEUE,
-        task_routes={TRAIN_TASK: {"queue": TRAINING_QUEUE}},
+        task_routes={TRAIN_TASK: {"queue": TRAINING_QUEUE},
+                     EVALUATE_TASK: {"queue": TRAINING_QUEUE}},
         # Long jobs: acknowledge after the work, take one message at a time, and keep the
         # broker from redelivering a job that is still running.
         task_acks_late=True,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shared.datasets import Dataset
-from shared.preprocessing import load_pixels, to_model_input
+from shared.preprocessing import PreprocessOptions, load_pixels, to_model_input
 from worker.dedup import DEFAULT_MAX_DISTANCE, near_duplicate_groups, summarize_groups
 from worker.splits import combine_groups, grouped_stratified_split, groups_from_csv
 
@@ -68,10 +68,11 @@ def split_summary(splits: dict[str, Split], classes: list[str], seed: int) -> di
     return summary
 
 
-def load_split_pixels(split: Split, size: int, max_pixels: int) -> np.ndarray:
-    """Decode and resize every image of a split with the shared serving path."""
+def load_split_pixels(split: Split, size: int, max_pixels: int,
+                      options: PreprocessOptions | None = None) -> np.ndarray:
+    """Decode and prepare every image of a split with the shared serving path."""
     def one(path: Path) -> np.ndarray:
-        return load_pixels(path.read_bytes(), size, max_pixels)
+        return load_pixels(path.read_bytes(), size, max_pixels, options)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         images = list(pool.map(one, split.paths))

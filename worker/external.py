@@ -10,8 +10,8 @@ import numpy as np
 
 from shared.datasets import Dataset
 from shared.errors import InvalidDataset
-from shared.inference import load_version
-from shared.preprocessing import load_pixels
+from shared.inference import LoadedModel, load_version
+from shared.preprocessing import decode_grayscale
 from shared.registry import Registry
 from worker.evaluation import summarize
 
@@ -38,12 +38,16 @@ def evaluate_external(registry: Registry, version: str, dataset: Dataset, datase
     model = load_version(registry, version)
     mapping = match_classes(dataset.classes, model.classes)
     paths = [(path, mapping[label]) for label, files in dataset.files.items() for path in files]
-    probabilities = []
+    probabilities, scores = [], []
     for start in range(0, len(paths), BATCH):
-        chunk = [load_pixels(p.read_bytes(), model.image_size, max_pixels)
+        chunk = [model.pixels(decode_grayscale(p.read_bytes(), max_pixels))
                  for p, _ in paths[start:start + BATCH]]
-        probabilities.append(model.probabilities(np.stack(chunk)))
+        result = model.infer(np.stack(chunk))
+        probabilities.append(result.probabilities)
+        if result.shift_scores is not None:
+            scores.append(result.shift_scores)
     labels = np.array([y for _, y in paths], dtype=np.int64)
+    all_probabilities = np.concatenate(probabilities)
     return {
         "kind": "external",
         "version": version,
@@ -52,5 +56,18 @@ def evaluate_external(registry: Registry, version: str, dataset: Dataset, datase
                     "layout": dataset.layout,
                     "counts": {label: len(files) for label, files in dataset.files.items()},
                     "class_mapping": {label: model.classes[i] for label, i in mapping.items()}},
-        "metrics": summarize(labels, np.concatenate(probabilities), model.classes),
+        "metrics": summarize(labels, all_probabilities, model.classes),
+        "distribution_shift": _shift_breakdown(model, labels, all_probabilities, scores),
     }
+
+
+def _shift_breakdown(model: LoadedModel, labels: np.ndarray, probabilities: np.ndarray,
+                     scores: list[np.ndarray]) -> dict[str, Any] | None:
+    """How many images the shift score flags, and the metrics on each side apart."""
+    if model.shift is None or not scores:
+        return None
+    flagged = np.concatenate(scores) > model.shift.threshold
+    parts = {name: summarize(labels[mask], probabilities[mask], model.classes)
+             for name, mask in (("flagged", flagged), ("unflagged", ~flagged)) if mask.any()}
+    return {"threshold": model.shift.threshold, "flagged": int(flagged.sum()),
+            "images": int(len(flagged)), "metrics": parts}

@@ -6,7 +6,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,11 +16,13 @@ from shared.errors import CxrError, JobCancelled
 from shared.jobs import JobStore, open_job_store
 from shared.modeling import resolve_base_weights
 from shared.registry import Registry
-from shared.schemas import JobProgress, JobState, TrainingParams
+from shared.schemas import EvaluationParams, JobProgress, JobState, TrainingParams
 from worker import checkpoints
+from worker.callbacks import Reporter
+from worker.external import evaluate_external
 from worker.promotion import gate
 from worker.publishing import build_manifest, publish_result
-from worker.training import Reporter, train_model
+from worker.training import train_model
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +80,43 @@ def claim(store: JobStore, job_id: str, settings: Settings) -> bool:
 def run_job(job_id: str, settings: Settings, store: JobStore | None = None) -> JobState:
     """Train and publish for a queued job; every outcome ends in the store, never mid-way."""
     store = store or open_job_store(settings)
+    checkpoint_dir = settings.state_dir / "checkpoints" / job_id
+
+    def work(store: JobStore) -> str:
+        try:
+            return _train_and_publish(store, job_id, settings, checkpoint_dir)
+        finally:
+            # Not reached when the process dies: only a lost worker leaves a checkpoint.
+            checkpoints.clear(checkpoint_dir)
+
+    return _run(store, job_id, settings, work)
+
+
+def run_evaluation(job_id: str, settings: Settings, store: JobStore | None = None) -> JobState:
+    """Evaluate a version on a stored dataset and keep the report beside the registry."""
+    store = store or open_job_store(settings)
+
+    def work(store: JobStore) -> str:
+        params = EvaluationParams.model_validate(store.record(job_id).params)
+        registry = Registry(settings.models_dir)
+        dataset = discover(dataset_path(settings.data_dir, params.dataset))
+        report = evaluate_external(registry, params.version, dataset, params.dataset,
+                                   settings.max_image_pixels)
+        registry.save_evaluation(params.version, report)
+        return params.version
+
+    return _run(store, job_id, settings, work)
+
+
+def _run(store: JobStore, job_id: str, settings: Settings,
+         work: Callable[[JobStore], str]) -> JobState:
     if not claim(store, job_id, settings):
         state = store.get(job_id).state
         log.info("job %s is %s elsewhere or over; skipping", job_id, state.value)
         return state
-    checkpoint_dir = settings.state_dir / "checkpoints" / job_id
     try:
         with heartbeat(store, job_id):
-            version = _train_and_publish(store, job_id, settings, checkpoint_dir)
+            version = work(store)
     except JobCancelled:
         return store.finish(job_id, JobState.cancelled, error="cancelled by request").state
     except CxrError as exc:
@@ -94,9 +125,6 @@ def run_job(job_id: str, settings: Settings, store: JobStore | None = None) -> J
         log.exception("job %s failed", job_id)
         return store.finish(job_id, JobState.failed,
                             error=f"internal_error: {type(exc).__name__}: {exc}").state
-    finally:
-        # Reached on every outcome but a dead process: only a lost worker leaves a checkpoint.
-        checkpoints.clear(checkpoint_dir)
     return store.finish(job_id, JobState.succeeded, model_version=version).state
 
 

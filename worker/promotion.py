@@ -22,7 +22,7 @@ def score_version_on(registry: Registry, version: str, split: Split, classes: li
     loaded = load_version(registry, version)
     if loaded.classes != classes:
         return None
-    pixels = load_split_pixels(split, loaded.image_size, max_pixels)
+    pixels = load_split_pixels(split, loaded.image_size, max_pixels, loaded.options)
     probabilities = np.concatenate([loaded.probabilities(pixels[i:i + BATCH])
                                     for i in range(0, len(pixels), BATCH)])
     value = summarize(split.labels, probabilities, classes)[metric]

@@ -14,9 +14,10 @@ from shared.calibration import apply_temperature
 from shared.datasets import Dataset
 from shared.errors import RegistryError
 from shared.modeling import load_model, sha256_file
-from shared.preprocessing import PREPROCESSING_ID
+from shared.preprocessing import preprocessing_id
 from shared.registry import CURVES_FILE, MODEL_FILE, RELIABILITY_FILE, Registry
 from shared.schemas import TrainingParams
+from shared.shift import FEATURE_LAYER, SHIFT_FILE
 from worker.evaluation import reliability_diagram
 from worker.model_card import CARD_HTML, CARD_MD, card_html, card_markdown
 from worker.training import TrainingResult
@@ -75,7 +76,8 @@ def build_manifest(result: TrainingResult, params: TrainingParams, dataset: Data
         "parent": parent,
         "classes": dataset.classes,
         "image_size": params.image_size,
-        "preprocessing": PREPROCESSING_ID,
+        "preprocessing": preprocessing_id(params.preprocess_options),
+        "preprocessing_options": params.preprocess_options.as_dict(),
         "architecture": "vgg16-gap-dropout-dense",
         "training": params.model_dump() | {"phases": result.phases},
         "base_weights": {"choice": params.base_weights,
@@ -92,6 +94,11 @@ def build_manifest(result: TrainingResult, params: TrainingParams, dataset: Data
         "history": result.history,
         "libraries": library_versions(),
         "promotion": promotion,
+        "distribution_shift": {
+            "method": "Mahalanobis distance to the nearest class mean, Ledoit-Wolf covariance",
+            "features": FEATURE_LAYER, "fitted_on": "train", "threshold": result.shift.threshold,
+            "threshold_quantile_of_validation": result.shift.quantile,
+            "test_flag_rate": result.metrics["test"].get("shift_flag_rate")},
     }
 
 
@@ -113,6 +120,7 @@ def publish_result(registry: Registry, result: TrainingResult, manifest: dict[st
         result.model.save(staging / MODEL_FILE)
         fine_tune_from = result.phases[0]["epochs_run"] if len(result.phases) > 1 else None
         plot_curves(result.history, staging / CURVES_FILE, fine_tune_from)
+        (staging / SHIFT_FILE).write_bytes(result.shift.to_bytes())
         reliability_diagram(result.test.labels, result.test_probabilities,
                             staging / RELIABILITY_FILE, title="test split reliability",
                             probabilities_after=apply_temperature(result.test_probabilities,

@@ -7,26 +7,13 @@ from typing import Any
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from shared.shift import FEATURE_LAYER, ShiftReference
-
-
-def feature_model(model: Any) -> Any:
-    """The classifier with its penultimate features as a second output."""
-    import keras
-
-    return keras.Model(model.inputs, [model.get_layer(FEATURE_LAYER).output, model.output])
+from shared.shift import ShiftReference, feature_model
 
 
 def features_of(model: Any, batches: Any) -> np.ndarray:
     """Penultimate features of every image of a pipeline of (input, label) batches."""
-    extractor = keras_features(model)
-    return np.concatenate([np.asarray(extractor(x, training=False)) for x, _ in batches])
-
-
-def keras_features(model: Any) -> Any:
-    import keras
-
-    return keras.Model(model.inputs, model.get_layer(FEATURE_LAYER).output)
+    extractor = feature_model(model)
+    return np.concatenate([np.asarray(extractor(x, training=False)[0]) for x, _ in batches])
 
 
 def fit_reference(train_features: np.ndarray, train_labels: np.ndarray,

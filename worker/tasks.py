@@ -7,7 +7,7 @@ process loads it.
 from __future__ import annotations
 
 from shared.config import get_settings
-from shared.task_queue import TRAIN_TASK
+from shared.task_queue import EVALUATE_TASK, TRAIN_TASK
 from worker.celery_app import app
 
 
@@ -17,3 +17,11 @@ def train(job_id: str) -> str:
     from worker.jobs import run_job
 
     return run_job(job_id, get_settings()).value
+
+
+@app.task(name=EVALUATE_TASK)
+def evaluate(job_id: str) -> str:
+    """Run external evaluation job ``job_id``; idempotent like ``train``."""
+    from worker.jobs import run_evaluation
+
+    return run_evaluation(job_id, get_settings()).value

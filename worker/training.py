@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -14,8 +14,15 @@ from shared.calibration import apply_temperature
 from shared.datasets import Dataset
 from shared.errors import InvalidDataset, JobCancelled
 from shared.modeling import ModelConfig, build_model, set_phase
-from shared.schemas import EpochMetrics, JobProgress, TrainingParams
+from shared.schemas import TrainingParams
+from shared.shift import ShiftReference
 from worker import checkpoints
+from worker.callbacks import (
+    Reporter,
+    epoch_logs_callback,
+    progress_callback,
+    time_budget_callback,
+)
 from worker.datasets import (
     Split,
     augmentation,
@@ -25,16 +32,9 @@ from worker.datasets import (
     split_summary,
 )
 from worker.evaluation import expected_calibration_error, fit_temperature, summarize
+from worker.shift import features_of, fit_reference
 
 log = logging.getLogger(__name__)
-
-
-class Reporter(Protocol):
-    """Where training reports; each call answers whether to stop (cancellation)."""
-
-    def epoch_end(self, progress: JobProgress) -> bool: ...
-
-    def alive(self) -> bool: ...
 
 
 @dataclass
@@ -46,39 +46,9 @@ class TrainingResult:
     test: Split
     test_probabilities: np.ndarray  # uncalibrated, for the reliability diagram
     temperature: float
+    shift: ShiftReference
     sample_inputs: np.ndarray
     phases: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _progress_callback(reporter: Reporter, total_epochs: int, phase: str,
-                       heartbeat_s: float = 2.0) -> Any:
-    import keras
-
-    class Progress(keras.callbacks.Callback):
-        cancelled = False
-        _last = 0.0
-
-        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            # Keras 3 checks stop_training after every batch: a cancel stops the next one.
-            now = time.monotonic()
-            if now - self._last >= heartbeat_s:
-                self._last = now
-                if reporter.alive():
-                    self._stop()
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            logs = logs or {}
-            last = EpochMetrics(**{k: float(logs[k]) for k in EpochMetrics.model_fields
-                                   if k in logs})
-            if reporter.epoch_end(JobProgress(epoch=epoch + 1, epochs=total_epochs,
-                                              phase=phase, last=last)):
-                self._stop()
-
-        def _stop(self) -> None:
-            self.cancelled = True
-            self.model.stop_training = True
-
-    return Progress()
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -100,10 +70,13 @@ def limit_threads(threads: int | None) -> None:
         log.warning("TensorFlow already initialised: CXR_WORKER_THREADS=%s not applied", threads)
 
 
-def _callbacks(reporter: Reporter, params: TrainingParams, phase: str) -> list[Any]:
+def _callbacks(reporter: Reporter, params: TrainingParams, phase: str,
+               started: float) -> list[Any]:
     import keras
 
-    callbacks = [_progress_callback(reporter, params.total_epochs, phase)]
+    callbacks = [progress_callback(reporter, params.total_epochs, phase)]
+    if params.time_budget_s:
+        callbacks.insert(0, time_budget_callback(started, params.time_budget_s))
     if params.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=params.early_stopping_patience,
@@ -124,22 +97,26 @@ def plan_phases(params: TrainingParams) -> list[tuple[str, float, int]]:
 
 def _fit_phases(model: Any, train: Any, val: Any, params: TrainingParams, reporter: Reporter,
                 weights: dict[int, float] | None, progress: checkpoints.Progress,
-                checkpoint_dir: Path | None) -> None:
+                checkpoint_dir: Path | None, val_labels: np.ndarray) -> None:
     import keras
 
+    started = time.monotonic()
     for index, (phase, learning_rate, epochs) in enumerate(plan_phases(params)):
         if index < progress.phase:
             continue  # finished before a resume
+        if params.time_budget_s and time.monotonic() - started > params.time_budget_s:
+            break
         set_phase(model, phase)  # recompiled below: trainable changes need it
         model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        callbacks = [checkpoints.epoch_callback(checkpoint_dir, progress),
-                     *_callbacks(reporter, params, phase)]
+        callbacks = [epoch_logs_callback(val, val_labels, started),
+                     checkpoints.epoch_callback(checkpoint_dir, progress),
+                     *_callbacks(reporter, params, phase, started)]
         start = len(progress.history.get("loss", []))
         model.fit(train, validation_data=val, initial_epoch=start,
                   epochs=start + epochs - progress.phase_epochs_done, callbacks=callbacks,
                   class_weight=weights, shuffle=False, verbose=0)  # the pipeline shuffles
-        if callbacks[1].cancelled:
+        if any(getattr(callback, "cancelled", False) for callback in callbacks):
             raise JobCancelled("cancelled while training")
         progress.phases_done.append({"phase": phase, "learning_rate": learning_rate,
                                      "epochs": epochs,
@@ -147,6 +124,47 @@ def _fit_phases(model: Any, train: Any, val: Any, params: TrainingParams, report
         progress.phase, progress.phase_epochs_done = index + 1, 0
         if checkpoint_dir is not None:
             checkpoints.save(checkpoint_dir, model, progress)
+
+
+@dataclass
+class Prepared:
+    """The split, its decoded pixels and the pipelines built on them."""
+
+    splits: dict[str, Split]
+    details: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+    def pipeline(self, name: str, batch_size: int, augment: Any = None,
+                 seed: int | None = None) -> Any:
+        return make_pipeline(self.arrays[name], self.splits[name].labels, batch_size,
+                             augment=augment, shuffle_seed=seed)
+
+
+def prepare_data(dataset: Dataset, params: TrainingParams, seed: int,
+                 max_pixels: int) -> Prepared:
+    """Split (grouped by near-duplicates and, optionally, patients) and decode."""
+    groups_csv = dataset.root / params.groups_csv if params.groups_csv else None
+    if groups_csv is not None and not groups_csv.is_file():
+        raise InvalidDataset(f"groups_csv {params.groups_csv!r} is not in the dataset folder")
+    try:
+        splits, details = split_dataset(dataset, params.validation_fraction,
+                                        params.test_fraction, seed, groups_csv,
+                                        params.group_column)
+    except ValueError as exc:
+        raise InvalidDataset(str(exc)) from exc
+    arrays = {name: load_split_pixels(split, params.image_size, max_pixels,
+                                      params.preprocess_options)
+              for name, split in splits.items()}
+    return Prepared(splits, details, arrays)
+
+
+def _resume(model: Any, key: str, checkpoint_dir: Path | None) -> checkpoints.Progress:
+    if checkpoint_dir is not None and (saved := checkpoints.load(checkpoint_dir, key)):
+        log.info("resuming after %d epochs from %s", len(saved.history.get("loss", [])),
+                 checkpoint_dir)
+        checkpoints.restore_weights(checkpoint_dir, model)
+        return saved
+    return checkpoints.Progress(key=key)
 
 
 def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
@@ -158,45 +176,33 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
     limit_threads(threads)
     seed = params.seed if params.seed is not None else 0
     keras.utils.set_random_seed(seed)
-    groups_csv = dataset.root / params.groups_csv if params.groups_csv else None
-    if groups_csv is not None and not groups_csv.is_file():
-        raise InvalidDataset(f"groups_csv {params.groups_csv!r} is not in the dataset folder")
-    try:
-        splits, details = split_dataset(dataset, params.validation_fraction,
-                                        params.test_fraction, seed, groups_csv,
-                                        params.group_column)
-    except ValueError as exc:
-        raise InvalidDataset(str(exc)) from exc
-    arrays = {name: load_split_pixels(split, params.image_size, max_pixels)
-              for name, split in splits.items()}
-    train = make_pipeline(arrays["train"], splits["train"].labels, params.batch_size,
-                          augment=augmentation(seed), shuffle_seed=seed)
-    val = make_pipeline(arrays["validation"], splits["validation"].labels, params.batch_size)
+    data = prepare_data(dataset, params, seed, max_pixels)
+    train = data.pipeline("train", params.batch_size, augmentation(seed), seed)
+    val = data.pipeline("validation", params.batch_size)
     model = build_model(ModelConfig(len(dataset.classes), params.image_size, params.dropout,
                                     weights))
-    loss_weights = (class_weights(splits["train"].labels, len(dataset.classes))
+    labels = {name: split.labels for name, split in data.splits.items()}
+    loss_weights = (class_weights(labels["train"], len(dataset.classes))
                     if params.class_weights else None)
-    key = checkpoints.request_key(params.model_dump(), dataset.fingerprint())
-    progress = checkpoints.Progress(key=key)
-    if checkpoint_dir is not None and (saved := checkpoints.load(checkpoint_dir, key)):
-        log.info("resuming after %d epochs from %s", len(saved.history.get("loss", [])),
-                 checkpoint_dir)
-        checkpoints.restore_weights(checkpoint_dir, model)
-        progress = saved
-    _fit_phases(model, train, val, params, reporter, loss_weights, progress, checkpoint_dir)
-    history, phases = progress.history, progress.phases_done
+    progress = _resume(model, checkpoints.request_key(params.model_dump(),
+                                                      dataset.fingerprint()), checkpoint_dir)
+    _fit_phases(model, train, val, params, reporter, loss_weights, progress, checkpoint_dir,
+                labels["validation"])
 
-    test = make_pipeline(arrays["test"], splits["test"].labels, params.batch_size)
-    temperature = fit_temperature(splits["validation"].labels,
-                                  np.asarray(model.predict(val, verbose=0)))
+    test = data.pipeline("test", params.batch_size)
+    temperature = fit_temperature(labels["validation"], np.asarray(model.predict(val, verbose=0)))
     raw = np.asarray(model.predict(test, verbose=0))
-    summary = split_summary(splits, dataset.classes, seed) | details
+    metrics = {"test": test_report(labels["test"], raw, temperature, dataset.classes)}
+    reference = fit_reference(features_of(model, data.pipeline("train", params.batch_size)),
+                              labels["train"], features_of(model, val))
+    flagged = reference.scores(features_of(model, test)) > reference.threshold
+    metrics["test"]["shift_flag_rate"] = float(flagged.mean()) if len(flagged) else None
+    summary = split_summary(data.splits, dataset.classes, seed) | data.details
     summary["class_weights"] = loss_weights
     return TrainingResult(
-        model=model, history=history, split=summary, test=splits["test"],
-        metrics={"test": test_report(splits["test"].labels, raw, temperature, dataset.classes)},
-        test_probabilities=raw, temperature=temperature,
-        sample_inputs=next(iter(test))[0].numpy()[:4], phases=phases,
+        model=model, history=progress.history, split=summary, test=data.splits["test"],
+        metrics=metrics, test_probabilities=raw, temperature=temperature, shift=reference,
+        sample_inputs=next(iter(test))[0].numpy()[:4], phases=progress.phases_done,
     )
 
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import secrets
-import uuid
 
 from fastapi import APIRouter, Request, status
 
 from api.deps import JobStoreDep, QueueDep, SettingsDep
+from api.enqueue import enqueue
 from api.errors import responses
 from shared.datasets import dataset_path, discover
-from shared.errors import BrokerUnavailable, WeightsUnavailable
-from shared.schemas import JobAccepted, JobList, JobState, JobStatus, TrainingParams
-from shared.task_queue import TRAIN_TASK, TRAINING_QUEUE
+from shared.errors import WeightsUnavailable
+from shared.schemas import JobAccepted, JobList, JobStatus, TrainingParams
+from shared.task_queue import TRAIN_TASK
 
 router = APIRouter(tags=["jobs"])
 
@@ -27,15 +27,7 @@ def create_retrain_job(params: TrainingParams, request: Request, settings: Setti
         raise WeightsUnavailable("base_weights 'file' needs CXR_BASE_WEIGHTS_FILE on the server")
     if params.seed is None:
         params = params.model_copy(update={"seed": secrets.randbelow(2**31)})
-    job_id = uuid.uuid4().hex
-    jobs.create(job_id, params)
-    try:
-        queue.send_task(TRAIN_TASK, args=[job_id], task_id=job_id, queue=TRAINING_QUEUE,
-                        retry=False)
-    except Exception as exc:  # kombu's errors vary by transport; the job must not stay queued
-        jobs.finish(job_id, JobState.failed, error="broker_unavailable: could not queue")
-        raise BrokerUnavailable(f"the job queue is unreachable: {exc}") from exc
-    return JobAccepted(job_id=job_id, status_url=str(request.url_for("get_job", job_id=job_id)))
+    return enqueue(TRAIN_TASK, params, request, jobs, queue)
 
 
 @router.get("/jobs", response_model=JobList)

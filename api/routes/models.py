@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, status
 from fastapi.responses import FileResponse
 
-from api.deps import ModelServerDep, RegistryDep
+from api.deps import JobStoreDep, ModelServerDep, QueueDep, RegistryDep, SettingsDep
+from api.enqueue import enqueue
 from api.errors import responses
+from shared.datasets import dataset_path, discover
 from shared.errors import ModelNotFound
-from shared.schemas import Manifest, ModelList, ServingState
+from shared.schemas import (
+    EvaluationParams,
+    EvaluationRequest,
+    JobAccepted,
+    Manifest,
+    ModelList,
+    ServingState,
+)
+from shared.task_queue import EVALUATE_TASK
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -43,6 +53,19 @@ def list_model_evaluations(version: str, registry: RegistryDep) -> list[dict[str
     """External evaluations of a version (`cxr evaluate`), kept apart from its test results."""
     registry.manifest(version)
     return registry.evaluations(version)
+
+
+@router.post("/{version}/evaluate", status_code=status.HTTP_202_ACCEPTED,
+             response_model=JobAccepted, responses=responses(404, 503))
+def create_evaluation_job(version: str, body: EvaluationRequest, request: Request,
+                          settings: SettingsDep, registry: RegistryDep, jobs: JobStoreDep,
+                          queue: QueueDep) -> JobAccepted:
+    """Queue an external evaluation of a version on a stored dataset (another hospital's
+    images, say); the report appears under /models/{version}/evaluations."""
+    registry.manifest(version)
+    discover(dataset_path(settings.data_dir, body.dataset))
+    return enqueue(EVALUATE_TASK, EvaluationParams(dataset=body.dataset, version=version),
+                   request, jobs, queue)
 
 
 ARTIFACTS = {"curves.png": "image/png", "reliability.png": "image/png",

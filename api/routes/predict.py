@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Response, UploadFile
 from api.deps import ModelServerDep, SettingsDep
 from api.errors import responses
 from shared.errors import PayloadTooLarge
-from shared.preprocessing import decode_grayscale, resize_to_rgb
+from shared.preprocessing import decode_grayscale
 from shared.schemas import Prediction
 
 router = APIRouter(tags=["predict"])
@@ -30,8 +30,6 @@ def predict_image(
         raise PayloadTooLarge(f"images are limited to {settings.max_image_bytes} bytes")
     gray = decode_grayscale(data, settings.max_image_pixels)  # bad input fails first
     model = server.model()  # one reference for the whole request, even across a swap
-    pixels = resize_to_rgb(gray, model.image_size)
-    probabilities = model.predict_one(pixels)
+    prediction = model.predict(gray)
     response.headers["X-Model-Version"] = model.version
-    return Prediction(label=max(probabilities, key=probabilities.__getitem__),
-                      probabilities=probabilities, model_version=model.version)
+    return prediction

@@ -66,8 +66,9 @@ def retrain(client: httpx.Client, **params: Any) -> dict[str, Any]:
     return job
 
 
-def test_upload_retrain_hot_reload_and_roll_back(service: Service,
-                                                 radiography_root: Path) -> None:
+def test_upload_retrain_evaluate_hot_reload_and_roll_back(
+    service: Service, radiography_root: Path, image_dataset_root: Path
+) -> None:
     image = sample_files(radiography_root, 20)["COVID"][-1].read_bytes()
     with service.client() as client:
         assert predict(client, image).json()["error"]["code"] == "no_model"
@@ -95,9 +96,27 @@ def test_upload_retrain_hot_reload_and_roll_back(service: Service,
 
         answer = served_version(client, image, v1)
         assert answer["label"] in answer["probabilities"]
+        assert set(answer["distribution_shift"]) == {"score", "threshold", "flagged"}
         assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4
         ready = client.get("/readyz").json()
         assert ready == {"ready": True, "model_version": v1, "model_error": None, "broker": "ok"}
+
+        external_zip = io.BytesIO()
+        with zipfile.ZipFile(external_zip, "w") as archive:
+            for folder in ("COVID", "NORMAL", "VIRAL_PNEUMONIA"):
+                for path in sorted((image_dataset_root / folder).iterdir())[:5]:
+                    archive.write(path, f"{folder}/{path.name}")
+        assert client.post("/datasets", data={"name": "external"},
+                           files={"file": external_zip.getvalue()}).status_code == 201
+        queued = client.post(f"/models/{v1}/evaluate", json={"dataset": "external"})
+        assert queued.status_code == 202, queued.text
+        evaluation = wait_job(client, queued.json()["job_id"])
+        assert evaluation["state"] == "succeeded" and evaluation["kind"] == "evaluate"
+        [report] = client.get(f"/models/{v1}/evaluations").json()
+        assert report["kind"] == "external" and report["metrics"]["images"] == 15
+        assert report["dataset"]["class_mapping"]["VIRAL_PNEUMONIA"] == "Viral Pneumonia"
+        assert report["distribution_shift"]["images"] == 15
+        assert client.post(f"/models/{v1}/evaluate", json={"dataset": "nope"}).status_code == 404
 
         v2 = retrain(client, seed=2, activate="always")["model_version"]
         assert v2 != v1
@@ -114,7 +133,8 @@ def test_upload_retrain_hot_reload_and_roll_back(service: Service,
         activated = client.post(f"/models/{v1}/activate")
         assert activated.status_code == 200 and activated.json()["active"] == v1
         served_version(client, image, v1, timeout=15)
-        assert [j["model_version"] for j in client.get("/jobs").json()["jobs"]] == [v3, v2, v1]
+        assert [j["model_version"] for j in client.get("/jobs").json()["jobs"]] == [
+            v3, v2, v1, v1]  # the third is the evaluation of v1
 
 
 def test_bad_input_is_refused_and_the_service_keeps_working(service: Service,

@@ -1,0 +1,26 @@
+"""Queueing a job: record it as queued, then send its task by name (never importing worker)."""
+
+from __future__ import annotations
+
+import uuid
+
+from celery import Celery
+from fastapi import Request
+
+from shared.errors import BrokerUnavailable
+from shared.jobs import JobStore
+from shared.schemas import EvaluationParams, JobAccepted, JobState, TrainingParams
+from shared.task_queue import TRAINING_QUEUE
+
+
+def enqueue(task: str, params: TrainingParams | EvaluationParams, request: Request,
+            jobs: JobStore, queue: Celery) -> JobAccepted:
+    """The job exists in the store before its message, so a fast worker always finds it."""
+    job_id = uuid.uuid4().hex
+    jobs.create(job_id, params)
+    try:
+        queue.send_task(task, args=[job_id], task_id=job_id, queue=TRAINING_QUEUE, retry=False)
+    except Exception as exc:  # kombu's errors vary by transport; the job must not stay queued
+        jobs.finish(job_id, JobState.failed, error="broker_unavailable: could not queue")
+        raise BrokerUnavailable(f"the job queue is unreachable: {exc}") from exc
+    return JobAccepted(job_id=job_id, status_url=str(request.url_for("get_job", job_id=job_id)))

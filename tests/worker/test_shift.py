@@ -1,0 +1,86 @@
+"""The distribution-shift score: calibrated on synthetic data, and on a real trained model."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from shared.config import Settings
+from shared.datasets import discover
+from shared.inference import load_version
+from shared.preprocessing import decode_grayscale
+from shared.registry import Registry
+from shared.schemas import TrainingParams
+from tests.conftest import sample_files
+from tests.worker.test_training import Recorder
+from worker.jobs import train_and_publish
+from worker.shift import fit_reference
+
+
+def test_threshold_flags_in_distribution_data_at_its_promised_rate() -> None:
+    rng = np.random.default_rng(0)
+    means = np.array([[0.0] * 8, [4.0] + [0.0] * 7, [0.0, 4.0] + [0.0] * 6])
+    cov = np.diag(np.linspace(0.5, 2.0, 8))
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 3, n)
+        return rng.multivariate_normal(np.zeros(8), cov, n) + means[labels], labels
+
+    train, train_labels = draw(5000)
+    val, _ = draw(5000)
+    reference = fit_reference(train, train_labels, val, quantile=0.99)
+    fresh, _ = draw(20000)
+    rate = float((reference.scores(fresh) > reference.threshold).mean())
+    assert 0.005 < rate < 0.02  # promised: 1%
+    far = np.full((10, 8), 12.0)
+    assert (reference.scores(far) > reference.threshold).all()
+    # the stored reference scores identically
+    assert reference.to_bytes()
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(radiography_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    root = tmp_path_factory.mktemp("shift")
+    for label, files in sample_files(radiography_root, 40).items():
+        (root / "data" / label).mkdir(parents=True)
+        for path in files:
+            shutil.copy(path, root / "data" / label / path.name)
+    settings = Settings(models_dir=root / "models", state_dir=root / "state")
+    params = TrainingParams(dataset="data", epochs=4, image_size=48, base_weights="none",
+                            batch_size=16, seed=3, learning_rate=1e-4,
+                            early_stopping_patience=0)
+    train_and_publish(discover(root / "data"), params, settings, Recorder())
+    return Registry(settings.models_dir)
+
+
+def test_images_that_are_not_chest_xrays_are_flagged(trained: Registry,
+                                                     radiography_root: Path) -> None:
+    from skimage import data as samples
+
+    version = trained.versions()[0]
+    model = load_version(trained, version["version"])
+    assert model.shift is not None
+    xray = sample_files(radiography_root, 200)["Normal"][-1].read_bytes()
+    with Image.open(io.BytesIO(xray)) as image:
+        inverted = _png(ImageOps.invert(image.convert("L")))
+    noise = _png(Image.fromarray(np.random.default_rng(1).integers(0, 256, (256, 256),
+                                                                   dtype=np.uint8)))
+    photo = _png(Image.fromarray(samples.astronaut()))
+    flags = {name: model.predict(decode_grayscale(data)).distribution_shift
+             for name, data in (("noise", noise), ("photo", photo), ("inverted", inverted))}
+    assert all(shift is not None and shift.flagged for shift in flags.values()), flags
+    test_rate = version["metrics"]["test"]["shift_flag_rate"]
+    # a 99th-percentile threshold on ~18 validation images: a few percent of test images
+    assert test_rate is not None and test_rate <= 0.2
+    assert version["distribution_shift"]["test_flag_rate"] == test_rate

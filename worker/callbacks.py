@@ -1,0 +1,85 @@
+"""Keras callbacks of a training run: progress and cancellation, epoch logs, time budget."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score
+
+from shared.schemas import EpochMetrics, JobProgress
+
+
+class Reporter(Protocol):
+    """Where training reports; each call answers whether to stop (cancellation)."""
+
+    def epoch_end(self, progress: JobProgress) -> bool: ...
+
+    def alive(self) -> bool: ...
+
+
+def progress_callback(reporter: Reporter, total_epochs: int, phase: str,
+                       heartbeat_s: float = 2.0) -> Any:
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        cancelled = False
+        _last = 0.0
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            # Keras 3 checks stop_training after every batch: a cancel stops the next one.
+            now = time.monotonic()
+            if now - self._last >= heartbeat_s:
+                self._last = now
+                if reporter.alive():
+                    self._stop()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = logs or {}
+            last = EpochMetrics(**{k: float(logs[k]) for k in EpochMetrics.model_fields
+                                   if k in logs})
+            if reporter.epoch_end(JobProgress(epoch=epoch + 1, epochs=total_epochs,
+                                              phase=phase, last=last)):
+                self._stop()
+
+        def _stop(self) -> None:
+            self.cancelled = True
+            self.model.stop_training = True
+
+    return Progress()
+
+
+def epoch_logs_callback(val: Any, labels: np.ndarray, started: float) -> Any:
+    """Adds val_balanced_accuracy (the metric time-to-accuracy and the promotion gate are
+    judged on) and elapsed_s to each epoch's logs, before the other callbacks read them."""
+    import keras
+
+    class EpochLogs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if logs is None:
+                return
+            if len(labels):
+                predicted = np.asarray(self.model.predict(val, verbose=0)).argmax(axis=1)
+                logs["val_balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted))
+            logs["elapsed_s"] = time.monotonic() - started
+
+    return EpochLogs()
+
+
+def time_budget_callback(started: float, budget_s: float) -> Any:
+    """Stops training when one more epoch, as long as the last, would overrun the budget."""
+    import keras
+
+    class TimeBudget(keras.callbacks.Callback):
+        _epoch_start = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._epoch_start = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            now = time.monotonic()
+            if now - started + (now - self._epoch_start) > budget_s:
+                self.model.stop_training = True
+
+    return TimeBudget()
