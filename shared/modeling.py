@@ -91,7 +91,9 @@ def build_model(config: ModelConfig) -> keras.Model:
     )
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
     x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(config.num_classes, activation="softmax", name="predictions")(x)
+    # float32 softmax even under a mixed-precision policy, for stable probabilities
+    outputs = keras.layers.Dense(config.num_classes, activation="softmax", dtype="float32",
+                                 name="predictions")(x)
     model = keras.Model(base.input, outputs, name="cxr_vgg16")
     set_phase(model, "head")
     return model

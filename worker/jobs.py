@@ -22,6 +22,7 @@ from worker.callbacks import Reporter
 from worker.external import evaluate_external
 from worker.promotion import gate
 from worker.publishing import build_manifest, publish_result
+from worker.runtime import Runtime
 from worker.training import train_model
 
 log = logging.getLogger(__name__)
@@ -142,8 +143,8 @@ def train_and_publish(dataset: Dataset, params: TrainingParams, settings: Settin
     if params.seed is None:
         params = params.model_copy(update={"seed": random.randrange(2**31)})
     weights = resolve_base_weights(params.base_weights, settings)  # fails before any work
-    result = train_model(dataset, params, weights, reporter, settings.max_image_pixels,
-                         settings.worker_threads, checkpoint_dir)
+    result = train_model(dataset, params, weights, reporter, Runtime.from_settings(settings),
+                         checkpoint_dir)
     if reporter.alive():
         raise JobCancelled("cancelled before publishing")
     registry = Registry(settings.models_dir)

@@ -32,6 +32,7 @@ from worker.datasets import (
     split_summary,
 )
 from worker.evaluation import expected_calibration_error, fit_temperature, summarize
+from worker.runtime import Runtime
 from worker.shift import features_of, fit_reference
 
 log = logging.getLogger(__name__)
@@ -56,18 +57,6 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     weights = len(labels) / (n_classes * np.maximum(counts, 1))
     return {i: float(w) for i, w in enumerate(weights)}
-
-
-def limit_threads(threads: int | None) -> None:
-    """Cap TensorFlow's intra-op threads; only possible before TensorFlow starts working."""
-    if threads is None:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-    except RuntimeError:
-        log.warning("TensorFlow already initialised: CXR_WORKER_THREADS=%s not applied", threads)
 
 
 def _callbacks(reporter: Reporter, params: TrainingParams, phase: str,
@@ -97,7 +86,7 @@ def plan_phases(params: TrainingParams) -> list[tuple[str, float, int]]:
 
 def _fit_phases(model: Any, train: Any, val: Any, params: TrainingParams, reporter: Reporter,
                 weights: dict[int, float] | None, progress: checkpoints.Progress,
-                checkpoint_dir: Path | None, val_labels: np.ndarray) -> None:
+                checkpoint_dir: Path | None, val_labels: np.ndarray, runtime: Runtime) -> None:
     import keras
 
     started = time.monotonic()
@@ -107,8 +96,10 @@ def _fit_phases(model: Any, train: Any, val: Any, params: TrainingParams, report
         if params.time_budget_s and time.monotonic() - started > params.time_budget_s:
             break
         set_phase(model, phase)  # recompiled below: trainable changes need it
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        with runtime.scope():
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                          jit_compile=runtime.jit_compile)
         callbacks = [epoch_logs_callback(val, val_labels, started),
                      checkpoints.epoch_callback(checkpoint_dir, progress),
                      *_callbacks(reporter, params, phase, started)]
@@ -168,26 +159,27 @@ def _resume(model: Any, key: str, checkpoint_dir: Path | None) -> checkpoints.Pr
 
 
 def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
-                reporter: Reporter, max_pixels: int, threads: int | None = None,
+                reporter: Reporter, runtime: Runtime,
                 checkpoint_dir: Path | None = None) -> TrainingResult:
     """Split, load, train (resuming from a checkpoint of the same request), evaluate."""
     import keras
 
-    limit_threads(threads)
+    runtime.configure()
     seed = params.seed if params.seed is not None else 0
-    keras.utils.set_random_seed(seed)
-    data = prepare_data(dataset, params, seed, max_pixels)
+    keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
+    data = prepare_data(dataset, params, seed, runtime.max_pixels)
     train = data.pipeline("train", params.batch_size, augmentation(seed), seed)
     val = data.pipeline("validation", params.batch_size)
-    model = build_model(ModelConfig(len(dataset.classes), params.image_size, params.dropout,
-                                    weights))
+    with runtime.scope():
+        model = build_model(ModelConfig(len(dataset.classes), params.image_size,
+                                        params.dropout, weights))
     labels = {name: split.labels for name, split in data.splits.items()}
     loss_weights = (class_weights(labels["train"], len(dataset.classes))
                     if params.class_weights else None)
     progress = _resume(model, checkpoints.request_key(params.model_dump(),
                                                       dataset.fingerprint()), checkpoint_dir)
     _fit_phases(model, train, val, params, reporter, loss_weights, progress, checkpoint_dir,
-                labels["validation"])
+                labels["validation"], runtime)
 
     test = data.pipeline("test", params.batch_size)
     temperature = fit_temperature(labels["validation"], np.asarray(model.predict(val, verbose=0)))
@@ -199,10 +191,11 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
     metrics["test"]["shift_flag_rate"] = float(flagged.mean()) if len(flagged) else None
     summary = split_summary(data.splits, dataset.classes, seed) | data.details
     summary["class_weights"] = loss_weights
+    phases = [phase | {"runtime": runtime.describe()} for phase in progress.phases_done]
     return TrainingResult(
         model=model, history=progress.history, split=summary, test=data.splits["test"],
         metrics=metrics, test_probabilities=raw, temperature=temperature, shift=reference,
-        sample_inputs=next(iter(test))[0].numpy()[:4], phases=progress.phases_done,
+        sample_inputs=next(iter(test))[0].numpy()[:4], phases=phases,
     )
 
 

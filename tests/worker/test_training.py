@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +208,33 @@ def test_pretrained_weights_train_the_head_then_fine_tune_block5(
     manifest = Registry(settings.models_dir).manifest(version)
     assert manifest["base_weights"] == {"choice": "file", "sha256": sha256_file(weights)}
     assert [p["phase"] for p in manifest["training"]["phases"]] == ["head", "fine_tune"]
+
+
+def test_a_time_budget_stops_training() -> None:
+    import keras
+
+    from worker.callbacks import time_budget_callback
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((8, 2), np.float32)
+    started = time.monotonic()
+    fitted = model.fit(x, x[:, :1], epochs=1000, verbose=0,
+                       callbacks=[time_budget_callback(started, budget_s=0.5)])
+    assert 1 <= len(fitted.history["loss"]) < 1000
+    assert time.monotonic() - started < 5
+
+
+def test_runtime_choices_are_recorded(tiny_dataset: Path, settings: Settings) -> None:
+    recorder = Recorder()
+    version = train_and_publish(discover(tiny_dataset), TrainingParams(
+        dataset="tiny", **TINY), settings, recorder)  # type: ignore[arg-type]
+    runtime = Registry(settings.models_dir).manifest(version)["training"]["phases"][0]["runtime"]
+    import tensorflow as tf
+
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    assert runtime["jit_compile"] is False and runtime["gpus"] == gpus
+    if gpus == 0:  # mixed precision and the mirrored strategy are for GPUs only
+        assert runtime["precision_policy"] == "float32" and runtime["strategy"] == "default"
+    assert all(p.last and p.last.val_balanced_accuracy is not None and p.last.elapsed_s
+               for p in recorder.progress)
