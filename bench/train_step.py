@@ -17,6 +17,7 @@ Variants:
   fit_full_aug    model.fit of phase 'full' fed by the augmenting pipeline (what training does)
 
 Usage: .venv/bin/python bench/train_step.py [--size 64] [--batch 32] [--n 600] [--steps 10]
+       .venv/bin/python bench/train_step.py --only full_xla,full_onednn0   (re-run some runs)
        .venv/bin/python bench/train_step.py --variant step_full --pixels FILE.npz [--jit 1]
 """
 
@@ -396,6 +397,8 @@ def main() -> None:
     parser.add_argument("--pixels", help="npz of decoded images (child mode)")
     parser.add_argument("--jit", type=int, choices=(0, 1), default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "train_step.json")
+    parser.add_argument("--only", help="comma-separated run keys (e.g. full_xla,full_onednn0) "
+                        "to measure again, keeping the other runs stored in --out")
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(VARIANTS[args.variant](args)))
@@ -421,9 +424,16 @@ def main() -> None:
             ("fit_full_aug", "fit_full_aug",
              "model.fit, full, augmenting pipeline (batch end to batch end)", None, 0),
         ]
-        runs = {}
+        only = set(args.only.split(",")) if args.only else None
+        if only is not None and not only <= {key for key, *_ in plan}:
+            raise SystemExit(f"--only takes keys of: {', '.join(key for key, *_ in plan)}")
+        runs = (json.loads(args.out.read_text())["runs"]
+                if only is not None and args.out.is_file() else {})
         for key, variant, title, env, jit in plan:
-            runs[key] = _run(key, variant, args, pixels, env, jit) | {"title": title}
+            if only is None or key in only or key == "decode":  # decode writes the pixels
+                result = _run(key, variant, args, pixels, env, jit) | {"title": title}
+                if only is None or key in only or key not in runs:
+                    runs[key] = result | {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     default_line = runs["full_nojit"]["onednn_log_line"]
     summary = {
         "onednn_default": default_line,
@@ -442,7 +452,8 @@ def main() -> None:
     print()
     print("Summary: " + json.dumps(summary))
     report = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                       if k not in ("variant", "pixels", "jit")},
+                       if k not in ("variant", "pixels", "jit", "only")},
+              "remeasured_only": args.only,
               "machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
                           "python": platform.python_version(),
                           "loadavg_before": load_before, "loadavg_after": os.getloadavg()},

@@ -55,6 +55,11 @@ class TrainingParams(BaseModel):
         5, ge=0, le=100,
         description="Epochs without a lower val_loss before a phase stops, keeping its best "
         "weights; 0 disables.")
+    head_cache_views: int = Field(
+        0, ge=0, le=16,
+        description="With real base weights, train the head on base features computed once "
+        "for this many views of each training image (the first un-augmented) instead of "
+        "running the frozen base every epoch; 0 keeps it live with fresh augmentation.")
     time_budget_s: int | None = Field(
         None, ge=60, le=7 * 24 * 3600,
         description="Stop training (and evaluate and publish) once another epoch would "

@@ -50,7 +50,7 @@ def progress_callback(reporter: Reporter, total_epochs: int, phase: str,
     return Progress()
 
 
-def epoch_logs_callback(val: Any, labels: np.ndarray, started: float) -> Any:
+def epoch_logs_callback(model: Any, val: Any, labels: np.ndarray, started: float) -> Any:
     """Adds val_balanced_accuracy (the metric time-to-accuracy and the promotion gate are
     judged on) and elapsed_s to each epoch's logs, before the other callbacks read them."""
     import keras
@@ -60,7 +60,8 @@ def epoch_logs_callback(val: Any, labels: np.ndarray, started: float) -> Any:
             if logs is None:
                 return
             if len(labels):
-                predicted = np.asarray(self.model.predict(val, verbose=0)).argmax(axis=1)
+                # the whole classifier, also while only its head is being fitted
+                predicted = np.asarray(model.predict(val, verbose=0)).argmax(axis=1)
                 logs["val_balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted))
             logs["elapsed_s"] = time.monotonic() - started
 

@@ -67,7 +67,7 @@ def clear(folder: Path | None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def epoch_callback(folder: Path | None, progress: Progress) -> Any:
+def epoch_callback(folder: Path | None, progress: Progress, model: Any) -> Any:
     """A Keras callback that records each epoch in ``progress`` and, given a folder,
     checkpoints there."""
     import keras
@@ -78,6 +78,6 @@ def epoch_callback(folder: Path | None, progress: Progress) -> Any:
                 progress.history.setdefault(key, []).append(float(value))
             progress.phase_epochs_done += 1
             if folder is not None:
-                save(folder, self.model, progress)
+                save(folder, model, progress)  # the whole classifier, not only what is fitted
 
     return Checkpoint()

@@ -16,7 +16,7 @@ from shared.errors import InvalidDataset, JobCancelled
 from shared.modeling import ModelConfig, build_model, set_phase
 from shared.schemas import TrainingParams
 from shared.shift import ShiftReference
-from worker import checkpoints
+from worker import checkpoints, head_cache
 from worker.callbacks import (
     Reporter,
     epoch_logs_callback,
@@ -84,34 +84,53 @@ def plan_phases(params: TrainingParams) -> list[tuple[str, float, int]]:
     return phases
 
 
-def _fit_phases(model: Any, train: Any, val: Any, params: TrainingParams, reporter: Reporter,
+def _phase_inputs(model: Any, data: Prepared, params: TrainingParams, phase: str,
+                  seed: int) -> tuple[Any, Any, Any]:
+    """What one phase fits: the whole classifier on live batches, or (phase one with
+    head_cache_views) its head on features computed once."""
+    val = data.pipeline("validation", params.batch_size)
+    if phase == "head" and params.head_cache_views:
+        views = [data.pipeline("train", params.batch_size,
+                               augmentation(seed + 10 * view) if view else None)
+                 for view in range(params.head_cache_views)]
+        (x, y), (xv, yv) = head_cache.cached_features(model, views, val)
+        return (head_cache.head_model(model), head_cache.batches(x, y, params.batch_size, seed),
+                head_cache.batches(xv, yv, params.batch_size, None))
+    train = data.pipeline("train", params.batch_size, augmentation(seed), seed)
+    return model, train, val
+
+
+def _fit_phases(model: Any, data: Prepared, params: TrainingParams, reporter: Reporter,
                 weights: dict[int, float] | None, progress: checkpoints.Progress,
-                checkpoint_dir: Path | None, val_labels: np.ndarray, runtime: Runtime) -> None:
+                checkpoint_dir: Path | None, runtime: Runtime, seed: int) -> None:
     import keras
 
     started = time.monotonic()
+    val, val_labels = data.pipeline("validation", params.batch_size), data.labels("validation")
     for index, (phase, learning_rate, epochs) in enumerate(plan_phases(params)):
         if index < progress.phase:
             continue  # finished before a resume
         if params.time_budget_s and time.monotonic() - started > params.time_budget_s:
             break
         set_phase(model, phase)  # recompiled below: trainable changes need it
+        fitted, train, fit_val = _phase_inputs(model, data, params, phase, seed)
         with runtime.scope():
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                          jit_compile=runtime.jit_compile)
-        callbacks = [epoch_logs_callback(val, val_labels, started),
-                     checkpoints.epoch_callback(checkpoint_dir, progress),
+            fitted.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                           loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                           jit_compile=runtime.jit_compile)
+        callbacks = [epoch_logs_callback(model, val, val_labels, started),
+                     checkpoints.epoch_callback(checkpoint_dir, progress, model),
                      *_callbacks(reporter, params, phase, started)]
         start = len(progress.history.get("loss", []))
-        model.fit(train, validation_data=val, initial_epoch=start,
-                  epochs=start + epochs - progress.phase_epochs_done, callbacks=callbacks,
-                  class_weight=weights, shuffle=False, verbose=0)  # the pipeline shuffles
+        fitted.fit(train, validation_data=fit_val, initial_epoch=start,
+                   epochs=start + epochs - progress.phase_epochs_done, callbacks=callbacks,
+                   class_weight=weights, shuffle=False, verbose=0)  # the pipeline shuffles
         if any(getattr(callback, "cancelled", False) for callback in callbacks):
             raise JobCancelled("cancelled while training")
         progress.phases_done.append({"phase": phase, "learning_rate": learning_rate,
-                                     "epochs": epochs,
-                                     "epochs_run": progress.phase_epochs_done})
+                                     "epochs": epochs, "epochs_run": progress.phase_epochs_done,
+                                     "cached_views": params.head_cache_views
+                                     if phase == "head" else 0})
         progress.phase, progress.phase_epochs_done = index + 1, 0
         if checkpoint_dir is not None:
             checkpoints.save(checkpoint_dir, model, progress)
@@ -124,6 +143,9 @@ class Prepared:
     splits: dict[str, Split]
     details: dict[str, Any]
     arrays: dict[str, np.ndarray]
+
+    def labels(self, name: str) -> np.ndarray:
+        return self.splits[name].labels
 
     def pipeline(self, name: str, batch_size: int, augment: Any = None,
                  seed: int | None = None) -> Any:
@@ -168,7 +190,6 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
     seed = params.seed if params.seed is not None else 0
     keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
     data = prepare_data(dataset, params, seed, runtime.max_pixels)
-    train = data.pipeline("train", params.batch_size, augmentation(seed), seed)
     val = data.pipeline("validation", params.batch_size)
     with runtime.scope():
         model = build_model(ModelConfig(len(dataset.classes), params.image_size,
@@ -178,8 +199,8 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
                     if params.class_weights else None)
     progress = _resume(model, checkpoints.request_key(params.model_dump(),
                                                       dataset.fingerprint()), checkpoint_dir)
-    _fit_phases(model, train, val, params, reporter, loss_weights, progress, checkpoint_dir,
-                labels["validation"], runtime)
+    _fit_phases(model, data, params, reporter, loss_weights, progress, checkpoint_dir, runtime,
+                seed)
 
     test = data.pipeline("test", params.batch_size)
     temperature = fit_temperature(labels["validation"], np.asarray(model.predict(val, verbose=0)))

@@ -188,8 +188,9 @@ def test_a_resumed_job_continues_from_its_checkpoint(
     assert [p.epoch for p in fresh.progress] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("views", [0, 2])
 def test_pretrained_weights_train_the_head_then_fine_tune_block5(
-    tiny_dataset: Path, tmp_path: Path
+    tiny_dataset: Path, tmp_path: Path, views: int
 ) -> None:
     import keras
 
@@ -200,12 +201,17 @@ def test_pretrained_weights_train_the_head_then_fine_tune_block5(
                              input_shape=(32, 32, 3)).save_weights(weights)
     settings = Settings(models_dir=tmp_path / "models", state_dir=tmp_path / "state",
                         base_weights_file=weights, base_weights_sha256=sha256_file(weights))
-    params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 1,  # type: ignore[arg-type]
-                                               "base_weights": "file"})
+    params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 2,  # type: ignore[arg-type]
+                                               "base_weights": "file",
+                                               "head_cache_views": views})
     recorder = Recorder()
     version = train_and_publish(discover(tiny_dataset), params, settings, recorder)
-    assert [(p.epoch, p.phase) for p in recorder.progress] == [(1, "head"), (2, "fine_tune")]
+    assert [(p.epoch, p.phase) for p in recorder.progress] == [
+        (1, "head"), (2, "head"), (3, "fine_tune")]
+    assert all(p.last and p.last.val_balanced_accuracy is not None for p in recorder.progress)
     manifest = Registry(settings.models_dir).manifest(version)
+    assert manifest["training"]["phases"][0]["cached_views"] == views
+    assert len(manifest["history"]["loss"]) == 3
     assert manifest["base_weights"] == {"choice": "file", "sha256": sha256_file(weights)}
     assert [p["phase"] for p in manifest["training"]["phases"]] == ["head", "fine_tune"]
 
