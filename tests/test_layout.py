@@ -29,6 +29,8 @@ def test_the_api_never_loads_worker_code() -> None:
     loaded = _top(_modules_after_import("api.main"))
     assert "worker" not in loaded
     assert "shared" in loaded
+    # the API image installs only the base and [api] dependencies
+    assert not loaded & {"sklearn", "matplotlib", "imagehash", "markdown_it"}
 
 
 def test_the_celery_parent_process_does_not_load_tensorflow_or_the_api() -> None:

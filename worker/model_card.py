@@ -89,6 +89,19 @@ def _data(manifest: dict[str, Any]) -> list[str]:
     return lines + [GENERAL_LIMITS, ""]
 
 
+def _shift(shift: dict[str, Any]) -> list[str]:
+    if not shift:
+        return []
+    return [
+        "## Knowing when not to trust a prediction", "",
+        f"Every prediction carries a distribution-shift score ({shift.get('method')}, on "
+        f"{shift.get('features')}); above {_fmt(shift.get('threshold'))}, the validation "
+        f"split's {_fmt(shift.get('threshold_quantile_of_validation'), 2)} quantile, the image "
+        "is flagged as unlike the training data. Share of this version's test images flagged: "
+        f"{_fmt(shift.get('test_flag_rate'))}.", "",
+    ]
+
+
 def card_markdown(manifest: dict[str, Any]) -> str:
     """The card as Markdown; images are referenced by their names in the version folder."""
     training, calibration = manifest.get("training", {}), manifest.get("calibration") or {}
@@ -99,7 +112,8 @@ def card_markdown(manifest: dict[str, Any]) -> str:
         f"X-ray as one of {', '.join(manifest['classes'])}.", "",
         f"- created {manifest['created_at']}, parent version {manifest.get('parent') or 'none'}",
         f"- architecture {manifest.get('architecture')}, input {manifest['image_size']} px, "
-        f"preprocessing `{manifest.get('preprocessing')}`",
+        f"preprocessing `{manifest.get('preprocessing')}` "
+        f"({manifest.get('preprocessing_options') or 'defaults'})",
         f"- base weights: {manifest.get('base_weights', {}).get('choice')}; epochs "
         f"{training.get('epochs')} head"
         + (f" + {training.get('fine_tune_epochs')} fine-tune" if training.get("fine_tune") else "")
@@ -110,6 +124,7 @@ def card_markdown(manifest: dict[str, Any]) -> str:
         "## Calibration", "",
         f"Temperature {_fmt(calibration.get('temperature'))}, fitted on the validation split "
         "and applied to every probability the service returns.", "",
+        *_shift(manifest.get("distribution_shift") or {}),
         "![reliability diagram](reliability.png)", "",
         "## Training curves", "", "![loss and accuracy per epoch](curves.png)", "",
     ]
