@@ -114,10 +114,10 @@ def card_markdown(manifest: dict[str, Any]) -> str:
         f"- architecture {manifest.get('architecture')}, input {manifest['image_size']} px, "
         f"preprocessing `{manifest.get('preprocessing')}` "
         f"({manifest.get('preprocessing_options') or 'defaults'})",
-        f"- base weights: {manifest.get('base_weights', {}).get('choice')}; epochs "
-        f"{training.get('epochs')} head"
-        + (f" + {training.get('fine_tune_epochs')} fine-tune" if training.get("fine_tune") else "")
-        + f", batch {training.get('batch_size')}, learning rate {training.get('learning_rate')}",
+        f"- base weights: {manifest.get('base_weights', {}).get('choice')}; "
+        + "; ".join(f"{p['phase']} {p.get('epochs_run')} of {p['epochs']} epochs at learning "
+                    f"rate {p['learning_rate']}" for p in training.get("phases", []))
+        + f"; batch {training.get('batch_size')}",
         f"- activation at publish: {promotion.get('reason', 'n/a')}", "",
         *_data(manifest),
         *_metrics(manifest.get("metrics", {}).get("test", {}), calibration),
