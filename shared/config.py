@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     promotion_margin: float = Field(0.01, ge=0, le=1)
     # Intra-op threads of a training process; leave a core to the API on a shared machine.
     worker_threads: int | None = Field(None, ge=1, le=256)
-    # XLA for training steps. Off: on this 2-core CPU it made a 64 px step 25% slower and
+    # XLA for training steps. Off: on this 2-core CPU it made a 64 px step 20% slower and
     # took 0.5 GB more (bench/train_step.py); on a GPU it often pays, so measure there.
     train_jit_compile: bool = False
     # Mixed float16 on a GPU ("auto": on when TensorFlow sees a GPU); never on a CPU.
