@@ -132,3 +132,18 @@ def test_served_probabilities_are_the_temperature_scaled_ones(registry: Registry
     loaded.temperature = 2.5
     np.testing.assert_allclose(loaded.probabilities(_pixels()[None]),
                                apply_temperature(raw, 2.5), rtol=1e-6)
+
+
+def test_a_version_needing_unknown_preprocessing_is_not_served(tmp_path: Path) -> None:
+    import json
+
+    registry = Registry(tmp_path)
+    version = _publish(registry, 5)
+    manifest_file = registry.version_dir(version) / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest_file.write_text(json.dumps({**manifest, "preprocessing": "some-future-pipeline"}))
+    registry.activate(version)
+    server = ModelServer(registry, poll_interval_s=0.1)
+    server.check()
+    assert server.current is None
+    assert server.load_error is not None and "some-future-pipeline" in server.load_error

@@ -244,3 +244,22 @@ def test_runtime_choices_are_recorded(tiny_dataset: Path, settings: Settings) ->
         assert runtime["precision_policy"] == "float32" and runtime["strategy"] == "default"
     assert all(p.last and p.last.val_balanced_accuracy is not None and p.last.elapsed_s
                for p in recorder.progress)
+
+
+def test_preprocessing_options_are_recorded_and_served_identically(
+    tiny_dataset: Path, settings: Settings
+) -> None:
+    from shared.preprocessing import PreprocessOptions, decode_grayscale, preprocessing_id
+
+    params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 1,  # type: ignore[arg-type]
+                                               "equalize": "clahe", "crop_border": 0.05})
+    version = train_and_publish(discover(tiny_dataset), params, settings, Recorder())
+    manifest = Registry(settings.models_dir).manifest(version)
+    options = PreprocessOptions(equalize="clahe", crop_border=0.05)
+    assert manifest["preprocessing_options"] == options.as_dict()
+    assert manifest["preprocessing"] == preprocessing_id(options) != preprocessing_id()
+    loaded = load_version(Registry(settings.models_dir), version)
+    image = next((tiny_dataset / "Normal" / "images").iterdir()).read_bytes()
+    np.testing.assert_array_equal(loaded.pixels(decode_grayscale(image)),
+                                  load_pixels(image, 32, options=options))
+    assert not np.array_equal(loaded.pixels(decode_grayscale(image)), load_pixels(image, 32))
