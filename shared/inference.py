@@ -75,10 +75,6 @@ class LoadedModel:
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         return self.infer(pixels).probabilities
 
-    def predict_one(self, pixels: np.ndarray) -> dict[str, float]:
-        probs = self.probabilities(pixels[None])[0]
-        return {label: float(p) for label, p in zip(self.classes, probs, strict=True)}
-
     def predict(self, gray: np.ndarray) -> Prediction:
         """The answer for one decoded image: label, calibrated probabilities, shift."""
         result = self.infer(self.pixels(gray)[None])

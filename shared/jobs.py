@@ -9,7 +9,6 @@ read-modify-write, so a cancel and a worker starting the job cannot both win.
 from __future__ import annotations
 
 import sqlite3
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import closing
@@ -262,13 +261,3 @@ def open_job_store(settings: Settings) -> JobStore:
                                       socket_connect_timeout=2)
         return RedisJobStore(client, settings.job_heartbeat_timeout_s)
     return SqliteJobStore(settings.state_dir / "jobs.sqlite", settings.job_heartbeat_timeout_s)
-
-
-def wait_for(store: JobStore, job_id: str, timeout_s: float, poll_s: float = 0.5) -> JobStatus:
-    """Poll until the job ends (used by the CLI and tests)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = store.get(job_id)
-        if status.state.finished or time.monotonic() > deadline:
-            return status
-        time.sleep(poll_s)

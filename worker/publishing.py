@@ -115,6 +115,7 @@ def _verifier(expected: np.ndarray, inputs: np.ndarray) -> Any:
 def publish_result(registry: Registry, result: TrainingResult, manifest: dict[str, Any],
                    activate: bool) -> str:
     """Save into staging, verify by reloading, and publish atomically (and activate)."""
+    registry.clean_staging()  # what crashed publishes left, hours ago
     staging = registry.new_staging()
     try:
         result.model.save(staging / MODEL_FILE)

@@ -56,7 +56,7 @@ def test_swap_follows_the_active_pointer_and_rolls_back(registry: Registry) -> N
     server.check()
     assert server.model().version == v_new
     # the request that took the old reference still computes on the old model
-    assert before.version == v_old and before.predict_one(_pixels())
+    assert before.version == v_old and before.probabilities(_pixels()[None]).shape == (1, 3)
     registry.activate(v_old)
     server.check()
     assert server.model().version == v_old
@@ -94,8 +94,8 @@ def test_no_request_fails_during_repeated_swaps(registry: Registry) -> None:
         while not stop.is_set():
             try:
                 model = server.model()
-                probabilities = model.predict_one(_pixels())
-                assert abs(sum(probabilities.values()) - 1) < 1e-4
+                probabilities = model.probabilities(_pixels()[None])[0]
+                assert abs(float(probabilities.sum()) - 1) < 1e-4
                 answered.append(model.version)
             except BaseException as exc:  # collect, the assertion below reports it
                 failures.append(exc)

@@ -14,7 +14,7 @@ from shared.config import Settings
 from shared.datasets import discover
 from shared.errors import JobCancelled
 from shared.inference import load_version
-from shared.preprocessing import load_pixels, preprocess
+from shared.preprocessing import decode_grayscale, load_pixels, preprocess
 from shared.registry import Registry
 from shared.schemas import JobProgress, TrainingParams
 from worker.datasets import load_split_pixels, make_pipeline, split_dataset
@@ -128,9 +128,10 @@ def test_train_and_publish_makes_a_complete_active_version(
     loaded = load_version(registry, version)
     assert loaded.temperature == calibration["temperature"]
     image = next((tiny_dataset / "COVID" / "images").iterdir()).read_bytes()
-    probabilities = loaded.predict_one(load_pixels(image, 32))
-    assert set(probabilities) == set(manifest["classes"])
-    assert abs(sum(probabilities.values()) - 1) < 1e-5
+    prediction = loaded.predict(decode_grayscale(image))
+    assert set(prediction.probabilities) == set(manifest["classes"])
+    assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
+    assert prediction.model_version == version and prediction.distribution_shift is not None
 
     second = train_and_publish(discover(tiny_dataset), params, settings, Recorder())
     assert registry.manifest(second)["parent"] == version
