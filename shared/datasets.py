@@ -15,6 +15,7 @@ import stat
 import uuid
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
@@ -51,6 +52,11 @@ class Dataset:
 
     def fingerprint(self) -> str:
         """sha256 over every (label, file name, content hash), independent of the folder."""
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:
+        # Reads every file: computed once per discovered dataset (checkpoint key, manifest).
         digest = hashlib.sha256()
         for label, paths in self.files.items():
             for path in paths:

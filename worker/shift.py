@@ -7,13 +7,18 @@ from typing import Any
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from shared.shift import ShiftReference, feature_model
+from shared.shift import ShiftReference
 
 
-def features_of(model: Any, batches: Any) -> np.ndarray:
-    """Penultimate features of every image of a pipeline of (input, label) batches."""
-    extractor = feature_model(model)
-    return np.concatenate([np.asarray(extractor(x, training=False)[0]) for x, _ in batches])
+def features_and_probabilities(extractor: Any, batches: Any) -> tuple[np.ndarray, np.ndarray]:
+    """One pass of ``shared.shift.feature_model(model)`` over (input, label) batches: the
+    shift features and the (uncalibrated) class probabilities of every image."""
+    features, probabilities = [], []
+    for x, _ in batches:
+        f, p = extractor(x, training=False)
+        features.append(np.asarray(f))
+        probabilities.append(np.asarray(p))
+    return np.concatenate(features), np.concatenate(probabilities)
 
 
 def fit_reference(train_features: np.ndarray, train_labels: np.ndarray,

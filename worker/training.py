@@ -15,7 +15,7 @@ from shared.datasets import Dataset
 from shared.errors import InvalidDataset, JobCancelled
 from shared.modeling import ModelConfig, build_model, set_phase
 from shared.schemas import TrainingParams
-from shared.shift import ShiftReference
+from shared.shift import ShiftReference, feature_model
 from worker import checkpoints, head_cache
 from worker.callbacks import (
     Reporter,
@@ -33,7 +33,7 @@ from worker.datasets import (
 )
 from worker.evaluation import expected_calibration_error, fit_temperature, summarize
 from worker.runtime import Runtime
-from worker.shift import features_of, fit_reference
+from worker.shift import features_and_probabilities, fit_reference
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +203,16 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
                 seed)
 
     test = data.pipeline("test", params.batch_size)
-    temperature = fit_temperature(labels["validation"], np.asarray(model.predict(val, verbose=0)))
-    raw = np.asarray(model.predict(test, verbose=0))
+    # one pass per split gives both the shift features and the probabilities
+    extractor = feature_model(model)
+    train_features, _ = features_and_probabilities(
+        extractor, data.pipeline("train", params.batch_size))
+    val_features, val_raw = features_and_probabilities(extractor, val)
+    test_features, raw = features_and_probabilities(extractor, test)
+    temperature = fit_temperature(labels["validation"], val_raw)
     metrics = {"test": test_report(labels["test"], raw, temperature, dataset.classes)}
-    reference = fit_reference(features_of(model, data.pipeline("train", params.batch_size)),
-                              labels["train"], features_of(model, val))
-    flagged = reference.scores(features_of(model, test)) > reference.threshold
+    reference = fit_reference(train_features, labels["train"], val_features)
+    flagged = reference.scores(test_features) > reference.threshold
     metrics["test"]["shift_flag_rate"] = float(flagged.mean()) if len(flagged) else None
     summary = split_summary(data.splits, dataset.classes, seed) | data.details
     summary["class_weights"] = loss_weights
