@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run api worker test lint clean
+.PHONY: setup run api worker test lint bench-serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 ## Lint, type-check and the whole test suite (needs Redis on 127.0.0.1:6379 for part of it).
 test: lint
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest
+
+## /predict against the model's ceiling and a naive server (bench/serve_benchmark.py; minutes).
+bench-serve: $(STAMP)
+	$(BIN)/python bench/serve_benchmark.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from celery import Celery
 from fastapi import Depends, Request
 
+from api.batching import Batcher
 from api.serving import ModelServer
 from shared.config import Settings
 from shared.jobs import JobStore
@@ -30,3 +31,4 @@ RegistryDep = Annotated[Registry, Depends(_from_state("registry"))]
 ModelServerDep = Annotated[ModelServer, Depends(_from_state("model_server"))]
 JobStoreDep = Annotated[JobStore, Depends(_from_state("jobs"))]
 QueueDep = Annotated[Celery, Depends(_from_state("queue"))]
+BatcherDep = Annotated[Batcher, Depends(_from_state("batcher"))]

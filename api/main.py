@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 
 from api import errors
+from api.batching import Batcher
 from api.routes import datasets, health, jobs, models, predict
 from api.serving import ModelServer
 from shared.config import Settings, get_settings
+from shared.inference import configure_tensorflow_threads, load_version, warm_batch_sizes
 from shared.jobs import open_job_store
 from shared.registry import Registry
 from shared.task_queue import make_celery
@@ -26,12 +29,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.registry = Registry(settings.models_dir)
     app.state.jobs = open_job_store(settings)
     app.state.queue = make_celery(settings)
-    server = ModelServer(app.state.registry, settings.reload_interval_s)
+    configure_tensorflow_threads(settings.inference_threads, settings.inference_inter_op_threads)
+    loader = partial(load_version, runtime=settings.inference_runtime,
+                     warm_batch_sizes=warm_batch_sizes(settings.batch_max_size),
+                     threads=settings.inference_threads)
+    server = ModelServer(app.state.registry, settings.reload_interval_s, loader)
     app.state.model_server = server
+    batcher = Batcher(settings.batch_max_size, settings.batch_max_delay_ms / 1000)
+    app.state.batcher = batcher
     server.start()
+    batcher.start()
     try:
         yield
     finally:
+        batcher.stop()
         server.stop()
 
 

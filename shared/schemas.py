@@ -60,6 +60,11 @@ class TrainingParams(BaseModel):
         description="With real base weights, train the head on base features computed once "
         "for this many views of each training image (the first un-augmented) instead of "
         "running the frozen base every epoch; 0 keeps it live with fresh augmentation.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="'cosine': warm up linearly over warmup_fraction of each phase, then decay "
+        "to zero by its last epoch or, sooner, by the end of time_budget_s.")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
     time_budget_s: int | None = Field(
         None, ge=60, le=7 * 24 * 3600,
         description="Stop training (and evaluate and publish) once another epoch would "
@@ -248,6 +253,7 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     model_version: str | None
+    model_runtime: str | None = Field(None, description="'tensorflow' or 'onnx'.")
     model_error: str | None = None
     broker: str = Field(description="'ok' or 'unreachable'.")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Protocol
 
@@ -64,6 +65,8 @@ def epoch_logs_callback(model: Any, val: Any, labels: np.ndarray, started: float
                 predicted = np.asarray(model.predict(val, verbose=0)).argmax(axis=1)
                 logs["val_balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted))
             logs["elapsed_s"] = time.monotonic() - started
+            # the rate the epoch ended on, so a schedule shows in the history and the curves
+            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
 
     return EpochLogs()
 
@@ -84,3 +87,34 @@ def time_budget_callback(started: float, budget_s: float) -> Any:
                 self.model.stop_training = True
 
     return TimeBudget()
+
+
+def cosine_rate(progress: float, peak: float, warmup: float) -> float:
+    """Linear warm-up to ``peak`` over the first ``warmup`` of training, then a half cosine
+    to zero at the end (progress 1)."""
+    progress = min(max(progress, 0.0), 1.0)
+    if warmup > 0 and progress < warmup:
+        return peak * progress / warmup
+    return peak * 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / (1.0 - warmup)))
+
+
+def cosine_schedule_callback(peak: float, epochs: int, steps_per_epoch: int, started: float,
+                             budget_s: float | None, warmup: float, first_epoch: int = 0) -> Any:
+    """Sets the learning rate before every batch from how far training is: the larger of the
+    fraction of epochs done and, under a time budget, the fraction of that budget spent, so
+    a run stopped by its budget still ends annealed (time to accuracy, as in DAWNBench)."""
+    import keras
+
+    class CosineSchedule(keras.callbacks.Callback):
+        _epoch = 0
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._epoch = epoch - first_epoch  # epochs count on across phases and resumes
+
+        def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            progress = (self._epoch + batch / max(steps_per_epoch, 1)) / max(epochs, 1)
+            if budget_s:
+                progress = max(progress, (time.monotonic() - started) / budget_s)
+            self.model.optimizer.learning_rate.assign(cosine_rate(progress, peak, warmup))
+
+    return CosineSchedule()

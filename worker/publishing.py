@@ -18,6 +18,7 @@ from shared.preprocessing import preprocessing_id
 from shared.registry import CURVES_FILE, MODEL_FILE, RELIABILITY_FILE, Registry
 from shared.schemas import TrainingParams
 from shared.shift import FEATURE_LAYER, SHIFT_FILE
+from worker import onnx_export
 from worker.evaluation import reliability_diagram
 from worker.model_card import CARD_HTML, CARD_MD, card_html, card_markdown
 from worker.training import TrainingResult
@@ -126,6 +127,8 @@ def publish_result(registry: Registry, result: TrainingResult, manifest: dict[st
                             staging / RELIABILITY_FILE, title="test split reliability",
                             probabilities_after=apply_temperature(result.test_probabilities,
                                                                   result.temperature))
+        manifest = {**manifest, "onnx": onnx_export.export(result.model, staging,
+                                                             result.sample_inputs)}
         expected = np.asarray(result.model.predict(result.sample_inputs, verbose=0))
         verify = _verifier(expected, result.sample_inputs)
         return registry.publish(staging, manifest, verify=verify, activate=activate,

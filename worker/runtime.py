@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class Runtime:
     max_pixels: int
     threads: int | None = None
-    jit_compile: bool = False
+    jit_compile: bool | str = "auto"  # resolved to a bool by configure()
     mixed_precision: str = "off"
     _strategy: Any = field(default=None, repr=False)
     _gpus: int = 0
@@ -44,6 +44,8 @@ class Runtime:
             except RuntimeError:
                 log.warning("TensorFlow already started: CXR_WORKER_THREADS not applied")
         self._gpus = len(tf.config.list_physical_devices("GPU"))
+        if self.jit_compile == "auto":
+            self.jit_compile = self._gpus > 0
         if self.mixed_precision == "auto" and self._gpus:
             keras.mixed_precision.set_global_policy("mixed_float16")
         if self._gpus > 1:

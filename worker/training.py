@@ -19,6 +19,7 @@ from shared.shift import ShiftReference, feature_model
 from worker import checkpoints, head_cache
 from worker.callbacks import (
     Reporter,
+    cosine_schedule_callback,
     epoch_logs_callback,
     progress_callback,
     time_budget_callback,
@@ -118,10 +119,15 @@ def _fit_phases(model: Any, data: Prepared, params: TrainingParams, reporter: Re
             fitted.compile(optimizer=keras.optimizers.Adam(learning_rate),
                            loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                            jit_compile=runtime.jit_compile)
+        start = len(progress.history.get("loss", []))
         callbacks = [epoch_logs_callback(model, val, val_labels, started),
                      checkpoints.epoch_callback(checkpoint_dir, progress, model),
                      *_callbacks(reporter, params, phase, started)]
-        start = len(progress.history.get("loss", []))
+        if params.lr_schedule == "cosine":
+            steps = -(-len(data.labels("train")) // params.batch_size)
+            callbacks.insert(0, cosine_schedule_callback(
+                learning_rate, epochs, steps, started, params.time_budget_s,
+                params.warmup_fraction, first_epoch=start - progress.phase_epochs_done))
         fitted.fit(train, validation_data=fit_val, initial_epoch=start,
                    epochs=start + epochs - progress.phase_epochs_done, callbacks=callbacks,
                    class_weight=weights, shuffle=False, verbose=0)  # the pipeline shuffles

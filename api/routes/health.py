@@ -25,6 +25,7 @@ def get_readiness(server: ModelServerDep, queue: QueueDep) -> JSONResponse:
     body = Readiness(
         ready=current is not None,
         model_version=current.version if current else None,
+        model_runtime=current.runtime if current else None,
         model_error=server.load_error,
         broker="ok" if broker_reachable(queue) else "unreachable",
     )

@@ -1,35 +1,49 @@
-"""Predictions from the active model version."""
+"""Predictions from the active model version, batched across concurrent requests."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, File, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import ModelServerDep, SettingsDep
+from api.deps import BatcherDep, ModelServerDep, SettingsDep
 from api.errors import responses
+from api.serving import ModelServer
+from shared.config import Settings
 from shared.errors import PayloadTooLarge
+from shared.inference import LoadedModel
 from shared.preprocessing import decode_grayscale
 from shared.schemas import Prediction
 
 router = APIRouter(tags=["predict"])
 
 
+def _prepare(data: bytes, settings: Settings,
+             server: ModelServer) -> tuple[LoadedModel, np.ndarray]:
+    """Decode (bad input fails first), take the serving version, prepare as it was trained."""
+    gray = decode_grayscale(data, settings.max_image_pixels)
+    model = server.model()  # one version for the whole request, even across a swap
+    return model, model.pixels(gray)
+
+
 @router.post("/predict", response_model=Prediction,
              responses=responses(400, 413, 415, 422, 503))
-def predict_image(
+async def predict_image(
     response: Response,
     server: ModelServerDep,
     settings: SettingsDep,
+    batcher: BatcherDep,
     file: Annotated[UploadFile, File(description="A PNG or JPEG chest X-ray.")],
 ) -> Prediction:
     """Classify one chest X-ray with the active model version."""
-    # A sync handler: decoding and the forward pass run in the threadpool, off the event loop.
-    data = file.file.read(settings.max_image_bytes + 1)
+    data = await file.read(settings.max_image_bytes + 1)
     if len(data) > settings.max_image_bytes:
         raise PayloadTooLarge(f"images are limited to {settings.max_image_bytes} bytes")
-    gray = decode_grayscale(data, settings.max_image_pixels)  # bad input fails first
-    model = server.model()  # one reference for the whole request, even across a swap
-    prediction = model.predict(gray)
+    # Decoding runs in the threadpool, in parallel with the batcher's forward pass.
+    model, pixels = await run_in_threadpool(_prepare, data, settings, server)
+    prediction = await asyncio.wrap_future(batcher.submit(model, pixels))
     response.headers["X-Model-Version"] = model.version
     return prediction

@@ -99,6 +99,8 @@ def test_upload_retrain_evaluate_hot_reload_and_roll_back(
         assert set(answer["distribution_shift"]) == {"score", "threshold", "flagged"}
         assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4
         ready = client.get("/readyz").json()
+        # CXR_INFERENCE_RUNTIME=auto timed both runtimes on this version and kept one
+        assert ready.pop("model_runtime") in {"tensorflow", "onnx"}
         assert ready == {"ready": True, "model_version": v1, "model_error": None, "broker": "ok"}
 
         external_zip = io.BytesIO()

@@ -133,6 +133,19 @@ def test_train_and_publish_makes_a_complete_active_version(
     assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
     assert prediction.model_version == version and prediction.distribution_shift is not None
 
+    # the ONNX export was checked against Keras and serves the same answer
+    assert manifest["onnx"]["file"] == "model.onnx" and manifest["onnx"]["max_difference"] < 1e-4
+    assert "model.onnx" in manifest["files"]
+    onnx = load_version(registry, version, runtime="onnx")
+    assert onnx.runtime == "onnx"
+    answer = onnx.predict(decode_grayscale(image))
+    assert answer.label == prediction.label
+    for label, p in prediction.probabilities.items():
+        assert abs(answer.probabilities[label] - p) < 1e-4
+    assert answer.distribution_shift is not None and prediction.distribution_shift is not None
+    assert abs(answer.distribution_shift.score - prediction.distribution_shift.score) < 1e-2 * (
+        1 + prediction.distribution_shift.score)
+
     second = train_and_publish(discover(tiny_dataset), params, settings, Recorder())
     assert registry.manifest(second)["parent"] == version
 
@@ -240,7 +253,8 @@ def test_runtime_choices_are_recorded(tiny_dataset: Path, settings: Settings) ->
     import tensorflow as tf
 
     gpus = len(tf.config.list_physical_devices("GPU"))
-    assert runtime["jit_compile"] is False and runtime["gpus"] == gpus
+    assert runtime["gpus"] == gpus
+    assert runtime["jit_compile"] is (gpus > 0)  # CXR_TRAIN_JIT_COMPILE=auto
     if gpus == 0:  # mixed precision and the mirrored strategy are for GPUs only
         assert runtime["precision_policy"] == "float32" and runtime["strategy"] == "default"
     assert all(p.last and p.last.val_balanced_accuracy is not None and p.last.elapsed_s
@@ -264,3 +278,14 @@ def test_preprocessing_options_are_recorded_and_served_identically(
     np.testing.assert_array_equal(loaded.pixels(decode_grayscale(image)),
                                   load_pixels(image, 32, options=options))
     assert not np.array_equal(loaded.pixels(decode_grayscale(image)), load_pixels(image, 32))
+
+
+def test_a_cosine_schedule_anneals_the_rate_and_is_recorded(tiny_dataset: Path,
+                                                             settings: Settings) -> None:
+    params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 3},  # type: ignore[arg-type]
+                            learning_rate=1e-3, lr_schedule="cosine", warmup_fraction=0.0)
+    version = train_and_publish(discover(tiny_dataset), params, settings, Recorder())
+    manifest = Registry(settings.models_dir).manifest(version)
+    rates = manifest["history"]["learning_rate"]
+    assert len(rates) == 3 and rates[0] > rates[1] > rates[2] and rates[0] <= 1e-3
+    assert manifest["training"]["lr_schedule"] == "cosine"

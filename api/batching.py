@@ -1,0 +1,106 @@
+"""Dynamic batching: requests that arrive within a few milliseconds share one forward pass.
+
+Handlers decode and preprocess in the threadpool, then hand their pixels to the batcher and
+await a future. One thread runs the passes, one at a time, so concurrent requests never
+oversubscribe the cores: while it runs a batch the next one gathers. A batch is sent when it
+reaches ``max_size`` or when its oldest request has waited ``max_delay_s``. Each request keeps
+the model version it took when it arrived; requests of different versions (a hot swap
+mid-burst) are never mixed in one batch, and the old version serves its last requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shared.inference import LoadedModel
+from shared.schemas import Prediction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Request:
+    model: LoadedModel
+    pixels: np.ndarray
+    arrived: float = field(default_factory=time.monotonic)
+    future: Future[Prediction] = field(default_factory=Future)
+
+
+class Batcher:
+    def __init__(self, max_size: int, max_delay_s: float) -> None:
+        if max_size < 1 or max_delay_s < 0:
+            raise ValueError("max_size must be at least 1 and max_delay_s not negative")
+        self.max_size = max_size
+        self.max_delay_s = max_delay_s
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batches, for /metrics
+        self._queue: deque[_Request] = deque()
+        self._ready = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the thread."""
+        with self._ready:
+            self._stopping = True
+            self._ready.notify_all()
+        self._thread.join(timeout=60)
+
+    def submit(self, model: LoadedModel, pixels: np.ndarray) -> Future[Prediction]:
+        """Queue one image's prepared pixels (size, size, 3) for ``model``."""
+        request = _Request(model, pixels)
+        with self._ready:
+            if self._stopping:
+                raise RuntimeError("the batcher is stopping")
+            self._queue.append(request)
+            self._ready.notify()
+        return request.future
+
+    def _next_batch(self) -> list[_Request] | None:
+        """The oldest request and, until full or its deadline, later ones of its version."""
+        with self._ready:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._ready.wait()
+            first = self._queue.popleft()
+            batch = [first]
+            deadline = first.arrived + self.max_delay_s
+            while len(batch) < self.max_size:
+                batch.extend(self._take(first.model, self.max_size - len(batch)))
+                remaining = deadline - time.monotonic()
+                if len(batch) >= self.max_size or remaining <= 0 or self._stopping:
+                    break
+                self._ready.wait(remaining)
+            return batch
+
+    def _take(self, model: LoadedModel, limit: int) -> list[_Request]:
+        taken = [r for r in self._queue if r.model is model][:limit]
+        for request in taken:
+            self._queue.remove(request)
+        return taken
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self.batch_sizes.append(len(batch))
+            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            try:
+                predictions = live[0].model.predict_batch(np.stack([r.pixels for r in live]))
+            except Exception as exc:  # the pass failed: every request in it gets the error
+                log.exception("inference failed for a batch of %d", len(live))
+                for request in live:
+                    request.future.set_exception(exc)
+                continue
+            for request, prediction in zip(live, predictions, strict=True):
+                request.future.set_result(prediction)
