@@ -39,7 +39,7 @@ class Batcher:
             raise ValueError("max_size must be at least 1 and max_delay_s not negative")
         self.max_size = max_size
         self.max_delay_s = max_delay_s
-        self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batches, for /metrics
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, read by tests
         self._queue: deque[_Request] = deque()
         self._ready = threading.Condition()
         self._stopping = False

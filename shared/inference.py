@@ -115,8 +115,7 @@ class LoadedModel:
         batch = to_model_input(pixels)
         with self.lock:
             if self.forward is None:
-                self.forward = compiled_forward(self.model, self.image_size,
-                                                with_features=self.shift is not None)
+                raise RuntimeError("no forward pass: load versions with load_version()")
             outputs = self.forward(batch)
         if self.shift is None:
             raw, features = np.asarray(outputs), None
