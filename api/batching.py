@@ -1,11 +1,19 @@
 """Dynamic batching: requests that arrive within a few milliseconds share one forward pass.
 
-Handlers decode and preprocess in the threadpool, then hand their pixels to the batcher and
-await a future. One thread runs the passes, one at a time, so concurrent requests never
-oversubscribe the cores: while it runs a batch the next one gathers. A batch is sent when it
-reaches ``max_size`` or when its oldest request has waited ``max_delay_s``. Each request keeps
-the model version it took when it arrived; requests of different versions (a hot swap
-mid-burst) are never mixed in one batch, and the old version serves its last requests.
+Handlers announce themselves (``arriving``), decode and preprocess in the threadpool, then
+hand their pixels to the batcher and await a future. One thread runs the passes, one at a
+time, so concurrent requests never oversubscribe the cores: while it runs a batch the next
+one gathers. A batch is sent as soon as one of these holds:
+
+- it has the version's own batch size (``LoadedModel.batch_size``, the one measured fastest
+  per image in its runtime) or ``max_size``, whichever is smaller;
+- no other request is on its way (announced, still decoding): waiting would gain nothing,
+  so a lone request is never delayed;
+- its oldest request has waited ``max_delay_s``.
+
+Each request keeps the model version it took when it arrived; requests of different versions
+(a hot swap mid-burst) are never mixed in one batch, and the old version serves its last
+requests.
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +53,7 @@ class Batcher:
         self._queue: deque[_Request] = deque()
         self._ready = threading.Condition()
         self._stopping = False
+        self._arriving = 0  # requests announced and not yet submitted or given up
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
 
     def start(self) -> None:
@@ -55,6 +66,19 @@ class Batcher:
             self._ready.notify_all()
         self._thread.join(timeout=60)
 
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Announce a request that is being prepared; submit it inside the block. A batch
+        waits (up to the delay) only while some request is announced."""
+        with self._ready:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._ready:
+                self._arriving -= 1
+                self._ready.notify()
+
     def submit(self, model: LoadedModel, pixels: np.ndarray) -> Future[Prediction]:
         """Queue one image's prepared pixels (size, size, 3) for ``model``."""
         request = _Request(model, pixels)
@@ -66,7 +90,8 @@ class Batcher:
         return request.future
 
     def _next_batch(self) -> list[_Request] | None:
-        """The oldest request and, until full or its deadline, later ones of its version."""
+        """The oldest request and later ones of its version, until the batch is full, nothing
+        more is on its way, or the oldest one's deadline."""
         with self._ready:
             while not self._queue:
                 if self._stopping:
@@ -74,11 +99,13 @@ class Batcher:
                 self._ready.wait()
             first = self._queue.popleft()
             batch = [first]
+            limit = min(self.max_size, first.model.batch_size)
             deadline = first.arrived + self.max_delay_s
-            while len(batch) < self.max_size:
-                batch.extend(self._take(first.model, self.max_size - len(batch)))
+            while len(batch) < limit:
+                batch.extend(self._take(first.model, limit - len(batch)))
                 remaining = deadline - time.monotonic()
-                if len(batch) >= self.max_size or remaining <= 0 or self._stopping:
+                if (len(batch) >= limit or remaining <= 0 or self._stopping
+                        or self._arriving == 0):
                     break
                 self._ready.wait(remaining)
             return batch

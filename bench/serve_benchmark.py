@@ -255,7 +255,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Memory: {memory['rss_mb_one_model']:.0f} MB with one model, "
         f"{memory['rss_mb_after_reloads']:.0f} MB after {memory['reloads']} hot reloads "
         f"({memory['growth']:+.1%}).",
-        f"Served runtime chosen by the service: {result['served_runtime']}.",
+        f"Chosen by the service as it loaded the version: {result['served_runtime']}, "
+        f"batches of up to {result['served_batch_size']}.",
     ]
     return "\n".join(lines)
 
@@ -312,7 +313,9 @@ def main() -> None:
     url = f"http://127.0.0.1:{args.port}"
     server = start([sys.executable, "-m", "cxr_cli", "serve"], env, url)
     try:
-        result["served_runtime"] = httpx.get(f"{url}/readyz").json().get("model_runtime")
+        ready = httpx.get(f"{url}/readyz").json()
+        result["served_runtime"] = ready.get("model_runtime")
+        result["served_batch_size"] = ready.get("model_batch_size")
         result["service"] = sweep(url, images, levels, args.seconds, "service")
         result["hot_swap"] = hot_swap(url, images, versions[1], args.seconds * 1.5)
         print(json.dumps(result["hot_swap"]), flush=True)

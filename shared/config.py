@@ -31,8 +31,9 @@ class Settings(BaseSettings):
     broker_url: str | None = None
 
     reload_interval_s: float = Field(2.0, gt=0, le=3600)
-    # Dynamic batching of /predict: a batch is sent when it holds this many images or when
-    # its oldest request has waited this long (bench/serve_benchmark.py measures both).
+    # Dynamic batching of /predict: a batch holds at most this many images (fewer when the
+    # version's runtime measured fastest per image at a smaller batch), and waits for company
+    # at most this long, only while other requests are being decoded (api/batching.py).
     batch_max_size: int = Field(16, ge=1, le=256)
     batch_max_delay_ms: float = Field(5.0, ge=0, le=1000)
     # Runtime of /predict: "auto" times ONNX Runtime (when the version has an export) against

@@ -105,6 +105,8 @@ class LoadedModel:
     # The forward pass in use and its runtime; TensorFlow until choose_runtime() says else.
     forward: Callable[[np.ndarray], Any] | None = field(default=None, repr=False)
     runtime: str = "tensorflow"
+    # The largest batch worth gathering for this version in its runtime (choose_runtime).
+    batch_size: int = 1
 
     def pixels(self, gray: np.ndarray) -> np.ndarray:
         """A decoded gray image prepared exactly as this version was trained."""
@@ -168,19 +170,44 @@ def _from_manifest(registry: Registry, version: str) -> LoadedModel:
     )
 
 
-def _time_pass(forward: Callable[[np.ndarray], Any], batch: np.ndarray, repeats: int) -> float:
-    forward(batch)  # first call at this shape: allocation, not speed
-    started = time.perf_counter()
-    for _ in range(repeats):
-        forward(batch)
-    return (time.perf_counter() - started) / repeats
+def _seconds_per_image(candidates: dict[str, Callable[[np.ndarray], Any]], size: int,
+                       batch_sizes: Sequence[int]) -> dict[str, dict[int, float]]:
+    """Seconds per image of each forward pass at each batch size: the best of a few passes
+    (the first at a shape allocates, and on a shared machine noise only ever adds time). The
+    runtimes take turns pass by pass, so a slow spell of the machine hits all of them."""
+    profiles: dict[str, dict[int, float]] = {name: {} for name in candidates}
+    for n in sorted(set(batch_sizes)):
+        batch = to_model_input(np.full((n, size, size, 3), 128, np.float32))
+        times: dict[str, list[float]] = {name: [] for name in candidates}
+        for _ in range(max(2, 8 // n)):
+            for name, forward in candidates.items():
+                started = time.perf_counter()
+                forward(batch)
+                times[name].append(time.perf_counter() - started)
+        for name in candidates:
+            profiles[name][n] = min(times[name]) / n
+    return profiles
+
+
+def preferred_batch(profile: dict[int, float], tolerance: float = 0.05) -> int:
+    """The smallest batch size whose time per image is within ``tolerance`` of the best: a
+    larger batch would make its requests wait longer for no throughput."""
+    best = min(profile.values())
+    return min(n for n, seconds in profile.items() if seconds <= best * (1 + tolerance))
 
 
 def choose_runtime(loaded: LoadedModel, onnx_file: Path | None, preference: Runtime,
-                   threads: int | None = None, timing_batch: int = 8) -> None:
-    """Set the version's forward pass. 'auto' times a batch in each runtime it has (the
-    version's ONNX export, TensorFlow) and keeps the faster; 'onnx' falls back to TensorFlow,
-    with a warning, for a version that has no export."""
+                   threads: int | None = None, batch_sizes: Sequence[int] = (1,)) -> None:
+    """Set the version's forward pass and its preferred batch size, both measured here.
+
+    Every runtime the version can use (its ONNX export; TensorFlow) is timed at every batch
+    size it will be served at, which also warms each one up. 'auto' keeps the runtime with
+    the least seconds per image alone (a quiet server's latency) plus per image at its best
+    batch size (a busy server's throughput); 'onnx' falls back to TensorFlow, with a warning,
+    for a version that has no export. On a 2-core CPU ONNX Runtime is fastest at batch 1 and
+    TensorFlow at batch 8 or so (bench/serve_benchmark.py), so the batch size the batcher
+    gathers is the chosen runtime's own, not a fixed one.
+    """
     with_features = loaded.shift is not None
     candidates: dict[str, Callable[[np.ndarray], Any]] = {}
     if preference in ("auto", "onnx") and onnx_file is not None:
@@ -191,20 +218,14 @@ def choose_runtime(loaded: LoadedModel, onnx_file: Path | None, preference: Runt
                         loaded.version)
         candidates["tensorflow"] = compiled_forward(loaded.model, loaded.image_size,
                                                     with_features)
-    if len(candidates) > 1:
-        # Seconds per image alone (a quiet server's latency) plus per image in a batch (a busy
-        # server's throughput): the runtimes differ most at batch 1 (bench/serve_benchmark.py).
-        size = loaded.image_size
-        one, many = (to_model_input(np.full((n, size, size, 3), 128, np.float32))
-                     for n in (1, timing_batch))
-        seconds = {name: _time_pass(forward, one, 3) + _time_pass(forward, many, 2) / len(many)
-                   for name, forward in candidates.items()}
-        log.info("version %s, seconds per image alone + in a batch of %d: %s", loaded.version,
-                 timing_batch, {k: round(v, 4) for k, v in seconds.items()})
-        name = min(seconds, key=seconds.__getitem__)
-    else:
-        name = next(iter(candidates))
+    profiles = _seconds_per_image(candidates, loaded.image_size, batch_sizes)
+    smallest = min(batch_sizes)
+    name = min(profiles, key=lambda n: profiles[n][smallest] + min(profiles[n].values()))
     loaded.runtime, loaded.forward = name, candidates[name]
+    loaded.batch_size = preferred_batch(profiles[name])
+    log.info("version %s: serving with %s at batches of up to %d; ms per image by batch "
+             "size: %s", loaded.version, name, loaded.batch_size,
+             {rt: {n: round(1000 * s, 1) for n, s in p.items()} for rt, p in profiles.items()})
 
 
 def warm_batch_sizes(max_size: int) -> list[int]:
@@ -229,15 +250,15 @@ def configure_tensorflow_threads(intra_op: int | None, inter_op: int | None) -> 
 
 def load_version(registry: Registry, version: str, runtime: Runtime = "tensorflow",
                  warm_batch_sizes: Sequence[int] = (1,), threads: int | None = None) -> LoadedModel:
-    """Load a version after verifying its checksums, choose its runtime, and warm it up at
-    every batch size it will be asked for, so no request pays for a first call."""
+    """Load a version after verifying its checksums, then choose its runtime and batch size
+    by timing every batch size it will be asked for, which also warms each one up, so no
+    request pays for a first call."""
     try:
         loaded = _from_manifest(registry, version)
         onnx_file = registry.verified_file(version, ONNX_FILE) if runtime != "tensorflow" else None
-        choose_runtime(loaded, onnx_file, runtime, threads, min(8, max(warm_batch_sizes)))
+        choose_runtime(loaded, onnx_file, runtime, threads, warm_batch_sizes)
         size = loaded.image_size
-        for n in sorted(set(warm_batch_sizes)):
-            n_out = loaded.infer(np.zeros((n, size, size, 3), np.float32)).probabilities.shape[-1]
+        n_out = loaded.infer(np.zeros((1, size, size, 3), np.float32)).probabilities.shape[-1]
     except ModelLoadFailed:
         raise
     except Exception as exc:  # a bad artifact can fail in many ways; all mean "not served"

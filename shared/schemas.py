@@ -254,6 +254,9 @@ class Readiness(BaseModel):
     ready: bool
     model_version: str | None
     model_runtime: str | None = Field(None, description="'tensorflow' or 'onnx'.")
+    model_batch_size: int | None = Field(
+        None, description="The largest batch gathered for the model: the size measured "
+        "fastest per image in its runtime at load, capped by CXR_BATCH_MAX_SIZE.")
     model_error: str | None = None
     broker: str = Field(description="'ok' or 'unreachable'.")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import ModelServerDep, QueueDep
+from api.deps import BatcherDep, ModelServerDep, QueueDep
 from shared.schemas import Health, Readiness
 from shared.task_queue import broker_reachable
 
@@ -19,13 +19,15 @@ def get_health() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-def get_readiness(server: ModelServerDep, queue: QueueDep) -> JSONResponse:
+def get_readiness(server: ModelServerDep, queue: QueueDep,
+                  batcher: BatcherDep) -> JSONResponse:
     """Ready when a model is loaded; the broker's reachability is reported beside it."""
     current = server.current
     body = Readiness(
         ready=current is not None,
         model_version=current.version if current else None,
         model_runtime=current.runtime if current else None,
+        model_batch_size=min(current.batch_size, batcher.max_size) if current else None,
         model_error=server.load_error,
         broker="ok" if broker_reachable(queue) else "unreachable",
     )

@@ -43,7 +43,9 @@ async def predict_image(
     if len(data) > settings.max_image_bytes:
         raise PayloadTooLarge(f"images are limited to {settings.max_image_bytes} bytes")
     # Decoding runs in the threadpool, in parallel with the batcher's forward pass.
-    model, pixels = await run_in_threadpool(_prepare, data, settings, server)
-    prediction = await asyncio.wrap_future(batcher.submit(model, pixels))
+    with batcher.arriving():
+        model, pixels = await run_in_threadpool(_prepare, data, settings, server)
+        future = batcher.submit(model, pixels)
+    prediction = await asyncio.wrap_future(future)
     response.headers["X-Model-Version"] = model.version
     return prediction

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shared.errors import ModelLoadFailed
-from shared.inference import ONNX_FILE, load_version, warm_batch_sizes
+from shared.inference import ONNX_FILE, load_version, preferred_batch, warm_batch_sizes
 from shared.modeling import ModelConfig, build_model
 from shared.registry import MODEL_FILE, Registry
 from worker import onnx_export
@@ -39,6 +39,19 @@ def test_warm_batch_sizes_cover_powers_of_two_and_the_largest() -> None:
     assert warm_batch_sizes(1) == [1]
     assert warm_batch_sizes(16) == [1, 2, 4, 8, 16]
     assert warm_batch_sizes(12) == [1, 2, 4, 8, 12]
+
+
+def test_the_preferred_batch_is_the_smallest_within_tolerance_of_the_fastest() -> None:
+    # seconds per image by batch size, as choose_runtime measures them
+    assert preferred_batch({1: 0.100, 2: 0.104, 4: 0.110}) == 1  # ONNX Runtime on 2 cores
+    assert preferred_batch({1: 0.180, 2: 0.140, 4: 0.118, 8: 0.105, 16: 0.103}) == 8
+    assert preferred_batch({1: 0.2, 2: 0.1}, tolerance=0.0) == 2
+
+
+def test_auto_sets_a_batch_size_it_timed(published: tuple[Registry, str]) -> None:
+    registry, version = published
+    loaded = load_version(registry, version, runtime="auto", warm_batch_sizes=(1, 2, 4))
+    assert loaded.batch_size in {1, 2, 4}
 
 
 def test_the_export_is_checked_and_both_runtimes_agree(published: tuple[Registry, str]) -> None:
