@@ -32,7 +32,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_tensorflow_threads(settings.inference_threads, settings.inference_inter_op_threads)
     loader = partial(load_version, runtime=settings.inference_runtime,
                      warm_batch_sizes=warm_batch_sizes(settings.batch_max_size),
-                     threads=settings.inference_threads)
+                     threads=settings.inference_threads, timings={})
     server = ModelServer(app.state.registry, settings.reload_interval_s, loader)
     app.state.model_server = server
     batcher = Batcher(settings.batch_max_size, settings.batch_max_delay_ms / 1000)

@@ -196,8 +196,16 @@ def preferred_batch(profile: dict[int, float], tolerance: float = 0.05) -> int:
     return min(n for n, seconds in profile.items() if seconds <= best * (1 + tolerance))
 
 
+# What choose_runtime measured, by graph: (runtime, batch size). Timing depends on the graph
+# (architecture, input size, heads, runtimes available), not on the weights, so a server
+# that hot-reloads a retrained version of the same graph reuses it instead of timing again
+# while it serves: a swap under load then takes seconds, not the better part of a minute.
+Timings = dict[tuple[Any, ...], tuple[str, int]]
+
+
 def choose_runtime(loaded: LoadedModel, onnx_file: Path | None, preference: Runtime,
-                   threads: int | None = None, batch_sizes: Sequence[int] = (1,)) -> None:
+                   threads: int | None = None, batch_sizes: Sequence[int] = (1,),
+                   timings: Timings | None = None) -> None:
     """Set the version's forward pass and its preferred batch size, both measured here.
 
     Every runtime the version can use (its ONNX export; TensorFlow) is timed at every batch
@@ -206,23 +214,46 @@ def choose_runtime(loaded: LoadedModel, onnx_file: Path | None, preference: Runt
     batch size (a busy server's throughput); 'onnx' falls back to TensorFlow, with a warning,
     for a version that has no export. On a 2-core CPU ONNX Runtime is fastest at batch 1 and
     TensorFlow at batch 8 or so (bench/serve_benchmark.py), so the batch size the batcher
-    gathers is the chosen runtime's own, not a fixed one.
+    gathers is the chosen runtime's own, not a fixed one. With ``timings``, a graph timed
+    before is only warmed up, at the batch sizes it will be sent.
     """
     with_features = loaded.shift is not None
-    candidates: dict[str, Callable[[np.ndarray], Any]] = {}
+    names: list[str] = []
     if preference in ("auto", "onnx") and onnx_file is not None:
-        candidates["onnx"] = OnnxForward(onnx_file, with_features, threads)
-    if preference != "onnx" or not candidates:
+        names.append("onnx")
+    if preference != "onnx" or not names:
         if preference == "onnx":
             log.warning("version %s has no ONNX export: serving it with TensorFlow",
                         loaded.version)
-        candidates["tensorflow"] = compiled_forward(loaded.model, loaded.image_size,
-                                                    with_features)
-    profiles = _seconds_per_image(candidates, loaded.image_size, batch_sizes)
+        names.append("tensorflow")
+
+    def make(name: str) -> Callable[[np.ndarray], Any]:
+        if name == "onnx":
+            assert onnx_file is not None
+            return OnnxForward(onnx_file, with_features, threads)
+        return compiled_forward(loaded.model, loaded.image_size, with_features)
+
+    size = loaded.image_size
+    graph = (size, with_features, tuple(names), tuple(sorted(set(batch_sizes))),
+             len(loaded.model.layers), loaded.model.count_params())
+    if timings is not None and graph in timings:
+        name, batch = timings[graph]
+        forward = make(name)
+        for n in sorted(set(batch_sizes)):
+            if n <= batch:
+                forward(to_model_input(np.full((n, size, size, 3), 128, np.float32)))
+        loaded.runtime, loaded.forward, loaded.batch_size = name, forward, batch
+        log.info("version %s: serving with %s at batches of up to %d, as timed for the same "
+                 "graph before", loaded.version, name, batch)
+        return
+    candidates = {name: make(name) for name in names}
+    profiles = _seconds_per_image(candidates, size, batch_sizes)
     smallest = min(batch_sizes)
     name = min(profiles, key=lambda n: profiles[n][smallest] + min(profiles[n].values()))
     loaded.runtime, loaded.forward = name, candidates[name]
     loaded.batch_size = preferred_batch(profiles[name])
+    if timings is not None:
+        timings[graph] = (name, loaded.batch_size)
     log.info("version %s: serving with %s at batches of up to %d; ms per image by batch "
              "size: %s", loaded.version, name, loaded.batch_size,
              {rt: {n: round(1000 * s, 1) for n, s in p.items()} for rt, p in profiles.items()})
@@ -249,14 +280,15 @@ def configure_tensorflow_threads(intra_op: int | None, inter_op: int | None) -> 
 
 
 def load_version(registry: Registry, version: str, runtime: Runtime = "tensorflow",
-                 warm_batch_sizes: Sequence[int] = (1,), threads: int | None = None) -> LoadedModel:
+                 warm_batch_sizes: Sequence[int] = (1,), threads: int | None = None,
+                 timings: Timings | None = None) -> LoadedModel:
     """Load a version after verifying its checksums, then choose its runtime and batch size
     by timing every batch size it will be asked for, which also warms each one up, so no
     request pays for a first call."""
     try:
         loaded = _from_manifest(registry, version)
         onnx_file = registry.verified_file(version, ONNX_FILE) if runtime != "tensorflow" else None
-        choose_runtime(loaded, onnx_file, runtime, threads, warm_batch_sizes)
+        choose_runtime(loaded, onnx_file, runtime, threads, warm_batch_sizes, timings)
         size = loaded.image_size
         n_out = loaded.infer(np.zeros((1, size, size, 3), np.float32)).probabilities.shape[-1]
     except ModelLoadFailed:

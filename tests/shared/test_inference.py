@@ -54,6 +54,23 @@ def test_auto_sets_a_batch_size_it_timed(published: tuple[Registry, str]) -> Non
     assert loaded.batch_size in {1, 2, 4}
 
 
+def test_a_graph_timed_before_is_not_timed_again(
+        published: tuple[Registry, str], caplog: pytest.LogCaptureFixture) -> None:
+    registry, version = published
+    timings: dict = {}  # type: ignore[type-arg]
+    first = load_version(registry, version, runtime="auto", warm_batch_sizes=(1, 2),
+                         timings=timings)
+    assert list(timings.values()) == [(first.runtime, first.batch_size)]
+    caplog.set_level("INFO", logger="shared.inference")
+    again = load_version(registry, version, runtime="auto", warm_batch_sizes=(1, 2),
+                         timings=timings)
+    assert (again.runtime, again.batch_size) == (first.runtime, first.batch_size)
+    assert "as timed for the same graph before" in caplog.text
+    pixels = np.random.default_rng(4).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(again.probabilities(pixels), first.probabilities(pixels),
+                               atol=1e-6)
+
+
 def test_the_export_is_checked_and_both_runtimes_agree(published: tuple[Registry, str]) -> None:
     registry, version = published
     report = registry.manifest(version)["onnx"]
