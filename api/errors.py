@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 STATUS: dict[type[errors.CxrError], int] = {
     errors.InvalidImage: 400,
     errors.UnsupportedImageFormat: 415,
+    errors.UnsupportedDicom: 415,
     errors.ImageTooLarge: 413,
     errors.PayloadTooLarge: 413,
     errors.InvalidDataset: 422,

@@ -4,6 +4,9 @@ Two layouts are recognised, both with labels taken from folder names (sorted):
 - class folders: ``<root>/<Class>/*.png|jpg``;
 - the COVID-19 Radiography Database as downloaded: ``<root>/<Class>/images/*.png``
   (``masks/`` ignored; class names may contain spaces, e.g. ``Viral Pneumonia``).
+
+A zip may hold DICOM files (recognised by content) in place of images: each is stored as
+the PNG of its pixels, with no header and a name of its own (``_dicom_as_png``).
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from shared.errors import DatasetExists, DatasetNotFound, InvalidDataset
-from shared.preprocessing import ACCEPTED_FORMATS
+from shared.dicom import decode_dicom, is_dicom
+from shared.errors import CxrError, DatasetExists, DatasetNotFound, InvalidDataset
+from shared.preprocessing import ACCEPTED_FORMATS, DEFAULT_MAX_PIXELS
 from shared.schemas import DatasetInfo
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
@@ -132,6 +137,7 @@ def list_datasets(data_dir: Path) -> list[DatasetInfo]:
 class ZipLimits:
     max_members: int
     max_uncompressed_bytes: int
+    max_image_pixels: int = DEFAULT_MAX_PIXELS  # for DICOM members, decoded at unpacking
 
 
 def _member_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
@@ -167,6 +173,21 @@ def _check_member_kind(path: PurePosixPath, data: bytes) -> None:
         raise InvalidDataset(f"{str(path)!r} is not a readable image: {exc}") from exc
 
 
+def _dicom_as_png(path: PurePosixPath, data: bytes,
+                  max_pixels: int) -> tuple[PurePosixPath, bytes]:
+    """A DICOM member kept as pixels only: an 8-bit PNG of its display values, named by the
+    hash of those pixels (a DICOM's file name often carries patient names or ids)."""
+    try:
+        gray = decode_dicom(data, max_pixels)
+    except CxrError as exc:
+        raise InvalidDataset(f"a DICOM member of {str(path.parent)!r}: {exc.message}") from exc
+    pixels = np.rint(gray).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    name = hashlib.sha256(pixels.tobytes()).hexdigest()[:20] + ".png"
+    return path.parent / name, buffer.getvalue()
+
+
 def _extract(archive: zipfile.ZipFile, target: Path, limits: ZipLimits) -> None:
     members = archive.infolist()
     if len(members) > limits.max_members:
@@ -185,8 +206,14 @@ def _extract(archive: zipfile.ZipFile, target: Path, limits: ZipLimits) -> None:
         written += len(data)
         if len(data) > info.file_size or written > limits.max_uncompressed_bytes:
             raise InvalidDataset(f"zip member {info.filename!r} is larger than declared")
-        _check_member_kind(path, data)
+        from_dicom = is_dicom(data)
+        if from_dicom:
+            path, data = _dicom_as_png(path, data, limits.max_image_pixels)
+        else:
+            _check_member_kind(path, data)
         destination = target.joinpath(*path.parts)
+        if from_dicom and destination.exists():
+            continue  # the same pixels twice in one class folder: kept once
         destination.parent.mkdir(parents=True, exist_ok=True)
         destination.write_bytes(data)
 

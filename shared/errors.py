@@ -21,6 +21,22 @@ class UnsupportedImageFormat(CxrError):
     code = "unsupported_media_type"
 
 
+class UnsupportedDicom(CxrError):
+    """A DICOM file this service does not read: multi-frame, colour, multi-sample."""
+
+    code = "unsupported_dicom"
+
+
+class UnsupportedTransferSyntax(UnsupportedDicom):
+    """Compressed pixel data for which no decoder is installed."""
+
+    code = "unsupported_transfer_syntax"
+
+
+class DicomWithoutPixels(InvalidImage):
+    code = "dicom_no_pixel_data"
+
+
 class ImageTooLarge(CxrError):
     code = "image_too_large"
 

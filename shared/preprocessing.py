@@ -1,7 +1,8 @@
 """The one preprocessing path, shared by training and serving.
 
-bytes -> decoded image (PNG or JPEG, EXIF orientation applied) -> grayscale float in [0, 255]
-(16-bit and float images scaled by their real range, never clipped) -> optional border crop and
+bytes -> decoded image (PNG or JPEG, EXIF orientation applied; DICOM through shared/dicom.py)
+-> grayscale float in [0, 255] (16-bit and float images scaled by their real range, never
+clipped; DICOM by the range its header defines) -> optional border crop and
 histogram equalization (``PreprocessOptions``) -> resized -> 3 channels
 -> ``keras.applications.vgg16.preprocess_input``.
 
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from skimage import exposure  # imported eagerly: a few ms (-X importtime), it loads lazily
 
+from shared.dicom import decode_dicom, is_dicom
 from shared.errors import ImageTooLarge, InvalidImage, UnsupportedImageFormat
 
 PREPROCESSING_ID = "gray3-bilinear-vgg16caffe-v1"
@@ -98,16 +100,19 @@ def preprocessing_id(options: PreprocessOptions | None = None) -> str:
 
 
 def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file to a float32 HxW array in [0, 255]."""
+    """Decode an image file, PNG, JPEG or DICOM (told apart by content), to a float32 HxW
+    array in [0, 255]."""
     if not data:
         raise InvalidImage("the file is empty")
+    if is_dicom(data):
+        return decode_dicom(data, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image: Image.Image = Image.open(io.BytesIO(data))
             if image.format not in ACCEPTED_FORMATS:
                 raise UnsupportedImageFormat(
-                    f"{image.format} images are not accepted; send PNG or JPEG"
+                    f"{image.format} images are not accepted; send PNG, JPEG or DICOM"
                 )
             if image.width * image.height > max_pixels:
                 raise ImageTooLarge(
@@ -118,7 +123,7 @@ def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"the image has too many pixels: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise InvalidImage(f"not a readable PNG or JPEG image: {exc}") from exc
+        raise InvalidImage(f"not a readable PNG, JPEG or DICOM image: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"the image is damaged or truncated: {exc}") from exc
     return _to_gray(image)

@@ -31,7 +31,8 @@ def create_dataset(
         if _copy_limited(file.file, spool, settings.max_upload_bytes) == 0:
             raise InvalidDataset("the uploaded file is empty")
         spool.flush()
-        limits = ZipLimits(settings.max_zip_members, settings.max_zip_uncompressed_bytes)
+        limits = ZipLimits(settings.max_zip_members, settings.max_zip_uncompressed_bytes,
+                           settings.max_image_pixels)
         return unpack_zip(Path(spool.name), settings.data_dir, name, limits)
 
 

@@ -36,7 +36,7 @@ async def predict_image(
     server: ModelServerDep,
     settings: SettingsDep,
     batcher: BatcherDep,
-    file: Annotated[UploadFile, File(description="A PNG or JPEG chest X-ray.")],
+    file: Annotated[UploadFile, File(description="A chest X-ray: PNG, JPEG or DICOM.")],
 ) -> Prediction:
     """Classify one chest X-ray with the active model version."""
     data = await file.read(settings.max_image_bytes + 1)

@@ -1,0 +1,86 @@
+"""DICOM over HTTP: the same answer as the PNG of the same pixels, and no patient data in any
+response, log line or stored file."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from shared.config import Settings
+from shared.registry import Registry
+from tests.api.conftest import publish_random
+from tests.conftest import sample_files
+from tests.dicom_files import MARKER_ID, MARKER_NAME, as_12_bit, gray_of, make_dicom
+
+JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+MARKERS = (MARKER_NAME.split("^")[0].encode(), MARKER_ID.encode())
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_dicom_predictions_match_the_png_and_leak_no_patient_data(
+        settings: Settings, radiography_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry = Registry(settings.models_dir)
+    registry.activate(publish_random(registry, seed=5))
+    pngs = [p.read_bytes() for files in sample_files(radiography_root, 2).values()
+            for p in files]
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = []
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for png in pngs:
+            gray = gray_of(png)
+            expected = client.post("/predict", files={"file": ("x.png", png)}).json()
+            for dicom in (make_dicom(gray, 8),
+                          make_dicom(4095 - as_12_bit(gray), 12, "MONOCHROME1",
+                                     syntax=JPEG2000_LOSSLESS)):
+                # no file name or media type to go by: recognised by content
+                response = client.post("/predict", files={"file": ("upload", dicom)})
+                assert response.status_code == 200, response.text
+                texts.append(response.text)
+                answer = response.json()
+                assert answer["label"] == expected["label"]
+                for label, p in expected["probabilities"].items():
+                    assert answer["probabilities"][label] == pytest.approx(p, abs=1e-3)
+        refused = client.post("/predict", files={"file": make_dicom(
+            np.zeros((8, 8), np.uint8), 8, "RGB")})
+        assert refused.status_code == 415 and refused.json()["error"]["code"] == "unsupported_dicom"
+        texts.append(refused.text)
+
+        # a dataset of DICOMs named after the patient keeps pixels only
+        entries = {f"{label}/{MARKER_ID}_{i}.dcm": make_dicom(gray_of(p.read_bytes()), 8)
+                   for label, files in sample_files(radiography_root, 2).items()
+                   for i, p in enumerate(files)}
+        created = client.post("/datasets", data={"name": "from-dicom"},
+                              files={"file": ("d.zip", _zip(entries))})
+        assert created.status_code == 201, created.text
+        assert created.json()["images"] == len(entries)
+        texts += [created.text, client.get("/datasets/from-dicom").text]
+    texts += [record.getMessage() for record in caplog.records]
+    for marker in MARKERS:
+        assert all(marker.decode() not in text for text in texts)
+    stored = [path for folder in (settings.data_dir, settings.models_dir, settings.state_dir)
+              for path in folder.rglob("*")]
+    assert any(path.suffix == ".png" for path in stored)
+    for path in stored:
+        assert all(marker not in path.name.encode() for marker in MARKERS), path
+        if path.is_file():
+            content = path.read_bytes()
+            assert all(marker not in content for marker in MARKERS), path
+            assert b"DICM" not in content[:132]
