@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, ge=64 * 64)
     max_zip_members: int = Field(50_000, ge=1)
     max_zip_uncompressed_bytes: int = Field(4 * 1024**3, ge=1024)
+    # Uncompressed over compressed size of one zip member: PNGs and JPEGs barely deflate,
+    # uncompressed DICOMs a few times; a zip bomb a thousand times and more.
+    max_zip_compression_ratio: float = Field(100.0, ge=1)
 
     @field_validator("broker_url")
     @classmethod

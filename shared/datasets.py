@@ -138,6 +138,7 @@ class ZipLimits:
     max_members: int
     max_uncompressed_bytes: int
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # for DICOM members, decoded at unpacking
+    max_compression_ratio: float = 100.0  # of any one member: zip bombs
 
 
 def _member_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
@@ -200,6 +201,9 @@ def _extract(archive: zipfile.ZipFile, target: Path, limits: ZipLimits) -> None:
         path = _member_path(info)
         if path is None or info.is_dir():
             continue
+        if info.file_size > limits.max_compression_ratio * max(info.compress_size, 1):
+            raise InvalidDataset(f"zip member {info.filename!r} inflates more than "
+                                 f"{limits.max_compression_ratio:g} times")
         # Read at most one byte past the declared size: a lying header cannot inflate us.
         with archive.open(info) as stream:
             data = stream.read(info.file_size + 1)

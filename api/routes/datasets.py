@@ -32,7 +32,7 @@ def create_dataset(
             raise InvalidDataset("the uploaded file is empty")
         spool.flush()
         limits = ZipLimits(settings.max_zip_members, settings.max_zip_uncompressed_bytes,
-                           settings.max_image_pixels)
+                           settings.max_image_pixels, settings.max_zip_compression_ratio)
         return unpack_zip(Path(spool.name), settings.data_dir, name, limits)
 
 

@@ -346,6 +346,8 @@ def _hostile(tmp_path: Path, kind: str) -> tuple[Path, ZipLimits]:
         elif kind == "too-many-members":
             limits = ZipLimits(max_members=len(members), max_uncompressed_bytes=10**9)
             zf.writestr(_regular("Normal/extra.png"), _png())
+        elif kind == "zip-bomb":  # within the size limits; refused by its compression ratio
+            zf.writestr(_regular("Normal/zeros.png"), _png() + b"\0" * 2_000_000)
         elif kind == "too-large":
             total = sum(len(d) for d in members.values())
             limits = ZipLimits(max_members=1000, max_uncompressed_bytes=total + 100)
@@ -357,7 +359,7 @@ def _hostile(tmp_path: Path, kind: str) -> tuple[Path, ZipLimits]:
 
 HOSTILE = ["not-a-zip", "lying-size", "lying-size-and-crc", "dot-dot", "dot-dot-backslash",
            "absolute", "drive-letter", "symlink", "fifo", "non-image", "executable", "text-as-png",
-           "gif-as-png", "nested-zip", "too-many-members", "too-large", "encrypted"]
+           "gif-as-png", "nested-zip", "too-many-members", "too-large", "encrypted", "zip-bomb"]
 
 
 @pytest.mark.parametrize("kind", HOSTILE)
