@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Browser origins allowed to call the API from their pages (CORS), e.g.
+    # ["https://viewer.example.org"]. Empty, the default: no cross-origin access at all.
+    cors_origins: list[str] = []
 
     data_dir: Path = PROJECT_ROOT / "var" / "data"
     models_dir: Path = PROJECT_ROOT / "models"

@@ -172,3 +172,17 @@ def test_an_unreachable_job_store_is_a_503_not_a_crash(tmp_path: Path) -> None:
         _error(client.get("/jobs/abc"), 503, "broker_unavailable")
         assert client.get("/readyz").json()["broker"] == "unreachable"
         assert client.get("/healthz").status_code == 200
+
+
+def test_cors_is_off_by_default_and_on_for_configured_origins(settings: Settings) -> None:
+    preflight = {"Origin": "https://viewer.example.org", "Access-Control-Request-Method": "POST"}
+    with TestClient(create_app(settings)) as closed:
+        response = closed.options("/predict", headers=preflight)
+        assert "access-control-allow-origin" not in response.headers
+    opened = settings.model_copy(update={"cors_origins": ["https://viewer.example.org"]})
+    with TestClient(create_app(opened)) as client:
+        allowed = client.options("/predict", headers=preflight)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://viewer.example.org"
+        other = client.options("/predict", headers={**preflight, "Origin": "https://evil.test"})
+        assert "access-control-allow-origin" not in other.headers
