@@ -1,0 +1,139 @@
+"""Faults with real processes: the broker going away under a running API and worker."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.registry import Registry
+from tests.api.conftest import publish_random
+from tests.conftest import REQUIRE_SERVICES, sample_files
+from tests.integration.conftest import free_port, start_service
+from tests.integration.test_end_to_end import TINY, dataset_zip, predict, wait_job
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, on its own port, that can be stopped and started."""
+
+    def __init__(self, binary: str, port: int, workdir: Path) -> None:
+        self.binary, self.port, self.workdir = binary, port, workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _until(lambda: _answers(self.port), 10, "redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _answers(port: int) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis(port=port, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def _until(condition: Callable[[], bool], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if REQUIRE_SERVICES:
+            raise RuntimeError("redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    (tmp_path / "redis").mkdir()
+    server = PrivateRedis(binary, free_port(), tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_redis_going_away_and_back_while_the_api_runs(private_redis: PrivateRedis,
+                                                      tmp_path: Path,
+                                                      radiography_root: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    registry.activate(publish_random(registry, seed=11))
+    service = start_service(tmp_path, private_redis.url)
+    image = sample_files(radiography_root, 1)["COVID"][0].read_bytes()
+    try:
+        with service.client() as client:
+            _until(lambda: client.get("/readyz").status_code == 200, 120, "never ready")
+            created = client.post("/datasets", data={"name": "tiny"},
+                                  files={"file": ("tiny.zip", dataset_zip(radiography_root, 6))})
+            assert created.status_code == 201, created.text
+
+            private_redis.stop()
+            assert predict(client, image).status_code == 200  # the loaded model keeps serving
+            refused = client.post("/retrain", json={"dataset": "tiny", **TINY})
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "broker_unavailable"
+            assert refused.headers["Retry-After"]
+            ready = client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["broker"] == "unreachable"
+
+            private_redis.start()  # empty, as a restarted Redis without persistence is
+            _until(lambda: client.get("/readyz").json()["broker"] == "ok", 30,
+                   "the API did not see Redis come back")
+            accepted = client.post("/retrain", json={"dataset": "tiny", **TINY})
+            assert accepted.status_code == 202, accepted.text
+            job = wait_job(client, accepted.json()["job_id"])
+            assert job["state"] == "succeeded", (job, service.logs())
+            assert predict(client, image).status_code == 200
+    except (AssertionError, httpx.HTTPError):
+        sys.stderr.write(service.logs())
+        raise
+    finally:
+        service.stop()
+
+
+def test_two_retrains_at_once_publish_two_versions(redis_url: str, tmp_path: Path,
+                                                   radiography_root: Path) -> None:
+    service = start_service(tmp_path, redis_url)
+    try:
+        with service.client() as client:
+            created = client.post("/datasets", data={"name": "tiny"},
+                                  files={"file": ("tiny.zip", dataset_zip(radiography_root, 6))})
+            assert created.status_code == 201, created.text
+            accepted = [client.post("/retrain", json={"dataset": "tiny", **TINY, "seed": seed})
+                        for seed in (1, 2)]
+            assert [a.status_code for a in accepted] == [202, 202]
+            jobs = [wait_job(client, a.json()["job_id"], timeout=360) for a in accepted]
+            assert [j["state"] for j in jobs] == ["succeeded", "succeeded"], service.logs()
+            versions = {j["model_version"] for j in jobs}
+            assert len(versions) == 2
+            listed = client.get("/models").json()
+            assert versions <= {m["version"] for m in listed["versions"]}
+        registry = Registry(tmp_path / "models")
+        for version in versions:  # each one whole: every checksum still verifies
+            registry.verified_model_path(version)
+    except (AssertionError, httpx.HTTPError):
+        sys.stderr.write(service.logs())
+        raise
+    finally:
+        service.stop()
