@@ -48,6 +48,23 @@ def worker() -> None:
 
 
 @app.command()
+def key(
+    name: Annotated[str, typer.Option(help="A name for the key's holder.")] = "admin",
+    role: Annotated[str, typer.Option(help="admin (may change things) or reader.")] = "admin",
+) -> None:
+    """Make a new API key: print it once, and the CXR_API_KEYS entry that holds its hash."""
+    import hashlib
+    import secrets
+
+    if role not in ("admin", "reader"):
+        raise typer.BadParameter("role is admin or reader")
+    secret = secrets.token_urlsafe(32)
+    entry = {"name": name, "sha256": hashlib.sha256(secret.encode()).hexdigest(), "role": role}
+    typer.echo(f"key (send as X-API-Key; shown only now): {secret}")
+    typer.echo(f"settings entry: CXR_API_KEYS='{json.dumps([entry])}'")
+
+
+@app.command()
 def up() -> None:
     """Run the API and one worker together until interrupted."""
     children = [subprocess.Popen([sys.executable, "-m", "cxr_cli", name])

@@ -31,6 +31,8 @@ STATUS: dict[type[errors.CxrError], int] = {
     errors.JobNotFound: 404,
     errors.DatasetExists: 409,
     errors.JobNotCancellable: 409,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
     errors.NoActiveModel: 503,
     errors.BrokerUnavailable: 503,
 }

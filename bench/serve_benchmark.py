@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "covid19-radiography"
 RESULTS = REPO / "bench" / "results"
+# An admin key of this run's own, for activating versions (CXR_API_KEYS below).
+BENCH_KEY = secrets.token_urlsafe(24)
+ADMIN = {"X-API-Key": BENCH_KEY}
 VGG16_GFLOP_224 = 30.7  # multiply-adds x2 of the convolutional base at 224x224
 sys.path.insert(0, str(REPO))
 
@@ -208,7 +213,8 @@ def hot_swap(url: str, images: list[bytes], target: str, seconds: float) -> dict
     at = seconds / 3
 
     def activate() -> None:
-        httpx.post(f"{url}/models/{target}/activate", timeout=60).raise_for_status()
+        httpx.post(f"{url}/models/{target}/activate", timeout=60,
+                   headers=ADMIN).raise_for_status()
 
     run = asyncio.run(load(url, images, 16, seconds, at=at, action=activate))
     records = run["records"]
@@ -223,7 +229,8 @@ def hot_swap(url: str, images: list[bytes], target: str, seconds: float) -> dict
 
 def reload_memory(url: str, pid: int, versions: list[str], reloads: int) -> dict[str, Any]:
     def activate_and_wait(version: str) -> None:
-        httpx.post(f"{url}/models/{version}/activate", timeout=60).raise_for_status()
+        httpx.post(f"{url}/models/{version}/activate", timeout=60,
+                   headers=ADMIN).raise_for_status()
         deadline = time.monotonic() + 300
         while httpx.get(f"{url}/readyz", timeout=10).json().get("model_version") != version:
             if time.monotonic() > deadline:
@@ -324,7 +331,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cxr-serve-bench-"))
     env = {**os.environ, "CXR_MODELS_DIR": str(work / "models"),
            "CXR_STATE_DIR": str(work / "state"), "CXR_DATA_DIR": str(work / "data"),
-           "CXR_PORT": str(args.port), "CXR_LOG_LEVEL": "warning", "TF_CPP_MIN_LOG_LEVEL": "2"}
+           "CXR_PORT": str(args.port), "CXR_LOG_LEVEL": "warning", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "CXR_API_KEYS": json.dumps([{"name": "bench", "role": "admin", "sha256":
+                                        hashlib.sha256(BENCH_KEY.encode()).hexdigest()}])}
     versions = train_versions(work, env, args.size, 2)
     from shared.registry import Registry
 

@@ -6,12 +6,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 BaseWeights = Literal["imagenet", "file", "none"]
+
+
+class ApiKey(BaseModel):
+    """One API key as the server knows it: the sha256 of the key, never the key itself."""
+
+    name: str = Field(min_length=1, max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    role: Literal["admin", "reader"]
 
 
 class Settings(BaseSettings):
@@ -25,6 +33,12 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the API from their pages (CORS), e.g.
     # ["https://viewer.example.org"]. Empty, the default: no cross-origin access at all.
     cors_origins: list[str] = []
+    # API keys, sent in the X-API-Key header (`cxr key` makes one): a JSON list of
+    # {"name", "sha256", "role"}. Retraining, cancelling, activating and uploading datasets
+    # always need an admin key, so with none configured they are closed; predictions and
+    # reads need a key (any role) only when CXR_REQUIRE_KEY_FOR_READS is true.
+    api_keys: list[ApiKey] = []
+    require_key_for_reads: bool = False
 
     data_dir: Path = PROJECT_ROOT / "var" / "data"
     models_dir: Path = PROJECT_ROOT / "models"

@@ -37,6 +37,14 @@ class DicomWithoutPixels(InvalidImage):
     code = "dicom_no_pixel_data"
 
 
+class Unauthorized(CxrError):
+    code = "unauthorized"
+
+
+class Forbidden(CxrError):
+    code = "forbidden"
+
+
 class ImageTooLarge(CxrError):
     code = "image_too_large"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.config import Settings
+from shared.config import ApiKey, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -19,6 +21,12 @@ IMAGE_DATASET = SHARED_DATA / "covid19-image-dataset"
 REDIS_URL = os.environ.get("CXR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # CI sets this so that a missing Redis fails the run instead of skipping tests.
 REQUIRE_SERVICES = os.environ.get("CXR_TEST_REQUIRE_SERVICES") == "1"
+# API keys of the test services: mutating endpoints always need an admin one.
+ADMIN_KEY, READER_KEY = "test-admin-key-7f3c", "test-reader-key-91ab"
+API_KEYS = [ApiKey(name=name, sha256=hashlib.sha256(key.encode()).hexdigest(), role=name)
+            for name, key in (("admin", ADMIN_KEY), ("reader", READER_KEY))]
+API_KEYS_ENV = json.dumps([key.model_dump() for key in API_KEYS])  # CXR_API_KEYS
+AS_ADMIN = {"X-API-Key": ADMIN_KEY}
 
 
 def _need(path: Path) -> Path:
@@ -58,9 +66,9 @@ def tiny_dataset(radiography_root: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings with every folder in a temp dir and the embedded broker."""
+    """Settings with every folder in a temp dir, the embedded broker and the test keys."""
     return Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models",
-                    state_dir=tmp_path / "state", broker_url=None)
+                    state_dir=tmp_path / "state", broker_url=None, api_keys=API_KEYS)
 
 
 @pytest.fixture

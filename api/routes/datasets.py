@@ -9,17 +9,18 @@ from typing import IO, Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile, status
 
+from api.auth import Admin, Reader
 from api.deps import SettingsDep
 from api.errors import responses
 from shared.datasets import ZipLimits, dataset_path, discover, list_datasets, unpack_zip
 from shared.errors import DatasetNotFound, InvalidDataset, PayloadTooLarge
 from shared.schemas import NAME_PATTERN, DatasetInfo, DatasetList
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], dependencies=Reader)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo,
-             responses=responses(409, 413, 422))
+             responses=responses(401, 403, 409, 413, 422), dependencies=Admin)
 def create_dataset(
     settings: SettingsDep,
     name: Annotated[str, Form(pattern=NAME_PATTERN, description="Name of the new dataset.")],

@@ -6,6 +6,7 @@ import secrets
 
 from fastapi import APIRouter, Request, status
 
+from api.auth import Admin, Reader
 from api.deps import JobStoreDep, QueueDep, SettingsDep
 from api.enqueue import enqueue
 from api.errors import responses
@@ -14,11 +15,11 @@ from shared.errors import WeightsUnavailable
 from shared.schemas import JobAccepted, JobList, JobStatus, TrainingParams
 from shared.task_queue import TRAIN_TASK
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], dependencies=Reader)
 
 
 @router.post("/retrain", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
-             responses=responses(404, 422, 503))
+             responses=responses(401, 403, 404, 422, 503), dependencies=Admin)
 def create_retrain_job(params: TrainingParams, request: Request, settings: SettingsDep,
                        jobs: JobStoreDep, queue: QueueDep) -> JobAccepted:
     """Queue a retrain job on a stored dataset; poll its status_url."""
@@ -42,7 +43,8 @@ def get_job(job_id: str, jobs: JobStoreDep) -> JobStatus:
     return jobs.get(job_id)
 
 
-@router.delete("/jobs/{job_id}", response_model=JobStatus, responses=responses(404, 409))
+@router.delete("/jobs/{job_id}", response_model=JobStatus,
+               responses=responses(401, 403, 404, 409), dependencies=Admin)
 def cancel_job(job_id: str, jobs: JobStoreDep) -> JobStatus:
     """Cancel: a queued job never runs; a running one stops at the next batch."""
     return jobs.cancel(job_id)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, status
 from fastapi.responses import FileResponse
 
+from api.auth import Admin, Reader
 from api.deps import JobStoreDep, ModelServerDep, QueueDep, RegistryDep, SettingsDep
 from api.enqueue import enqueue
 from api.errors import responses
@@ -22,7 +23,7 @@ from shared.schemas import (
 )
 from shared.task_queue import EVALUATE_TASK
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], dependencies=Reader)
 
 
 def _serving(server: ModelServerDep) -> ServingState:
@@ -56,7 +57,8 @@ def list_model_evaluations(version: str, registry: RegistryDep) -> list[dict[str
 
 
 @router.post("/{version}/evaluate", status_code=status.HTTP_202_ACCEPTED,
-             response_model=JobAccepted, responses=responses(404, 503))
+             response_model=JobAccepted, responses=responses(401, 403, 404, 503),
+             dependencies=Admin)
 def create_evaluation_job(version: str, body: EvaluationRequest, request: Request,
                           settings: SettingsDep, registry: RegistryDep, jobs: JobStoreDep,
                           queue: QueueDep) -> JobAccepted:
@@ -87,7 +89,8 @@ def get_model_artifact(version: str, artifact: str, registry: RegistryDep) -> Fi
     return FileResponse(path, media_type=ARTIFACTS[artifact])
 
 
-@router.post("/{version}/activate", response_model=ModelList, responses=responses(404))
+@router.post("/{version}/activate", response_model=ModelList,
+             responses=responses(401, 403, 404), dependencies=Admin)
 def activate_model(version: str, registry: RegistryDep, server: ModelServerDep) -> ModelList:
     """Make a version the one served by every API process (pin, or roll back)."""
     registry.activate(version)

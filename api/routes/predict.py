@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter, File, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import Reader
 from api.deps import BatcherDep, ModelServerDep, SettingsDep
 from api.errors import responses
 from api.serving import ModelServer
@@ -18,7 +19,7 @@ from shared.inference import LoadedModel
 from shared.preprocessing import decode_grayscale
 from shared.schemas import Prediction
 
-router = APIRouter(tags=["predict"])
+router = APIRouter(tags=["predict"], dependencies=Reader)
 
 
 def _prepare(data: bytes, settings: Settings,
@@ -30,7 +31,7 @@ def _prepare(data: bytes, settings: Settings,
 
 
 @router.post("/predict", response_model=Prediction,
-             responses=responses(400, 413, 415, 422, 503))
+             responses=responses(400, 401, 413, 415, 422, 503))
 async def predict_image(
     response: Response,
     server: ModelServerDep,

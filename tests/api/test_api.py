@@ -12,12 +12,12 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from shared.config import Settings
-from tests.conftest import sample_files
+from tests.conftest import AS_ADMIN, sample_files
 
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), headers=AS_ADMIN) as test_client:
         yield test_client
 
 

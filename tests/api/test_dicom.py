@@ -17,7 +17,7 @@ from api.main import create_app
 from shared.config import Settings
 from shared.registry import Registry
 from tests.api.conftest import publish_random
-from tests.conftest import sample_files
+from tests.conftest import AS_ADMIN, sample_files
 from tests.dicom_files import MARKER_ID, MARKER_NAME, as_12_bit, gray_of, make_dicom
 
 JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
@@ -40,7 +40,7 @@ def test_dicom_predictions_match_the_png_and_leak_no_patient_data(
             for p in files]
     caplog.set_level(logging.DEBUG)
     texts: list[str] = []
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=AS_ADMIN) as client:
         deadline = time.monotonic() + 60
         while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.1)

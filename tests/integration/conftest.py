@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import API_KEYS_ENV, AS_ADMIN, REPO
 
 
 def free_port() -> int:
@@ -54,7 +54,7 @@ class Service:
                          for p in sorted(self.workdir.glob("*.log")))
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60)
+        return httpx.Client(base_url=self.url, timeout=60, headers=AS_ADMIN)
 
 
 def start_service(tmp_path: Path, broker_url: str | None) -> Service:
@@ -64,7 +64,7 @@ def start_service(tmp_path: Path, broker_url: str | None) -> Service:
         "CXR_PORT": str(port), "CXR_DATA_DIR": str(tmp_path / "data"),
         "CXR_MODELS_DIR": str(tmp_path / "models"), "CXR_STATE_DIR": str(tmp_path / "state"),
         "CXR_RELOAD_INTERVAL_S": "0.5", "CXR_LOG_LEVEL": "info",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_CPP_MIN_LOG_LEVEL": "2", "CXR_API_KEYS": API_KEYS_ENV,
     })
     if broker_url:
         env["CXR_BROKER_URL"] = broker_url
