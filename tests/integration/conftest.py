@@ -57,7 +57,8 @@ class Service:
         return httpx.Client(base_url=self.url, timeout=60, headers=AS_ADMIN)
 
 
-def start_service(tmp_path: Path, broker_url: str | None) -> Service:
+def start_service(tmp_path: Path, broker_url: str | None,
+                  extra_env: dict[str, str] | None = None) -> Service:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
     env.update({
@@ -68,6 +69,7 @@ def start_service(tmp_path: Path, broker_url: str | None) -> Service:
     })
     if broker_url:
         env["CXR_BROKER_URL"] = broker_url
+    env.update(extra_env or {})
     service = Service(url=f"http://127.0.0.1:{port}", env=env, workdir=tmp_path)
     service.start("worker")
     service.start("serve")

@@ -137,3 +137,41 @@ def test_two_retrains_at_once_publish_two_versions(redis_url: str, tmp_path: Pat
         raise
     finally:
         service.stop()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def test_a_training_process_killed_mid_run_is_resumed_and_publishes_once(
+        redis_url: str, tmp_path: Path, radiography_root: Path) -> None:
+    import os
+    import signal
+
+    service = start_service(tmp_path, redis_url, {"CXR_JOB_TAKEOVER_AFTER_S": "5"})
+    try:
+        with service.client() as client:
+            created = client.post("/datasets", data={"name": "tiny"},
+                                  files={"file": ("tiny.zip", dataset_zip(radiography_root, 6))})
+            assert created.status_code == 201, created.text
+            accepted = client.post("/retrain", json={"dataset": "tiny", **TINY, "epochs": 8})
+            assert accepted.status_code == 202, accepted.text
+            job_id = accepted.json()["job_id"]
+            _until(lambda: client.get(f"/jobs/{job_id}").json()["progress"]["epoch"] >= 2,
+                   240, "training never reached its second epoch")
+            # the OOM killer's way: the process that trains dies at once, its parent lives
+            training = _children(service.processes["worker"].pid)
+            assert len(training) == 1, training
+            os.kill(training[0], signal.SIGKILL)
+            job = wait_job(client, job_id, timeout=360)
+            assert job["state"] == "succeeded", (job, service.logs())
+            versions = client.get("/models").json()["versions"]
+            assert [v["version"] for v in versions] == [job["model_version"]]
+        assert "resum" in service.logs().lower()  # from its checkpoint, not from scratch
+        assert not list((tmp_path / "models").glob(".staging*/*"))
+    except (AssertionError, httpx.HTTPError):
+        sys.stderr.write(service.logs())
+        raise
+    finally:
+        service.stop()
