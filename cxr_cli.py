@@ -53,13 +53,14 @@ def key(
     role: Annotated[str, typer.Option(help="admin (may change things) or reader.")] = "admin",
 ) -> None:
     """Make a new API key: print it once, and the CXR_API_KEYS entry that holds its hash."""
-    import hashlib
     import secrets
+
+    from shared.config import key_digest
 
     if role not in ("admin", "reader"):
         raise typer.BadParameter("role is admin or reader")
     secret = secrets.token_urlsafe(32)
-    entry = {"name": name, "sha256": hashlib.sha256(secret.encode()).hexdigest(), "role": role}
+    entry = {"name": name, "sha256": key_digest(secret), "role": role}
     typer.echo(f"key (send as X-API-Key; shown only now): {secret}")
     typer.echo(f"settings entry: CXR_API_KEYS='{json.dumps([entry])}'")
 

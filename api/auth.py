@@ -8,7 +8,6 @@ and uvicorn's access log has no headers.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from typing import Annotated
 
@@ -16,17 +15,13 @@ from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader
 
 from api.deps import SettingsDep
-from shared.config import ApiKey
+from shared.config import ApiKey, key_digest
 from shared.errors import Forbidden, Unauthorized
 
 HEADER = "X-API-Key"
 _header = APIKeyHeader(name=HEADER, auto_error=False,
                        description="An API key; `cxr key` makes one and its settings line.")
 PresentedKey = Annotated[str | None, Security(_header)]
-
-
-def key_digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def match_key(presented: str, keys: list[ApiKey]) -> ApiKey | None:

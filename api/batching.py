@@ -66,6 +66,10 @@ class Batcher:
             self._ready.notify_all()
         self._thread.join(timeout=60)
 
+    def limit(self, model: LoadedModel) -> int:
+        """The most requests of ``model`` that one batch gathers."""
+        return min(self.max_size, model.batch_size)
+
     @contextmanager
     def arriving(self) -> Iterator[None]:
         """Announce a request that is being prepared; submit it inside the block. A batch
@@ -99,7 +103,7 @@ class Batcher:
                 self._ready.wait()
             first = self._queue.popleft()
             batch = [first]
-            limit = min(self.max_size, first.model.batch_size)
+            limit = self.limit(first.model)
             deadline = first.arrived + self.max_delay_s
             while len(batch) < limit:
                 batch.extend(self._take(first.model, limit - len(batch)))

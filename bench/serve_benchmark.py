@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import secrets
@@ -328,12 +327,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8391)
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    from shared.config import key_digest
+
     work = Path(tempfile.mkdtemp(prefix="cxr-serve-bench-"))
     env = {**os.environ, "CXR_MODELS_DIR": str(work / "models"),
            "CXR_STATE_DIR": str(work / "state"), "CXR_DATA_DIR": str(work / "data"),
            "CXR_PORT": str(args.port), "CXR_LOG_LEVEL": "warning", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "CXR_API_KEYS": json.dumps([{"name": "bench", "role": "admin", "sha256":
-                                        hashlib.sha256(BENCH_KEY.encode()).hexdigest()}])}
+           "CXR_API_KEYS": json.dumps([{"name": "bench", "role": "admin",
+                                        "sha256": key_digest(BENCH_KEY)}])}
     versions = train_versions(work, env, args.size, 2)
     from shared.registry import Registry
 

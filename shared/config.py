@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -12,6 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 BaseWeights = Literal["imagenet", "file", "none"]
+
+
+def key_digest(key: str) -> str:
+    """What the server holds of an API key: its sha256, in hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 class ApiKey(BaseModel):

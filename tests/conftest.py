@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.config import ApiKey, Settings
+from shared.config import ApiKey, Settings, key_digest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -23,7 +22,7 @@ REDIS_URL = os.environ.get("CXR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_SERVICES = os.environ.get("CXR_TEST_REQUIRE_SERVICES") == "1"
 # API keys of the test services: mutating endpoints always need an admin one.
 ADMIN_KEY, READER_KEY = "test-admin-key-7f3c", "test-reader-key-91ab"
-API_KEYS = [ApiKey(name=name, sha256=hashlib.sha256(key.encode()).hexdigest(), role=name)
+API_KEYS = [ApiKey(name=name, sha256=key_digest(key), role=name)
             for name, key in (("admin", ADMIN_KEY), ("reader", READER_KEY))]
 API_KEYS_ENV = json.dumps([key.model_dump() for key in API_KEYS])  # CXR_API_KEYS
 AS_ADMIN = {"X-API-Key": ADMIN_KEY}

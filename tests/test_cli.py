@@ -60,3 +60,18 @@ def test_train_predict_and_evaluate_from_the_command_line(
         (unknown / label / image.name).write_bytes(image.read_bytes())
     refused = _cxr("evaluate", "--data", str(unknown), env=env)
     assert refused.returncode == 2 and "Tuberculosis" in refused.stderr
+
+
+def test_a_new_key_is_printed_once_with_the_settings_entry_that_admits_it() -> None:
+    from api.auth import match_key
+    from shared.config import Settings
+
+    made = _cxr("key", "--name", "ops", "--role", "reader", env=dict(os.environ))
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.split("shown only now): ")[1].split()[0]
+    entry = made.stdout.split("CXR_API_KEYS='")[1].split("'")[0]
+    settings = Settings(api_keys=json.loads(entry))
+    assert key not in entry
+    found = match_key(key, settings.api_keys)
+    assert found is not None and (found.name, found.role) == ("ops", "reader")
+    assert _cxr("key", "--role", "root", env=dict(os.environ)).returncode != 0

@@ -27,7 +27,7 @@ def get_readiness(server: ModelServerDep, queue: QueueDep,
         ready=current is not None,
         model_version=current.version if current else None,
         model_runtime=current.runtime if current else None,
-        model_batch_size=min(current.batch_size, batcher.max_size) if current else None,
+        model_batch_size=batcher.limit(current) if current else None,
         model_error=server.load_error,
         broker="ok" if broker_reachable(queue) else "unreachable",
     )

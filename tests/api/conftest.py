@@ -2,8 +2,30 @@
 
 from __future__ import annotations
 
+import io
+import time
+import zipfile
+
+from fastapi.testclient import TestClient
+
 from shared.modeling import ModelConfig, build_model
 from shared.registry import MODEL_FILE, Registry
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    """A zip archive of ``entries`` (member name -> content), in memory."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def wait_ready(client: TestClient, timeout: float = 60) -> None:
+    """Until the app has loaded its active version (its reloader runs in the background)."""
+    deadline = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def publish_random(registry: Registry, seed: int, size: int = 32) -> str:

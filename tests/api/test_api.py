@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from shared.config import Settings
+from tests.api.conftest import zip_bytes
 from tests.conftest import AS_ADMIN, sample_files
 
 
@@ -19,14 +18,6 @@ from tests.conftest import AS_ADMIN, sample_files
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), headers=AS_ADMIN) as test_client:
         yield test_client
-
-
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def _error(response, status: int, code: str) -> None:  # type: ignore[no-untyped-def]
@@ -77,7 +68,7 @@ def test_dataset_upload_list_and_hostile_zips(client: TestClient, radiography_ro
     entries = {f"{label}/images/{p.name}": p.read_bytes()
                for label, files in sample_files(radiography_root, 3).items() for p in files}
     created = client.post("/datasets", data={"name": "mini"},
-                          files={"file": ("mini.zip", _zip(entries), "application/zip")})
+                          files={"file": ("mini.zip", zip_bytes(entries), "application/zip")})
     assert created.status_code == 201, created.text
     assert created.json() == {"name": "mini", "images": 9, "layout": "covid19-radiography",
                               "classes": {"COVID": 3, "Normal": 3, "Viral Pneumonia": 3}}
@@ -85,14 +76,14 @@ def test_dataset_upload_list_and_hostile_zips(client: TestClient, radiography_ro
     assert client.get("/datasets/mini").json()["images"] == 9
     _error(client.get("/datasets/nope"), 404, "dataset_not_found")
 
-    again = client.post("/datasets", data={"name": "mini"}, files={"file": _zip(entries)})
+    again = client.post("/datasets", data={"name": "mini"}, files={"file": zip_bytes(entries)})
     _error(again, 409, "dataset_exists")
-    escaping = _zip({**entries, "../evil.png": next(iter(entries.values()))})
+    escaping = zip_bytes({**entries, "../evil.png": next(iter(entries.values()))})
     _error(client.post("/datasets", data={"name": "evil"}, files={"file": escaping}),
            422, "invalid_dataset")
     _error(client.post("/datasets", data={"name": "txt"}, files={"file": b"not a zip"}),
            422, "invalid_dataset")
-    _error(client.post("/datasets", data={"name": "../x"}, files={"file": _zip(entries)}),
+    _error(client.post("/datasets", data={"name": "../x"}, files={"file": zip_bytes(entries)}),
            422, "validation_error")
     _error(client.post("/datasets", data={"name": "empty"}, files={"file": b""}),
            422, "invalid_dataset")
@@ -118,7 +109,7 @@ def test_retrain_queues_a_job_that_can_be_cancelled_before_it_runs(
 ) -> None:
     entries = {f"{label}/{p.name}": p.read_bytes()
                for label, files in sample_files(radiography_root, 4).items() for p in files}
-    created = client.post("/datasets", data={"name": "q"}, files={"file": _zip(entries)})
+    created = client.post("/datasets", data={"name": "q"}, files={"file": zip_bytes(entries)})
     assert created.status_code == 201
     accepted = client.post("/retrain", json={"dataset": "q", "base_weights": "none"})
     assert accepted.status_code == 202

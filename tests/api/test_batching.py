@@ -18,7 +18,7 @@ from shared.inference import LoadedModel, load_version
 from shared.preprocessing import decode_grayscale
 from shared.registry import Registry
 from shared.schemas import Prediction
-from tests.api.conftest import publish_random
+from tests.api.conftest import publish_random, wait_ready
 from tests.conftest import sample_files
 
 
@@ -158,9 +158,7 @@ def test_over_http_an_invalid_image_fails_alone_in_a_batch_window(
     bodies = [(data, True) for data in images] + [(b"not an image", False)] * 4
     bodies = bodies[::2] + bodies[1::2]  # interleave the bad ones with the good ones
     with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_ready(client)
         # whatever batch size the version measured fastest here, let this test batch
         client.app.state.model_server.current.batch_size = 8  # type: ignore[attr-defined]
 

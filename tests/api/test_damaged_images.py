@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from PIL import Image
 from api.main import create_app
 from shared.config import Settings
 from shared.registry import Registry
-from tests.api.conftest import publish_random
+from tests.api.conftest import publish_random, wait_ready
 from tests.conftest import sample_files
 from tests.dicom_files import gray_of, make_dicom
 
@@ -66,9 +65,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
     registry = Registry(settings.models_dir)
     registry.activate(publish_random(registry, seed=7))
     with TestClient(create_app(settings)) as test_client:
-        deadline = time.monotonic() + 60
-        while test_client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_ready(test_client)
         yield test_client
 
 

@@ -3,10 +3,7 @@ response, log line or stored file."""
 
 from __future__ import annotations
 
-import io
 import logging
-import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +13,12 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from shared.config import Settings
 from shared.registry import Registry
-from tests.api.conftest import publish_random
+from tests.api.conftest import publish_random, wait_ready, zip_bytes
 from tests.conftest import AS_ADMIN, sample_files
 from tests.dicom_files import MARKER_ID, MARKER_NAME, as_12_bit, gray_of, make_dicom
 
 JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 MARKERS = (MARKER_NAME.split("^")[0].encode(), MARKER_ID.encode())
-
-
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def test_dicom_predictions_match_the_png_and_leak_no_patient_data(
@@ -41,9 +30,7 @@ def test_dicom_predictions_match_the_png_and_leak_no_patient_data(
     caplog.set_level(logging.DEBUG)
     texts: list[str] = []
     with TestClient(create_app(settings), headers=AS_ADMIN) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_ready(client)
         for png in pngs:
             gray = gray_of(png)
             expected = client.post("/predict", files={"file": ("x.png", png)}).json()
@@ -68,7 +55,7 @@ def test_dicom_predictions_match_the_png_and_leak_no_patient_data(
                    for label, files in sample_files(radiography_root, 2).items()
                    for i, p in enumerate(files)}
         created = client.post("/datasets", data={"name": "from-dicom"},
-                              files={"file": ("d.zip", _zip(entries))})
+                              files={"file": ("d.zip", zip_bytes(entries))})
         assert created.status_code == 201, created.text
         assert created.json()["images"] == len(entries)
         texts += [created.text, client.get("/datasets/from-dicom").text]

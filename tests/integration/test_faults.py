@@ -18,6 +18,8 @@ from tests.conftest import REQUIRE_SERVICES, sample_files
 from tests.integration.conftest import free_port, start_service
 from tests.integration.test_end_to_end import TINY, dataset_zip, predict, wait_job
 
+pytestmark = pytest.mark.integration
+
 
 class PrivateRedis:
     """A redis-server of this test's own, on its own port, that can be stopped and started."""
