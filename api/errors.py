@@ -35,6 +35,7 @@ STATUS: dict[type[errors.CxrError], int] = {
     errors.Forbidden: 403,
     errors.NoActiveModel: 503,
     errors.BrokerUnavailable: 503,
+    errors.StorageFull: 507,
 }
 
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",

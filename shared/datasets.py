@@ -25,7 +25,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from shared.dicom import decode_dicom, is_dicom
-from shared.errors import CxrError, DatasetExists, DatasetNotFound, InvalidDataset
+from shared.errors import (
+    CxrError,
+    DatasetExists,
+    DatasetNotFound,
+    InvalidDataset,
+    StorageFull,
+    is_out_of_space,
+)
 from shared.preprocessing import ACCEPTED_FORMATS, DEFAULT_MAX_PIXELS
 from shared.schemas import DatasetInfo
 
@@ -236,6 +243,11 @@ def unpack_zip(archive_path: Path, data_dir: Path, name: str, limits: ZipLimits)
                 _extract(archive, staging, limits)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
             raise InvalidDataset(f"not a readable zip archive: {exc}") from exc
+        except OSError as exc:
+            if is_out_of_space(exc):
+                raise StorageFull(f"the data folder ran out of space unpacking {name!r}; "
+                                  "nothing was kept") from exc
+            raise
         discover(staging)
         try:
             staging.rename(final)

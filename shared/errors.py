@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class CxrError(Exception):
     """Base class: ``code`` is stable and documented, ``message`` is for people."""
@@ -99,3 +101,25 @@ class WeightsUnavailable(CxrError):
 
 class BrokerUnavailable(CxrError):
     code = "broker_unavailable"
+
+
+class StorageFull(CxrError):
+    """The disk (or quota) ran out while writing; whatever was half-written is removed."""
+
+    code = "storage_full"
+
+
+# Retrying will not help with these until someone frees space.
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from, says the disk or quota is full."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in _OUT_OF_SPACE:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

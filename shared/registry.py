@@ -207,8 +207,11 @@ class Registry:
             tmp = self.root / f".{ACTIVE_FILE}.{secrets.token_hex(4)}"
             payload = {"version": version, "generation": pointer.generation,
                        "updated_at": datetime.now(UTC).isoformat()}
-            _write_durably(tmp, json.dumps(payload).encode())
-            os.replace(tmp, self.root / ACTIVE_FILE)
+            try:
+                _write_durably(tmp, json.dumps(payload).encode())
+                os.replace(tmp, self.root / ACTIVE_FILE)
+            finally:
+                tmp.unlink(missing_ok=True)  # left only when the write failed (disk full)
             _fsync_path(self.root)
         return pointer
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +84,40 @@ def redis_url() -> Iterator[str]:
     client.flushdb()
     yield REDIS_URL
     client.flushdb()
+
+
+class SmallDisk:
+    """A real tmpfs mounted on a folder, so writes hit ENOSPC as on a full disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _mount(self, *options: str) -> None:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs",
+                        str(self.path)], check=True, capture_output=True)
+
+    def resize(self, size_bytes: int) -> None:
+        """Grow or shrink it in place (rounded up to whole pages); what it holds stays."""
+        self._mount("remount", f"size={size_bytes}")
+
+    def used(self) -> int:
+        stat = os.statvfs(self.path)
+        return (stat.f_blocks - stat.f_bfree) * stat.f_frsize
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "--lazy", str(self.path)], check=False, capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """``tmp_path/disk`` on its own 256 MB tmpfs (mounting needs root: CI has it)."""
+    disk = SmallDisk(tmp_path / "disk")
+    disk.path.mkdir()
+    try:
+        disk._mount("size=256m", "mode=0755")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        if REQUIRE_SERVICES:
+            raise
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {exc}")
+    yield disk
+    disk.unmount()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,16 @@ def restore_weights(folder: Path, model: Any) -> None:
 def clear(folder: Path | None) -> None:
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweep(root: Path, is_over: Callable[[str], bool]) -> list[str]:
+    """Remove the checkpoints under ``root`` (one folder per job id) of jobs that are over:
+    a worker killed outright leaves one behind for a job later declared lost."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    over = [folder for folder in folders if is_over(folder.name)]
+    for folder in over:
+        clear(folder)
+    return [folder.name for folder in over]
 
 
 def epoch_callback(folder: Path | None, progress: Progress, model: Any) -> Any:

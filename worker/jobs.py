@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shared.config import Settings
 from shared.datasets import Dataset, dataset_path, discover
-from shared.errors import CxrError, JobCancelled
+from shared.errors import CxrError, JobCancelled, JobNotFound
 from shared.jobs import JobStore, open_job_store
 from shared.modeling import resolve_base_weights
 from shared.registry import Registry
@@ -78,10 +78,31 @@ def claim(store: JobStore, job_id: str, settings: Settings) -> bool:
         time.sleep(HEARTBEAT_S)
 
 
+def _checkpoint_dir(settings: Settings, job_id: str) -> Path:
+    return settings.state_dir / "checkpoints" / job_id
+
+
+def sweep_checkpoints(settings: Settings, store: JobStore | None = None) -> list[str]:
+    """At worker start: drop checkpoints of jobs that ended (lost with their worker, or
+    unknown); a job that can still be taken over keeps its own."""
+    store = store or open_job_store(settings)
+
+    def is_over(job_id: str) -> bool:
+        try:
+            return store.get(job_id).state.finished
+        except JobNotFound:
+            return True
+
+    removed = checkpoints.sweep(settings.state_dir / "checkpoints", is_over)
+    if removed:
+        log.info("removed checkpoints of %d finished job(s)", len(removed))
+    return removed
+
+
 def run_job(job_id: str, settings: Settings, store: JobStore | None = None) -> JobState:
     """Train and publish for a queued job; every outcome ends in the store, never mid-way."""
     store = store or open_job_store(settings)
-    checkpoint_dir = settings.state_dir / "checkpoints" / job_id
+    checkpoint_dir = _checkpoint_dir(settings, job_id)
 
     def work(store: JobStore) -> str:
         try:
@@ -114,6 +135,8 @@ def _run(store: JobStore, job_id: str, settings: Settings,
     if not claim(store, job_id, settings):
         state = store.get(job_id).state
         log.info("job %s is %s elsewhere or over; skipping", job_id, state.value)
+        if state.finished:  # redelivered after it was declared lost
+            checkpoints.clear(_checkpoint_dir(settings, job_id))
         return state
     try:
         with heartbeat(store, job_id):

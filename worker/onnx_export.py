@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.errors import is_out_of_space
 from shared.inference import ONNX_FILE, OnnxForward
 from shared.shift import feature_model
 
@@ -35,6 +36,8 @@ def export(model: Any, folder: Path, inputs: np.ndarray) -> dict[str, Any]:
         got = OnnxForward(path, with_features=True)(inputs)
         gap = _gap(expected, got)
     except Exception as exc:  # tf2onnx fails in many ways; the version is still servable
+        if is_out_of_space(exc):  # but the disk will not hold the rest of it either
+            raise
         log.warning("no ONNX export: %s", exc)
         path.unlink(missing_ok=True)
         return {"file": None, "error": f"export failed: {exc}"}

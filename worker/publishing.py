@@ -12,7 +12,7 @@ import numpy as np
 
 from shared.calibration import apply_temperature
 from shared.datasets import Dataset
-from shared.errors import RegistryError
+from shared.errors import RegistryError, StorageFull, is_out_of_space
 from shared.modeling import load_model, sha256_file
 from shared.preprocessing import preprocessing_id
 from shared.registry import CURVES_FILE, MODEL_FILE, RELIABILITY_FILE, Registry
@@ -133,5 +133,10 @@ def publish_result(registry: Registry, result: TrainingResult, manifest: dict[st
         verify = _verifier(expected, result.sample_inputs)
         return registry.publish(staging, manifest, verify=verify, activate=activate,
                                 render=write_card)
+    except OSError as exc:
+        if is_out_of_space(exc):
+            raise StorageFull(f"the models folder ran out of space while publishing: {exc}; "
+                              "the registry is unchanged") from exc
+        raise
     finally:
         registry.discard(staging)

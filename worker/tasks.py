@@ -6,9 +6,15 @@ process loads it.
 
 from __future__ import annotations
 
+import logging
+
+from celery.signals import worker_ready
+
 from shared.config import get_settings
 from shared.task_queue import EVALUATE_TASK, TRAIN_TASK
 from worker.celery_app import app
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name=TRAIN_TASK)
@@ -25,3 +31,14 @@ def evaluate(job_id: str) -> str:
     from worker.jobs import run_evaluation
 
     return run_evaluation(job_id, get_settings()).value
+
+
+@worker_ready.connect
+def sweep_checkpoints(**_: object) -> None:
+    """Drop what a worker killed outright left behind, once its job has been declared lost."""
+    from worker.jobs import sweep_checkpoints
+
+    try:
+        sweep_checkpoints(get_settings())
+    except Exception:  # the store may be down at start; the next start sweeps again
+        log.warning("could not sweep old checkpoints", exc_info=True)

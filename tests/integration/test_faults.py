@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -14,9 +15,15 @@ import pytest
 
 from shared.registry import Registry
 from tests.api.conftest import publish_random
-from tests.conftest import REQUIRE_SERVICES, sample_files
+from tests.conftest import REQUIRE_SERVICES, SmallDisk, sample_files
 from tests.integration.conftest import free_port, start_service
-from tests.integration.test_end_to_end import TINY, dataset_zip, predict, wait_job
+from tests.integration.test_end_to_end import (
+    TINY,
+    dataset_zip,
+    predict,
+    served_version,
+    wait_job,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +69,12 @@ def _until(condition: Callable[[], bool], timeout: float, message: str) -> None:
         time.sleep(0.3)
 
 
+def upload_tiny(client: httpx.Client, radiography_root: Path) -> None:
+    created = client.post("/datasets", data={"name": "tiny"},
+                          files={"file": ("tiny.zip", dataset_zip(radiography_root, 6))})
+    assert created.status_code == 201, created.text
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     binary = shutil.which("redis-server")
@@ -86,9 +99,7 @@ def test_redis_going_away_and_back_while_the_api_runs(private_redis: PrivateRedi
     try:
         with service.client() as client:
             _until(lambda: client.get("/readyz").status_code == 200, 120, "never ready")
-            created = client.post("/datasets", data={"name": "tiny"},
-                                  files={"file": ("tiny.zip", dataset_zip(radiography_root, 6))})
-            assert created.status_code == 201, created.text
+            upload_tiny(client, radiography_root)
 
             private_redis.stop()
             assert predict(client, image).status_code == 200  # the loaded model keeps serving
@@ -119,9 +130,7 @@ def test_two_retrains_at_once_publish_two_versions(redis_url: str, tmp_path: Pat
     service = start_service(tmp_path, redis_url)
     try:
         with service.client() as client:
-            created = client.post("/datasets", data={"name": "tiny"},
-                                  files={"file": ("tiny.zip", dataset_zip(radiography_root, 6))})
-            assert created.status_code == 201, created.text
+            upload_tiny(client, radiography_root)
             accepted = [client.post("/retrain", json={"dataset": "tiny", **TINY, "seed": seed})
                         for seed in (1, 2)]
             assert [a.status_code for a in accepted] == [202, 202]
@@ -154,9 +163,7 @@ def test_a_training_process_killed_mid_run_is_resumed_and_publishes_once(
     service = start_service(tmp_path, redis_url, {"CXR_JOB_TAKEOVER_AFTER_S": "5"})
     try:
         with service.client() as client:
-            created = client.post("/datasets", data={"name": "tiny"},
-                                  files={"file": ("tiny.zip", dataset_zip(radiography_root, 6))})
-            assert created.status_code == 201, created.text
+            upload_tiny(client, radiography_root)
             accepted = client.post("/retrain", json={"dataset": "tiny", **TINY, "epochs": 8})
             assert accepted.status_code == 202, accepted.text
             job_id = accepted.json()["job_id"]
@@ -172,6 +179,93 @@ def test_a_training_process_killed_mid_run_is_resumed_and_publishes_once(
             assert [v["version"] for v in versions] == [job["model_version"]]
         assert "resum" in service.logs().lower()  # from its checkpoint, not from scratch
         assert not list((tmp_path / "models").glob(".staging*/*"))
+    except (AssertionError, httpx.HTTPError):
+        sys.stderr.write(service.logs())
+        raise
+    finally:
+        service.stop()
+
+
+def test_a_worker_killed_outright_ends_its_job_failed_and_the_next_job_runs(
+        redis_url: str, tmp_path: Path, radiography_root: Path) -> None:
+    import os
+    import signal
+
+    service = start_service(tmp_path, redis_url, {"CXR_JOB_HEARTBEAT_TIMEOUT_S": "10"})
+    try:
+        with service.client() as client:
+            upload_tiny(client, radiography_root)
+            accepted = client.post("/retrain", json={"dataset": "tiny", **TINY, "epochs": 8})
+            assert accepted.status_code == 202, accepted.text
+            lost_id = accepted.json()["job_id"]
+            _until(lambda: client.get(f"/jobs/{lost_id}").json()["progress"]["epoch"] >= 2,
+                   240, "training never reached its second epoch")
+            # the host's way (power, kernel panic, docker kill): parent and child at once
+            os.killpg(service.processes["worker"].pid, signal.SIGKILL)
+            service.processes["worker"].wait()
+            lost = wait_job(client, lost_id, timeout=60)
+            assert lost["state"] == "failed", lost
+            assert "worker lost" in lost["error"]
+            assert client.get("/models").json()["versions"] == []
+            assert (tmp_path / "state" / "checkpoints" / lost_id).is_dir()  # until swept
+
+            service.start("worker")  # a new worker: the lost job stays lost, the next runs
+            accepted = client.post("/retrain", json={"dataset": "tiny", **TINY})
+            job = wait_job(client, accepted.json()["job_id"], timeout=360)
+            assert job["state"] == "succeeded", (job, service.logs())
+            versions = client.get("/models").json()["versions"]
+            assert [v["version"] for v in versions] == [job["model_version"]]
+            assert client.get(f"/jobs/{lost_id}").json()["state"] == "failed"
+        assert not (tmp_path / "state" / "checkpoints" / lost_id).exists()
+        assert not list((tmp_path / "models").glob(".staging*/*"))
+    except (AssertionError, httpx.HTTPError):
+        sys.stderr.write(service.logs())
+        raise
+    finally:
+        service.stop()
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_full_disk_during_publish_fails_the_job_and_leaves_the_registry_unchanged(
+        redis_url: str, tmp_path: Path, radiography_root: Path, small_disk: SmallDisk) -> None:
+    models = small_disk.path / "models"
+    registry = Registry(models)
+    first = publish_random(registry, seed=3)
+    registry.activate(first)
+    before, used = _files(models), small_disk.used()
+    # A trained version (Keras file with optimizer state, ONNX export) needs over 100 MB.
+    small_disk.resize(used + 24 * 1024 * 1024)
+    service = start_service(tmp_path, redis_url, {"CXR_MODELS_DIR": str(models)})
+    image = sample_files(radiography_root, 1)["Normal"][0].read_bytes()
+    try:
+        with service.client() as client:
+            upload_tiny(client, radiography_root)
+            accepted = client.post("/retrain", json={"dataset": "tiny", **TINY})
+            job = wait_job(client, accepted.json()["job_id"], timeout=360)
+            assert job["state"] == "failed", job
+            assert job["error"].startswith("storage_full:"), job["error"]
+            listed = client.get("/models").json()
+            assert [v["version"] for v in listed["versions"]] == [first]
+            assert listed["active"] == first
+            answer = predict(client, image)
+            assert answer.status_code == 200 and answer.json()["model_version"] == first
+            assert _files(models) == before  # not a byte added, changed or left over
+            assert small_disk.used() <= used + 64 * 1024
+
+            small_disk.resize(1024 * 1024 * 1024)  # someone frees space: the next job runs
+            accepted = client.post("/retrain", json={"dataset": "tiny", **TINY})
+            job = wait_job(client, accepted.json()["job_id"], timeout=360)
+            assert job["state"] == "succeeded", (job, service.logs())
+            new = job["model_version"]
+            assert {v["version"] for v in client.get("/models").json()["versions"]} == {
+                first, new}
+            # the gate keeps the first (other classes) active; activating by hand works
+            assert client.post(f"/models/{new}/activate").status_code == 200
+            assert served_version(client, image, new)
     except (AssertionError, httpx.HTTPError):
         sys.stderr.write(service.logs())
         raise

@@ -10,6 +10,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -21,9 +22,9 @@ from shared.datasets import (
     list_datasets,
     unpack_zip,
 )
-from shared.errors import DatasetExists, DatasetNotFound, InvalidDataset
+from shared.errors import DatasetExists, DatasetNotFound, InvalidDataset, StorageFull
 from shared.schemas import DatasetInfo
-from tests.conftest import sample_files
+from tests.conftest import SmallDisk, sample_files
 
 LIMITS = ZipLimits(max_members=1000, max_uncompressed_bytes=64 * 1024 * 1024)
 RADIOGRAPHY_COUNTS = {"COVID": 1200, "Normal": 1200, "Viral Pneumonia": 1338}
@@ -404,3 +405,21 @@ def test_an_existing_name_is_refused_and_the_existing_dataset_kept(tmp_path: Pat
     assert sorted(p.relative_to(data_dir) for p in data_dir.rglob("*")) == before
     assert discover(data_dir / "taken").info("taken") == first
     assert _leftovers(data_dir) == ["taken"]
+
+
+def test_a_full_disk_while_unpacking_is_storage_full_and_leaves_nothing(
+        tmp_path: Path, small_disk: SmallDisk) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")  # 64 KB that does not compress
+    members = {f"{label}/{i}.png": buffer.getvalue() + bytes([i])
+               for label in ("COVID", "Normal") for i in range(8)}
+    archive = _zip(tmp_path / "big.zip", members)
+    data_dir = small_disk.path / "data"
+    small_disk.resize(small_disk.used() + 256 * 1024)  # room for a few members, not 16
+    with pytest.raises(StorageFull) as caught:
+        unpack_zip(archive, data_dir, "big", LIMITS)
+    assert caught.value.code == "storage_full"
+    assert _leftovers(data_dir) == []
+    small_disk.resize(64 * 1024 * 1024)  # once there is room, the same upload works
+    assert unpack_zip(archive, data_dir, "big", LIMITS).classes == {"COVID": 8, "Normal": 8}

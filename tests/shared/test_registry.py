@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shared import registry as registry_module
-from shared.errors import ModelNotFound, RegistryError
+from shared.errors import ModelNotFound, RegistryError, is_out_of_space
 from shared.registry import (
     ACTIVE_FILE,
     MANIFEST_FILE,
@@ -24,6 +24,7 @@ from shared.registry import (
     Registry,
     new_version_id,
 )
+from tests.conftest import SmallDisk
 
 MANIFEST = {"dataset": "tiny", "classes": ["COVID", "Normal"], "image_size": 32,
             "metrics": {"test_accuracy": 0.9}}
@@ -371,3 +372,44 @@ def test_an_interrupted_activation_can_be_retried(registry: Registry,
     assert registry.activate(v2) == ActivePointer(v2, 2)
     registry.clean_staging(older_than_s=0)
     assert _staging_leftovers(registry) == []
+
+
+def _fill(disk: SmallDisk) -> None:
+    """Leave the disk with no free block at all."""
+    with pytest.raises(OSError) as caught, (disk.path / "filler").open("wb") as handle:
+        while True:
+            handle.write(b"\0" * 4096)
+            handle.flush()
+    assert is_out_of_space(caught.value)
+
+
+def test_a_publish_that_hits_a_full_disk_changes_nothing(small_disk: SmallDisk) -> None:
+    registry = Registry(small_disk.path / "models")
+    first = _publish(registry, b"first model")
+    before = _version_dirs(registry)
+    staging = _stage(registry, b"second model")
+    small_disk.resize(small_disk.used() + 64 * 1024)
+    _fill(small_disk)
+    with pytest.raises(OSError) as caught:
+        registry.publish(staging, dict(MANIFEST))  # its manifest cannot be written
+    assert is_out_of_space(caught.value)
+    registry.discard(staging)
+    assert _version_dirs(registry) == before
+    assert _staging_leftovers(registry) == []
+    assert registry.active() == ActivePointer(first, 1)
+
+
+def test_an_activation_that_hits_a_full_disk_keeps_the_old_pointer(
+        small_disk: SmallDisk) -> None:
+    registry = Registry(small_disk.path / "models")
+    first, second = _publish(registry, b"first"), _publish(registry, b"second", activate=False)
+    filler = small_disk.path / "filler"
+    small_disk.resize(small_disk.used() + 64 * 1024)
+    _fill(small_disk)
+    with pytest.raises(OSError) as refused:
+        registry.activate(second)
+    assert is_out_of_space(refused.value)
+    assert registry.active() == ActivePointer(first, 1)
+    assert [p.name for p in registry.root.iterdir() if p.name.startswith(".ACTIVE")] == []
+    filler.unlink()
+    assert registry.activate(second) == ActivePointer(second, 2)
