@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run api worker test lint bench-serve clean
+.PHONY: setup run api worker test lint bench-serve bench-soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: lint
 ## /predict against the model's ceiling and a naive server (bench/serve_benchmark.py; minutes).
 bench-serve: $(STAMP)
 	$(BIN)/python bench/serve_benchmark.py
+
+## Minutes of mixed valid and invalid requests with hot swaps: no 5xx, stable memory (bench/soak.py).
+bench-soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -127,10 +127,11 @@ def train(
     from worker.jobs import train_and_publish
 
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", data.resolve().name)[:64] or "dataset"
-    params = TrainingParams(dataset=name, epochs=epochs, batch_size=batch_size,
-                            image_size=image_size, learning_rate=learning_rate,
-                            base_weights=base_weights, seed=seed, fine_tune=fine_tune,
-                            fine_tune_epochs=fine_tune_epochs)
+    # Validated, not typed: base_weights is any string to typer, one of three to the params.
+    params = TrainingParams.model_validate({
+        "dataset": name, "epochs": epochs, "batch_size": batch_size, "image_size": image_size,
+        "learning_rate": learning_rate, "base_weights": base_weights, "seed": seed,
+        "fine_tune": fine_tune, "fine_tune_epochs": fine_tune_epochs})
     settings = get_settings()
     with user_errors():
         version = train_and_publish(discover(data), params, settings, PrintReporter())

@@ -26,6 +26,8 @@ STATUS: dict[type[errors.CxrError], int] = {
     errors.PayloadTooLarge: 413,
     errors.InvalidDataset: 422,
     errors.WeightsUnavailable: 422,
+    errors.UnknownClass: 422,
+    errors.ExplanationUnavailable: 422,
     errors.DatasetNotFound: 404,
     errors.ModelNotFound: 404,
     errors.JobNotFound: 404,
@@ -40,6 +42,7 @@ STATUS: dict[type[errors.CxrError], int] = {
 
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
               413: "payload_too_large", 415: "unsupported_media_type"}
+HTTP_METHODS = {"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"}
 
 
 def error_response(status: int, code: str, message: str,
@@ -80,11 +83,35 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", message, jsonable_encoder(details))
 
 
+def _allowed_methods(app: FastAPI, path: str) -> set[str]:
+    """The methods the OpenAPI document gives the path's operations.
+
+    As in OpenAPI, a template with more literal segments takes precedence: /models/v/activate
+    is POST /models/{version}/activate's, not GET /models/{version}/{artifact}'s.
+    """
+    segments = path.strip("/").split("/")
+    best, methods = -1, set[str]()
+    for template, item in app.openapi()["paths"].items():
+        parts = template.strip("/").split("/")
+        fixed = [i for i, part in enumerate(parts) if not part.startswith("{")]
+        if len(parts) != len(segments) or any(parts[i] != segments[i] for i in fixed):
+            continue
+        if len(fixed) > best:
+            best, methods = len(fixed), set()
+        if len(fixed) == best:
+            methods |= {method.upper() for method in item} & HTTP_METHODS
+    return methods
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    return error_response(exc.status_code, code, str(exc.detail),
-                          headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405 and (methods := _allowed_methods(request.app, request.url.path)):
+        # Starlette's Allow names the methods of the first route matching the path only:
+        # POST for /datasets, GET for /jobs/{job_id}.
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

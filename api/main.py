@@ -9,11 +9,10 @@ from functools import partial
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import RedirectResponse
 
 from api import errors
 from api.batching import Batcher
-from api.routes import datasets, health, jobs, models, predict
+from api.routes import datasets, health, jobs, models, page, predict
 from api.serving import ModelServer
 from shared.config import Settings, get_settings
 from shared.inference import configure_tensorflow_threads, load_version, warm_batch_sizes
@@ -76,11 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 f"request body of {length} bytes exceeds {settings.max_upload_bytes}")
         return await call_next(request)
 
-    for router in (predict.router, datasets.router, jobs.router, models.router, health.router):
+    for router in (predict.router, datasets.router, jobs.router, models.router, health.router,
+                   page.router):
         app.include_router(router)
-
-    @app.get("/", include_in_schema=False)
-    def index() -> RedirectResponse:
-        return RedirectResponse("/docs")
-
     return app

@@ -44,6 +44,17 @@ sys.path.insert(0, str(REPO))
 
 
 # -- setup ------------------------------------------------------------------------------------
+def service_env(work: Path, port: int) -> dict[str, str]:
+    """The CXR_ environment of a service of its own under ``work``, with this run's admin key."""
+    from shared.config import key_digest
+
+    return {**os.environ, "CXR_MODELS_DIR": str(work / "models"),
+            "CXR_STATE_DIR": str(work / "state"), "CXR_DATA_DIR": str(work / "data"),
+            "CXR_PORT": str(port), "CXR_LOG_LEVEL": "warning", "TF_CPP_MIN_LOG_LEVEL": "2",
+            "CXR_API_KEYS": json.dumps([{"name": "bench", "role": "admin",
+                                         "sha256": key_digest(BENCH_KEY)}])}
+
+
 def train_versions(work: Path, env: dict[str, str], size: int, n: int) -> list[str]:
     tiny = work / "tiny"
     for label in ("COVID", "Normal", "Viral Pneumonia"):
@@ -66,9 +77,14 @@ def request_images(count: int) -> list[bytes]:
     return [p.read_bytes() for p in paths[:count]]
 
 
-def start(command: list[str], env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+def start(command: list[str], env: dict[str, str], url: str,
+          log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a server and wait until /readyz answers 200; its output goes to ``log``, if any."""
+    output = log.open("ab") if log is not None else None
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=output or subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT)
+    if output is not None:
+        output.close()  # the child holds its own copy
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
@@ -226,20 +242,21 @@ def hot_swap(url: str, images: list[bytes], target: str, seconds: float) -> dict
             "versions_seen": sorted({r[3] for r in records})}
 
 
-def reload_memory(url: str, pid: int, versions: list[str], reloads: int) -> dict[str, Any]:
-    def activate_and_wait(version: str) -> None:
-        httpx.post(f"{url}/models/{version}/activate", timeout=60,
-                   headers=ADMIN).raise_for_status()
-        deadline = time.monotonic() + 300
-        while httpx.get(f"{url}/readyz", timeout=10).json().get("model_version") != version:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{version} was not loaded")
-            time.sleep(0.2)
+def activate_and_wait(url: str, version: str) -> None:
+    """Activate ``version`` with the admin key and wait until the service serves it."""
+    httpx.post(f"{url}/models/{version}/activate", timeout=60, headers=ADMIN).raise_for_status()
+    deadline = time.monotonic() + 300
+    while httpx.get(f"{url}/readyz", timeout=10).json().get("model_version") != version:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{version} was not loaded")
+        time.sleep(0.2)
 
-    activate_and_wait(versions[0])
+
+def reload_memory(url: str, pid: int, versions: list[str], reloads: int) -> dict[str, Any]:
+    activate_and_wait(url, versions[0])
     first = rss_mb(pid)
     for i in range(reloads):
-        activate_and_wait(versions[(i + 1) % len(versions)])
+        activate_and_wait(url, versions[(i + 1) % len(versions)])
     after = rss_mb(pid)
     return {"rss_mb_one_model": first, "reloads": reloads, "rss_mb_after_reloads": after,
             "growth": after / first - 1}
@@ -327,14 +344,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8391)
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    from shared.config import key_digest
-
     work = Path(tempfile.mkdtemp(prefix="cxr-serve-bench-"))
-    env = {**os.environ, "CXR_MODELS_DIR": str(work / "models"),
-           "CXR_STATE_DIR": str(work / "state"), "CXR_DATA_DIR": str(work / "data"),
-           "CXR_PORT": str(args.port), "CXR_LOG_LEVEL": "warning", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "CXR_API_KEYS": json.dumps([{"name": "bench", "role": "admin",
-                                        "sha256": key_digest(BENCH_KEY)}])}
+    env = service_env(work, args.port)
     versions = train_versions(work, env, args.size, 2)
     from shared.registry import Registry
 

@@ -79,6 +79,16 @@ class ModelLoadFailed(CxrError):
     code = "model_load_failed"
 
 
+class UnknownClass(CxrError):
+    code = "unknown_class"
+
+
+class ExplanationUnavailable(CxrError):
+    """A version whose network lacks the layers Grad-CAM needs."""
+
+    code = "explanation_unavailable"
+
+
 class RegistryError(CxrError):
     code = "registry_error"
 

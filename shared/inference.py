@@ -108,6 +108,8 @@ class LoadedModel:
     runtime: str = "tensorflow"
     # The largest batch worth gathering for this version in its runtime (choose_runtime).
     batch_size: int = 1
+    # Grad-CAM's network, built on the first explained request (shared.explain).
+    cam: Any = field(default=None, repr=False)
 
     def pixels(self, gray: np.ndarray) -> np.ndarray:
         """A decoded gray image prepared exactly as this version was trained."""
@@ -139,9 +141,10 @@ class LoadedModel:
     def predict_batch(self, pixels: np.ndarray) -> list[Prediction]:
         """The answers for a batch of prepared pixels, one forward pass for all."""
         result = self.infer(pixels)
-        return [self._answer(result, i) for i in range(len(pixels))]
+        return [self.answer(result, i) for i in range(len(pixels))]
 
-    def _answer(self, result: Inference, i: int) -> Prediction:
+    def answer(self, result: Inference, i: int) -> Prediction:
+        """The ``i``-th image's answer from a batch's pass."""
         probabilities = {label: float(p) for label, p in
                          zip(self.classes, result.probabilities[i], strict=True)}
         shift = None

@@ -20,7 +20,14 @@ import redis
 
 from shared.config import Settings
 from shared.errors import JobNotCancellable, JobNotFound
-from shared.schemas import EvaluationParams, JobProgress, JobState, JobStatus, TrainingParams
+from shared.schemas import (
+    EpochPoint,
+    EvaluationParams,
+    JobProgress,
+    JobState,
+    JobStatus,
+    TrainingParams,
+)
 
 Mutation = Callable[["JobRecord"], None]
 
@@ -131,7 +138,12 @@ class JobStore(ABC):
         """Record an epoch's progress; returns whether cancellation was requested."""
         def mutate(record: JobRecord) -> None:
             if record.state == JobState.running:
-                record.progress = progress
+                # a resumed run redoes the epochs after its checkpoint: theirs replace
+                history = [p for p in record.progress.history if p.epoch < progress.epoch]
+                if progress.last is not None:
+                    history.append(EpochPoint(epoch=progress.epoch, phase=progress.phase,
+                                              **progress.last.model_dump()))
+                record.progress = progress.model_copy(update={"history": history})
                 record.heartbeat_at = _now()
 
         return self._update(job_id, mutate).cancel_requested

@@ -122,8 +122,8 @@ def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
             image = ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"the image has too many pixels: {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise InvalidImage(f"not a readable PNG, JPEG or DICOM image: {exc}") from exc
+    except UnidentifiedImageError as exc:  # its text names an in-memory buffer: no use
+        raise InvalidImage("not a readable PNG, JPEG or DICOM image") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"the image is damaged or truncated: {exc}") from exc
     return _to_gray(image)

@@ -17,7 +17,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 class TrainingParams(BaseModel):
     """A retrain request: everything but ``dataset`` has a documented default."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: the documented types only, no `"seed": false` taken for 0 or "20" for 20.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     dataset: str = Field(pattern=NAME_PATTERN, description="Name of a dataset under CXR_DATA_DIR.")
     epochs: int = Field(20, ge=1, le=500, description="Epochs of the head on the frozen base.")
@@ -108,11 +109,18 @@ class EpochMetrics(BaseModel):
     elapsed_s: float | None = Field(None, description="Training wall time so far.")
 
 
+class EpochPoint(EpochMetrics):
+    epoch: int
+    phase: str | None = None
+
+
 class JobProgress(BaseModel):
     epoch: int = 0
     epochs: int
     phase: str | None = None
     last: EpochMetrics | None = None
+    history: list[EpochPoint] = Field(
+        default_factory=list, description="Every epoch so far, in order (a live chart).")
 
 
 class EvaluationParams(BaseModel):
@@ -125,7 +133,7 @@ class EvaluationParams(BaseModel):
 
 
 class EvaluationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     dataset: str = Field(pattern=NAME_PATTERN, description="Name of a dataset under CXR_DATA_DIR.")
 
@@ -238,12 +246,26 @@ class DistributionShift(BaseModel):
                           "trained on: do not trust the probabilities.")
 
 
+class Explanation(BaseModel):
+    """Where the network looked for one class (Grad-CAM), from the pass that answered."""
+
+    method: Literal["grad-cam"] = "grad-cam"
+    layer: str = Field(description="The convolution the map is computed on.")
+    class_name: str = Field(description="The class explained: the predicted one unless asked.")
+    image_png: str = Field(description="Base64 PNG: the X-ray as the model saw it, in gray, "
+                           "at most 512 pixels on its longest side.")
+    overlay_png: str = Field(description="Base64 PNG of the same size: the heat map over it.")
+    grid: list[list[float]] = Field(
+        description="The map at the layer's own resolution, rows top to bottom, in [0, 1].")
+
+
 class Prediction(BaseModel):
     label: str
     probabilities: dict[str, float] = Field(description="Temperature-calibrated.")
     model_version: str
     distribution_shift: DistributionShift | None = Field(
         None, description="Absent for versions published without a shift reference.")
+    explanation: Explanation | None = Field(None, description="Only with ?explain=true.")
 
 
 class Health(BaseModel):

@@ -24,13 +24,20 @@ FEATURE_LAYERS = ("block1_pool", "block2_pool", "block3_pool", "block4_pool", "a
 FEATURE_LAYER = "+".join(FEATURE_LAYERS)
 
 
-def feature_model(model: Any) -> Any:
-    """The classifier with a second output: the features the shift reference is made of."""
+def shift_features(model: Any) -> Any:
+    """The symbolic features the shift reference is made of, from the classifier's graph."""
     import keras
 
     pooled = [keras.ops.mean(out, axis=(1, 2)) if len(out.shape) == 4 else out
               for out in (model.get_layer(name).output for name in FEATURE_LAYERS)]
-    return keras.Model(model.input, [keras.ops.concatenate(pooled, axis=-1), model.output])
+    return keras.ops.concatenate(pooled, axis=-1)
+
+
+def feature_model(model: Any) -> Any:
+    """The classifier with a second output: the features the shift reference is made of."""
+    import keras
+
+    return keras.Model(model.input, [shift_features(model), model.output])
 
 
 @dataclass(frozen=True)

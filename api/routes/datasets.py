@@ -16,11 +16,13 @@ from shared.datasets import ZipLimits, dataset_path, discover, list_datasets, un
 from shared.errors import DatasetNotFound, InvalidDataset, PayloadTooLarge
 from shared.schemas import NAME_PATTERN, DatasetInfo, DatasetList
 
-router = APIRouter(prefix="/datasets", tags=["datasets"], dependencies=Reader)
+# Reads answer 401 without a key when CXR_REQUIRE_KEY_FOR_READS is on.
+router = APIRouter(prefix="/datasets", tags=["datasets"], dependencies=Reader,
+                   responses=responses(401))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo,
-             responses=responses(401, 403, 409, 413, 422), dependencies=Admin)
+             responses=responses(400, 401, 403, 409, 413, 422, 507), dependencies=Admin)
 def create_dataset(
     settings: SettingsDep,
     name: Annotated[str, Form(pattern=NAME_PATTERN, description="Name of the new dataset.")],
@@ -53,7 +55,7 @@ def list_all_datasets(settings: SettingsDep) -> DatasetList:
     return DatasetList(datasets=list_datasets(settings.data_dir))
 
 
-@router.get("/{name}", response_model=DatasetInfo, responses=responses(404))
+@router.get("/{name}", response_model=DatasetInfo, responses=responses(404, 422))
 def get_dataset(settings: SettingsDep, name: str) -> DatasetInfo:
     """One dataset's classes and counts."""
     if re.fullmatch(NAME_PATTERN, name) is None:

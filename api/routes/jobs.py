@@ -15,11 +15,13 @@ from shared.errors import WeightsUnavailable
 from shared.schemas import JobAccepted, JobList, JobStatus, TrainingParams
 from shared.task_queue import TRAIN_TASK
 
-router = APIRouter(tags=["jobs"], dependencies=Reader)
+# Reads answer 401 without a key when CXR_REQUIRE_KEY_FOR_READS is on, and every route 503
+# while the job store (Redis) is unreachable.
+router = APIRouter(tags=["jobs"], dependencies=Reader, responses=responses(401, 503))
 
 
 @router.post("/retrain", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
-             responses=responses(401, 403, 404, 422, 503), dependencies=Admin)
+             responses=responses(400, 401, 403, 404, 422), dependencies=Admin)
 def create_retrain_job(params: TrainingParams, request: Request, settings: SettingsDep,
                        jobs: JobStoreDep, queue: QueueDep) -> JobAccepted:
     """Queue a retrain job on a stored dataset; poll its status_url."""
@@ -31,20 +33,20 @@ def create_retrain_job(params: TrainingParams, request: Request, settings: Setti
     return enqueue(TRAIN_TASK, params, request, jobs, queue)
 
 
-@router.get("/jobs", response_model=JobList)
+@router.get("/jobs", response_model=JobList, responses=responses(422))
 def list_jobs(jobs: JobStoreDep, limit: int = 50) -> JobList:
     """Recent jobs, newest first."""
     return JobList(jobs=jobs.recent(max(1, min(limit, 500))))
 
 
-@router.get("/jobs/{job_id}", response_model=JobStatus, responses=responses(404))
+@router.get("/jobs/{job_id}", response_model=JobStatus, responses=responses(404, 422))
 def get_job(job_id: str, jobs: JobStoreDep) -> JobStatus:
     """A job's state, progress, resulting model version or error."""
     return jobs.get(job_id)
 
 
 @router.delete("/jobs/{job_id}", response_model=JobStatus,
-               responses=responses(401, 403, 404, 409), dependencies=Admin)
+               responses=responses(401, 403, 404, 409, 422), dependencies=Admin)
 def cancel_job(job_id: str, jobs: JobStoreDep) -> JobStatus:
     """Cancel: a queued job never runs; a running one stops at the next batch."""
     return jobs.cancel(job_id)

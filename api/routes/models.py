@@ -23,7 +23,9 @@ from shared.schemas import (
 )
 from shared.task_queue import EVALUATE_TASK
 
-router = APIRouter(prefix="/models", tags=["models"], dependencies=Reader)
+# Reads answer 401 without a key when CXR_REQUIRE_KEY_FOR_READS is on.
+router = APIRouter(prefix="/models", tags=["models"], dependencies=Reader,
+                   responses=responses(401))
 
 
 def _serving(server: ModelServerDep) -> ServingState:
@@ -42,14 +44,14 @@ def list_models(registry: RegistryDep, server: ModelServerDep) -> ModelList:
                      serving=_serving(server))
 
 
-@router.get("/{version}", response_model=Manifest, responses=responses(404))
+@router.get("/{version}", response_model=Manifest, responses=responses(404, 422))
 def get_model(version: str, registry: RegistryDep) -> Manifest:
     """The full manifest of a version."""
     return Manifest.model_validate(registry.manifest(version))
 
 
 @router.get("/{version}/evaluations", response_model=list[dict[str, Any]],
-            responses=responses(404))
+            responses=responses(404, 422))
 def list_model_evaluations(version: str, registry: RegistryDep) -> list[dict[str, Any]]:
     """External evaluations of a version (`cxr evaluate`), kept apart from its test results."""
     registry.manifest(version)
@@ -57,7 +59,7 @@ def list_model_evaluations(version: str, registry: RegistryDep) -> list[dict[str
 
 
 @router.post("/{version}/evaluate", status_code=status.HTTP_202_ACCEPTED,
-             response_model=JobAccepted, responses=responses(401, 403, 404, 503),
+             response_model=JobAccepted, responses=responses(400, 401, 403, 404, 422, 503),
              dependencies=Admin)
 def create_evaluation_job(version: str, body: EvaluationRequest, request: Request,
                           settings: SettingsDep, registry: RegistryDep, jobs: JobStoreDep,
@@ -77,7 +79,7 @@ FILES = {"card": "card.html"}
 
 @router.get("/{version}/{artifact}", response_class=FileResponse, responses={
     200: {"content": {"image/png": {}, "text/html": {}, "text/markdown": {}}},
-    **responses(404)})
+    **responses(404, 422)})
 def get_model_artifact(version: str, artifact: str, registry: RegistryDep) -> FileResponse:
     """A version's files: curves.png (loss and accuracy per epoch), reliability.png
     (calibration), card (the model card as HTML) and card.md."""
@@ -90,7 +92,7 @@ def get_model_artifact(version: str, artifact: str, registry: RegistryDep) -> Fi
 
 
 @router.post("/{version}/activate", response_model=ModelList,
-             responses=responses(401, 403, 404), dependencies=Admin)
+             responses=responses(401, 403, 404, 422), dependencies=Admin)
 def activate_model(version: str, registry: RegistryDep, server: ModelServerDep) -> ModelList:
     """Make a version the one served by every API process (pin, or roll back)."""
     registry.activate(version)

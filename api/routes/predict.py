@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, Response, UploadFile
+from fastapi import APIRouter, File, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Reader
@@ -15,6 +15,7 @@ from api.errors import responses
 from api.serving import ModelServer
 from shared.config import Settings
 from shared.errors import PayloadTooLarge
+from shared.explain import explain as explain_prediction
 from shared.inference import LoadedModel
 from shared.preprocessing import decode_grayscale
 from shared.schemas import Prediction
@@ -30,6 +31,13 @@ def _prepare(data: bytes, settings: Settings,
     return model, model.pixels(gray)
 
 
+def _explain(data: bytes, settings: Settings, server: ModelServer,
+             class_name: str | None) -> tuple[LoadedModel, Prediction]:
+    gray = decode_grayscale(data, settings.max_image_pixels)
+    model = server.model()
+    return model, explain_prediction(model, gray, class_name)
+
+
 @router.post("/predict", response_model=Prediction,
              responses=responses(400, 401, 413, 415, 422, 503))
 async def predict_image(
@@ -38,15 +46,24 @@ async def predict_image(
     settings: SettingsDep,
     batcher: BatcherDep,
     file: Annotated[UploadFile, File(description="A chest X-ray: PNG, JPEG or DICOM.")],
+    explain: Annotated[bool, Query(
+        description="Also return a Grad-CAM heat map of where the network looked.")] = False,
+    explain_class: Annotated[str | None, Query(
+        description="The class to map (default: the predicted one); implies explain.")] = None,
 ) -> Prediction:
     """Classify one chest X-ray with the active model version."""
     data = await file.read(settings.max_image_bytes + 1)
     if len(data) > settings.max_image_bytes:
         raise PayloadTooLarge(f"images are limited to {settings.max_image_bytes} bytes")
-    # Decoding runs in the threadpool, in parallel with the batcher's forward pass.
-    with batcher.arriving():
-        model, pixels = await run_in_threadpool(_prepare, data, settings, server)
-        future = batcher.submit(model, pixels)
-    prediction = await asyncio.wrap_future(future)
+    if explain or explain_class is not None:
+        # A gradient pass of its own, outside the batcher: it needs the Keras model.
+        model, prediction = await run_in_threadpool(_explain, data, settings, server,
+                                                    explain_class)
+    else:
+        # Decoding runs in the threadpool, in parallel with the batcher's forward pass.
+        with batcher.arriving():
+            model, pixels = await run_in_threadpool(_prepare, data, settings, server)
+            future = batcher.submit(model, pixels)
+        prediction = await asyncio.wrap_future(future)
     response.headers["X-Model-Version"] = model.version
     return prediction

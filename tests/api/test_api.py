@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from shared.config import Settings
-from tests.api.conftest import zip_bytes
+from shared.registry import Registry
+from tests.api.conftest import publish_random, wait_ready, zip_bytes
 from tests.conftest import AS_ADMIN, sample_files
 
 
@@ -154,6 +156,28 @@ def test_openapi_documents_every_route_and_the_error_model(client: TestClient) -
     assert client.get("/docs").status_code == 200
 
 
+def test_openapi_documents_refusals_without_a_key_and_every_422_as_an_error(
+    client: TestClient,
+) -> None:
+    for path, item in client.get("/openapi.json").json()["paths"].items():
+        for method, operation in item.items():
+            documented = operation["responses"]
+            if operation.get("security"):
+                assert "401" in documented, (method, path)
+            if "422" in documented:  # not FastAPI's default HTTPValidationError
+                body = documented["422"]["content"]["application/json"]["schema"]
+                assert body["$ref"].endswith("/ErrorResponse"), (method, path)
+
+
+def test_a_405_names_every_method_of_the_path(client: TestClient) -> None:
+    # Starlette would name those of the first route matching the path only.
+    for path, allow in (("/datasets", "GET, POST"), ("/jobs/abc", "DELETE, GET"),
+                        ("/models/v1/activate", "POST"), ("/healthz", "GET")):
+        response = client.put(path)
+        _error(response, 405, "method_not_allowed")
+        assert response.headers["allow"] == allow, path
+
+
 def test_an_unreachable_job_store_is_a_503_not_a_crash(tmp_path: Path) -> None:
     # Nothing listens on port 1: what the API sees while Redis is down.
     down = Settings(data_dir=tmp_path / "d", models_dir=tmp_path / "m", state_dir=tmp_path / "s",
@@ -177,3 +201,30 @@ def test_cors_is_off_by_default_and_on_for_configured_origins(settings: Settings
         assert allowed.headers["access-control-allow-origin"] == "https://viewer.example.org"
         other = client.options("/predict", headers={**preflight, "Origin": "https://evil.test"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_predict_with_explain_returns_the_same_answer_and_a_heat_map(
+        settings: Settings, radiography_root: Path) -> None:
+    registry = Registry(settings.models_dir)
+    version = publish_random(registry, seed=8)
+    registry.activate(version)
+    image = sample_files(radiography_root, 1)["Normal"][0].read_bytes()
+    with TestClient(create_app(settings), headers=AS_ADMIN) as client:
+        wait_ready(client)
+        plain = client.post("/predict", files={"file": ("x.png", image)}).json()
+        response = client.post("/predict?explain=true", files={"file": ("x.png", image)})
+        assert response.status_code == 200, response.text
+        assert response.headers["X-Model-Version"] == version
+        answer = response.json()
+        assert answer["label"] == plain["label"] and plain["explanation"] is None
+        for label, p in plain["probabilities"].items():
+            assert answer["probabilities"][label] == pytest.approx(p, abs=1e-5)
+        explanation = answer["explanation"]
+        assert explanation["class_name"] == answer["label"]
+        assert explanation["layer"] == "block5_conv3" and explanation["method"] == "grad-cam"
+        assert len(explanation["grid"]) == 2  # block5_conv3 of a 32 px model
+        assert base64.b64decode(explanation["overlay_png"]).startswith(b"\x89PNG")
+        other = client.post("/predict?explain_class=c", files={"file": ("x.png", image)})
+        assert other.status_code == 200 and other.json()["explanation"]["class_name"] == "c"
+        _error(client.post("/predict?explain_class=Pneumothorax",
+                           files={"file": ("x.png", image)}), 422, "unknown_class")

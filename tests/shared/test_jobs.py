@@ -14,7 +14,7 @@ import redis
 from shared.config import Settings
 from shared.errors import JobNotCancellable, JobNotFound
 from shared.jobs import JobStore, RedisJobStore, SqliteJobStore, open_job_store
-from shared.schemas import EpochMetrics, JobProgress, JobState, TrainingParams
+from shared.schemas import EpochMetrics, EpochPoint, JobProgress, JobState, TrainingParams
 
 StoreFactory = Callable[[float], JobStore]
 PARAMS = TrainingParams(dataset="tiny", epochs=3, fine_tune_epochs=2, image_size=32)
@@ -92,9 +92,28 @@ def test_report_progress_updates_a_running_job(store: JobStore) -> None:
                                              val_accuracy=0.75))
     time.sleep(0.01)
     assert store.report_progress(job_id, progress) is False
-    assert store.get(job_id).progress == progress
+    assert store.get(job_id).progress == progress.model_copy(update={"history": [
+        EpochPoint(epoch=2, phase="head", loss=0.5, accuracy=0.8, val_loss=0.6,
+                   val_accuracy=0.75)]})
     record = store.record(job_id)
     assert beat is not None and record.heartbeat_at is not None and record.heartbeat_at > beat
+
+
+def test_progress_keeps_every_epoch_and_a_resumed_run_replaces_the_redone_ones(
+        store: JobStore) -> None:
+    job_id = _running(store)
+
+    def report(epoch: int, loss: float, phase: str = "head") -> None:
+        store.report_progress(job_id, JobProgress(epoch=epoch, epochs=5, phase=phase,
+                                                  last=EpochMetrics(loss=loss)))
+
+    for epoch, loss in ((1, 0.9), (2, 0.8), (3, 0.7)):
+        report(epoch, loss)
+    report(3, 0.65)  # the worker died after epoch 3's report; its checkpoint was epoch 2
+    report(4, 0.6, "fine_tune")
+    history = store.get(job_id).progress.history
+    assert [(p.epoch, p.loss, p.phase) for p in history] == [
+        (1, 0.9, "head"), (2, 0.8, "head"), (3, 0.65, "head"), (4, 0.6, "fine_tune")]
 
 
 def test_finish_keeps_the_first_outcome(store: JobStore) -> None:

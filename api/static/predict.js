@@ -1,0 +1,175 @@
+// Predict: choose or drop an X-ray, see each class's probability and the heat map.
+
+import { $, api, el, pct, say, sayError } from "./common.js";
+
+const predictStatus = $("predict-status");
+const preview = $("preview");
+const previewNote = $("preview-note");
+const heatToggle = $("heatmap-toggle");
+let chosen = null; // the File to predict
+let objectUrl = null;
+let explanation = null;
+let predictRun = 0; // answers to older requests are dropped
+const HEAT_HELP = $("heatmap-help").textContent;
+
+preview.addEventListener("error", () => {
+  if (preview.hidden || !preview.getAttribute("src")) return;
+  showNote("This browser cannot show the chosen file; the service may still read it.");
+});
+
+async function isDicom(file) {
+  if (/\.(dcm|dicom)$/i.test(file.name) || file.type === "application/dicom") return true;
+  const head = new Uint8Array(await file.slice(128, 132).arrayBuffer());
+  return String.fromCharCode(...head) === "DICM";
+}
+
+function showImage(src, alt, caption) {
+  preview.src = src;
+  preview.alt = alt;
+  preview.hidden = false;
+  previewNote.hidden = true;
+  $("preview-caption").textContent = caption;
+}
+
+function showNote(text) {
+  preview.hidden = true;
+  preview.removeAttribute("src");
+  previewNote.hidden = false;
+  previewNote.textContent = text;
+  $("preview-caption").textContent = "";
+}
+
+async function choose(file) {
+  if (!file) return;
+  chosen = file;
+  explanation = null;
+  heatToggle.checked = false;
+  heatToggle.disabled = true;
+  $("heatmap-help").textContent = HEAT_HELP;
+  $("answer").hidden = true; // the last answer was about another image
+  if (objectUrl) URL.revokeObjectURL(objectUrl);
+  objectUrl = null;
+  if (await isDicom(file)) {
+    showNote("Browsers cannot show DICOM images: the preview appears after the " +
+             "prediction, as the model saw it.");
+  } else {
+    objectUrl = URL.createObjectURL(file);
+    showImage(objectUrl, `The chosen image, ${file.name}`, file.name);
+  }
+  await predict();
+}
+
+function renderBars(probabilities, label) {
+  const list = $("probabilities");
+  list.replaceChildren();
+  Object.entries(probabilities).forEach(([name, p], index) => {
+    const id = `prob-${index}`;
+    const item = el("li", { className: name === label ? "predicted" : "" },
+      el("label", { for: id, text: name }),
+      el("meter", { id, min: "0", max: "1", value: String(p) }, pct(p)),
+      el("span", { className: "pct", text: pct(p) }));
+    list.append(item);
+  });
+}
+
+function renderShift(shift) {
+  const box = $("shift");
+  if (!shift) {
+    box.hidden = true;
+    return;
+  }
+  box.hidden = false;
+  const numbers = `shift score ${shift.score.toFixed(1)}, threshold ${shift.threshold.toFixed(1)}`;
+  if (shift.flagged) {
+    box.className = "shift flagged";
+    box.replaceChildren(el("strong", { text: "Unusual image. " }),
+      "It lies outside what this model was trained on: do not trust these " +
+      `probabilities (${numbers}).`);
+  } else {
+    box.className = "shift ok";
+    box.replaceChildren(`Similar to the training images (${numbers}).`);
+  }
+}
+
+function showExplanation() {
+  if (!explanation) return;
+  const overlay = heatToggle.checked;
+  const data = overlay ? explanation.overlay_png : explanation.image_png;
+  showImage(`data:image/png;base64,${data}`,
+    overlay ? `Heat map of the regions that drove the class ${explanation.class_name}, ` +
+              "over the X-ray as the model saw it"
+            : "The X-ray as the model saw it, in gray",
+    overlay ? `Heat map for ${explanation.class_name} (layer ${explanation.layer})`
+            : "The X-ray as the model saw it");
+}
+
+async function predict() {
+  if (!chosen) {
+    say(predictStatus, "Choose an image first.", "error");
+    return;
+  }
+  const run = ++predictRun;
+  const form = new FormData();
+  form.append("file", chosen, chosen.name);
+  say(predictStatus, `Predicting ${chosen.name}…`, "busy");
+  $("predict-result").setAttribute("aria-busy", "true");
+  try {
+    const response = await api("/predict?explain=true", { method: "POST", body: form });
+    const answer = await response.json();
+    if (run !== predictRun) return;
+    renderPrediction(answer, response.headers.get("X-Model-Version"));
+  } catch (error) {
+    if (run === predictRun) sayError(predictStatus, error);
+  } finally {
+    if (run === predictRun) $("predict-result").removeAttribute("aria-busy");
+  }
+}
+
+function renderPrediction(answer, headerVersion) {
+  $("answer").hidden = false;
+  $("predicted-label").textContent = answer.label;
+  renderBars(answer.probabilities, answer.label);
+  renderShift(answer.distribution_shift);
+  const version = answer.model_version || headerVersion;
+  $("answer-version").textContent = version;
+  explanation = answer.explanation && answer.explanation.image_png ? answer.explanation : null;
+  heatToggle.disabled = !explanation;
+  if (explanation) {
+    $("heatmap-help").textContent = `Where the model looked for ${explanation.class_name} ` +
+      `(Grad-CAM on ${explanation.layer}).`;
+    showExplanation();
+  } else {
+    heatToggle.checked = false;
+    $("heatmap-help").textContent = "This server returned no heat map for this prediction.";
+    if (!objectUrl) showNote("Browsers cannot show DICOM images, and this server returned " +
+                             "no preview of it.");
+  }
+  const flagged = answer.distribution_shift && answer.distribution_shift.flagged;
+  say(predictStatus, `${answer.label}, ${pct(answer.probabilities[answer.label])}, from ` +
+      `model version ${version}.${flagged ? " Warning: an unusual image." : ""}`,
+      flagged ? "warn" : "ok");
+}
+
+export function initPredict() {
+  $("predict-file").addEventListener("change", (event) => choose(event.target.files[0]));
+  heatToggle.addEventListener("change", showExplanation);
+  $("predict-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    predict();
+  });
+  const drop = $("drop-zone");
+  drop.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    const files = event.dataTransfer && event.dataTransfer.files;
+    if (files && files.length) {
+      $("predict-file").files = files;
+      choose(files[0]);
+    }
+  });
+}

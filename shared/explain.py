@@ -1,0 +1,140 @@
+"""Where the network looked: Grad-CAM on ``block5_conv3``, in the same pass as the prediction.
+
+Grad-CAM (Selvaraju et al., ICCV 2017; keras-io ``examples/vision/grad_cam.py``) weighs each
+channel of the last convolution by the mean gradient of the class score over it, sums, and
+keeps the positive part. The class score is the logit (the softmax's input), as in the paper:
+the softmax's own gradient vanishes for a confident class. The same forward pass gives the
+probabilities (calibrated as served) and the shift features, so the map explains exactly the
+answer returned with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from shared.calibration import apply_temperature
+from shared.errors import ExplanationUnavailable, UnknownClass
+from shared.inference import Inference, LoadedModel
+from shared.modeling import CAM_LAYER
+from shared.preprocessing import prepare_gray, resize_to_rgb, to_model_input
+from shared.schemas import Explanation, Prediction
+from shared.shift import shift_features
+
+POOL_LAYER, OUTPUT_LAYER = "avg_pool", "predictions"
+OVERLAY_MAX_SIDE = 512
+
+
+@dataclass(frozen=True)
+class ClassActivation:
+    """One image's pass: raw softmax probabilities, shift features, and the map (h x w, in
+    [0, 1], all zeros where no location speaks for the class) of class ``index``."""
+
+    probabilities: np.ndarray
+    features: np.ndarray | None
+    index: int
+    heatmap: np.ndarray
+
+
+class GradCam:
+    """Grad-CAM for a classifier built by ``shared.modeling.build_model``."""
+
+    def __init__(self, model: Any, with_features: bool) -> None:
+        import keras
+
+        try:
+            conv, pooled = model.get_layer(CAM_LAYER), model.get_layer(POOL_LAYER)
+            self._dense = model.get_layer(OUTPUT_LAYER)
+        except ValueError as exc:
+            raise ExplanationUnavailable(
+                f"this version's network has no {CAM_LAYER}/{POOL_LAYER}/{OUTPUT_LAYER} layer"
+            ) from exc
+        outputs = [conv.output, pooled.output]
+        if with_features:
+            outputs.append(shift_features(model))
+        self._net = keras.Model(model.input, outputs)
+
+    def __call__(self, pixels: np.ndarray, index: int | None = None) -> ClassActivation:
+        """``pixels``: one (size, size, 3) image in [0, 255]; ``index``: the class to
+        explain, the predicted one by default."""
+        import tensorflow as tf
+
+        batch = tf.convert_to_tensor(to_model_input(pixels[None]))
+        with tf.GradientTape() as tape:
+            maps, pooled, *features = self._net(batch, training=False)
+            maps = tf.cast(maps, tf.float32)  # mixed-precision versions compute in float16
+            logits = tf.matmul(tf.cast(pooled, tf.float32), tf.cast(self._dense.kernel,
+                                                                    tf.float32))
+            logits += tf.cast(self._dense.bias, tf.float32)
+            chosen = int(np.argmax(logits[0])) if index is None else index
+            score = logits[0, chosen]
+        grads = tape.gradient(score, maps)[0]
+        weights = tf.reduce_mean(grads, axis=(0, 1))
+        cam = tf.nn.relu(tf.reduce_sum(maps[0] * weights, axis=-1)).numpy()
+        peak = float(cam.max())
+        return ClassActivation(
+            probabilities=tf.nn.softmax(logits)[0].numpy(),
+            features=np.asarray(features[0]) if features else None,
+            index=chosen,
+            heatmap=cam / peak if peak > 0 else np.zeros_like(cam),
+        )
+
+
+def _hot(values: np.ndarray) -> np.ndarray:
+    """Matplotlib's 'hot' colour map (black, red, yellow, white) for values in [0, 1]."""
+    return np.clip(np.stack([3 * values, 3 * values - 1, 3 * values - 2], axis=-1), 0, 1)
+
+
+def _png(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def render(gray: np.ndarray, heatmap: np.ndarray) -> tuple[str, str]:
+    """The image (a float gray HxW in [0, 255], as prepared for the model before resizing)
+    and the heat map stretched over it, blended by its own strength: base64 PNGs, at most
+    OVERLAY_MAX_SIDE pixels on the longest side."""
+    height, width = gray.shape[:2]
+    scale = min(1.0, OVERLAY_MAX_SIDE / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image = Image.fromarray(np.clip(gray, 0, 255).astype(np.float32), mode="F")
+    plane = np.asarray(image.resize(size, Image.Resampling.BILINEAR), np.float32) / 255.0
+    # The model saw the image stretched to a square: the map stretches back the same way.
+    heat = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize(
+        size, Image.Resampling.BILINEAR), np.float32).clip(0, 1)
+    alpha = 0.6 * heat[..., None]
+    blended = (1 - alpha) * plane[..., None] + alpha * _hot(heat)
+    return (_png((plane * 255 + 0.5).astype(np.uint8)),
+            _png((blended * 255 + 0.5).astype(np.uint8)))
+
+
+def explain(loaded: LoadedModel, gray: np.ndarray, class_name: str | None = None) -> Prediction:
+    """The answer for one decoded image with its Grad-CAM map, from one TensorFlow pass of
+    the version's own Keras model (whatever runtime serves its plain predictions)."""
+    if class_name is not None and class_name not in loaded.classes:
+        raise UnknownClass(f"{class_name!r} is not a class of version {loaded.version}; "
+                           f"its classes are {loaded.classes}")
+    prepared = prepare_gray(gray, loaded.options)
+    pixels = resize_to_rgb(prepared, loaded.image_size)
+    index = None if class_name is None else loaded.classes.index(class_name)
+    with loaded.lock:  # one pass at a time per version, batched predictions included
+        if loaded.cam is None:
+            loaded.cam = GradCam(loaded.model, with_features=loaded.shift is not None)
+        activation = loaded.cam(pixels, index)
+    probabilities = activation.probabilities[None]
+    if loaded.temperature != 1.0:
+        probabilities = apply_temperature(probabilities, loaded.temperature)
+    scores = None
+    if loaded.shift is not None and activation.features is not None:
+        scores = loaded.shift.scores(activation.features)
+    answer = loaded.answer(Inference(probabilities, scores), 0)
+    image_png, overlay_png = render(prepared, activation.heatmap)
+    return answer.model_copy(update={"explanation": Explanation(
+        layer=CAM_LAYER, class_name=loaded.classes[activation.index], image_png=image_png,
+        overlay_png=overlay_png, grid=np.round(activation.heatmap, 4).tolist())})

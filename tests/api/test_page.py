@@ -1,0 +1,71 @@
+"""The web page's files as the API serves them (the page in a browser: integration tests)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from api.routes.page import ASSETS, STATIC
+from shared.config import Settings
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def client(settings: Settings) -> TestClient:
+    # No lifespan: the page needs neither a model nor a queue.
+    return TestClient(create_app(settings))
+
+
+def test_the_page_is_served_at_the_root_with_its_script_and_style(client: TestClient) -> None:
+    page = client.get("/", follow_redirects=False)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert '<script type="module" src="/static/app.js">' in page.text
+    assert '<link rel="stylesheet" href="/static/style.css">' in page.text
+    for name, media_type in ASSETS.items():
+        asset = client.get(f"/static/{name}")
+        assert asset.status_code == 200 and asset.headers["content-type"] == media_type
+    assert "/" not in client.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("name", ["index.html", "../routes/page.py", "nope.js", "%2e%2e"])
+def test_only_the_named_assets_are_served(client: TestClient, name: str) -> None:
+    response = client.get(f"/static/{name}")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_the_page_loads_nothing_from_elsewhere() -> None:
+    """No CDN: it must work offline and behind a firewall."""
+    for path in STATIC.iterdir():
+        text = path.read_text()
+        assert not re.search(r"(src|href)=\"(https?:)?//", text), path
+        assert not re.search(r"url\((\"|')?(https?:)?//", text), path
+        assert "fetch(\"http" not in text, path
+        # modules import only each other, and each one the page may load
+        for module in re.findall(r'from "([^"]+)"', text):
+            assert module.startswith("./") and module[2:] in ASSETS, (path, module)
+
+
+def test_every_control_has_a_label() -> None:
+    html = (STATIC / "index.html").read_text()
+    labelled = set(re.findall(r'<label for="([^"]+)"', html))
+    controls = re.findall(r'<(?:input|select|textarea|progress)\b[^>]*\bid="([^"]+)"', html)
+    assert controls and set(controls) <= labelled
+
+
+def test_the_static_files_are_package_data() -> None:
+    """A non-editable install (the API image) carries the page."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "static/*" in setuptools["package-data"]["api"]
+    assert {p.name for p in STATIC.iterdir()} == {"index.html", *ASSETS}
+
+
+def test_the_page_is_open_when_reads_need_a_key(settings: Settings) -> None:
+    """The key is typed into the page, so the page itself cannot need one."""
+    closed = TestClient(create_app(settings.model_copy(update={"require_key_for_reads": True})))
+    assert closed.get("/").status_code == 200 and closed.get("/static/app.js").status_code == 200
+    assert closed.get("/datasets").status_code == 401
