@@ -83,10 +83,11 @@ def kinds(images: list[bytes], oversized: int) -> list[Kind]:
     big = b"\0" * oversized
 
     def upload(data: bytes | Callable[[random.Random], bytes], name: str = "x.png",
-               kind: str = "image/png", field: str = "file") -> Callable[[random.Random], Send]:
+               kind: str = "image/png", field: str = "file",
+               path: str = "/predict") -> Callable[[random.Random], Send]:
         def make(rng: random.Random) -> Send:
             body = data(rng) if callable(data) else data
-            return "POST", "/predict", {"files": {field: (name, body, kind)}}
+            return "POST", path, {"files": {field: (name, body, kind)}}
         return make
 
     def get(path: Callable[[random.Random], str]) -> Callable[[random.Random], Send]:
@@ -98,6 +99,9 @@ def kinds(images: list[bytes], oversized: int) -> list[Kind]:
 
     return [
         Kind("predict", 40, 200, upload(lambda rng: rng.choice(images))),
+        # Grad-CAM: a gradient pass of its own, outside the batcher, on the same model lock
+        Kind("predict_explain", 3, 200, upload(lambda rng: rng.choice(images),
+                                               path="/predict?explain=true")),
         Kind("truncated_png", 5, 400, upload(truncated)),
         Kind("random_bytes", 4, 400, upload(lambda rng: rng.randbytes(rng.randrange(1, 50_000)))),
         Kind("empty_file", 3, 400, upload(b"")),
@@ -126,10 +130,13 @@ def contract(kind: Kind, response: httpx.Response) -> str | None:
         if status != 200:
             return f"status {status}, expected 200"
         try:
-            named = kind.name != "predict" or bool(response.json().get("model_version"))
+            body = response.json() if kind.name.startswith("predict") else {}
+            named = not kind.name.startswith("predict") or bool(body.get("model_version"))
+            if kind.name == "predict_explain":
+                named = named and bool((body.get("explanation") or {}).get("overlay_png"))
         except (ValueError, AttributeError):
             named = False
-        return None if named else "200 without a JSON model_version"
+        return None if named else "200 without a JSON model_version (or heat map)"
     if not 400 <= status < 500:
         return f"status {status}, expected 4xx"
     try:
