@@ -22,10 +22,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -43,12 +44,19 @@ class _Request:
     future: Future[Prediction] = field(default_factory=Future)
 
 
+class BatchObserver(Protocol):
+    def batch_started(self, size: int, waits: Sequence[float]) -> None:
+        """A forward pass of ``size`` images starts; each waited so long since submission."""
+
+
 class Batcher:
-    def __init__(self, max_size: int, max_delay_s: float) -> None:
+    def __init__(self, max_size: int, max_delay_s: float,
+                 observer: BatchObserver | None = None) -> None:
         if max_size < 1 or max_delay_s < 0:
             raise ValueError("max_size must be at least 1 and max_delay_s not negative")
         self.max_size = max_size
         self.max_delay_s = max_delay_s
+        self.observer = observer
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, read by tests
         self._queue: deque[_Request] = deque()
         self._ready = threading.Condition()
@@ -126,6 +134,7 @@ class Batcher:
             live = [r for r in batch if r.future.set_running_or_notify_cancel()]
             if not live:
                 continue
+            self._observe(live)
             try:
                 predictions = live[0].model.predict_batch(np.stack([r.pixels for r in live]))
             except Exception as exc:  # the pass failed: every request in it gets the error
@@ -135,3 +144,12 @@ class Batcher:
                 continue
             for request, prediction in zip(live, predictions, strict=True):
                 request.future.set_result(prediction)
+
+    def _observe(self, batch: list[_Request]) -> None:
+        if self.observer is None:
+            return
+        now = time.monotonic()
+        try:
+            self.observer.batch_started(len(batch), [now - r.arrived for r in batch])
+        except Exception:  # metrics must never stop the passes
+            log.exception("observing a batch failed")

@@ -12,6 +12,7 @@ from celery import Celery
 from fastapi import Depends, Request
 
 from api.batching import Batcher
+from api.metrics import Metrics
 from api.serving import ModelServer
 from shared.config import Settings
 from shared.jobs import JobStore
@@ -32,3 +33,4 @@ ModelServerDep = Annotated[ModelServer, Depends(_from_state("model_server"))]
 JobStoreDep = Annotated[JobStore, Depends(_from_state("jobs"))]
 QueueDep = Annotated[Celery, Depends(_from_state("queue"))]
 BatcherDep = Annotated[Batcher, Depends(_from_state("batcher"))]
+MetricsDep = Annotated[Metrics, Depends(_from_state("metrics"))]

@@ -12,7 +12,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
 from api.batching import Batcher
-from api.routes import datasets, health, jobs, models, page, predict
+from api.metrics import Metrics, RequestMetrics
+from api.routes import datasets, health, jobs, metrics, models, page, predict
 from api.serving import ModelServer
 from shared.config import Settings, get_settings
 from shared.inference import configure_tensorflow_threads, load_version, warm_batch_sizes
@@ -33,9 +34,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     loader = partial(load_version, runtime=settings.inference_runtime,
                      warm_batch_sizes=warm_batch_sizes(settings.batch_max_size),
                      threads=settings.inference_threads, timings={})
-    server = ModelServer(app.state.registry, settings.reload_interval_s, loader)
+    observer: Metrics = app.state.metrics
+    server = ModelServer(app.state.registry, settings.reload_interval_s, loader,
+                         on_load=observer.model_loaded)
     app.state.model_server = server
-    batcher = Batcher(settings.batch_max_size, settings.batch_max_delay_ms / 1000)
+    batcher = Batcher(settings.batch_max_size, settings.batch_max_delay_ms / 1000,
+                      observer=observer)
     app.state.batcher = batcher
     server.start()
     batcher.start()
@@ -58,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics(jobs=lambda: getattr(app.state, "jobs", None))
     errors.install(app)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -75,7 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 f"request body of {length} bytes exceeds {settings.max_upload_bytes}")
         return await call_next(request)
 
+    # Added last, so outermost of ours: it also counts what limit_body refuses.
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     for router in (predict.router, datasets.router, jobs.router, models.router, health.router,
-                   page.router):
+                   metrics.router, page.router):
         app.include_router(router)
     return app

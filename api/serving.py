@@ -46,9 +46,11 @@ def _trim_heap() -> None:
 
 class ModelServer:
     def __init__(self, registry: Registry, poll_interval_s: float,
-                 loader: Callable[[Registry, str], LoadedModel] = load_version) -> None:
+                 loader: Callable[[Registry, str], LoadedModel] = load_version,
+                 on_load: Callable[[LoadedModel, float], None] | None = None) -> None:
         self.registry = registry
         self.loader = loader
+        self.on_load = on_load  # told of each version swapped in and its load time (metrics)
         self.poll_interval_s = poll_interval_s
         self.current: LoadedModel | None = None
         self.load_error: str | None = None
@@ -102,16 +104,21 @@ class ModelServer:
             self.load_error = None
             return
         log.info("loading model version %s", pointer.version)
+        started = time.monotonic()
         try:
             loaded = self.loader(self.registry, pointer.version)
         except CxrError as exc:
             self.load_error = exc.message
             log.error("not serving %s: %s", pointer.version, exc.message)
             return
+        seconds = time.monotonic() - started
+        if self.on_load is not None:  # before the swap: whoever sees it served sees it counted
+            self.on_load(loaded, seconds)
         if self.current is not None:
             self._retired, self._retired_at = weakref.ref(self.current), time.monotonic()
         self.current, self.load_error = loaded, None
-        log.info("now serving model version %s (%s)", loaded.version, loaded.runtime)
+        log.info("now serving model version %s (%s) after loading for %.1f s",
+                 loaded.version, loaded.runtime, seconds)
         release_freed_memory()  # what loading left behind
 
     def release_retired(self) -> None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Reader
-from api.deps import BatcherDep, ModelServerDep, SettingsDep
+from api.deps import BatcherDep, MetricsDep, ModelServerDep, SettingsDep
 from api.errors import responses
 from api.serving import ModelServer
 from shared.config import Settings
@@ -45,6 +45,7 @@ async def predict_image(
     server: ModelServerDep,
     settings: SettingsDep,
     batcher: BatcherDep,
+    metrics: MetricsDep,
     file: Annotated[UploadFile, File(description="A chest X-ray: PNG, JPEG or DICOM.")],
     explain: Annotated[bool, Query(
         description="Also return a Grad-CAM heat map of where the network looked.")] = False,
@@ -65,5 +66,6 @@ async def predict_image(
             model, pixels = await run_in_threadpool(_prepare, data, settings, server)
             future = batcher.submit(model, pixels)
         prediction = await asyncio.wrap_future(future)
+    metrics.predicted(prediction.label)
     response.headers["X-Model-Version"] = model.version
     return prediction

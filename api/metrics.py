@@ -1,0 +1,137 @@
+"""Prometheus metrics, served at ``GET /metrics`` (``api/routes/metrics.py``).
+
+Each app has its own ``CollectorRegistry`` (on ``app.state.metrics``), never the process-wide
+default one, so several apps in one process (the tests) do not clash. Request series are
+labelled by route template (``/models/{version}``), never by path, so their number stays
+bounded however clients spell URLs; a request no route matched is ``unmatched``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Sequence
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import CxrError
+from shared.inference import LoadedModel
+from shared.jobs import JobStore
+from shared.schemas import JobState
+
+log = logging.getLogger(__name__)
+
+METRICS_PATH = "/metrics"
+UNMATCHED = "unmatched"
+# Any other method a client invents is counted as "other": labels stay bounded.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The job gauge counts the states of this many most recent jobs, read at each scrape.
+JOBS_SCRAPED = 100
+
+
+class JobStateCollector(Collector):
+    """``cxr_jobs{state}`` read from the job store at scrape time; no series while it is down."""
+
+    def __init__(self, store: Callable[[], JobStore | None]) -> None:
+        self.store = store
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        store = self.store()
+        if store is None:  # before the app's start-up
+            return []
+        try:
+            states = Tally(job.state for job in store.recent(JOBS_SCRAPED))
+        except (redis.RedisError, sqlite3.Error, CxrError) as exc:
+            log.warning("job store unreachable while scraping metrics: %s", exc)
+            return []
+        family = self._family()
+        for state in JobState:
+            family.add_metric([state.value], states[state])
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "cxr_jobs", f"Jobs by state among the {JOBS_SCRAPED} most recent.", labels=["state"])
+
+
+class Metrics:
+    """Every series of one app, and the hooks that the batcher and the model server call."""
+
+    def __init__(self, jobs: Callable[[], JobStore | None]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("cxr_http_requests", "HTTP requests answered.",
+                                ["method", "route", "status"], registry=r)
+        self.request_seconds = Histogram("cxr_http_request_duration_seconds",
+                                         "Time to answer an HTTP request.",
+                                         ["method", "route"], registry=r)
+        self.batch_size = Histogram("cxr_batch_size", "Images per forward pass.",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.queue_wait = Histogram(
+            "cxr_batch_queue_wait_seconds",
+            "From an image's submission to the start of its batch's forward pass.",
+            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5), registry=r)
+        self.model_load = Histogram(
+            "cxr_model_load_seconds", "Loading, verifying and warming up a model version.",
+            buckets=(.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r)
+        self.model_info = Gauge("cxr_model_info", "The served model version (always 1).",
+                                ["version", "runtime"], registry=r)
+        self.predictions = Counter("cxr_predictions", "Predictions answered, by label.",
+                                   ["label"], registry=r)
+        r.register(JobStateCollector(jobs))
+
+    def batch_started(self, size: int, waits: Sequence[float]) -> None:
+        """The batcher is about to run a forward pass (``api.batching.BatchObserver``)."""
+        self.batch_size.observe(size)
+        for wait in waits:
+            self.queue_wait.observe(wait)
+
+    def model_loaded(self, model: LoadedModel, seconds: float) -> None:
+        """The model server swapped in ``model`` (``api.serving.ModelServer``)."""
+        self.model_load.observe(seconds)
+        self.model_info.clear()  # only the served version has a series
+        self.model_info.labels(model.version, model.runtime).set(1)
+
+    def predicted(self, label: str) -> None:
+        self.predictions.labels(label).inc()
+
+
+class RequestMetrics:
+    """ASGI middleware: counts and times each HTTP request by method, route and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500  # 500 unless an answer started
+
+        async def send_seeing_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_seeing_status)
+        finally:
+            # The router sets scope["route"] in place once a route matched the path.
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            if route != METRICS_PATH:
+                method = scope["method"] if scope["method"] in METHODS else "other"
+                self.metrics.requests.labels(method, route, str(status)).inc()
+                self.metrics.request_seconds.labels(method, route).observe(
+                    time.perf_counter() - start)

@@ -1,0 +1,20 @@
+"""Prometheus metrics of this API process (``api/metrics.py``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.auth import Reader
+from api.deps import MetricsDep
+from api.metrics import METRICS_PATH
+
+# Open like the other reads (a key with CXR_REQUIRE_KEY_FOR_READS); for scrapers, not clients,
+# so kept out of the OpenAPI schema.
+router = APIRouter(tags=["metrics"], dependencies=Reader, include_in_schema=False)
+
+
+@router.get(METRICS_PATH)
+def get_metrics(metrics: MetricsDep) -> Response:
+    """Every series in the Prometheus text format; the job gauge is read from the store now."""
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
