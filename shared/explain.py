@@ -18,13 +18,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shared.calibration import apply_temperature
 from shared.errors import ExplanationUnavailable, UnknownClass
-from shared.inference import Inference, LoadedModel
+from shared.inference import LoadedModel
 from shared.modeling import CAM_LAYER
 from shared.preprocessing import prepare_gray, resize_to_rgb, to_model_input
 from shared.schemas import Explanation, Prediction
-from shared.shift import FEATURE_LAYERS
+from shared.shift import shift_features
 
 POOL_LAYER, OUTPUT_LAYER = "avg_pool", "predictions"
 # From the map to the dense layer's input, as build_model wires them (dropout is inert).
@@ -63,11 +62,9 @@ class GradCam:
             raise ExplanationUnavailable(
                 f"this version's network lacks one of {CAM_LAYER}, {HEAD_LAYERS}, "
                 f"{OUTPUT_LAYER}") from exc
-        # The shift features taken before the map (block pools); the head gives the last.
-        self._early = [name for name in FEATURE_LAYERS if name != POOL_LAYER] \
-            if with_features else []
-        outputs = [conv.output] + [keras.ops.mean(model.get_layer(name).output, axis=(1, 2))
-                                   for name in self._early]
+        # The shift features come out of the graph as served (their avg_pool part repeats
+        # the head's cheap pooling, outside the tape).
+        outputs = [conv.output] + ([shift_features(model)] if with_features else [])
         base = keras.Model(model.input, outputs)
         size = int(model.input.shape[1])
         self._base = tf.function(lambda batch: base(batch, training=False),
@@ -80,7 +77,7 @@ class GradCam:
 
         outputs = self._base(tf.convert_to_tensor(to_model_input(pixels[None])))
         # Keras hands back a lone output as itself, not as a list of one
-        maps, *early = outputs if isinstance(outputs, list | tuple) else [outputs]
+        maps, *features = outputs if isinstance(outputs, list | tuple) else [outputs]
         maps = tf.cast(maps, tf.float32)  # mixed-precision versions compute in float16
         with tf.GradientTape() as tape:
             tape.watch(maps)
@@ -95,13 +92,9 @@ class GradCam:
         weights = tf.reduce_mean(grads, axis=(0, 1))
         cam = tf.nn.relu(tf.reduce_sum(maps[0] * weights, axis=-1)).numpy()
         peak = float(cam.max())
-        features = None
-        if self._early:
-            features = np.concatenate([np.asarray(t, np.float32) for t in early]
-                                      + [np.asarray(pooled, np.float32)], axis=-1)
         return ClassActivation(
             probabilities=tf.nn.softmax(logits)[0].numpy(),
-            features=features,
+            features=np.asarray(features[0]) if features else None,
             index=chosen,
             heatmap=cam / peak if peak > 0 else np.zeros_like(cam),
         )
@@ -149,13 +142,8 @@ def explain(loaded: LoadedModel, gray: np.ndarray, class_name: str | None = None
         if loaded.cam is None:
             loaded.cam = GradCam(loaded.model, with_features=loaded.shift is not None)
         activation = loaded.cam(pixels, index)
-    probabilities = activation.probabilities[None]
-    if loaded.temperature != 1.0:
-        probabilities = apply_temperature(probabilities, loaded.temperature)
-    scores = None
-    if loaded.shift is not None and activation.features is not None:
-        scores = loaded.shift.scores(activation.features)
-    answer = loaded.answer(Inference(probabilities, scores), 0)
+    answer = loaded.answer(loaded.calibrated(activation.probabilities[None],
+                                             activation.features), 0)
     image_png, overlay_png = render(prepared, activation.heatmap)
     return answer.model_copy(update={"explanation": Explanation(
         layer=CAM_LAYER, class_name=loaded.classes[activation.index], image_png=image_png,

@@ -123,9 +123,12 @@ class LoadedModel:
                 raise RuntimeError("no forward pass: load versions with load_version()")
             outputs = self.forward(batch)
         if self.shift is None:
-            raw, features = np.asarray(outputs), None
-        else:
-            features, raw = (np.asarray(t) for t in outputs)
+            return self.calibrated(np.asarray(outputs), None)
+        features, raw = (np.asarray(t) for t in outputs)
+        return self.calibrated(raw, features)
+
+    def calibrated(self, raw: np.ndarray, features: np.ndarray | None) -> Inference:
+        """A pass's softmax outputs temperature-scaled, and its features shift-scored."""
         probabilities = (apply_temperature(raw, self.temperature)
                          if self.temperature != 1.0 else raw)
         scores = None if self.shift is None or features is None else self.shift.scores(features)

@@ -136,3 +136,26 @@ def test_a_version_needing_unknown_preprocessing_is_not_served(tmp_path: Path) -
     server.check()
     assert server.current is None
     assert server.load_error is not None and "some-future-pipeline" in server.load_error
+
+
+def test_a_replaced_version_is_released_once_its_last_request_lets_go(
+        registry: Registry) -> None:
+    import gc
+    import weakref
+
+    v_old, v_new = sorted(m["version"] for m in registry.versions())
+    server = ModelServer(registry, poll_interval_s=0.1)
+    registry.activate(v_old)
+    server.check()
+    in_flight = server.model()  # a request still computing on the old version
+    registry.activate(v_new)
+    server.check()
+    server.release_retired()
+    assert server._retired is not None and server._retired() is in_flight  # still waited on
+    gone = weakref.ref(in_flight)
+    del in_flight  # the request answers
+    server.release_retired()
+    assert server._retired is None
+    gc.collect()
+    assert gone() is None  # nothing else kept the old version alive
+    assert server.model().version == v_new

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -155,20 +157,23 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in path.read_text().split()] if path.exists() else []
 
 
+def _training_past_epoch_two(client: httpx.Client, radiography_root: Path) -> str:
+    """Upload the tiny dataset, start an 8-epoch job and return its id once 2 epochs are done."""
+    upload_tiny(client, radiography_root)
+    accepted = client.post("/retrain", json={"dataset": "tiny", **TINY, "epochs": 8})
+    assert accepted.status_code == 202, accepted.text
+    job_id = str(accepted.json()["job_id"])
+    _until(lambda: client.get(f"/jobs/{job_id}").json()["progress"]["epoch"] >= 2,
+           240, "training never reached its second epoch")
+    return job_id
+
+
 def test_a_training_process_killed_mid_run_is_resumed_and_publishes_once(
         redis_url: str, tmp_path: Path, radiography_root: Path) -> None:
-    import os
-    import signal
-
     service = start_service(tmp_path, redis_url, {"CXR_JOB_TAKEOVER_AFTER_S": "5"})
     try:
         with service.client() as client:
-            upload_tiny(client, radiography_root)
-            accepted = client.post("/retrain", json={"dataset": "tiny", **TINY, "epochs": 8})
-            assert accepted.status_code == 202, accepted.text
-            job_id = accepted.json()["job_id"]
-            _until(lambda: client.get(f"/jobs/{job_id}").json()["progress"]["epoch"] >= 2,
-                   240, "training never reached its second epoch")
+            job_id = _training_past_epoch_two(client, radiography_root)
             # the OOM killer's way: the process that trains dies at once, its parent lives
             training = _children(service.processes["worker"].pid)
             assert len(training) == 1, training
@@ -188,18 +193,10 @@ def test_a_training_process_killed_mid_run_is_resumed_and_publishes_once(
 
 def test_a_worker_killed_outright_ends_its_job_failed_and_the_next_job_runs(
         redis_url: str, tmp_path: Path, radiography_root: Path) -> None:
-    import os
-    import signal
-
     service = start_service(tmp_path, redis_url, {"CXR_JOB_HEARTBEAT_TIMEOUT_S": "10"})
     try:
         with service.client() as client:
-            upload_tiny(client, radiography_root)
-            accepted = client.post("/retrain", json={"dataset": "tiny", **TINY, "epochs": 8})
-            assert accepted.status_code == 202, accepted.text
-            lost_id = accepted.json()["job_id"]
-            _until(lambda: client.get(f"/jobs/{lost_id}").json()["progress"]["epoch"] >= 2,
-                   240, "training never reached its second epoch")
+            lost_id = _training_past_epoch_two(client, radiography_root)
             # the host's way (power, kernel panic, docker kill): parent and child at once
             os.killpg(service.processes["worker"].pid, signal.SIGKILL)
             service.processes["worker"].wait()
