@@ -130,20 +130,26 @@ class Batcher:
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
-            self.batch_sizes.append(len(batch))
-            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            self._observe(live)
-            try:
-                predictions = live[0].model.predict_batch(np.stack([r.pixels for r in live]))
-            except Exception as exc:  # the pass failed: every request in it gets the error
-                log.exception("inference failed for a batch of %d", len(live))
-                for request in live:
-                    request.future.set_exception(exc)
-                continue
-            for request, prediction in zip(live, predictions, strict=True):
-                request.future.set_result(prediction)
+            self._pass(batch)
+            # Idle, this thread must not hold the last batch's version: a replaced one is
+            # only released (ModelServer.release_retired) once nothing refers to it.
+            del batch
+
+    def _pass(self, batch: list[_Request]) -> None:
+        self.batch_sizes.append(len(batch))
+        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        self._observe(live)
+        try:
+            predictions = live[0].model.predict_batch(np.stack([r.pixels for r in live]))
+        except Exception as exc:  # the pass failed: every request in it gets the error
+            log.exception("inference failed for a batch of %d", len(live))
+            for request in live:
+                request.future.set_exception(exc)
+            return
+        for request, prediction in zip(live, predictions, strict=True):
+            request.future.set_result(prediction)
 
     def _observe(self, batch: list[_Request]) -> None:
         if self.observer is None:

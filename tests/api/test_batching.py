@@ -215,3 +215,19 @@ def test_a_swap_during_a_burst_loses_no_request(registry: Registry, batcher: Bat
     assert failures == []
     assert {version for version, _ in taken} == set(versions)
     assert all(answer.model_version == version for version, answer in taken)
+
+
+def test_an_idle_batcher_holds_no_version(batcher: Batcher, registry: Registry) -> None:
+    import gc
+    import weakref
+
+    model = load_version(registry, registry.versions()[0]["version"])
+    pixels = np.random.default_rng(1).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    batcher.submit(model, pixels).result(timeout=60)
+    gone = weakref.ref(model)
+    del model
+    deadline = time.monotonic() + 5  # the thread finishes its pass, then waits for more
+    while gone() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert gone() is None  # a replaced version can be released while traffic is quiet
