@@ -123,7 +123,7 @@ def train(
 ) -> None:
     """Train on a local folder and publish the model as the active version (no queue)."""
     from shared.datasets import discover
-    from shared.registry import Registry
+    from shared.registry import open_registry
     from worker.jobs import train_and_publish
 
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", data.resolve().name)[:64] or "dataset"
@@ -135,7 +135,7 @@ def train(
     settings = get_settings()
     with user_errors():
         version = train_and_publish(discover(data), params, settings, PrintReporter())
-    promotion = Registry(settings.models_dir).manifest(version).get("promotion") or {}
+    promotion = open_registry(settings).manifest(version).get("promotion") or {}
     state = "activated" if promotion.get("activated") else "kept as a candidate"
     typer.echo(f"published model version {version}, {state}: {promotion.get('reason')}")
 
@@ -147,11 +147,11 @@ def evaluate(
 ) -> None:
     """Evaluate a version on a labelled folder; store and print the external report."""
     from shared.datasets import discover
-    from shared.registry import Registry
+    from shared.registry import open_registry
     from worker.external import evaluate_external
 
     settings = get_settings()
-    registry = Registry(settings.models_dir)
+    registry = open_registry(settings)
     with user_errors():
         active = registry.active()
         version = model or (active.version if active else None)
@@ -169,10 +169,10 @@ def predict(file: Path, version: str | None = None) -> None:
     """Classify one image with the active (or a given) version, printing JSON."""
     from shared.inference import load_version
     from shared.preprocessing import decode_grayscale
-    from shared.registry import Registry
+    from shared.registry import open_registry
 
     settings = get_settings()
-    registry = Registry(settings.models_dir)
+    registry = open_registry(settings)
     active = registry.active()
     chosen = version or (active.version if active else None)
     with user_errors():

@@ -18,16 +18,15 @@ from api.serving import ModelServer
 from shared.config import Settings, get_settings
 from shared.inference import configure_tensorflow_threads, load_version, warm_batch_sizes
 from shared.jobs import open_job_store
-from shared.registry import Registry
+from shared.registry import open_registry
 from shared.task_queue import make_celery
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    settings.models_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app.state.registry = Registry(settings.models_dir)
+    app.state.registry = open_registry(settings)
     app.state.jobs = open_job_store(settings)
     app.state.queue = make_celery(settings)
     configure_tensorflow_threads(settings.inference_threads, settings.inference_inter_op_threads)

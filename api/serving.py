@@ -114,9 +114,12 @@ class ModelServer:
         seconds = time.monotonic() - started
         if self.on_load is not None:  # before the swap: whoever sees it served sees it counted
             self.on_load(loaded, seconds)
+        keep = {loaded.version}
         if self.current is not None:
             self._retired, self._retired_at = weakref.ref(self.current), time.monotonic()
+            keep.add(self.current.version)
         self.current, self.load_error = loaded, None
+        self.registry.forget_local(keep)  # an object store's cached copies of older versions
         log.info("now serving model version %s (%s) after loading for %.1f s",
                  loaded.version, loaded.runtime, seconds)
         release_freed_memory()  # what loading left behind

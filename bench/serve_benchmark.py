@@ -66,9 +66,9 @@ def train_versions(work: Path, env: dict[str, str], size: int, n: int) -> list[s
                         "--epochs", "1", "--no-fine-tune", "--image-size", str(size),
                         "--base-weights", "none", "--batch-size", "8", "--seed", str(seed)],
                        cwd=REPO, env=env, check=True, capture_output=True)
-    from shared.registry import Registry
+    from shared.registry import LocalRegistry
 
-    return [m["version"] for m in Registry(work / "models").versions()][::-1]
+    return [m["version"] for m in LocalRegistry(work / "models").versions()][::-1]
 
 
 def request_images(count: int) -> list[bytes]:
@@ -119,9 +119,9 @@ def ceiling(models_dir: Path, version: str,
     """Rows of (runtime, batch, images/s, latency), and each runtime's forward pass."""
     from shared.inference import compiled_forward, load_version
     from shared.preprocessing import to_model_input
-    from shared.registry import Registry
+    from shared.registry import LocalRegistry
 
-    registry = Registry(models_dir)
+    registry = LocalRegistry(models_dir)
     rows, forwards = [], {}
     for runtime in ("tensorflow", "onnx", "tensorflow+xla"):
         loaded = load_version(registry, version, runtime=runtime.split("+")[0])  # type: ignore[arg-type]
@@ -347,9 +347,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cxr-serve-bench-"))
     env = service_env(work, args.port)
     versions = train_versions(work, env, args.size, 2)
-    from shared.registry import Registry
+    from shared.registry import LocalRegistry
 
-    Registry(work / "models").activate(versions[0])
+    LocalRegistry(work / "models").activate(versions[0])
     images = request_images(60)
     result: dict[str, Any] = {"size": args.size, "cpus": os.cpu_count(),
                               "gemm_gflops": gemm_gflops()}

@@ -313,9 +313,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cxr-soak-"))
     env = service_env(work, args.port)
     versions = train_versions(work, env, args.size, args.versions)
-    from shared.registry import Registry
+    from shared.registry import LocalRegistry
 
-    Registry(work / "models").activate(versions[0])
+    LocalRegistry(work / "models").activate(versions[0])
     from shared.config import Settings
 
     table = kinds(request_images(60), Settings().max_image_bytes + 1)

@@ -46,7 +46,7 @@ class Clock:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from shared.config import Settings
     from shared.datasets import discover
-    from shared.registry import Registry
+    from shared.registry import LocalRegistry
     from shared.schemas import TrainingParams
     from worker.external import evaluate_external
     from worker.jobs import train_and_publish
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     version = train_and_publish(discover(DATA / "covid19-radiography"), params, settings, clock)
     total_s = time.monotonic() - started
-    registry = Registry(settings.models_dir)
+    registry = LocalRegistry(settings.models_dir)
     external = evaluate_external(registry, version, discover(DATA / "covid19-image-dataset"),
                                  "covid19-image-dataset", settings.max_image_pixels)
     manifest = registry.manifest(version)

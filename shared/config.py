@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # One JSON object per log line (for log shippers), or plain text for a terminal.
+    log_format: Literal["json", "text"] = "json"
     # Browser origins allowed to call the API from their pages (CORS), e.g.
     # ["https://viewer.example.org"]. Empty, the default: no cross-origin access at all.
     cors_origins: list[str] = []
@@ -49,6 +51,15 @@ class Settings(BaseSettings):
     data_dir: Path = PROJECT_ROOT / "var" / "data"
     models_dir: Path = PROJECT_ROOT / "models"
     state_dir: Path = PROJECT_ROOT / "var" / "state"
+    # The registry on S3-compatible object storage instead of models_dir, shared by API
+    # replicas and workers on several hosts: s3://bucket/prefix. Credentials come the standard
+    # AWS ways (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance role).
+    models_uri: str | None = Field(None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+    # Another S3 API than AWS's, e.g. MinIO: http://minio:9000.
+    s3_endpoint_url: str | None = Field(None, pattern=r"^https?://")
+    # Where a process keeps checksum-verified copies of the versions it loads from object
+    # storage (unset: state_dir/model-cache).
+    model_cache_dir: Path | None = None
 
     # None selects the embedded broker (kombu's SQLAlchemy transport on SQLite in state_dir).
     broker_url: str | None = None
@@ -73,6 +84,10 @@ class Settings(BaseSettings):
     # this long, and resumed from its last epoch checkpoint, up to job_max_attempts runs.
     job_takeover_after_s: float = Field(20.0, ge=5)
     job_max_attempts: int = Field(2, ge=1, le=10)
+    # The worker's own Prometheus metrics (jobs, epochs, training time) on this port; unset,
+    # none are served.
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
 
     # Promotion gate: a new version replaces the active one only when not worse than it by
     # more than the margin on this metric, both measured on the new version's test split.
@@ -101,6 +116,11 @@ class Settings(BaseSettings):
     # uncompressed DICOMs a few times; a zip bomb a thousand times and more.
     max_zip_compression_ratio: float = Field(100.0, ge=1)
 
+    @field_validator("models_uri", "s3_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("broker_url")
     @classmethod
     def _known_broker(cls, value: str | None) -> str | None:
@@ -120,6 +140,10 @@ class Settings(BaseSettings):
     def effective_broker_url(self) -> str:
         """The broker in use: the configured one, or the embedded SQLite broker."""
         return self.broker_url or f"sqla+sqlite:///{self.state_dir / 'broker.sqlite'}"
+
+    @property
+    def effective_model_cache_dir(self) -> Path:
+        return self.model_cache_dir or self.state_dir / "model-cache"
 
     @property
     def uses_redis(self) -> bool:

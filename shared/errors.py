@@ -93,6 +93,12 @@ class RegistryError(CxrError):
     code = "registry_error"
 
 
+class RegistryUnavailable(RegistryError):
+    """The object store holding the registry could not be reached or refused the request."""
+
+    code = "registry_unavailable"
+
+
 class JobNotFound(CxrError):
     code = "job_not_found"
 

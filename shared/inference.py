@@ -166,14 +166,14 @@ def _from_manifest(registry: Registry, version: str) -> LoadedModel:
     if manifest.get("preprocessing", preprocessing_id(options)) != preprocessing_id(options):
         raise ModelLoadFailed(f"version {version} was trained with preprocessing "
                               f"{manifest['preprocessing']!r}, which this service lacks")
-    shift_file = registry.version_dir(version) / SHIFT_FILE
+    shift_file = registry.verified_file(version, SHIFT_FILE)
     return LoadedModel(
         version=version, classes=list(manifest["classes"]),
         image_size=int(manifest["image_size"]),
         model=load_model(registry.verified_model_path(version)),
         temperature=float((manifest.get("calibration") or {}).get("temperature", 1.0)),
         options=options,
-        shift=ShiftReference.load(shift_file) if shift_file.is_file() else None,
+        shift=ShiftReference.load(shift_file) if shift_file is not None else None,
     )
 
 

@@ -1,6 +1,10 @@
-"""The model registry: immutable version folders and an atomically replaced active pointer.
+"""The model registry: immutable versions and an atomically replaced active pointer.
 
-Layout under the root (``CXR_MODELS_DIR``)::
+``Registry`` holds what every store shares (sealing a staged version, reading manifests);
+``LocalRegistry`` keeps versions in a folder, ``shared.object_registry.ObjectStoreRegistry`` on
+S3-compatible object storage (``CXR_MODELS_URI``); ``open_registry`` picks one by settings.
+
+Layout under the local root (``CXR_MODELS_DIR``)::
 
     <version>/model.keras  manifest.json  curves.png   one immutable folder per version
     .staging/<id>/                                     work in progress, same filesystem
@@ -20,14 +24,18 @@ import re
 import secrets
 import shutil
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ModelNotFound, RegistryError
 from shared.modeling import sha256_file
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
@@ -69,95 +77,76 @@ def _write_durably(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-class Registry:
-    """Versions on a local (or shared) filesystem."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
+class Registry(ABC):
+    """What callers use, whatever the store: files come back as verified local paths."""
 
     # -- reading -------------------------------------------------------------------------
-    def version_dir(self, version: str) -> Path:
-        if not VERSION_PATTERN.match(version):
-            raise ModelNotFound(f"no model version {version!r}")
-        return self.root / version
-
+    @abstractmethod
     def manifest(self, version: str) -> dict[str, Any]:
-        path = self.version_dir(version) / MANIFEST_FILE
-        try:
-            return dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise ModelNotFound(f"no model version {version!r}") from None
+        """The sealed manifest of a published version (ModelNotFound otherwise)."""
+
+    @abstractmethod
+    def _version_ids(self) -> list[str]:
+        """Names in the store that look like versions, published or not."""
+
+    @abstractmethod
+    def active(self) -> ActivePointer | None:
+        """The active pointer; None before the first activation."""
+
+    @abstractmethod
+    def _verified(self, version: str, name: str, sha256: str) -> Path:
+        """A local path of the version's file ``name`` whose content has this sha256."""
+
+    @abstractmethod
+    def evaluations(self, version: str) -> list[dict[str, Any]]:
+        """External evaluation reports of a version, oldest first."""
 
     def versions(self) -> list[dict[str, Any]]:
         """Manifests of all published versions, newest first."""
-        if not self.root.is_dir():
-            return []
         found = []
-        for path in self.root.iterdir():
-            if VERSION_PATTERN.match(path.name):
-                try:
-                    found.append(self.manifest(path.name))
-                except (ModelNotFound, json.JSONDecodeError):
-                    continue
+        for version in self._version_ids():
+            try:
+                found.append(self.manifest(version))
+            except (ModelNotFound, json.JSONDecodeError):
+                continue  # not (yet) published, or broken: not a version
         # Version ids sort by second only; created_at orders versions of the same second.
         return sorted(found, key=lambda m: (str(m.get("created_at", "")), m["version"]),
                       reverse=True)
 
-    def active(self) -> ActivePointer | None:
-        try:
-            raw = json.loads((self.root / ACTIVE_FILE).read_text())
-        except FileNotFoundError:
-            return None
-        except (json.JSONDecodeError, OSError) as exc:
-            raise RegistryError(f"the active pointer is unreadable: {exc}") from exc
-        return ActivePointer(version=str(raw["version"]), generation=int(raw["generation"]))
-
-    def model_path(self, version: str) -> Path:
-        return self.version_dir(version) / MODEL_FILE
-
     def verified_model_path(self, version: str) -> Path:
         """The model file, after checking its sha256 against the manifest."""
-        expected = self.manifest(version).get("model_sha256")
-        path = self.model_path(version)
-        if not path.is_file() or sha256_file(path) != expected:
-            raise RegistryError(f"model file of {version} is missing or fails its checksum")
-        return path
+        return self._verified(version, MODEL_FILE, str(self.manifest(version)["model_sha256"]))
 
     def verified_file(self, version: str, name: str) -> Path | None:
-        """Another artifact of the version (e.g. model.onnx) after checking its sha256; None
-        when the version has no such file."""
+        """Another artifact of the version (model.onnx, curves.png, ...) after checking its
+        sha256; None when the version has no such file."""
         expected = self.manifest(version).get("files", {}).get(name)
-        if expected is None:
-            return None
-        path = self.version_dir(version) / name
-        if not path.is_file() or sha256_file(path) != expected:
-            raise RegistryError(f"{name} of {version} is missing or fails its checksum")
-        return path
+        return None if expected is None else self._verified(version, name, expected)
 
-    def evaluations(self, version: str) -> list[dict[str, Any]]:
-        """External evaluation reports of a version, oldest first."""
-        folder = self.root / EVALUATIONS_DIR / self.version_dir(version).name
-        if not folder.is_dir():
-            return []
-        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    def forget_local(self, keep: set[str]) -> None:
+        """Drop local copies of versions other than ``keep`` (a local store has none)."""
+        return None
 
     # -- writing -------------------------------------------------------------------------
-    def save_evaluation(self, version: str, report: dict[str, Any]) -> Path:
-        """Store an external evaluation report of an existing version (atomic write)."""
-        self.manifest(version)
-        folder = self.root / EVALUATIONS_DIR / version
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"{new_version_id()}.json"
-        tmp = folder / f".{name}.tmp"
-        _write_durably(tmp, json.dumps(report, indent=2).encode())
-        os.replace(tmp, folder / name)
-        return folder / name
+    @abstractmethod
+    def save_evaluation(self, version: str, report: dict[str, Any]) -> str:
+        """Store an external evaluation report of an existing version; returns where."""
 
+    @abstractmethod
     def new_staging(self) -> Path:
-        """A fresh folder on the registry's filesystem to write a version into."""
-        staging = self.root / STAGING_DIR / secrets.token_hex(8)
-        staging.mkdir(parents=True)
-        return staging
+        """A fresh local folder to write a version into."""
+
+    @abstractmethod
+    def _commit(self, staging: Path, version: str) -> None:
+        """Make the sealed staging folder the published ``version``, all or nothing."""
+
+    @abstractmethod
+    def activate(self, version: str) -> ActivePointer:
+        """Point ACTIVE at an existing version (publish, pin or roll back)."""
+
+    @abstractmethod
+    def clean_staging(self, older_than_s: float = STALE_STAGING_S) -> int:
+        """Remove what crashed publishes left; returns how many."""
 
     def publish(
         self,
@@ -181,45 +170,111 @@ class Registry:
         sealed = {**manifest, "version": version, "model_sha256": files[MODEL_FILE],
                   "files": files}
         _write_durably(staging / MANIFEST_FILE, json.dumps(sealed, indent=2).encode())
-        for name in files:
-            _fsync_path(staging / name)
         if verify is not None:
             verify(model_file)
         if sha256_file(model_file) != files[MODEL_FILE]:
             raise RegistryError("model file changed while it was being verified")
-        _fsync_path(staging)
-        os.rename(staging, self.root / version)
-        _fsync_path(self.root)
+        self._commit(staging, version)
         if activate:
             self.activate(version)
         return version
 
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_version(version: str) -> str:
+    if not VERSION_PATTERN.match(version):
+        raise ModelNotFound(f"no model version {version!r}")
+    return version
+
+
+class LocalRegistry(Registry):
+    """Versions in a folder on a local (or shared) filesystem: rename is the commit."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def version_dir(self, version: str) -> Path:
+        return self.root / _check_version(version)
+
+    def model_path(self, version: str) -> Path:
+        return self.version_dir(version) / MODEL_FILE
+
+    def manifest(self, version: str) -> dict[str, Any]:
+        path = self.version_dir(version) / MANIFEST_FILE
+        try:
+            return dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ModelNotFound(f"no model version {version!r}") from None
+
+    def _version_ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return [p.name for p in self.root.iterdir() if VERSION_PATTERN.match(p.name)]
+
+    def active(self) -> ActivePointer | None:
+        try:
+            return _parse_pointer((self.root / ACTIVE_FILE).read_bytes())
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RegistryError(f"the active pointer is unreadable: {exc}") from exc
+
+    def _verified(self, version: str, name: str, sha256: str) -> Path:
+        path = self.version_dir(version) / name
+        if not path.is_file() or sha256_file(path) != sha256:
+            raise RegistryError(f"{name} of {version} is missing or fails its checksum")
+        return path
+
+    def evaluations(self, version: str) -> list[dict[str, Any]]:
+        folder = self.root / EVALUATIONS_DIR / _check_version(version)
+        if not folder.is_dir():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+    def save_evaluation(self, version: str, report: dict[str, Any]) -> str:
+        self.manifest(version)
+        folder = self.root / EVALUATIONS_DIR / version
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{new_version_id()}.json"
+        tmp = folder / f".{name}.tmp"
+        _write_durably(tmp, json.dumps(report, indent=2).encode())
+        os.replace(tmp, folder / name)
+        return str(folder / name)
+
+    def new_staging(self) -> Path:
+        # On the registry's own filesystem, so that publishing is one rename.
+        staging = self.root / STAGING_DIR / secrets.token_hex(8)
+        staging.mkdir(parents=True)
+        return staging
+
+    def _commit(self, staging: Path, version: str) -> None:
+        for path in staging.iterdir():
+            _fsync_path(path)
+        _fsync_path(staging)
+        os.rename(staging, self.root / version)
+        _fsync_path(self.root)
+
     def activate(self, version: str) -> ActivePointer:
-        """Point ACTIVE at an existing version (publish, pin or roll back)."""
+        self.manifest(version)
         if not self.model_path(version).is_file():
             raise ModelNotFound(f"no model version {version!r}")
-        self.manifest(version)
         # The lock only orders generations between concurrent activations; readers never wait.
         with (self.root / ".lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             current = self.active()
             pointer = ActivePointer(version, (current.generation if current else 0) + 1)
             tmp = self.root / f".{ACTIVE_FILE}.{secrets.token_hex(4)}"
-            payload = {"version": version, "generation": pointer.generation,
-                       "updated_at": datetime.now(UTC).isoformat()}
             try:
-                _write_durably(tmp, json.dumps(payload).encode())
+                _write_durably(tmp, _pointer_bytes(pointer))
                 os.replace(tmp, self.root / ACTIVE_FILE)
             finally:
                 tmp.unlink(missing_ok=True)  # left only when the write failed (disk full)
             _fsync_path(self.root)
         return pointer
 
-    def discard(self, staging: Path) -> None:
-        shutil.rmtree(staging, ignore_errors=True)
-
     def clean_staging(self, older_than_s: float = STALE_STAGING_S) -> int:
-        """Remove staging folders left by crashed publishes; returns how many."""
         base = self.root / STAGING_DIR
         if not base.is_dir():
             return 0
@@ -233,3 +288,26 @@ class Registry:
             if leftover.stat().st_mtime < cutoff:
                 leftover.unlink(missing_ok=True)
         return removed
+
+
+def _parse_pointer(raw: bytes) -> ActivePointer:
+    try:
+        data = json.loads(raw)
+        return ActivePointer(version=str(data["version"]), generation=int(data["generation"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RegistryError(f"the active pointer is unreadable: {exc}") from exc
+
+
+def _pointer_bytes(pointer: ActivePointer) -> bytes:
+    return json.dumps({"version": pointer.version, "generation": pointer.generation,
+                       "updated_at": datetime.now(UTC).isoformat()}).encode()
+
+
+def open_registry(settings: Settings) -> Registry:
+    """The registry the settings name: object storage for CXR_MODELS_URI, else the folder."""
+    if settings.models_uri:
+        from shared.object_registry import ObjectStoreRegistry
+
+        return ObjectStoreRegistry(settings.models_uri, settings.effective_model_cache_dir,
+                                   endpoint_url=settings.s3_endpoint_url)
+    return LocalRegistry(settings.models_dir)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -121,3 +126,56 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
         pytest.skip(f"cannot mount a tmpfs to fill (needs root): {exc}")
     yield disk
     disk.unmount()
+
+
+# Credentials of the loopback S3 server; moto accepts any, boto3 needs some.
+S3_ENV = {"AWS_ACCESS_KEY_ID": "cxr-test", "AWS_SECRET_ACCESS_KEY": "cxr-test-secret",
+          "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class S3Server:
+    """moto's S3 API server in its own process on a loopback port."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.session.Session().client("s3", endpoint_url=self.endpoint)
+
+    def new_bucket(self) -> str:
+        name = f"cxr-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 API (moto in server mode), started once for the session."""
+    binary = Path(sys.executable).parent / "moto_server"
+    if not binary.exists():
+        if REQUIRE_SERVICES:
+            raise RuntimeError(f"moto_server is not installed next to {sys.executable}")
+        pytest.skip("moto[server] is not installed (pip install -e '.[dev]')")
+    for name, value in S3_ENV.items():
+        os.environ.setdefault(name, value)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = S3Server(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            server.client().list_buckets()
+            break
+        except Exception:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.2)
+    yield server
+    process.terminate()
+    process.wait(timeout=10)

@@ -15,7 +15,7 @@ from shared.datasets import Dataset, dataset_path, discover
 from shared.errors import CxrError, JobCancelled, JobNotFound
 from shared.jobs import JobStore, open_job_store
 from shared.modeling import resolve_base_weights
-from shared.registry import Registry
+from shared.registry import open_registry
 from shared.schemas import EvaluationParams, JobProgress, JobState, TrainingParams
 from worker import checkpoints
 from worker.callbacks import Reporter
@@ -120,7 +120,7 @@ def run_evaluation(job_id: str, settings: Settings, store: JobStore | None = Non
 
     def work(store: JobStore) -> str:
         params = EvaluationParams.model_validate(store.record(job_id).params)
-        registry = Registry(settings.models_dir)
+        registry = open_registry(settings)
         dataset = discover(dataset_path(settings.data_dir, params.dataset))
         report = evaluate_external(registry, params.version, dataset, params.dataset,
                                    settings.max_image_pixels)
@@ -170,7 +170,7 @@ def train_and_publish(dataset: Dataset, params: TrainingParams, settings: Settin
                          checkpoint_dir)
     if reporter.alive():
         raise JobCancelled("cancelled before publishing")
-    registry = Registry(settings.models_dir)
+    registry = open_registry(settings)
     active = registry.active()
     promotion = gate(registry, params.activate, settings.promotion_metric,
                      settings.promotion_margin, result.test, dataset.classes,

@@ -85,8 +85,8 @@ def get_model_artifact(version: str, artifact: str, registry: RegistryDep) -> Fi
     (calibration), card (the model card as HTML) and card.md."""
     if artifact not in ARTIFACTS:
         raise ModelNotFound(f"versions have no {artifact!r}; try one of {sorted(ARTIFACTS)}")
-    path = registry.version_dir(version) / FILES.get(artifact, artifact)
-    if not path.is_file():
+    path = registry.verified_file(version, FILES.get(artifact, artifact))
+    if path is None:
         raise ModelNotFound(f"version {version!r} has no {artifact}")
     return FileResponse(path, media_type=ARTIFACTS[artifact])
 

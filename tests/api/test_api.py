@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from shared.config import Settings
-from shared.registry import Registry
+from shared.registry import LocalRegistry
 from tests.api.conftest import publish_random, wait_ready, zip_bytes
 from tests.conftest import AS_ADMIN, sample_files
 
@@ -205,7 +205,7 @@ def test_cors_is_off_by_default_and_on_for_configured_origins(settings: Settings
 
 def test_predict_with_explain_returns_the_same_answer_and_a_heat_map(
         settings: Settings, radiography_root: Path) -> None:
-    registry = Registry(settings.models_dir)
+    registry = LocalRegistry(settings.models_dir)
     version = publish_random(registry, seed=8)
     registry.activate(version)
     image = sample_files(radiography_root, 1)["Normal"][0].read_bytes()

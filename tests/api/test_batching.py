@@ -16,7 +16,7 @@ from api.main import create_app
 from shared.config import Settings
 from shared.inference import LoadedModel, load_version
 from shared.preprocessing import decode_grayscale
-from shared.registry import Registry
+from shared.registry import LocalRegistry, Registry
 from shared.schemas import Prediction
 from tests.api.conftest import publish_random, wait_ready
 from tests.conftest import sample_files
@@ -24,7 +24,7 @@ from tests.conftest import sample_files
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    registry = Registry(tmp_path_factory.mktemp("models"))
+    registry = LocalRegistry(tmp_path_factory.mktemp("models"))
     for seed in (1, 2):
         publish_random(registry, seed)
     return registry

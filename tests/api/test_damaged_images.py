@@ -17,7 +17,7 @@ from PIL import Image
 
 from api.main import create_app
 from shared.config import Settings
-from shared.registry import Registry
+from shared.registry import LocalRegistry
 from tests.api.conftest import publish_random, wait_ready
 from tests.conftest import sample_files
 from tests.dicom_files import gray_of, make_dicom
@@ -62,7 +62,7 @@ def corpus(png: bytes) -> dict[str, bytes]:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    registry = Registry(settings.models_dir)
+    registry = LocalRegistry(settings.models_dir)
     registry.activate(publish_random(registry, seed=7))
     with TestClient(create_app(settings)) as test_client:
         wait_ready(test_client)

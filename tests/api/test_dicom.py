@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from shared.config import Settings
-from shared.registry import Registry
+from shared.registry import LocalRegistry
 from tests.api.conftest import publish_random, wait_ready, zip_bytes
 from tests.conftest import AS_ADMIN, sample_files
 from tests.dicom_files import MARKER_ID, MARKER_NAME, as_12_bit, gray_of, make_dicom
@@ -23,7 +23,7 @@ MARKERS = (MARKER_NAME.split("^")[0].encode(), MARKER_ID.encode())
 
 def test_dicom_predictions_match_the_png_and_leak_no_patient_data(
         settings: Settings, radiography_root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    registry = Registry(settings.models_dir)
+    registry = LocalRegistry(settings.models_dir)
     registry.activate(publish_random(registry, seed=5))
     pngs = [p.read_bytes() for files in sample_files(radiography_root, 2).values()
             for p in files]

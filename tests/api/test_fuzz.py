@@ -23,7 +23,7 @@ from schemathesis import GenerationMode
 
 from api.main import create_app
 from shared.config import Settings
-from shared.registry import Registry
+from shared.registry import LocalRegistry
 from tests.api.conftest import publish_random, wait_ready, zip_bytes
 from tests.conftest import ADMIN_KEY, API_KEYS, READER_KEY
 
@@ -95,7 +95,7 @@ def known(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     # Reads need a key as well, so that reads without one answer 401 and get checked.
     config = Settings(data_dir=root / "data", models_dir=root / "models", state_dir=root / "state",
                       broker_url=None, api_keys=API_KEYS, require_key_for_reads=True)
-    registry = Registry(config.models_dir)
+    registry = LocalRegistry(config.models_dir)
     version = publish_random(registry, seed=11)
     registry.activate(version)
     for name, file in ARTIFACTS.items():  # what training writes beside the model

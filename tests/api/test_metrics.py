@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.main import create_app
 from api.metrics import Metrics
 from shared.config import Settings
-from shared.registry import Registry
+from shared.registry import LocalRegistry
 from tests.api.conftest import publish_random, wait_ready, zip_bytes
 from tests.conftest import API_KEYS, AS_ADMIN, sample_files
 
@@ -40,7 +40,7 @@ def total(samples: Samples, name: str) -> float:
 
 
 def test_metrics_move_with_requests(settings: Settings, radiography_root: Path) -> None:
-    registry = Registry(settings.models_dir)
+    registry = LocalRegistry(settings.models_dir)
     version = publish_random(registry, seed=3)
     registry.activate(version)
     files = sample_files(radiography_root, 2)

@@ -11,13 +11,13 @@ import pytest
 
 from api.serving import ModelServer
 from shared.errors import NoActiveModel
-from shared.registry import Registry
+from shared.registry import LocalRegistry, Registry
 from tests.api.conftest import publish_random
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    registry = Registry(tmp_path_factory.mktemp("models"))
+    registry = LocalRegistry(tmp_path_factory.mktemp("models"))
     for seed in (1, 2):
         publish_random(registry, seed)
     return registry
@@ -28,7 +28,7 @@ def _pixels() -> np.ndarray:
 
 
 def test_nothing_active_means_no_model(tmp_path: Path) -> None:
-    server = ModelServer(Registry(tmp_path), poll_interval_s=0.1)
+    server = ModelServer(LocalRegistry(tmp_path), poll_interval_s=0.1)
     server.check()
     with pytest.raises(NoActiveModel, match="retrain"):
         server.model()
@@ -52,7 +52,7 @@ def test_swap_follows_the_active_pointer_and_rolls_back(registry: Registry) -> N
 
 
 def test_a_corrupt_version_is_reported_and_the_previous_keeps_serving(tmp_path: Path) -> None:
-    registry = Registry(tmp_path)
+    registry = LocalRegistry(tmp_path)
     good = publish_random(registry, 3)
     bad = publish_random(registry, 4)
     registry.activate(good)
@@ -126,7 +126,7 @@ def test_served_probabilities_are_the_temperature_scaled_ones(registry: Registry
 def test_a_version_needing_unknown_preprocessing_is_not_served(tmp_path: Path) -> None:
     import json
 
-    registry = Registry(tmp_path)
+    registry = LocalRegistry(tmp_path)
     version = publish_random(registry, 5)
     manifest_file = registry.version_dir(version) / "manifest.json"
     manifest = json.loads(manifest_file.read_text())

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.registry import Registry
+from shared.registry import LocalRegistry
 from tests.api.conftest import publish_random
 from tests.conftest import REQUIRE_SERVICES, SmallDisk, sample_files
 from tests.integration.conftest import free_port, start_service
@@ -94,7 +94,7 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 def test_redis_going_away_and_back_while_the_api_runs(private_redis: PrivateRedis,
                                                       tmp_path: Path,
                                                       radiography_root: Path) -> None:
-    registry = Registry(tmp_path / "models")
+    registry = LocalRegistry(tmp_path / "models")
     registry.activate(publish_random(registry, seed=11))
     service = start_service(tmp_path, private_redis.url)
     image = sample_files(radiography_root, 1)["COVID"][0].read_bytes()
@@ -142,7 +142,7 @@ def test_two_retrains_at_once_publish_two_versions(redis_url: str, tmp_path: Pat
             assert len(versions) == 2
             listed = client.get("/models").json()
             assert versions <= {m["version"] for m in listed["versions"]}
-        registry = Registry(tmp_path / "models")
+        registry = LocalRegistry(tmp_path / "models")
         for version in versions:  # each one whole: every checksum still verifies
             registry.verified_model_path(version)
     except (AssertionError, httpx.HTTPError):
@@ -230,7 +230,7 @@ def _files(root: Path) -> dict[str, str]:
 def test_a_full_disk_during_publish_fails_the_job_and_leaves_the_registry_unchanged(
         redis_url: str, tmp_path: Path, radiography_root: Path, small_disk: SmallDisk) -> None:
     models = small_disk.path / "models"
-    registry = Registry(models)
+    registry = LocalRegistry(models)
     first = publish_random(registry, seed=3)
     registry.activate(first)
     before, used = _files(models), small_disk.used()

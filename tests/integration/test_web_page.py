@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.registry import Registry
+from shared.registry import LocalRegistry
 from tests.api.conftest import publish_random
 from tests.conftest import ADMIN_KEY, READER_KEY, REQUIRE_SERVICES, sample_files
 from tests.dicom_files import gray_of, make_dicom
@@ -66,7 +66,7 @@ def artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 @pytest.fixture
 def site(tmp_path: Path, redis_url: str) -> Iterator[tuple[Service, str]]:
     """The service, serving a random-weight version (classes a, b, c) from the start."""
-    registry = Registry(tmp_path / "models")
+    registry = LocalRegistry(tmp_path / "models")
     first = publish_random(registry, seed=1)
     registry.activate(first)
     service = start_service(tmp_path, redis_url)

@@ -11,7 +11,7 @@ import pytest
 from shared.errors import ModelLoadFailed
 from shared.inference import ONNX_FILE, load_version, preferred_batch, warm_batch_sizes
 from shared.modeling import ModelConfig, build_model
-from shared.registry import MODEL_FILE, Registry
+from shared.registry import MODEL_FILE, LocalRegistry, Registry
 from worker import onnx_export
 
 
@@ -31,7 +31,7 @@ def _publish_with_onnx(registry: Registry) -> str:
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, str]:
-    registry = Registry(tmp_path_factory.mktemp("models"))
+    registry = LocalRegistry(tmp_path_factory.mktemp("models"))
     return registry, _publish_with_onnx(registry)
 
 
@@ -94,7 +94,7 @@ def test_auto_keeps_one_of_the_runtimes_it_timed(published: tuple[Registry, str]
 
 
 def test_without_an_export_onnx_falls_back_to_tensorflow(tmp_path: Path) -> None:
-    registry = Registry(tmp_path)
+    registry = LocalRegistry(tmp_path)
     staging = registry.new_staging()
     build_model(ModelConfig(num_classes=3, image_size=32)).save(staging / MODEL_FILE)
     version = registry.publish(staging, {"created_at": "2026-01-01T00:00:00+00:00",
@@ -104,7 +104,7 @@ def test_without_an_export_onnx_falls_back_to_tensorflow(tmp_path: Path) -> None
 
 
 def test_a_tampered_export_is_not_served(tmp_path: Path) -> None:
-    registry = Registry(tmp_path)
+    registry = LocalRegistry(tmp_path)
     version = _publish_with_onnx(registry)
     path = registry.version_dir(version) / ONNX_FILE
     path.write_bytes(path.read_bytes()[:-10])

@@ -21,6 +21,7 @@ from shared.registry import (
     STAGING_DIR,
     VERSION_PATTERN,
     ActivePointer,
+    LocalRegistry,
     Registry,
     new_version_id,
 )
@@ -36,7 +37,7 @@ def _sha(path: Path) -> str:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "models")
+    return LocalRegistry(tmp_path / "models")
 
 
 @pytest.fixture
@@ -199,7 +200,7 @@ def test_verified_model_path_detects_corruption(registry: Registry) -> None:
 
 
 def test_versions_are_listed_newest_first(registry: Registry, clock: None) -> None:
-    assert Registry(registry.root / "absent").versions() == []
+    assert LocalRegistry(registry.root / "absent").versions() == []
     published = [_publish(registry, f"model {i}".encode()) for i in range(4)]
     (registry.root / "not-a-version").mkdir()
     listed = registry.versions()
@@ -384,7 +385,7 @@ def _fill(disk: SmallDisk) -> None:
 
 
 def test_a_publish_that_hits_a_full_disk_changes_nothing(small_disk: SmallDisk) -> None:
-    registry = Registry(small_disk.path / "models")
+    registry = LocalRegistry(small_disk.path / "models")
     first = _publish(registry, b"first model")
     before = _version_dirs(registry)
     staging = _stage(registry, b"second model")
@@ -401,7 +402,7 @@ def test_a_publish_that_hits_a_full_disk_changes_nothing(small_disk: SmallDisk) 
 
 def test_an_activation_that_hits_a_full_disk_keeps_the_old_pointer(
         small_disk: SmallDisk) -> None:
-    registry = Registry(small_disk.path / "models")
+    registry = LocalRegistry(small_disk.path / "models")
     first, second = _publish(registry, b"first"), _publish(registry, b"second", activate=False)
     filler = small_disk.path / "filler"
     small_disk.resize(small_disk.used() + 64 * 1024)

@@ -8,7 +8,7 @@ import pytest
 
 from shared.config import Settings
 from shared.datasets import discover
-from shared.registry import ActivePointer, Registry
+from shared.registry import ActivePointer, LocalRegistry
 from shared.schemas import TrainingParams
 from tests.worker.test_training import TINY, Recorder
 from worker.jobs import train_and_publish
@@ -41,7 +41,7 @@ def test_gate_scores_the_active_version_on_the_new_test_split(
     tiny_dataset: Path, settings: Settings
 ) -> None:
     dataset = discover(tiny_dataset)
-    registry = Registry(settings.models_dir)
+    registry = LocalRegistry(settings.models_dir)
     params = TrainingParams(dataset="tiny", **TINY)  # type: ignore[arg-type]
     first = train_and_publish(dataset, params, settings, Recorder())
     second = train_and_publish(dataset, params.model_copy(update={"seed": 8, "activate": "never"}),

@@ -14,7 +14,7 @@ from shared.config import Settings
 from shared.datasets import discover
 from shared.inference import load_version
 from shared.preprocessing import decode_grayscale
-from shared.registry import Registry
+from shared.registry import LocalRegistry, Registry
 from shared.schemas import TrainingParams
 from tests.conftest import sample_files
 from tests.worker.test_training import Recorder
@@ -61,7 +61,7 @@ def trained(radiography_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
                             batch_size=16, seed=3, learning_rate=1e-4,
                             early_stopping_patience=0)
     train_and_publish(discover(root / "data"), params, settings, Recorder())
-    return Registry(settings.models_dir)
+    return LocalRegistry(settings.models_dir)
 
 
 def test_images_that_are_not_chest_xrays_are_flagged(trained: Registry,

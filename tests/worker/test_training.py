@@ -15,7 +15,7 @@ from shared.datasets import discover
 from shared.errors import JobCancelled
 from shared.inference import load_version
 from shared.preprocessing import decode_grayscale, load_pixels, preprocess
-from shared.registry import Registry
+from shared.registry import LocalRegistry
 from shared.schemas import JobProgress, TrainingParams
 from worker.datasets import load_split_pixels, make_pipeline, split_dataset
 from worker.jobs import train_and_publish
@@ -93,7 +93,7 @@ def test_train_and_publish_makes_a_complete_active_version(
     params = TrainingParams(dataset="tiny", **TINY)  # type: ignore[arg-type]
     version = train_and_publish(discover(tiny_dataset), params, settings, recorder)
 
-    registry = Registry(settings.models_dir)
+    registry = LocalRegistry(settings.models_dir)
     assert registry.active() is not None and registry.active().version == version  # type: ignore[union-attr]
     # a random base is trained whole, in one phase
     assert [(p.epoch, p.phase) for p in recorder.progress] == [(1, "full"), (2, "full")]
@@ -158,8 +158,8 @@ def test_cancel_stops_training_and_publishes_nothing(
     with pytest.raises(JobCancelled):
         train_and_publish(discover(tiny_dataset), params, settings, recorder)
     assert len(recorder.progress) == 1
-    assert Registry(settings.models_dir).versions() == []
-    assert Registry(settings.models_dir).active() is None
+    assert LocalRegistry(settings.models_dir).versions() == []
+    assert LocalRegistry(settings.models_dir).active() is None
 
 
 class Crash(Exception):
@@ -186,12 +186,12 @@ def test_a_resumed_job_continues_from_its_checkpoint(
     with pytest.raises(Crash):
         train_and_publish(discover(tiny_dataset), params, settings, CrashAfter(2), checkpoint)
     assert (checkpoint / "state.json").is_file()
-    assert Registry(settings.models_dir).versions() == []
+    assert LocalRegistry(settings.models_dir).versions() == []
 
     resumed = Recorder()
     version = train_and_publish(discover(tiny_dataset), params, settings, resumed, checkpoint)
     assert [p.epoch for p in resumed.progress] == [3]  # epochs 1-2 came from the checkpoint
-    manifest = Registry(settings.models_dir).manifest(version)
+    manifest = LocalRegistry(settings.models_dir).manifest(version)
     assert len(manifest["history"]["loss"]) == 3
     assert manifest["training"]["phases"][0]["epochs_run"] == 3
 
@@ -223,7 +223,7 @@ def test_pretrained_weights_train_the_head_then_fine_tune_block5(
     assert [(p.epoch, p.phase) for p in recorder.progress] == [
         (1, "head"), (2, "head"), (3, "fine_tune")]
     assert all(p.last and p.last.val_balanced_accuracy is not None for p in recorder.progress)
-    manifest = Registry(settings.models_dir).manifest(version)
+    manifest = LocalRegistry(settings.models_dir).manifest(version)
     assert manifest["training"]["phases"][0]["cached_views"] == views
     assert len(manifest["history"]["loss"]) == 3
     assert manifest["base_weights"] == {"choice": "file", "sha256": sha256_file(weights)}
@@ -249,7 +249,8 @@ def test_runtime_choices_are_recorded(tiny_dataset: Path, settings: Settings) ->
     recorder = Recorder()
     version = train_and_publish(discover(tiny_dataset), TrainingParams(
         dataset="tiny", **TINY), settings, recorder)  # type: ignore[arg-type]
-    runtime = Registry(settings.models_dir).manifest(version)["training"]["phases"][0]["runtime"]
+    manifest = LocalRegistry(settings.models_dir).manifest(version)
+    runtime = manifest["training"]["phases"][0]["runtime"]
     import tensorflow as tf
 
     gpus = len(tf.config.list_physical_devices("GPU"))
@@ -269,11 +270,11 @@ def test_preprocessing_options_are_recorded_and_served_identically(
     params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 1,  # type: ignore[arg-type]
                                                "equalize": "clahe", "crop_border": 0.05})
     version = train_and_publish(discover(tiny_dataset), params, settings, Recorder())
-    manifest = Registry(settings.models_dir).manifest(version)
+    manifest = LocalRegistry(settings.models_dir).manifest(version)
     options = PreprocessOptions(equalize="clahe", crop_border=0.05)
     assert manifest["preprocessing_options"] == options.as_dict()
     assert manifest["preprocessing"] == preprocessing_id(options) != preprocessing_id()
-    loaded = load_version(Registry(settings.models_dir), version)
+    loaded = load_version(LocalRegistry(settings.models_dir), version)
     image = next((tiny_dataset / "Normal" / "images").iterdir()).read_bytes()
     np.testing.assert_array_equal(loaded.pixels(decode_grayscale(image)),
                                   load_pixels(image, 32, options=options))
@@ -285,7 +286,7 @@ def test_a_cosine_schedule_anneals_the_rate_and_is_recorded(tiny_dataset: Path,
     params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 3},  # type: ignore[arg-type]
                             learning_rate=1e-3, lr_schedule="cosine", warmup_fraction=0.0)
     version = train_and_publish(discover(tiny_dataset), params, settings, Recorder())
-    manifest = Registry(settings.models_dir).manifest(version)
+    manifest = LocalRegistry(settings.models_dir).manifest(version)
     rates = manifest["history"]["learning_rate"]
     assert len(rates) == 3 and rates[0] > rates[1] > rates[2] and rates[0] <= 1e-3
     assert manifest["training"]["lr_schedule"] == "cosine"
