@@ -32,19 +32,28 @@ def serve() -> None:
     """Run the HTTP API (uvicorn) on CXR_HOST:CXR_PORT."""
     import uvicorn
 
+    from shared.logs import configure_logging
+
     settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    # log_config=None: uvicorn's lines go through ours; the API logs its own access lines.
     uvicorn.run("api.main:create_app", factory=True, host=settings.host, port=settings.port,
-                log_level=settings.log_level)
+                log_level=settings.log_level, log_config=None, access_log=False)
 
 
 @app.command()
 def worker() -> None:
     """Run one Celery training worker on the `training` queue."""
+    from shared.logs import configure_logging
     from shared.task_queue import TRAINING_QUEUE
     from worker.celery_app import app as celery_app
 
-    celery_app.worker_main(["worker", "--queues", TRAINING_QUEUE, "--concurrency", "1",
-                            "--pool", "prefork", "--loglevel", get_settings().log_level.upper()])
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    # Celery's banner is for a terminal; JSON logs get its facts from the log lines.
+    quiet = ["--quiet"] if settings.log_format == "json" else []
+    celery_app.worker_main([*quiet, "worker", "--queues", TRAINING_QUEUE, "--concurrency", "1",
+                            "--pool", "prefork", "--loglevel", settings.log_level.upper()])
 
 
 @app.command()

@@ -7,6 +7,7 @@ import uuid
 from celery import Celery
 from fastapi import Request
 
+from shared import logs
 from shared.errors import BrokerUnavailable
 from shared.jobs import JobStore
 from shared.schemas import EvaluationParams, JobAccepted, JobState, TrainingParams
@@ -17,7 +18,7 @@ def enqueue(task: str, params: TrainingParams | EvaluationParams, request: Reque
             jobs: JobStore, queue: Celery) -> JobAccepted:
     """The job exists in the store before its message, so a fast worker always finds it."""
     job_id = uuid.uuid4().hex
-    jobs.create(job_id, params)
+    jobs.create(job_id, params, request_id=logs.request_id.get())
     try:
         queue.send_task(task, args=[job_id], task_id=job_id, queue=TRAINING_QUEUE, retry=False)
     except Exception as exc:  # kombu's errors vary by transport; the job must not stay queued

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -13,11 +12,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from api import errors
 from api.batching import Batcher
 from api.metrics import Metrics, RequestMetrics
+from api.request_log import AccessLog
 from api.routes import datasets, health, jobs, metrics, models, page, predict
 from api.serving import ModelServer
 from shared.config import Settings, get_settings
 from shared.inference import configure_tensorflow_threads, load_version, warm_batch_sizes
 from shared.jobs import open_job_store
+from shared.logs import configure_logging
 from shared.registry import open_registry
 from shared.task_queue import make_celery
 
@@ -52,8 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; settings default to the environment's."""
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     app = FastAPI(
         title="cxr-service",
         summary="Chest X-ray classification (VGG16 transfer learning) with retraining.",
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"],
-                           expose_headers=["X-Model-Version"])
+                           expose_headers=["X-Model-Version", "X-Request-ID"])
 
     @app.middleware("http")
     async def limit_body(
@@ -79,8 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 f"request body of {length} bytes exceeds {settings.max_upload_bytes}")
         return await call_next(request)
 
-    # Added last, so outermost of ours: it also counts what limit_body refuses.
+    # Added last, so outermost of ours: they also see what limit_body refuses.
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(AccessLog)
     for router in (predict.router, datasets.router, jobs.router, models.router, health.router,
                    metrics.router, page.router):
         app.include_router(router)

@@ -67,7 +67,8 @@ class JobStore(ABC):
     @abstractmethod
     def _recent_ids(self, limit: int) -> list[str]: ...
 
-    def create(self, job_id: str, params: TrainingParams | EvaluationParams) -> JobStatus:
+    def create(self, job_id: str, params: TrainingParams | EvaluationParams,
+               request_id: str | None = None) -> JobStatus:
         if isinstance(params, EvaluationParams):
             kind, epochs, version = "evaluate", 1, params.version
         else:
@@ -75,7 +76,7 @@ class JobStore(ABC):
         record = JobRecord(
             job_id=job_id, kind=kind, state=JobState.queued, dataset=params.dataset,
             created_at=_now(), params=params.model_dump(),
-            progress=JobProgress(epochs=epochs), model_version=version,
+            progress=JobProgress(epochs=epochs), model_version=version, request_id=request_id,
         )
         self._insert(record)
         return record.status()

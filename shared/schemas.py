@@ -149,6 +149,9 @@ class JobStatus(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    request_id: str | None = Field(
+        None, description="X-Request-ID of the request that queued the job; the worker's log "
+        "lines about the job carry it too.")
 
 
 class JobList(BaseModel):

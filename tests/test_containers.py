@@ -1,6 +1,7 @@
 """Static checks of the container files: Dockerfile.api, Dockerfile.worker, the script they
-install the dependencies with, docker-compose.yml, .env.example and .dockerignore. No Docker
-engine is needed; hadolint and check-jsonschema come with the dev extra.
+install the dependencies with, docker-compose.yml, docker/nginx.conf, .env.example and
+.dockerignore. No Docker engine is needed; hadolint and check-jsonschema come with the dev
+extra, nginx (for `nginx -t`) from the system.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -19,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import REQUIRE_SERVICES
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = {"api": ROOT / "Dockerfile.api", "worker": ROOT / "Dockerfile.worker"}
 KINDS = sorted(DOCKERFILES)
@@ -26,11 +30,19 @@ REQUIREMENTS_SCRIPT = "docker/requirements_from_pyproject.py"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 PYPROJECT = ROOT / "pyproject.toml"
+NGINX_CONF = ROOT / "docker" / "nginx.conf"
 
 # Services that run the application, with the Dockerfile each one builds from.
 APP_SERVICES = {"api": "api", "worker": "worker", "worker-gpu": "worker"}
-# The directories both sides share: settings variable -> named volume.
-SHARED_DIRS = {"CXR_MODELS_DIR": "models", "CXR_DATA_DIR": "data", "CXR_STATE_DIR": "state"}
+# Services that `docker compose up --scale NAME=N` may start several of.
+SCALED_SERVICES = sorted(APP_SERVICES)
+# The directories both sides share: settings variable -> named volume. The model registry is
+# on the object store (MinIO), not on a volume.
+SHARED_DIRS = {"CXR_DATA_DIR": "data", "CXR_STATE_DIR": "state"}
+MODELS_URI, S3_ENDPOINT = "s3://cxr-models/models", "http://minio:9000"
+BROKER_URL = "redis://redis:6379/0"
+# A value read from .env (or the shell) that compose refuses to start without.
+REQUIRED_VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*):\?[^}]+\}")
 EXPECTED_CMD = {"api": ["cxr", "serve"], "worker": ["cxr", "worker"]}
 
 
@@ -98,7 +110,8 @@ def service(name: str) -> dict[str, Any]:
 
 
 def environment(svc: dict[str, Any]) -> dict[str, str]:
-    return {key: "" if value is None else str(value) for key, value in svc["environment"].items()}
+    return {key: "" if value is None else str(value)
+            for key, value in svc.get("environment", {}).items()}
 
 
 def volume_mounts(svc: dict[str, Any]) -> dict[str, str]:
@@ -193,7 +206,9 @@ def test_api_port_and_healthchecks() -> None:
     env = values("api", "ENV")
     assert env["CXR_PORT"] == "8000" and env["CXR_HOST"] == "0.0.0.0"
     api = service("api")
-    assert api["ports"] == [f"8000:{environment(api)['CXR_PORT']}"]
+    assert environment(api)["CXR_PORT"] == "8000"
+    # No host port: replicas would collide on it; clients come through the load balancer.
+    assert "ports" not in api
     (check,) = all_of("api", "HEALTHCHECK")
     options, _, command = check.partition("CMD ")
     assert re.search(r"--start-period=\d+s", options), "TensorFlow needs time to start"
@@ -258,7 +273,8 @@ def test_compose_matches_the_compose_spec(tmp_path: Path) -> None:
 
 def test_compose_services_and_gpu_opt_in() -> None:
     assert "version" not in compose()
-    assert set(compose()["services"]) == {"redis", *APP_SERVICES}
+    services = {"redis", "minio", "minio-init", "lb", "flower", *APP_SERVICES}
+    assert set(compose()["services"]) == services
     assert service("redis")["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert volume_mounts(service("redis")) == {"/data": "redis"}
     gpu = service("worker-gpu")
@@ -266,8 +282,98 @@ def test_compose_services_and_gpu_opt_in() -> None:
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device == {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
     assert gpu["build"]["args"]["TENSORFLOW_EXTRAS"] == "and-cuda"
-    for name in ("redis", "api", "worker"):  # everything else starts on a host without a GPU
-        assert "profiles" not in service(name) and "deploy" not in service(name)
+    assert service("flower")["profiles"] == ["ops"]
+    # Everything else starts, on a host without a GPU, with a plain `docker compose up`.
+    for name in services - {"worker-gpu", "flower"}:
+        assert "profiles" not in service(name) and "deploy" not in service(name), name
+
+
+def test_compose_scales() -> None:
+    """`docker compose up --scale api=3 --scale worker=2` (and worker-gpu) works as written:
+    nothing a replica would have to own alone, and every published port is someone's."""
+    published = []
+    for name, svc in compose()["services"].items():
+        assert "container_name" not in svc, f"{name}: a fixed name allows one container"
+        published += [port.rsplit(":", 1)[0] for port in svc.get("ports", [])]
+    assert len(published) == len(set(published)), published
+    for name in SCALED_SERVICES:
+        svc = service(name)
+        # A host port would collide; a fixed hostname would give two workers one Celery
+        # node name (and the healthcheck pings celery@$HOSTNAME).
+        assert "ports" not in svc and "hostname" not in svc, name
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_app_services_use_the_object_store(name: str) -> None:
+    svc, env = service(name), environment(service(name))
+    assert env["CXR_MODELS_URI"] == MODELS_URI and env["CXR_S3_ENDPOINT_URL"] == S3_ENDPOINT
+    assert env["CXR_LOG_FORMAT"] == "json"
+    # boto3's standard variables, from the same required variables as MinIO's root user.
+    minio = environment(service("minio"))
+    assert env["AWS_ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == minio["MINIO_ROOT_PASSWORD"]
+    assert REQUIRED_VARIABLE.fullmatch(env["AWS_SECRET_ACCESS_KEY"])
+    # No registry volume any more, and the cache of verified copies is the container's own:
+    # each API process evicts the versions it no longer serves from its cache.
+    assert "models" not in compose()["volumes"]
+    cache = Path(env["CXR_MODEL_CACHE_DIR"])
+    assert cache.is_absolute()
+    assert not [m for m in volume_mounts(svc) if cache.is_relative_to(m)], volume_mounts(svc)
+    assert svc["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+
+
+def test_minio_and_its_bucket() -> None:
+    minio, init = service("minio"), service("minio-init")
+    release = r"quay\.io/minio/{}:RELEASE\.\d{{4}}-\d\d-\d\dT\d\d-\d\d-\d\dZ"
+    assert re.fullmatch(release.format("minio"), minio["image"]), minio["image"]
+    assert re.fullmatch(release.format("mc"), init["image"]), init["image"]
+    assert minio["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    assert volume_mounts(minio) == {"/data": "minio"} and "ports" not in minio
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "restart" not in init  # one-shot
+    # The bucket CXR_MODELS_URI names, made by the credentials as shell variables ($$).
+    bucket = MODELS_URI.removeprefix("s3://").split("/")[0]
+    (script,) = init["command"]
+    assert re.search(rf"^mc mb --ignore-existing (\w+)/{bucket}$", script, re.M), script
+    assert '"$$MINIO_ROOT_USER" "$$MINIO_ROOT_PASSWORD"' in script
+    assert init["entrypoint"][:2] == ["/bin/sh", "-euc"]
+    assert environment(init)["MINIO_ROOT_PASSWORD"] == environment(minio)["MINIO_ROOT_PASSWORD"]
+
+
+def test_no_secret_is_written_in_the_compose_file() -> None:
+    """Every credential comes from a required variable that .env.example leaves empty."""
+    secret = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|AUTH|TOKEN|API_KEYS")
+    for name, svc in compose()["services"].items():
+        for key, value in environment(svc).items():
+            if secret.search(key):
+                assert REQUIRED_VARIABLE.fullmatch(value), f"{name}: {key}={value}"
+    required = set(REQUIRED_VARIABLE.findall(COMPOSE_FILE.read_text()))
+    assert required == {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWER_BASIC_AUTH"}
+    placeholders = env_example()
+    for variable in required:
+        assert placeholders.get(variable) == "", f".env.example must list {variable}= (empty)"
+    assert "minioadmin" not in COMPOSE_FILE.read_text()
+
+
+@pytest.mark.parametrize("name", ["worker", "worker-gpu"])
+def test_worker_metrics_on_the_compose_network(name: str) -> None:
+    worker, env = service(name), environment(service(name))
+    assert env["CXR_WORKER_METRICS_HOST"] == "0.0.0.0"
+    assert env["CXR_WORKER_METRICS_PORT"] == "9101"
+    assert worker["expose"] == [env["CXR_WORKER_METRICS_PORT"]] and "ports" not in worker
+
+
+def test_flower_behind_basic_auth_on_loopback() -> None:
+    flower, env = service("flower"), environment(service("flower"))
+    assert re.fullmatch(r"mher/flower:\d+\.\d+\.\d+", flower["image"]), flower["image"]
+    assert flower["profiles"] == ["ops"]
+    match = REQUIRED_VARIABLE.fullmatch(env["FLOWER_BASIC_AUTH"])
+    assert match and match[1] == "FLOWER_BASIC_AUTH"
+    assert flower["ports"] == [f"127.0.0.1:{env['FLOWER_PORT']}:{env['FLOWER_PORT']}"]
+    # Celery's own options come before the `flower` subcommand.
+    assert flower["command"] == ["celery", f"--broker={BROKER_URL}", "flower"]
+    assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert flower["healthcheck"]["test"][:2] == ["CMD", "python"]
 
 
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))
@@ -277,7 +383,7 @@ def test_app_services_build_their_dockerfile(name: str) -> None:
     assert set(svc["build"].get("args", {})) <= set(values(kind, "ARG"))
     assert svc["command"] == EXPECTED_CMD[kind]
     assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert environment(svc)["CXR_BROKER_URL"] == "redis://redis:6379/0"
+    assert environment(svc)["CXR_BROKER_URL"] == BROKER_URL
     # A fresh clone without .env must still come up.
     assert all(entry["required"] is False for entry in svc.get("env_file", []))
 
@@ -291,6 +397,116 @@ def test_worker_healthcheck_and_grace_period(name: str) -> None:
     assert kind == "CMD-SHELL" and (match := re.fullmatch(ping, test)), test
     assert seconds(worker["healthcheck"]["timeout"]) > int(match[1])
     assert seconds(worker["stop_grace_period"]) >= 60
+
+
+# === the load balancer: service lb, docker/nginx.conf ==========================================
+@cache
+def nginx_conf() -> str:
+    """docker/nginx.conf without its comments (none of its strings holds a #)."""
+    return re.sub(r"#[^\n]*", "", NGINX_CONF.read_text())
+
+
+def directive(name: str) -> list[str]:
+    """The arguments of every ``name ...;`` in docker/nginx.conf, in order."""
+    return [" ".join(args.split()) for args in
+            re.findall(rf"^\s*{re.escape(name)}\s+([^;{{]*);", nginx_conf(), re.M)]
+
+
+def nginx_size(value: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([kKmMgG]?)", value).groups()  # type: ignore[union-attr]
+    return int(number) * 1024 ** " kmg".index(unit.lower() or " ")
+
+
+def nginx_seconds(value: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)?", value).groups()  # type: ignore[union-attr]
+    return int(number) * {"ms": 1e-3, "s": 1, "m": 60, "h": 3600}[unit or "s"]
+
+
+def test_load_balancer_service() -> None:
+    lb = service("lb")
+    assert re.fullmatch(r"nginx:\d+\.\d+(\.\d+)?-alpine", lb["image"]), lb["image"]
+    (port,) = lb["ports"]
+    host_port, _, container_port = port.partition(":")
+    # The host's port 8000, where the API used to be, onto the server nginx listens with.
+    assert host_port == "8000" and container_port in directive("listen"), port
+    assert lb["volumes"] == [f"./{NGINX_CONF.relative_to(ROOT)}:/etc/nginx/nginx.conf:ro"]
+    assert NGINX_CONF.is_file()
+    assert lb["depends_on"]["api"]["condition"] == "service_healthy"
+    # nginx's own liveness, on a loopback-only listener of the config.
+    check = lb["healthcheck"]["test"]
+    (health,) = re.findall(r"http://(127\.0\.0\.1:\d+)/", " ".join(check))
+    assert health in directive("listen"), health
+
+
+def test_nginx_finds_every_api_replica() -> None:
+    """Docker's DNS asked at request time (cached briefly), through a proxy_pass variable,
+    so replicas started later by --scale get requests too."""
+    (resolver,) = directive("resolver")
+    match = re.fullmatch(r"127\.0\.0\.11 valid=(\d+)s( ipv6=off)?", resolver)
+    assert match and int(match[1]) <= 10, resolver
+    (proxy_pass,) = directive("proxy_pass")
+    variable = re.fullmatch(r"\$(\w+)", proxy_pass)
+    assert variable, f"proxy_pass {proxy_pass}: a literal host is resolved once, at start"
+    api_port = environment(service("api"))["CXR_PORT"]
+    assert f"${variable[1]} http://api:{api_port}" in directive("set")
+    assert not directive("upstream")
+
+
+def test_nginx_passes_uploads_and_request_ids() -> None:
+    from shared.config import Settings
+
+    (body,) = directive("client_max_body_size")
+    limit = max(Settings.model_fields["max_upload_bytes"].default,
+                int(env_example()["CXR_MAX_UPLOAD_BYTES"]))
+    assert nginx_size(body) >= limit >= 512 * 1024**2
+    assert directive("proxy_request_buffering") == ["off"]
+    assert directive("proxy_http_version") == ["1.1"]  # streams chunked bodies too
+    (read,) = directive("proxy_read_timeout")
+    (send,) = directive("proxy_send_timeout")
+    assert nginx_seconds(read) >= 120 and nginx_seconds(send) >= 120
+    # The client's X-Request-ID, or a fresh $request_id when it sent none or one the API would
+    # not accept (then the API logs the id nginx logs).
+    from shared.logs import REQUEST_ID
+
+    match = re.search(r"map \$http_x_request_id \$(\w+) \{(.*?)\n\s*\}", nginx_conf(), re.S)
+    assert match and re.search(r"default\s+\$request_id;", match[2]), match
+    accepted = re.findall(r'"~([^"]+)"\s+\$http_x_request_id;', match[2])
+    assert accepted == [REQUEST_ID.pattern], accepted
+    headers = dict(h.split(" ", 1) for h in directive("proxy_set_header"))
+    assert headers["X-Request-ID"] == f"${match[1]}"
+    assert headers["X-Forwarded-For"] in ("$remote_addr", "$proxy_add_x_forwarded_for")
+    assert headers["X-Forwarded-Proto"] == "$scheme"
+    assert f"X-Request-ID ${match[1]} always" in directive("add_header")
+
+
+def nginx_binary() -> str | None:
+    # Debian puts it in /usr/sbin, which a user's PATH may lack.
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+def nginx_test(config: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    binary = nginx_binary()
+    if binary is None:
+        message = "no nginx binary (apt-get install nginx) to check docker/nginx.conf"
+        if REQUIRE_SERVICES:  # CI: .ci/run installs it
+            pytest.fail(message)
+        pytest.skip(message)
+    # Prefix, startup log and pid file under tmp_path: no root needed, nothing touched.
+    args = [binary, "-t", "-p", tmp_path, "-e", "stderr", "-g", f"pid {tmp_path}/nginx.pid;",
+            "-c", config]
+    return run(args, cwd=tmp_path)
+
+
+def test_nginx_accepts_the_config(tmp_path: Path) -> None:
+    """`nginx -t` passes without resolving `api` (no such host here): a literal proxy_pass
+    host would fail it, as it would fail nginx's start before the first replica is up."""
+    config = tmp_path / "nginx.conf"
+    shutil.copyfile(NGINX_CONF, config)
+    result = nginx_test(config, tmp_path)
+    assert result.returncode == 0, result.stderr
+    broken = tmp_path / "broken.conf"
+    broken.write_text(NGINX_CONF.read_text().replace("client_max_body_size", "client_max_body"))
+    assert nginx_test(broken, tmp_path).returncode != 0
 
 
 # === settings names and values ==================================================================
@@ -336,8 +552,12 @@ def test_container_settings_are_valid(name: str, monkeypatch: pytest.MonkeyPatch
     for key, value in {**env_example(), **environment(service(name))}.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    assert str(settings.models_dir) == "/srv/cxr/models"
+    assert settings.models_uri == MODELS_URI and settings.s3_endpoint_url == S3_ENDPOINT
+    assert settings.log_format == "json"
+    assert str(settings.effective_model_cache_dir) == "/home/cxr/.cache/cxr-models"
     assert settings.uses_redis
+    if APP_SERVICES[name] == "worker":
+        assert settings.worker_metrics_port == 9101
 
 
 # === .dockerignore ==============================================================================

@@ -14,10 +14,11 @@ from shared.config import Settings
 from shared.datasets import Dataset, dataset_path, discover
 from shared.errors import CxrError, JobCancelled, JobNotFound
 from shared.jobs import JobStore, open_job_store
+from shared.logs import log_context
 from shared.modeling import resolve_base_weights
 from shared.registry import open_registry
-from shared.schemas import EvaluationParams, JobProgress, JobState, TrainingParams
-from worker import checkpoints
+from shared.schemas import EvaluationParams, JobProgress, JobState, JobStatus, TrainingParams
+from worker import checkpoints, metrics
 from worker.callbacks import Reporter
 from worker.external import evaluate_external
 from worker.promotion import gate
@@ -35,6 +36,11 @@ class StoreReporter:
         self.store, self.job_id = store, job_id
 
     def epoch_end(self, progress: JobProgress) -> bool:
+        metrics.epoch_done()
+        last = progress.last.model_dump(exclude_none=True) if progress.last else {}
+        log.info("epoch %d/%d done", progress.epoch, progress.epochs,
+                 extra={"epoch": progress.epoch, "epochs": progress.epochs,
+                        "phase": progress.phase, **last})
         return self.store.report_progress(self.job_id, progress)
 
     def alive(self) -> bool:
@@ -111,7 +117,7 @@ def run_job(job_id: str, settings: Settings, store: JobStore | None = None) -> J
             # Not reached when the process dies: only a lost worker leaves a checkpoint.
             checkpoints.clear(checkpoint_dir)
 
-    return _run(store, job_id, settings, work)
+    return _run(store, job_id, settings, work, kind="train")
 
 
 def run_evaluation(job_id: str, settings: Settings, store: JobStore | None = None) -> JobState:
@@ -127,29 +133,46 @@ def run_evaluation(job_id: str, settings: Settings, store: JobStore | None = Non
         registry.save_evaluation(params.version, report)
         return params.version
 
-    return _run(store, job_id, settings, work)
+    return _run(store, job_id, settings, work, kind="evaluate")
 
 
-def _run(store: JobStore, job_id: str, settings: Settings,
-         work: Callable[[JobStore], str]) -> JobState:
-    if not claim(store, job_id, settings):
-        state = store.get(job_id).state
-        log.info("job %s is %s elsewhere or over; skipping", job_id, state.value)
-        if state.finished:  # redelivered after it was declared lost
-            checkpoints.clear(_checkpoint_dir(settings, job_id))
-        return state
+def _run(store: JobStore, job_id: str, settings: Settings, work: Callable[[JobStore], str],
+         kind: str) -> JobState:
+    """Claim the job and run ``work``, with every log line tagged by the job and the request
+    that queued it; the outcome is logged and counted."""
+    record = store.record(job_id)
+    with log_context(job=job_id, request=record.request_id):
+        if not claim(store, job_id, settings):
+            state = store.get(job_id).state
+            log.info("job %s is %s elsewhere or over; skipping", job_id, state.value)
+            if state.finished:  # redelivered after it was declared lost
+                checkpoints.clear(_checkpoint_dir(settings, job_id))
+            return state
+        log.info("job started", extra={"kind": kind, "dataset": record.dataset})
+        started = time.monotonic()
+        ended = _work(store, job_id, work)
+        seconds = time.monotonic() - started
+        log.info("job %s", ended.state.value, extra={
+            "kind": kind, "state": ended.state.value, "model_version": ended.model_version,
+            "error": ended.error, "duration_s": round(seconds, 1)})
+        metrics.job_ended(kind, ended.state.value, seconds)
+        return ended.state
+
+
+def _work(store: JobStore, job_id: str, work: Callable[[JobStore], str]) -> JobStatus:
+    """Every outcome ends in the store: succeeded, cancelled or failed."""
     try:
         with heartbeat(store, job_id):
             version = work(store)
     except JobCancelled:
-        return store.finish(job_id, JobState.cancelled, error="cancelled by request").state
+        return store.finish(job_id, JobState.cancelled, error="cancelled by request")
     except CxrError as exc:
-        return store.finish(job_id, JobState.failed, error=f"{exc.code}: {exc.message}").state
+        return store.finish(job_id, JobState.failed, error=f"{exc.code}: {exc.message}")
     except Exception as exc:  # the job must end failed, whatever went wrong
         log.exception("job %s failed", job_id)
         return store.finish(job_id, JobState.failed,
-                            error=f"internal_error: {type(exc).__name__}: {exc}").state
-    return store.finish(job_id, JobState.succeeded, model_version=version).state
+                            error=f"internal_error: {type(exc).__name__}: {exc}")
+    return store.finish(job_id, JobState.succeeded, model_version=version)
 
 
 def _train_and_publish(store: JobStore, job_id: str, settings: Settings,

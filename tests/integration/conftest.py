@@ -58,7 +58,10 @@ class Service:
 
 
 def start_service(tmp_path: Path, broker_url: str | None,
-                  extra_env: dict[str, str] | None = None) -> Service:
+                  extra_env: dict[str, str] | None = None,
+                  processes: tuple[str, ...] = ("worker", "serve")) -> Service:
+    """`cxr worker` and/or `cxr serve` with their folders under ``tmp_path``, once ready."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
     env.update({
@@ -71,17 +74,41 @@ def start_service(tmp_path: Path, broker_url: str | None,
         env["CXR_BROKER_URL"] = broker_url
     env.update(extra_env or {})
     service = Service(url=f"http://127.0.0.1:{port}", env=env, workdir=tmp_path)
-    service.start("worker")
-    service.start("serve")
-    deadline = time.monotonic() + 60
+    for name in processes:
+        service.start(name)
+    try:
+        if "worker" in processes:
+            wait_for_log(service, "worker", " ready.")
+        if "serve" in processes:
+            wait_healthy(service)
+    except RuntimeError:
+        service.stop()
+        raise
+    return service
+
+
+def wait_healthy(service: Service, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{service.url}/healthz", timeout=1).status_code == 200:
-                return service
+                return
         except httpx.TransportError:
             time.sleep(0.3)
-    service.stop()
     raise RuntimeError(f"the API did not start:\n{service.logs()}")
+
+
+def wait_for_log(service: Service, name: str, text: str, timeout: float = 90) -> None:
+    """Until the process's log holds ``text`` (Celery's "celery@host ready.")."""
+    deadline = time.monotonic() + timeout
+    log = service.workdir / f"{name}.log"
+    while time.monotonic() < deadline:
+        if log.is_file() and text in log.read_text(errors="replace"):
+            return
+        if service.processes[name].poll() is not None:
+            break
+        time.sleep(0.3)
+    raise RuntimeError(f"{name} did not get ready:\n{service.logs()}")
 
 
 @pytest.fixture(params=["redis", "embedded"])

@@ -1,0 +1,75 @@
+"""ASGI middleware: a request id for every request, and one access log line per answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.logs import accept_request_id, log_context
+
+log = logging.getLogger("api.access")
+
+HEADER = "x-request-id"
+# Error bodies are small JSON; a larger body is not read for its code.
+MAX_ERROR_BODY = 64 * 1024
+
+
+class AccessLog:
+    """Takes the client's X-Request-ID (or makes one), answers it in the same header, tags
+    every line logged while serving with it, and logs method, path, route, status, duration,
+    the error code of a 4xx/5xx and the model version that answered. Never the query string,
+    a header or a body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope["headers"]).get(HEADER.encode())
+        request = accept_request_id(sent.decode("latin-1") if sent else None)
+        start = time.perf_counter()
+        answer: dict[str, object] = {"status": 500}
+        error_body = bytearray()
+
+        async def send_tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                headers = dict(message.get("headers", []))
+                answer["model_version"] = _text(headers.get(b"x-model-version"))
+                message["headers"] = [*message.get("headers", []),
+                                      (HEADER.encode(), request.encode())]
+            elif message["type"] == "http.response.body" and int(str(answer["status"])) >= 400:
+                if len(error_body) < MAX_ERROR_BODY:
+                    error_body.extend(message.get("body", b""))
+            await send(message)
+
+        with log_context(request=request):
+            try:
+                await self.app(scope, receive, send_tagged)
+            finally:
+                route = getattr(scope.get("route"), "path", None)
+                log.info("%s %s %s", scope["method"], scope["path"], answer["status"], extra={
+                    "method": scope["method"], "path": scope["path"], "route": route,
+                    "status": answer["status"], "error_code": _error_code(bytes(error_body)),
+                    "model_version": answer.get("model_version"),
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 2)})
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode("latin-1") if raw else None
+
+
+def _error_code(body: bytes) -> str | None:
+    """The stable code of the service's error body ({"error": {"code": ...}})."""
+    if not body:
+        return None
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None

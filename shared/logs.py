@@ -1,0 +1,97 @@
+"""Log lines for operators: one JSON object per line (``CXR_LOG_FORMAT=json``) or plain text,
+each naming the request and the job it belongs to.
+
+A request id comes from the client's ``X-Request-ID`` (or is made up), is answered in the same
+header, is stored with a job the request queued, and is set again in the worker that runs the
+job, so one id finds the request and its whole training run. Nothing here logs a request's
+body or headers: no image, no DICOM header value, no API key reaches a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from pythonjsonlogger.json import JsonFormatter
+
+request_id: ContextVar[str | None] = ContextVar("cxr_request_id", default=None)
+job_id: ContextVar[str | None] = ContextVar("cxr_job_id", default=None)
+
+# What a client may send as its own request id; anything else is replaced, never logged.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(job_id)s] %(message)s"
+# Loggers that come with handlers of their own; theirs would print every line twice.
+OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery")
+
+
+def accept_request_id(sent: str | None) -> str:
+    """The client's request id when it is a sane token, else a new one."""
+    return sent if sent and REQUEST_ID.match(sent) else uuid.uuid4().hex
+
+
+@contextmanager
+def log_context(*, request: str | None = None, job: str | None = None) -> Iterator[None]:
+    """Tag every line logged inside with this request and job (where given)."""
+    tokens = []
+    if request is not None:
+        tokens.append((request_id, request_id.set(request)))
+    if job is not None:
+        tokens.append((job_id, job_id.set(job)))
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+class _Context(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, var in (("request_id", request_id), ("job_id", job_id)):
+            if getattr(record, name, None) is None:
+                setattr(record, name, var.get())
+        return True
+
+
+class _Json(JsonFormatter):
+    """Fields: time (UTC, ISO 8601), level, logger, message, request_id, job_id and the
+    record's extras; fields without a value are left out."""
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
+                   message_dict: dict[str, Any]) -> None:
+        log_data["time"] = datetime.fromtimestamp(record.created, UTC).isoformat(
+            timespec="milliseconds")
+        super().add_fields(log_data, record, message_dict)
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in log_data.items() if value is not None}
+
+
+class _Handler(logging.StreamHandler):
+    """Ours, so that configuring again replaces it and leaves anyone else's handlers."""
+
+
+def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
+    """Send every logger's lines to ``stream`` (stderr) in the chosen format."""
+    handler = _Handler(stream or sys.stderr)
+    handler.addFilter(_Context())
+    if fmt == "json":
+        handler.setFormatter(_Json("{levelname}{name}{message}", style="{",
+                                   rename_fields={"levelname": "level", "name": "logger"}))
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _Handler)] + [handler]
+    root.setLevel(level.upper())
+    logging.captureWarnings(True)  # Python warnings become log lines too
+    for name in OWN_HANDLERS:
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # The API logs its own access lines (api.request_log), without the client's address.
+    logging.getLogger("uvicorn.access").propagate = False
