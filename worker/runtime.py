@@ -1,8 +1,14 @@
 """How a training process uses its machine: threads, XLA, mixed precision, several GPUs.
 
 The choices are settings (``CXR_WORKER_THREADS``, ``CXR_TRAIN_JIT_COMPILE``,
-``CXR_MIXED_PRECISION``), taken from measurements (bench/train_step.py), and recorded in each
-manifest so a result can be traced to how it was computed.
+``CXR_MIXED_PRECISION``), taken from measurements (bench/train_step.py, bench/gpu_keras.py),
+and recorded in each manifest so a result can be traced to how it was computed.
+
+With more than one GPU the model is mirrored on every one (``tf.distribute.MirroredStrategy``,
+keras-io ``guides/distributed_training_with_tensorflow.py``): models, optimizers and metrics
+are created under :meth:`Runtime.scope`. A request's ``batch_size`` is the global batch, split
+across the replicas, so steps per epoch and the learning rate mean the same whatever the
+host; :func:`replica_batch` keeps each batch divisible by the replica count.
 """
 
 from __future__ import annotations
@@ -10,12 +16,51 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
+
+# float16 Tensor Cores arrived with Volta (compute capability 7.0); older GPUs run
+# mixed_float16 slower than float32 (TensorFlow's mixed precision guide).
+FLOAT16_MIN_CAPABILITY = (7, 0)
+
+
+def precision_policy(choice: str, capabilities: Sequence[tuple[int, int] | None]) -> str:
+    """The Keras dtype policy: mixed_float16 under "auto" only when there are GPUs and every
+    one has float16 Tensor Cores (an unknown capability counts as none); else float32."""
+    if choice != "auto" or not capabilities:
+        return "float32"
+    if all(c is not None and tuple(c) >= FLOAT16_MIN_CAPABILITY for c in capabilities):
+        return "mixed_float16"
+    return "float32"
+
+
+def resolve_jit(choice: bool | str, gpus: int, replicas: int) -> bool:
+    """XLA for training steps: "auto" is on with a GPU. Never across replicas: Keras compiles
+    the whole ``strategy.run`` step, which XLA refuses (variables on another device), and
+    Keras' own "auto" turns it off under tf.distribute for the same reason."""
+    wanted = gpus > 0 if choice == "auto" else bool(choice)
+    if wanted and replicas > 1:
+        if choice is True:
+            log.warning("CXR_TRAIN_JIT_COMPILE=true ignored: XLA cannot compile a step "
+                        "mirrored over %d replicas", replicas)
+        return False
+    return wanted
+
+
+def replica_batch(requested: int, images: int, replicas: int) -> int:
+    """The global batch for a split of ``images``: with several replicas, a multiple of their
+    count and no larger than the split, so every replica's slice of a split's first batch has
+    the same shape (Keras 3 builds the model from a cross-replica mean of that batch, which
+    fails on uneven slices: keras-team/keras#19246). One replica: ``requested`` as is."""
+    if replicas <= 1:
+        return requested
+    batch = max(replicas, requested - requested % replicas)
+    return min(batch, max(replicas, images - images % replicas))
 
 
 @dataclass
@@ -24,6 +69,9 @@ class Runtime:
     threads: int | None = None
     jit_compile: bool | str = "auto"  # resolved to a bool by configure()
     mixed_precision: str = "off"
+    # The strategy's devices: None mirrors every GPU TensorFlow sees (one GPU or none: the
+    # default strategy). Tests name logical CPU devices here.
+    devices: list[str] | None = None
     _strategy: Any = field(default=None, repr=False)
     _gpus: int = 0
 
@@ -43,16 +91,27 @@ class Runtime:
                 tf.config.threading.set_intra_op_parallelism_threads(self.threads)
             except RuntimeError:
                 log.warning("TensorFlow already started: CXR_WORKER_THREADS not applied")
-        self._gpus = len(tf.config.list_physical_devices("GPU"))
-        if self.jit_compile == "auto":
-            self.jit_compile = self._gpus > 0
-        if self.mixed_precision == "auto" and self._gpus:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        if self._gpus > 1:
-            self._strategy = tf.distribute.MirroredStrategy()
+        gpus = tf.config.list_physical_devices("GPU")
+        self._gpus = len(gpus)
+        capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability")
+                        for gpu in gpus]
+        # set every time: the policy is process-global and outlives a job
+        keras.mixed_precision.set_global_policy(
+            precision_policy(self.mixed_precision, capabilities))
+        devices = self.devices if self.devices is not None else (
+            [device.name for device in tf.config.list_logical_devices("GPU")])
+        self._strategy = tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else None
+        self.jit_compile = resolve_jit(self.jit_compile, self._gpus, self.replicas)
+        log.info("training runtime: %s (GPU compute capabilities %s)", self.describe(),
+                 capabilities)
+
+    @property
+    def replicas(self) -> int:
+        return int(self._strategy.num_replicas_in_sync) if self._strategy else 1
 
     def scope(self) -> Any:
-        """Where models and optimizers are created: every GPU's replica, or the default."""
+        """Where models, optimizers and metrics are created and fitted: every replica's, or
+        the default."""
         return self._strategy.scope() if self._strategy else contextlib.nullcontext()
 
     def describe(self) -> dict[str, Any]:
@@ -62,4 +121,7 @@ class Runtime:
                 "jit_compile": self.jit_compile,
                 "precision_policy": keras.mixed_precision.global_policy().name,
                 "strategy": type(self._strategy).__name__ if self._strategy else "default",
+                "replicas": self.replicas,
+                "devices": list(self._strategy.extended.worker_devices)
+                if self._strategy else None,
                 "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "tensorflow default")}

@@ -33,7 +33,7 @@ from worker.datasets import (
     split_summary,
 )
 from worker.evaluation import expected_calibration_error, fit_temperature, summarize
-from worker.runtime import Runtime
+from worker.runtime import Runtime, replica_batch
 from worker.shift import features_and_probabilities, fit_reference
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def plan_phases(params: TrainingParams) -> list[tuple[str, float, int]]:
 
 
 def _phase_inputs(model: Any, data: Prepared, params: TrainingParams, phase: str,
-                  seed: int) -> tuple[Any, Any, Any]:
+                  seed: int, runtime: Runtime) -> tuple[Any, Any, Any]:
     """What one phase fits: the whole classifier on live batches, or (phase one with
     head_cache_views) its head on features computed once."""
     val = data.pipeline("validation", params.batch_size)
@@ -95,8 +95,10 @@ def _phase_inputs(model: Any, data: Prepared, params: TrainingParams, phase: str
                                augmentation(seed + 10 * view) if view else None)
                  for view in range(params.head_cache_views)]
         (x, y), (xv, yv) = head_cache.cached_features(model, views, val)
-        return (head_cache.head_model(model), head_cache.batches(x, y, params.batch_size, seed),
-                head_cache.batches(xv, yv, params.batch_size, None))
+        with runtime.scope():  # a Keras model trains under the strategy it was created in
+            head = head_cache.head_model(model)
+        return (head, head_cache.batches(x, y, data.batch("train", params.batch_size), seed),
+                head_cache.batches(xv, yv, data.batch("validation", params.batch_size), None))
     train = data.pipeline("train", params.batch_size, augmentation(seed), seed)
     return model, train, val
 
@@ -114,7 +116,7 @@ def _fit_phases(model: Any, data: Prepared, params: TrainingParams, reporter: Re
         if params.time_budget_s and time.monotonic() - started > params.time_budget_s:
             break
         set_phase(model, phase)  # recompiled below: trainable changes need it
-        fitted, train, fit_val = _phase_inputs(model, data, params, phase, seed)
+        fitted, train, fit_val = _phase_inputs(model, data, params, phase, seed, runtime)
         with runtime.scope():
             fitted.compile(optimizer=keras.optimizers.Adam(learning_rate),
                            loss="sparse_categorical_crossentropy", metrics=["accuracy"],
@@ -124,13 +126,14 @@ def _fit_phases(model: Any, data: Prepared, params: TrainingParams, reporter: Re
                      checkpoints.epoch_callback(checkpoint_dir, progress, model),
                      *_callbacks(reporter, params, phase, started)]
         if params.lr_schedule == "cosine":
-            steps = -(-len(data.labels("train")) // params.batch_size)
+            steps = -(-len(data.labels("train")) // data.batch("train", params.batch_size))
             callbacks.insert(0, cosine_schedule_callback(
                 learning_rate, epochs, steps, started, params.time_budget_s,
                 params.warmup_fraction, first_epoch=start - progress.phase_epochs_done))
-        fitted.fit(train, validation_data=fit_val, initial_epoch=start,
-                   epochs=start + epochs - progress.phase_epochs_done, callbacks=callbacks,
-                   class_weight=weights, shuffle=False, verbose=0)  # the pipeline shuffles
+        with runtime.scope():  # as keras-io's guide does: fit may create variables too
+            fitted.fit(train, validation_data=fit_val, initial_epoch=start,
+                       epochs=start + epochs - progress.phase_epochs_done, callbacks=callbacks,
+                       class_weight=weights, shuffle=False, verbose=0)  # the pipeline shuffles
         if any(getattr(callback, "cancelled", False) for callback in callbacks):
             raise JobCancelled("cancelled while training")
         progress.phases_done.append({"phase": phase, "learning_rate": learning_rate,
@@ -149,18 +152,22 @@ class Prepared:
     splits: dict[str, Split]
     details: dict[str, Any]
     arrays: dict[str, np.ndarray]
+    replicas: int = 1  # batches are global: split across the strategy's replicas
 
     def labels(self, name: str) -> np.ndarray:
         return self.splits[name].labels
 
+    def batch(self, name: str, batch_size: int) -> int:
+        return replica_batch(batch_size, len(self.labels(name)), self.replicas)
+
     def pipeline(self, name: str, batch_size: int, augment: Any = None,
                  seed: int | None = None) -> Any:
-        return make_pipeline(self.arrays[name], self.splits[name].labels, batch_size,
-                             augment=augment, shuffle_seed=seed)
+        return make_pipeline(self.arrays[name], self.splits[name].labels,
+                             self.batch(name, batch_size), augment=augment, shuffle_seed=seed)
 
 
 def prepare_data(dataset: Dataset, params: TrainingParams, seed: int,
-                 max_pixels: int) -> Prepared:
+                 max_pixels: int, replicas: int = 1) -> Prepared:
     """Split (grouped by near-duplicates and, optionally, patients) and decode."""
     groups_csv = dataset.root / params.groups_csv if params.groups_csv else None
     if groups_csv is not None and not groups_csv.is_file():
@@ -174,7 +181,7 @@ def prepare_data(dataset: Dataset, params: TrainingParams, seed: int,
     arrays = {name: load_split_pixels(split, params.image_size, max_pixels,
                                       params.preprocess_options)
               for name, split in splits.items()}
-    return Prepared(splits, details, arrays)
+    return Prepared(splits, details, arrays, replicas)
 
 
 def _resume(model: Any, key: str, checkpoint_dir: Path | None) -> checkpoints.Progress:
@@ -195,7 +202,7 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
     runtime.configure()
     seed = params.seed if params.seed is not None else 0
     keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
-    data = prepare_data(dataset, params, seed, runtime.max_pixels)
+    data = prepare_data(dataset, params, seed, runtime.max_pixels, runtime.replicas)
     val = data.pipeline("validation", params.batch_size)
     with runtime.scope():
         model = build_model(ModelConfig(len(dataset.classes), params.image_size,
@@ -210,7 +217,8 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
 
     test = data.pipeline("test", params.batch_size)
     # one pass per split gives both the shift features and the probabilities
-    extractor = feature_model(model)
+    with runtime.scope():
+        extractor = feature_model(model)
     train_features, _ = features_and_probabilities(
         extractor, data.pipeline("train", params.batch_size))
     val_features, val_raw = features_and_probabilities(extractor, val)
