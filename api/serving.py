@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import Callable
 
-from shared.errors import CxrError, NoActiveModel
+from shared.errors import CxrError, NoActiveModel, RegistryUnavailable
 from shared.inference import LoadedModel, load_version
 from shared.registry import ActivePointer, Registry
 
@@ -89,6 +89,8 @@ class ModelServer:
             try:
                 self.check()
                 self.release_retired()
+            except RegistryUnavailable as exc:  # an outage of the store: say so, once a poll
+                log.warning("cannot check the active model: %s", exc.message)
             except Exception:  # the reloader must outlive any one bad poll
                 log.exception("checking the active model failed")
             self._wake.wait(self.poll_interval_s)

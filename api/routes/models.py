@@ -23,9 +23,10 @@ from shared.schemas import (
 )
 from shared.task_queue import EVALUATE_TASK
 
-# Reads answer 401 without a key when CXR_REQUIRE_KEY_FOR_READS is on.
+# Reads answer 401 without a key when CXR_REQUIRE_KEY_FOR_READS is on, and 503 when the
+# registry's object store is unreachable.
 router = APIRouter(prefix="/models", tags=["models"], dependencies=Reader,
-                   responses=responses(401))
+                   responses=responses(401, 503))
 
 
 def _serving(server: ModelServerDep) -> ServingState:

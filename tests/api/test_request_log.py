@@ -1,19 +1,15 @@
-"""Request ids and access lines of the real app; the app serving from object storage."""
+"""Request ids and access lines of the real app."""
 
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
 from shared.config import Settings
-from shared.object_registry import ObjectStoreRegistry
-from tests.api.conftest import publish_random, wait_ready
-from tests.conftest import ADMIN_KEY, AS_ADMIN, S3Server, sample_files
+from tests.conftest import ADMIN_KEY, AS_ADMIN
 
 
 def _access_lines(err: str) -> list[dict[str, object]]:
@@ -43,40 +39,3 @@ def test_request_ids_are_answered_and_logged(settings: Settings,
     gone = lines[missing.headers["X-Request-ID"]]
     assert (gone["route"], gone["error_code"]) == ("/jobs/{job_id}", "job_not_found")
     assert ADMIN_KEY not in err and "junk" not in err
-
-
-def test_the_api_serves_versions_from_object_storage(
-        s3_server: S3Server, tmp_path: Path, radiography_root: Path) -> None:
-    uri = f"s3://{s3_server.new_bucket()}/models"
-    publisher = ObjectStoreRegistry(uri, tmp_path / "worker-cache", s3_server.endpoint)
-    first, second, third = (publish_random(publisher, seed) for seed in (1, 2, 3))
-    publisher.activate(first)
-    settings = Settings(data_dir=tmp_path / "data", state_dir=tmp_path / "state",
-                        models_uri=uri, s3_endpoint_url=s3_server.endpoint,
-                        reload_interval_s=0.2, inference_runtime="tensorflow")
-    image = sample_files(radiography_root, 1)["COVID"][0].read_bytes()
-    cache = settings.effective_model_cache_dir
-    with TestClient(create_app(settings)) as client:
-        wait_ready(client)
-        answer = client.post("/predict", files={"file": ("x.png", image, "image/png")})
-        assert answer.status_code == 200 and answer.headers["X-Model-Version"] == first
-        listed = client.get("/models").json()
-        assert listed["active"] == first
-        assert {m["version"] for m in listed["versions"]} == {first, second, third}
-        assert (cache / first / "model.keras").is_file()
-        for version in (second, third):
-            publisher.activate(version)
-            wait_until_serving(client, image, version)
-    # The served and the replaced version stay cached (a swap back is quick); older ones go.
-    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == sorted(
-        [second, third])
-
-
-def wait_until_serving(client: TestClient, image: bytes, version: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        answer = client.post("/predict", files={"file": ("x.png", image, "image/png")})
-        if answer.headers.get("X-Model-Version") == version:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not serving {version}")

@@ -1,4 +1,5 @@
-"""Hot reload: load, verify, warm up, swap; failed loads reported; no request lost to a swap."""
+"""Hot reload: load, verify, warm up, swap; failed loads reported; no request lost to a swap;
+versions served from object storage."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from api.main import create_app
 from api.serving import ModelServer
+from shared.config import Settings
 from shared.errors import NoActiveModel
+from shared.object_registry import ObjectStoreRegistry
 from shared.registry import LocalRegistry, Registry
-from tests.api.conftest import publish_random
+from tests.api.conftest import publish_random, wait_ready
+from tests.conftest import S3Server, sample_files
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +165,62 @@ def test_a_replaced_version_is_released_once_its_last_request_lets_go(
     gc.collect()
     assert gone() is None  # nothing else kept the old version alive
     assert server.model().version == v_new
+
+
+def test_the_api_serves_versions_from_object_storage(
+        s3_server: S3Server, tmp_path: Path, radiography_root: Path) -> None:
+    uri = f"s3://{s3_server.new_bucket()}/models"
+    publisher = ObjectStoreRegistry(uri, tmp_path / "worker-cache", s3_server.endpoint)
+    first, second, third = (publish_random(publisher, seed) for seed in (1, 2, 3))
+    publisher.activate(first)
+    settings = Settings(data_dir=tmp_path / "data", state_dir=tmp_path / "state",
+                        models_uri=uri, s3_endpoint_url=s3_server.endpoint,
+                        reload_interval_s=0.2, inference_runtime="tensorflow")
+    image = sample_files(radiography_root, 1)["COVID"][0].read_bytes()
+    cache = settings.effective_model_cache_dir
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        answer = client.post("/predict", files={"file": ("x.png", image, "image/png")})
+        assert answer.status_code == 200 and answer.headers["X-Model-Version"] == first
+        listed = client.get("/models").json()
+        assert listed["active"] == first
+        assert {m["version"] for m in listed["versions"]} == {first, second, third}
+        assert (cache / first / "model.keras").is_file()
+        for version in (second, third):
+            publisher.activate(version)
+            wait_until_serving(client, image, version)
+    # The served and the replaced version stay cached (a swap back is quick); older ones go.
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == sorted(
+        [second, third])
+
+
+def wait_until_serving(client: TestClient, image: bytes, version: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        answer = client.post("/predict", files={"file": ("x.png", image, "image/png")})
+        if answer.headers.get("X-Model-Version") == version:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not serving {version}")
+
+
+def test_an_unreachable_store_answers_503_and_keeps_serving(
+        s3_server: S3Server, tmp_path: Path, radiography_root: Path) -> None:
+    uri = f"s3://{s3_server.new_bucket()}/models"
+    publisher = ObjectStoreRegistry(uri, tmp_path / "worker-cache", s3_server.endpoint)
+    version = publish_random(publisher, 1)
+    publisher.activate(version)
+    settings = Settings(data_dir=tmp_path / "data", state_dir=tmp_path / "state",
+                        models_uri=uri, s3_endpoint_url=s3_server.endpoint,
+                        reload_interval_s=0.2, inference_runtime="tensorflow")
+    image = sample_files(radiography_root, 1)["COVID"][0].read_bytes()
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        # The store goes away: reads of the registry say so, predictions go on.
+        client.app.state.registry.bucket = "cxr-no-such-bucket"  # type: ignore[attr-defined]
+        listed = client.get("/models")
+        assert listed.status_code == 503, listed.text
+        assert listed.json()["error"]["code"] == "registry_unavailable"
+        assert listed.headers["Retry-After"]
+        answer = client.post("/predict", files={"file": ("x.png", image, "image/png")})
+        assert answer.status_code == 200 and answer.headers["X-Model-Version"] == version
