@@ -95,13 +95,16 @@ class Settings(BaseSettings):
     promotion_margin: float = Field(0.01, ge=0, le=1)
     # Intra-op threads of a training process; leave a core to the API on a shared machine.
     worker_threads: int | None = Field(None, ge=1, le=256)
-    # XLA for training steps; "auto": on with a GPU, off on a CPU. On this 2-core CPU it made
+    # XLA for training steps; "auto": on with one GPU, off on a CPU and across several GPUs
+    # (XLA cannot compile a step mirrored over replicas). On this 2-core CPU it made
     # a 64 px step 20% slower and took 0.5 GB more (bench/train_step.py); on an H200 the same
     # Keras VGG16 trained 1.6x (float32) to 1.8x (bfloat16) faster compiled by XLA than in
     # eager kernels (bench/gpu_keras.py).
     train_jit_compile: bool | Literal["auto"] = "auto"
-    # Mixed float16 on a GPU ("auto": on when TensorFlow sees a GPU); never on a CPU. On an
-    # H200 it made a 224 px step 1.8x faster than float32, mixed bfloat16 1.6x.
+    # Mixed float16 on GPUs ("auto": on when every GPU TensorFlow sees has float16 Tensor
+    # Cores, compute capability 7.0 or more); never on a CPU. The published model is float32
+    # either way. With XLA, a 224 px step ran 1.8x faster than float32 on an H200 and on an
+    # H100 (bench/gpu_keras.py, JAX backend).
     mixed_precision: Literal["auto", "off"] = "auto"
 
     base_weights_file: Path | None = None
