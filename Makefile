@@ -16,7 +16,8 @@ setup: $(STAMP)
 
 ## The API on http://$${CXR_HOST:-127.0.0.1}:$${CXR_PORT:-8000} and one training worker.
 run: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=$${TF_CPP_MIN_LOG_LEVEL:-2} $(BIN)/cxr up
+	TF_CPP_MIN_LOG_LEVEL=$${TF_CPP_MIN_LOG_LEVEL:-2} CXR_LOG_FORMAT=$${CXR_LOG_FORMAT:-text} \
+		$(BIN)/cxr up
 
 api: $(STAMP)
 	$(BIN)/cxr serve

@@ -89,6 +89,11 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Non
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if not isinstance(h, _Handler)] + [handler]
     root.setLevel(level.upper())
+    # billiard (Celery's pool) logs to "multiprocessing" without propagating; unhandled, its
+    # lines (a pool process killed) would reach stderr as bare text.
+    pool = logging.getLogger("multiprocessing")
+    pool.handlers = [h for h in pool.handlers if not isinstance(h, _Handler)] + [handler]
+    pool.propagate = False
     logging.captureWarnings(True)  # Python warnings become log lines too
     for name in OWN_HANDLERS:
         logging.getLogger(name).handlers.clear()

@@ -30,7 +30,9 @@ def serve(settings: Settings) -> Path | None:
     metrics over HTTP. Returns the folder; None when no port is configured."""
     if settings.worker_metrics_port is None:
         return None
-    folder = settings.state_dir / "worker-metrics" / f"{socket.gethostname()}-{os.getpid()}"
+    base, host = settings.state_dir / "worker-metrics", socket.gethostname()
+    _sweep(base, host)
+    folder = base / f"{host}-{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     # Read by prometheus_client when first imported, here and in the forked pool processes.
@@ -50,6 +52,27 @@ def serve(settings: Settings) -> Path | None:
     log.info("worker metrics on http://%s:%d/metrics", settings.worker_metrics_host,
              settings.worker_metrics_port)
     return folder
+
+
+def _sweep(base: Path, host: str) -> None:
+    """Remove the folders of this host's workers that are gone (their counts went with them:
+    a restarted worker starts from zero, which Prometheus counters allow)."""
+    if not base.is_dir():
+        return
+    for folder in base.glob(f"{host}-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @cache

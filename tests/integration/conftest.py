@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -10,11 +12,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import API_KEYS_ENV, AS_ADMIN, REPO
+
+# What TensorFlow's C++ runtime writes to the process's stderr itself, past Python's logging
+# (abseil's format, and its notice that it has not been initialized): not JSON, and not ours.
+NATIVE = re.compile(r"^([IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] |WARNING: All log messages "
+                    r"before absl::InitializeLog\(\) is called)")
 
 
 def free_port() -> int:
@@ -48,6 +56,19 @@ class Service:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """Every line its processes logged, each parsed as JSON (CXR_LOG_FORMAT=json, the
+        default); a line that is not JSON fails the test."""
+        lines = []
+        for path in sorted(self.workdir.glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if line.strip() and not NATIVE.match(line):
+                    try:
+                        lines.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pytest.fail(f"not a JSON log line in {path.name}: {line[:300]!r}")
+        return lines
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"

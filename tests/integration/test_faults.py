@@ -182,7 +182,9 @@ def test_a_training_process_killed_mid_run_is_resumed_and_publishes_once(
             assert job["state"] == "succeeded", (job, service.logs())
             versions = client.get("/models").json()["versions"]
             assert [v["version"] for v in versions] == [job["model_version"]]
-        assert "resum" in service.logs().lower()  # from its checkpoint, not from scratch
+        # from its checkpoint, not from scratch
+        assert [line for line in service.log_lines() if line.get("job_id") == job_id
+                and "resum" in line["message"].lower()]
         assert not list((tmp_path / "models").glob(".staging*/*"))
     except (AssertionError, httpx.HTTPError):
         sys.stderr.write(service.logs())

@@ -7,7 +7,6 @@ that tie a request to its job; each worker serves its own metrics."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -51,25 +50,6 @@ def cluster(tmp_path: Path, redis_url: str, s3_server: S3Server) -> Iterator[dic
             node.stop()
 
 
-# What TensorFlow's C++ runtime writes to the process's stderr itself, past Python's logging
-# (abseil's format, and its notice that it has not been initialized): not JSON, and not ours.
-NATIVE = re.compile(r"^([IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] |WARNING: All log messages "
-                    r"before absl::InitializeLog\(\) is called)")
-
-
-def _log_lines(node: Service) -> list[dict[str, Any]]:
-    """Every line the node logged, each parsed as JSON (a line that is not fails the test)."""
-    lines = []
-    for path in sorted(node.workdir.glob("*.log")):
-        for line in path.read_text().splitlines():
-            if line.strip() and not NATIVE.match(line):
-                try:
-                    lines.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pytest.fail(f"not a JSON log line in {path.name}: {line[:300]!r}")
-    return lines
-
-
 def _worker_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -77,7 +57,7 @@ def _worker_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
 
 
 def _loading_started(node: Service, version: str) -> datetime:
-    line = next(line for line in _log_lines(node)
+    line = next(line for line in node.log_lines()
                 if line["message"] == f"loading model version {version}")
     return datetime.fromisoformat(line["time"])
 
@@ -129,7 +109,7 @@ def test_two_apis_and_two_workers_on_one_redis_and_one_store(
 
     ran_by = {}
     for worker in ("worker-a", "worker-b"):
-        started = [line for line in _log_lines(nodes[worker])
+        started = [line for line in nodes[worker].log_lines()
                    if line.get("message") == "job started"]
         assert len(started) == 1, f"{worker} started {started}"
         ran_by[started[0]["job_id"]] = worker
@@ -163,7 +143,7 @@ def test_two_apis_and_two_workers_on_one_redis_and_one_store(
 
 def _check_logs(nodes: dict[str, Service], jobs: dict[str, str], bad_request: str,
                 epochs: int) -> None:
-    lines = {name: _log_lines(node) for name, node in nodes.items()}
+    lines = {name: node.log_lines() for name, node in nodes.items()}
     text = "\n".join(json.dumps(line) for node_lines in lines.values() for line in node_lines)
     for secret in (ADMIN_KEY, MARKER_NAME, MARKER_ID, "PNG\\r\\n"):
         assert secret not in text

@@ -83,3 +83,15 @@ def test_unusable_request_ids_are_replaced(sent: str | None) -> None:
 
 def test_a_sane_request_id_is_kept() -> None:
     assert accept_request_id("pacs-7f3:42_a.b-c") == "pacs-7f3:42_a.b-c"
+
+
+def test_celerys_pool_lines_are_json_once(stream: io.StringIO) -> None:
+    pool = logging.getLogger("multiprocessing")
+    before = (list(pool.handlers), pool.propagate)
+    try:
+        configure_logging("info", "json", stream)
+        pool.error("Process %r pid:%r exited with %r", "ForkPoolWorker-1", 42, "signal 9")
+        [line] = _lines(stream)
+        assert line["logger"] == "multiprocessing" and "exited with" in str(line["message"])
+    finally:
+        pool.handlers, pool.propagate = before
