@@ -13,6 +13,8 @@ from shared.logs import accept_request_id, log_context
 log = logging.getLogger("api.access")
 
 HEADER = "x-request-id"
+# Probes and scrapes, every few seconds: logged at debug level only.
+QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}
 # Error bodies are small JSON; a larger body is not read for its code.
 MAX_ERROR_BODY = 64 * 1024
 
@@ -53,7 +55,8 @@ class AccessLog:
                 await self.app(scope, receive, send_tagged)
             finally:
                 route = getattr(scope.get("route"), "path", None)
-                log.info("%s %s %s", scope["method"], scope["path"], answer["status"], extra={
+                level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+                log.log(level, "%s %s %s", scope["method"], scope["path"], answer["status"], extra={
                     "method": scope["method"], "path": scope["path"], "route": route,
                     "status": answer["status"], "error_code": _error_code(bytes(error_body)),
                     "model_version": answer.get("model_version"),

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, status
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Request, Response, status
 
 from api.auth import Admin, Reader
 from api.deps import JobStoreDep, ModelServerDep, QueueDep, RegistryDep, SettingsDep
@@ -78,10 +77,10 @@ ARTIFACTS = {"curves.png": "image/png", "reliability.png": "image/png",
 FILES = {"card": "card.html"}
 
 
-@router.get("/{version}/{artifact}", response_class=FileResponse, responses={
+@router.get("/{version}/{artifact}", response_class=Response, responses={
     200: {"content": {"image/png": {}, "text/html": {}, "text/markdown": {}}},
     **responses(404, 422)})
-def get_model_artifact(version: str, artifact: str, registry: RegistryDep) -> FileResponse:
+def get_model_artifact(version: str, artifact: str, registry: RegistryDep) -> Response:
     """A version's files: curves.png (loss and accuracy per epoch), reliability.png
     (calibration), card (the model card as HTML) and card.md."""
     if artifact not in ARTIFACTS:
@@ -89,7 +88,9 @@ def get_model_artifact(version: str, artifact: str, registry: RegistryDep) -> Fi
     path = registry.verified_file(version, FILES.get(artifact, artifact))
     if path is None:
         raise ModelNotFound(f"version {version!r} has no {artifact}")
-    return FileResponse(path, media_type=ARTIFACTS[artifact])
+    # Read now (small files): a local copy of an object store's version may be dropped from
+    # the cache by a swap before a streamed answer would have finished.
+    return Response(path.read_bytes(), media_type=ARTIFACTS[artifact])
 
 
 @router.post("/{version}/activate", response_model=ModelList,

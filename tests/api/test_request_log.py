@@ -21,7 +21,7 @@ def test_request_ids_are_answered_and_logged(settings: Settings,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     settings = settings.model_copy(update={"log_format": "json"})
     with TestClient(create_app(settings), headers=AS_ADMIN) as client:
-        kept = client.get("/healthz", headers={"X-Request-ID": "pacs-42"})
+        kept = client.get("/models", headers={"X-Request-ID": "pacs-42"})
         made = client.get("/healthz")
         refused = client.post("/predict?explain=true", files={"file": ("a.png", b"junk")},
                               headers={"X-Request-ID": "two words"})
@@ -31,7 +31,8 @@ def test_request_ids_are_answered_and_logged(settings: Settings,
     assert refused.headers["X-Request-ID"] not in ("two words", made.headers["X-Request-ID"])
     err = capsys.readouterr().err
     lines = {line["request_id"]: line for line in _access_lines(err)}
-    assert lines["pacs-42"]["route"] == "/healthz" and lines["pacs-42"]["status"] == 200
+    assert lines["pacs-42"]["route"] == "/models" and lines["pacs-42"]["status"] == 200
+    assert made.headers["X-Request-ID"] not in lines  # probes: debug level only
     bad = lines[refused.headers["X-Request-ID"]]
     assert (bad["method"], bad["path"], bad["status"], bad["error_code"]) == (
         "POST", "/predict", 400, "invalid_image")
