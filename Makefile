@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run api worker test lint bench-serve bench-soak clean
+.PHONY: setup run api worker test lint bench-serve bench-soak bench-replicas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench-serve: $(STAMP)
 ## Minutes of mixed valid and invalid requests with hot swaps: no 5xx, stable memory (bench/soak.py).
 bench-soak: $(STAMP)
 	$(BIN)/python bench/soak.py
+
+## Two API replicas on one object-storage registry (moto S3): publish, first serve, hot swaps
+## under load at 224 px (bench/replicas.py; needs Redis on 127.0.0.1:6379, uses db 14).
+bench-replicas: $(STAMP)
+	$(BIN)/python bench/replicas.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
