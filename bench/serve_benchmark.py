@@ -66,7 +66,7 @@ def train_versions(work: Path, env: dict[str, str], size: int, n: int) -> list[s
                         "--epochs", "1", "--no-fine-tune", "--image-size", str(size),
                         "--base-weights", "none", "--batch-size", "8", "--seed", str(seed)],
                        cwd=REPO, env=env, check=True, capture_output=True)
-    from shared.registry import LocalRegistry
+    from shared.local_registry import LocalRegistry
 
     return [m["version"] for m in LocalRegistry(work / "models").versions()][::-1]
 
@@ -118,8 +118,8 @@ def ceiling(models_dir: Path, version: str,
             batches: list[int]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of (runtime, batch, images/s, latency), and each runtime's forward pass."""
     from shared.inference import compiled_forward, load_version
+    from shared.local_registry import LocalRegistry
     from shared.preprocessing import to_model_input
-    from shared.registry import LocalRegistry
 
     registry = LocalRegistry(models_dir)
     rows, forwards = [], {}
@@ -347,7 +347,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cxr-serve-bench-"))
     env = service_env(work, args.port)
     versions = train_versions(work, env, args.size, 2)
-    from shared.registry import LocalRegistry
+    from shared.local_registry import LocalRegistry
 
     LocalRegistry(work / "models").activate(versions[0])
     images = request_images(60)

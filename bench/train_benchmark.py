@@ -46,7 +46,7 @@ class Clock:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from shared.config import Settings
     from shared.datasets import discover
-    from shared.registry import LocalRegistry
+    from shared.local_registry import LocalRegistry
     from shared.schemas import TrainingParams
     from worker.external import evaluate_external
     from worker.jobs import train_and_publish

@@ -1,29 +1,19 @@
 """The model registry: immutable versions and an atomically replaced active pointer.
 
 ``Registry`` holds what every store shares (sealing a staged version, reading manifests);
-``LocalRegistry`` keeps versions in a folder, ``shared.object_registry.ObjectStoreRegistry`` on
-S3-compatible object storage (``CXR_MODELS_URI``); ``open_registry`` picks one by settings.
-
-Layout under the local root (``CXR_MODELS_DIR``)::
-
-    <version>/model.keras  manifest.json  curves.png   one immutable folder per version
-    .staging/<id>/                                     work in progress, same filesystem
-    ACTIVE                                             {"version", "generation", "updated_at"}
-
-A version is written into staging, checksummed, verified by loading it back, fsynced and then
-renamed into place in one step; only then is ACTIVE replaced (write, fsync, ``os.replace``).
-A crash at any point leaves either the old state or the new one.
+``shared.local_registry.LocalRegistry`` keeps versions in a folder (``CXR_MODELS_DIR``),
+``shared.object_registry.ObjectStoreRegistry`` on S3-compatible object storage
+(``CXR_MODELS_URI``); ``open_registry`` picks one by settings. Either way, a version is
+written into a local staging folder, checksummed and verified by loading it back before the
+store commits it, and only a committed version can become the active one.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
 import secrets
 import shutil
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,21 +50,6 @@ def new_version_id(now: datetime | None = None) -> str:
     """Sortable and unique without coordination: UTC time plus 24 random bits."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(3)}"
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with path.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 class Registry(ABC):
@@ -169,7 +144,8 @@ class Registry(ABC):
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         sealed = {**manifest, "version": version, "model_sha256": files[MODEL_FILE],
                   "files": files}
-        _write_durably(staging / MANIFEST_FILE, json.dumps(sealed, indent=2).encode())
+        # Made durable by the store's commit, with the other files.
+        (staging / MANIFEST_FILE).write_text(json.dumps(sealed, indent=2))
         if verify is not None:
             verify(model_file)
         if sha256_file(model_file) != files[MODEL_FILE]:
@@ -189,107 +165,6 @@ def _check_version(version: str) -> str:
     return version
 
 
-class LocalRegistry(Registry):
-    """Versions in a folder on a local (or shared) filesystem: rename is the commit."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def version_dir(self, version: str) -> Path:
-        return self.root / _check_version(version)
-
-    def model_path(self, version: str) -> Path:
-        return self.version_dir(version) / MODEL_FILE
-
-    def manifest(self, version: str) -> dict[str, Any]:
-        path = self.version_dir(version) / MANIFEST_FILE
-        try:
-            return dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise ModelNotFound(f"no model version {version!r}") from None
-
-    def _version_ids(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return [p.name for p in self.root.iterdir() if VERSION_PATTERN.match(p.name)]
-
-    def active(self) -> ActivePointer | None:
-        try:
-            return _parse_pointer((self.root / ACTIVE_FILE).read_bytes())
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise RegistryError(f"the active pointer is unreadable: {exc}") from exc
-
-    def _verified(self, version: str, name: str, sha256: str) -> Path:
-        path = self.version_dir(version) / name
-        if not path.is_file() or sha256_file(path) != sha256:
-            raise RegistryError(f"{name} of {version} is missing or fails its checksum")
-        return path
-
-    def evaluations(self, version: str) -> list[dict[str, Any]]:
-        folder = self.root / EVALUATIONS_DIR / _check_version(version)
-        if not folder.is_dir():
-            return []
-        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-
-    def save_evaluation(self, version: str, report: dict[str, Any]) -> str:
-        self.manifest(version)
-        folder = self.root / EVALUATIONS_DIR / version
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"{new_version_id()}.json"
-        tmp = folder / f".{name}.tmp"
-        _write_durably(tmp, json.dumps(report, indent=2).encode())
-        os.replace(tmp, folder / name)
-        return str(folder / name)
-
-    def new_staging(self) -> Path:
-        # On the registry's own filesystem, so that publishing is one rename.
-        staging = self.root / STAGING_DIR / secrets.token_hex(8)
-        staging.mkdir(parents=True)
-        return staging
-
-    def _commit(self, staging: Path, version: str) -> None:
-        for path in staging.iterdir():
-            _fsync_path(path)
-        _fsync_path(staging)
-        os.rename(staging, self.root / version)
-        _fsync_path(self.root)
-
-    def activate(self, version: str) -> ActivePointer:
-        self.manifest(version)
-        if not self.model_path(version).is_file():
-            raise ModelNotFound(f"no model version {version!r}")
-        # The lock only orders generations between concurrent activations; readers never wait.
-        with (self.root / ".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            current = self.active()
-            pointer = ActivePointer(version, (current.generation if current else 0) + 1)
-            tmp = self.root / f".{ACTIVE_FILE}.{secrets.token_hex(4)}"
-            try:
-                _write_durably(tmp, _pointer_bytes(pointer))
-                os.replace(tmp, self.root / ACTIVE_FILE)
-            finally:
-                tmp.unlink(missing_ok=True)  # left only when the write failed (disk full)
-            _fsync_path(self.root)
-        return pointer
-
-    def clean_staging(self, older_than_s: float = STALE_STAGING_S) -> int:
-        base = self.root / STAGING_DIR
-        if not base.is_dir():
-            return 0
-        cutoff = time.time() - older_than_s
-        removed = 0
-        for folder in base.iterdir():
-            if folder.stat().st_mtime < cutoff:
-                shutil.rmtree(folder, ignore_errors=True)
-                removed += 1
-        for leftover in self.root.glob(f".{ACTIVE_FILE}.*"):
-            if leftover.stat().st_mtime < cutoff:
-                leftover.unlink(missing_ok=True)
-        return removed
-
-
 def _parse_pointer(raw: bytes) -> ActivePointer:
     try:
         data = json.loads(raw)
@@ -305,6 +180,8 @@ def _pointer_bytes(pointer: ActivePointer) -> bytes:
 
 def open_registry(settings: Settings) -> Registry:
     """The registry the settings name: object storage for CXR_MODELS_URI, else the folder."""
+    from shared.local_registry import LocalRegistry
+
     if settings.models_uri:
         from shared.object_registry import ObjectStoreRegistry
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from shared.config import Settings
-from shared.registry import LocalRegistry
+from shared.local_registry import LocalRegistry
 from tests.api.conftest import publish_random, wait_ready, zip_bytes
 from tests.conftest import AS_ADMIN, sample_files
 

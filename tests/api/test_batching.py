@@ -15,8 +15,9 @@ from api.batching import Batcher
 from api.main import create_app
 from shared.config import Settings
 from shared.inference import LoadedModel, load_version
+from shared.local_registry import LocalRegistry
 from shared.preprocessing import decode_grayscale
-from shared.registry import LocalRegistry, Registry
+from shared.registry import Registry
 from shared.schemas import Prediction
 from tests.api.conftest import publish_random, wait_ready
 from tests.conftest import sample_files

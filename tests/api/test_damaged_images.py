@@ -17,7 +17,7 @@ from PIL import Image
 
 from api.main import create_app
 from shared.config import Settings
-from shared.registry import LocalRegistry
+from shared.local_registry import LocalRegistry
 from tests.api.conftest import publish_random, wait_ready
 from tests.conftest import sample_files
 from tests.dicom_files import gray_of, make_dicom

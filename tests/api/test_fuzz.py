@@ -23,7 +23,7 @@ from schemathesis import GenerationMode
 
 from api.main import create_app
 from shared.config import Settings
-from shared.registry import LocalRegistry
+from shared.local_registry import LocalRegistry
 from tests.api.conftest import publish_random, wait_ready, zip_bytes
 from tests.conftest import ADMIN_KEY, API_KEYS, READER_KEY
 

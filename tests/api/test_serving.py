@@ -15,8 +15,9 @@ from api.main import create_app
 from api.serving import ModelServer
 from shared.config import Settings
 from shared.errors import NoActiveModel
+from shared.local_registry import LocalRegistry
 from shared.object_registry import ObjectStoreRegistry
-from shared.registry import LocalRegistry, Registry
+from shared.registry import Registry
 from tests.api.conftest import publish_random, wait_ready
 from tests.conftest import S3Server, sample_files
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.registry import LocalRegistry
+from shared.local_registry import LocalRegistry
 from tests.api.conftest import publish_random
 from tests.conftest import REQUIRE_SERVICES, SmallDisk, sample_files
 from tests.integration.conftest import free_port, start_service

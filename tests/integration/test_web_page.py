@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.registry import LocalRegistry
+from shared.local_registry import LocalRegistry
 from tests.api.conftest import publish_random
 from tests.conftest import ADMIN_KEY, READER_KEY, REQUIRE_SERVICES, sample_files
 from tests.dicom_files import gray_of, make_dicom

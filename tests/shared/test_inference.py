@@ -10,8 +10,9 @@ import pytest
 
 from shared.errors import ModelLoadFailed
 from shared.inference import ONNX_FILE, load_version, preferred_batch, warm_batch_sizes
+from shared.local_registry import LocalRegistry
 from shared.modeling import ModelConfig, build_model
-from shared.registry import MODEL_FILE, LocalRegistry, Registry
+from shared.registry import MODEL_FILE, Registry
 from worker import onnx_export
 
 

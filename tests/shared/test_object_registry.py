@@ -19,13 +19,13 @@ from botocore.config import Config
 
 from shared.config import Settings
 from shared.errors import ModelNotFound, RegistryError, RegistryUnavailable
+from shared.local_registry import LocalRegistry
 from shared.object_registry import ObjectStoreRegistry, parse_uri
 from shared.registry import (
     ACTIVE_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     ActivePointer,
-    LocalRegistry,
     new_version_id,
     open_registry,
 )

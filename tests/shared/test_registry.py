@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from shared import local_registry as local_module
 from shared import registry as registry_module
 from shared.errors import ModelNotFound, RegistryError, is_out_of_space
+from shared.local_registry import LocalRegistry
 from shared.registry import (
     ACTIVE_FILE,
     MANIFEST_FILE,
@@ -21,7 +23,6 @@ from shared.registry import (
     STAGING_DIR,
     VERSION_PATTERN,
     ActivePointer,
-    LocalRegistry,
     Registry,
     new_version_id,
 )
@@ -294,12 +295,11 @@ def _crash_at(n: int, monkeypatch: pytest.MonkeyPatch) -> list[str]:
             return real(*args, **kwargs)
         return step
 
-    monkeypatch.setattr(registry_module.os, "rename", wrap("rename", os.rename))
-    monkeypatch.setattr(registry_module.os, "replace", wrap("replace", os.replace))
-    monkeypatch.setattr(registry_module, "_fsync_path",
-                        wrap("fsync", registry_module._fsync_path))
-    monkeypatch.setattr(registry_module, "_write_durably",
-                        wrap("write", registry_module._write_durably, partial=True))
+    monkeypatch.setattr(local_module.os, "rename", wrap("rename", os.rename))
+    monkeypatch.setattr(local_module.os, "replace", wrap("replace", os.replace))
+    monkeypatch.setattr(local_module, "_fsync_path", wrap("fsync", local_module._fsync_path))
+    monkeypatch.setattr(local_module, "_write_durably",
+                        wrap("write", local_module._write_durably, partial=True))
     return steps
 
 

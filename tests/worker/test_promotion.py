@@ -8,7 +8,8 @@ import pytest
 
 from shared.config import Settings
 from shared.datasets import discover
-from shared.registry import ActivePointer, LocalRegistry
+from shared.local_registry import LocalRegistry
+from shared.registry import ActivePointer
 from shared.schemas import TrainingParams
 from tests.worker.test_training import TINY, Recorder
 from worker.jobs import train_and_publish

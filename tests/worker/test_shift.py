@@ -13,8 +13,9 @@ from PIL import Image, ImageOps
 from shared.config import Settings
 from shared.datasets import discover
 from shared.inference import load_version
+from shared.local_registry import LocalRegistry
 from shared.preprocessing import decode_grayscale
-from shared.registry import LocalRegistry, Registry
+from shared.registry import Registry
 from shared.schemas import TrainingParams
 from tests.conftest import sample_files
 from tests.worker.test_training import Recorder

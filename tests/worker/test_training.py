@@ -14,8 +14,8 @@ from shared.config import Settings
 from shared.datasets import discover
 from shared.errors import JobCancelled
 from shared.inference import load_version
+from shared.local_registry import LocalRegistry
 from shared.preprocessing import decode_grayscale, load_pixels, preprocess
-from shared.registry import LocalRegistry
 from shared.schemas import JobProgress, TrainingParams
 from worker.datasets import load_split_pixels, make_pipeline, split_dataset
 from worker.jobs import train_and_publish
