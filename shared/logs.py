@@ -26,7 +26,7 @@ job_id: ContextVar[str | None] = ContextVar("cxr_job_id", default=None)
 
 # What a client may send as its own request id; anything else is replaced, never logged.
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(job_id)s] %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(context)s%(message)s"
 # Loggers that come with handlers of their own; theirs would print every line twice.
 OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery")
 
@@ -73,6 +73,16 @@ class _Json(JsonFormatter):
         return {key: value for key, value in log_data.items() if value is not None}
 
 
+class _Text(logging.Formatter):
+    """For a terminal: the request and job in brackets, where there are any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ids = [str(i) for i in (getattr(record, "request_id", None),
+                                getattr(record, "job_id", None)) if i]
+        record.context = f"[{' '.join(ids)}] " if ids else ""
+        return super().format(record)
+
+
 class _Handler(logging.StreamHandler):
     """Ours, so that configuring again replaces it and leaves anyone else's handlers."""
 
@@ -85,7 +95,7 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Non
         handler.setFormatter(_Json("{levelname}{name}{message}", style="{",
                                    rename_fields={"levelname": "level", "name": "logger"}))
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(_Text(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if not isinstance(h, _Handler)] + [handler]
     root.setLevel(level.upper())

@@ -72,7 +72,10 @@ def test_text_format_for_a_terminal(stream: io.StringIO) -> None:
     configure_logging("info", "text", stream)
     with log_context(request="req-2", job="job-3"):
         logging.getLogger("cxr.test").info("hello")
-    assert stream.getvalue().rstrip().endswith("INFO cxr.test [req-2 job-3] hello")
+    logging.getLogger("cxr.test").info("alone")
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("INFO cxr.test [req-2 job-3] hello")
+    assert second.endswith("INFO cxr.test alone")
 
 
 @pytest.mark.parametrize("sent", [None, "", "has space", "x" * 129, "new\nline", "é"])
