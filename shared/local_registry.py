@@ -18,7 +18,6 @@ import fcntl
 import json
 import os
 import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from shared.registry import (
     _check_version,
     _parse_pointer,
     _pointer_bytes,
+    _remove_stale_staging,
     new_version_id,
 )
 
@@ -143,15 +143,8 @@ class LocalRegistry(Registry):
         return pointer
 
     def clean_staging(self, older_than_s: float = STALE_STAGING_S) -> int:
-        base = self.root / STAGING_DIR
-        if not base.is_dir():
-            return 0
+        removed = _remove_stale_staging(self.root / STAGING_DIR, older_than_s)
         cutoff = time.time() - older_than_s
-        removed = 0
-        for folder in base.iterdir():
-            if folder.stat().st_mtime < cutoff:
-                shutil.rmtree(folder, ignore_errors=True)
-                removed += 1
         for leftover in self.root.glob(f".{ACTIVE_FILE}.*"):
             if leftover.stat().st_mtime < cutoff:
                 leftover.unlink(missing_ok=True)

@@ -49,6 +49,7 @@ from shared.registry import (
     _check_version,
     _parse_pointer,
     _pointer_bytes,
+    _remove_stale_staging,
     new_version_id,
 )
 
@@ -213,6 +214,16 @@ class ObjectStoreRegistry(Registry):
             # complete or its files are removed by clean_staging once stale.
             self._put(self._key(version, MANIFEST_FILE), (staging / MANIFEST_FILE).read_bytes())
 
+    def _committed(self, version: str) -> bool:
+        """Whether the version has its manifest (read once per process: it never changes)."""
+        try:
+            self.manifest(version)
+        except ModelNotFound:
+            return False
+        except json.JSONDecodeError:
+            return True  # broken, but committed: not a publish's leftovers
+        return True
+
     def _delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             chunk = [{"Key": key} for key in keys[start:start + 1000]]
@@ -260,17 +271,10 @@ class ObjectStoreRegistry(Registry):
         return pointer
 
     def clean_staging(self, older_than_s: float = STALE_STAGING_S) -> int:
-        removed = 0
-        cutoff = time.time() - older_than_s
-        base = self.cache_dir / STAGING_DIR
-        if base.is_dir():
-            for folder in base.iterdir():
-                if folder.stat().st_mtime < cutoff:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    removed += 1
+        removed = _remove_stale_staging(self.cache_dir / STAGING_DIR, older_than_s)
         stale = datetime.now(UTC) - timedelta(seconds=older_than_s)
         for version in self._version_ids():
-            if self._get(self._key(version, MANIFEST_FILE)) is not None:
+            if self._committed(version):
                 continue
             objects = [item for page in self._list(version) for item in page.get("Contents", [])]
             if objects and all(item["LastModified"] <= stale for item in objects):

@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import shutil
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,6 +158,18 @@ class Registry(ABC):
 
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_stale_staging(base: Path, older_than_s: float) -> int:
+    """Remove the staging folders under ``base`` untouched for ``older_than_s``: what
+    crashed publishes left. Returns how many."""
+    if not base.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    stale = [folder for folder in base.iterdir() if folder.stat().st_mtime < cutoff]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(stale)
 
 
 def _check_version(version: str) -> str:
