@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from shared.config import get_settings
 from shared.errors import CxrError, NoActiveModel
@@ -119,8 +120,13 @@ class PrintReporter:
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option(help="Dataset folder (class folders or the "
-                                            "COVID-19 Radiography layout).")],
+    data: Annotated[list[Path], typer.Option(help="Dataset folder (class folders or the "
+                                                  "COVID-19 Radiography layout); repeat it "
+                                                  "to train on several sources at once.")],
+    holdout_source: Annotated[str | None, typer.Option(
+        help="Leave this source (a --data folder's name) out: the test split is its "
+             "images.")] = None,
+    intensity_augmentation: bool = False,
     epochs: int = 20,
     batch_size: int = 16,
     image_size: int = 224,
@@ -131,19 +137,28 @@ def train(
     fine_tune_epochs: int = 10,
 ) -> None:
     """Train on a local folder and publish the model as the active version (no queue)."""
-    from shared.datasets import discover
+    from shared.datasets import combine, discover
     from shared.registry import open_registry
     from worker.jobs import train_and_publish
 
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", data.resolve().name)[:64] or "dataset"
-    # Validated, not typed: base_weights is any string to typer, one of three to the params.
-    params = TrainingParams.model_validate({
-        "dataset": name, "epochs": epochs, "batch_size": batch_size, "image_size": image_size,
-        "learning_rate": learning_rate, "base_weights": base_weights, "seed": seed,
-        "fine_tune": fine_tune, "fine_tune_epochs": fine_tune_epochs})
+    names = [re.sub(r"[^A-Za-z0-9_.-]", "_", folder.resolve().name)[:64] or "dataset"
+             for folder in data]
     settings = get_settings()
     with user_errors():
-        version = train_and_publish(discover(data), params, settings, PrintReporter())
+        # Validated, not typed: base_weights is any string to typer, one of three to params.
+        try:
+            params = TrainingParams.model_validate({
+                "dataset": names[0], "datasets": names[1:], "holdout_source": holdout_source,
+                "intensity_augmentation": intensity_augmentation, "epochs": epochs,
+                "batch_size": batch_size, "image_size": image_size,
+                "learning_rate": learning_rate, "base_weights": base_weights, "seed": seed,
+                "fine_tune": fine_tune, "fine_tune_epochs": fine_tune_epochs})
+        except ValidationError as exc:
+            typer.echo(f"error: validation_error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        dataset = combine([(name, discover(folder)) for name, folder in zip(names, data,
+                                                                            strict=True)])
+        version = train_and_publish(dataset, params, settings, PrintReporter())
     promotion = open_registry(settings).manifest(version).get("promotion") or {}
     state = "activated" if promotion.get("activated") else "kept as a candidate"
     typer.echo(f"published model version {version}, {state}: {promotion.get('reason')}")
@@ -166,8 +181,8 @@ def evaluate(
         version = model or (active.version if active else None)
         if version is None:
             raise NoActiveModel("no model is active; pass --model VERSION")
-        report = evaluate_external(registry, version, discover(data), data.resolve().name,
-                                   settings.max_image_pixels)
+        report = evaluate_external(registry, version, discover(data, min_classes=1),
+                                   data.resolve().name, settings.max_image_pixels)
         stored = registry.save_evaluation(version, report)
     typer.echo(json.dumps(report, indent=2))
     typer.echo(f"stored as {stored}", err=True)
@@ -176,8 +191,8 @@ def evaluate(
 @app.command()
 def predict(file: Path, version: str | None = None) -> None:
     """Classify one image with the active (or a given) version, printing JSON."""
-    from shared.inference import load_version
-    from shared.preprocessing import decode_grayscale
+    from shared.inference import load_version, with_check
+    from shared.preprocessing import decode_image
     from shared.registry import open_registry
 
     settings = get_settings()
@@ -188,8 +203,12 @@ def predict(file: Path, version: str | None = None) -> None:
         if chosen is None:
             raise NoActiveModel("no model is active; train one with `cxr train --data DIR`")
         model = load_version(registry, chosen)
-        gray = decode_grayscale(file.read_bytes(), settings.max_image_pixels)
-        typer.echo(model.predict(gray).model_dump_json(indent=2))
+        image = decode_image(file.read_bytes(), settings.max_image_pixels)
+        pixels, check = model.screen(image, settings.xray_gate)
+        answer = with_check(model.predict_batch(pixels[None])[0], check)
+        typer.echo(answer.model_dump_json(indent=2))
+        if not answer.reliable:
+            typer.echo(f"not a finding: {', '.join(answer.reasons)}", err=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "bench" / "results"
+EXTERNAL = {"covid19-image-dataset": DATA / "covid19-image-dataset",
+            "hannover": DATA / "covid-external" / "hannover",
+            "siim-bimcv-ricord": DATA / "covid-external" / "siim-bimcv-ricord"}
 
 
 class Clock:
@@ -58,20 +61,59 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         batch_size=args.batch, learning_rate=args.lr, base_weights="none", seed=args.seed,
         time_budget_s=int(args.minutes * 60), early_stopping_patience=args.patience,
         equalize=args.equalize, crop_border=args.crop_border, lr_schedule=args.schedule,
-        warmup_fraction=args.warmup)
+        warmup_fraction=args.warmup, intensity_augmentation=args.intensity_augmentation,
+        activate="always")
     clock = Clock()
     started = time.monotonic()
     version = train_and_publish(discover(DATA / "covid19-radiography"), params, settings, clock)
     total_s = time.monotonic() - started
     registry = LocalRegistry(settings.models_dir)
-    external = evaluate_external(registry, version, discover(DATA / "covid19-image-dataset"),
-                                 "covid19-image-dataset", settings.max_image_pixels)
+    externals = {name: evaluate_external(registry, version, discover(root, min_classes=1), name,
+                                         settings.max_image_pixels)
+                 for name, root in EXTERNAL.items()}
     manifest = registry.manifest(version)
     return {"params": params.model_dump(), "version": version, "total_wall_s": total_s,
+            "models_dir": str(settings.models_dir),
             "epochs": clock.epochs, "test": manifest["metrics"]["test"],
             "calibration": manifest["calibration"], "split": manifest["split"],
-            "external": external, "machine": {"cpus": os.cpu_count(),
-                                               "platform": platform.platform()}}
+            "reliability": manifest.get("reliability"),
+            "non_radiographs": non_radiographs(registry, version),
+            "external": externals["covid19-image-dataset"], "externals": externals,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "threads": settings.worker_threads}}
+
+
+def non_radiographs(registry: Any, version: str) -> dict[str, Any]:
+    """What the version does with the photographs and drawings scikit-image and scikit-learn
+    ship: how many its gate refuses, and what it would have called the others."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    from shared.inference import load_version, with_check
+    from shared.preprocessing import DecodedImage, colourfulness, decode_image
+
+    model = load_version(registry, version)
+    folder = Path(skimage.data.__file__).parent
+    images = {p.name: decode_image(p.read_bytes()) for p in sorted(folder.iterdir())
+              if p.suffix in (".png", ".jpg")}
+    for i, array in enumerate(load_sample_images().images):
+        picture = Image.fromarray(array)
+        images[f"sklearn-{i}"] = DecodedImage(np.asarray(picture.convert("L"), np.float32),
+                                              colourfulness(picture))
+    answers = {}
+    for name, image in images.items():
+        pixels, check = model.screen(image, "warn")
+        answer = with_check(model.predict_batch(pixels[None])[0], check)
+        answers[name] = {"label": answer.label, "refused": "not_a_chest_xray" in answer.reasons,
+                         "reliable": answer.reliable, "reasons": answer.reasons}
+    labels = [a["label"] for a in answers.values()]
+    return {"images": len(answers), "refused": sum(a["refused"] for a in answers.values()),
+            "called_covid": labels.count("COVID"),
+            "called_covid_and_not_refused": sum(a["label"] == "COVID" and not a["refused"]
+                                                for a in answers.values()),
+            "reliable": sum(a["reliable"] for a in answers.values()), "answers": answers}
 
 
 def first_time_to(epochs: list[dict[str, Any]], target: float) -> float | None:
@@ -112,7 +154,39 @@ Test split ({test['images']} images; near-duplicate groups merged:
 External set ({ext['images']} images, covid19-image-dataset): accuracy {ext['accuracy']:.3f},
 balanced accuracy {ext['balanced_accuracy']:.3f}, macro ROC-AUC {ext['roc_auc']}; flagged by
 the shift score: {shift.get('flagged')} of {shift.get('images')}.
+
+{external_table(result)}
 """
+
+
+def external_table(result: dict[str, Any]) -> str:
+    """Each external set: discrimination, shift, gate and the answers marked reliable."""
+    rows = []
+    for name, report in result["externals"].items():
+        m, shift = report["metrics"], report.get("distribution_shift") or {}
+        rel, gate = report.get("reliability") or {}, report.get("chest_xray_gate") or {}
+        covid = (report.get("sensitivity") or {}).get("COVID")
+        rows.append(f"| {name} | {m['images']} | {_f(m['balanced_accuracy'])} | "
+                    f"{_f(m['roc_auc'])} | {_f(covid)} | {_f(shift.get('auroc_vs_test'))} | "
+                    f"{shift.get('flagged')} | {gate.get('refused')} | {_f(rel.get('coverage'))} "
+                    f"| {_f(rel.get('balanced_accuracy'))} |")
+    test = result.get("reliability") or {}
+    subset = test.get("test") or {}
+    other = result["non_radiographs"]
+    return ("| set | images | balanced acc | macro AUC | COVID sens | shift AUROC | flagged "
+            "| gate refused | reliable share | reliable balanced acc |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            f"Internal test split: {_f(subset.get('coverage'))} of answers reliable, balanced "
+            f"accuracy {_f(subset.get('balanced_accuracy'))} (all: "
+            f"{_f(subset.get('balanced_accuracy_all'))}); interval "
+            f"{test.get('balanced_accuracy_ci')}.\n\nNon-radiographs (skimage, sklearn): "
+            f"{other['refused']} of {other['images']} refused by the gate; "
+            f"{other['called_covid']} would have been called COVID, "
+            f"{other['called_covid_and_not_refused']} of them not refused.")
+
+
+def _f(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -149,10 +223,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--equalize", default="none")
     parser.add_argument("--crop-border", type=float, default=0.0)
+    parser.add_argument("--intensity-augmentation", action="store_true")
     args = parser.parse_args()
     result = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"train_{args.size}px_{args.equalize}_crop{args.crop_border}_{args.schedule}"
+    stem = (f"train_{args.size}px_{args.equalize}_crop{args.crop_border}_{args.schedule}"
+            + ("_intensity" if args.intensity_augmentation else ""))
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
     text = markdown(result)
     (RESULTS / f"{stem}.md").write_text(text)

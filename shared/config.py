@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     # more than the margin on this metric, both measured on the new version's test split.
     promotion_metric: Literal["balanced_accuracy", "accuracy", "macro_f1"] = "balanced_accuracy"
     promotion_margin: float = Field(0.01, ge=0, le=1)
+    # The gate never activates a version whose test balanced accuracy interval includes
+    # chance (activate "always" and activating by hand still do); false lets it.
+    promotion_refuse_chance: bool = True
+    # The chest-radiograph gate before classification: refuse (422 not_a_chest_xray), warn
+    # (answer, marked unreliable) or off.
+    xray_gate: Literal["refuse", "warn", "off"] = "refuse"
     # Intra-op threads of a training process; leave a core to the API on a shared machine.
     worker_threads: int | None = Field(None, ge=1, le=256)
     # XLA for training steps; "auto": on with one GPU, off on a CPU and across several GPUs

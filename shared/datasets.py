@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import shutil
 import stat
 import uuid
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
@@ -51,6 +52,8 @@ class Dataset:
     root: Path
     layout: str
     files: dict[str, list[Path]]
+    # The dataset each image came from, when several were combined (``combine``).
+    sources: dict[Path, str] = field(default_factory=dict, compare=False)
 
     @property
     def classes(self) -> list[str]:
@@ -72,9 +75,43 @@ class Dataset:
         digest = hashlib.sha256()
         for label, paths in self.files.items():
             for path in paths:
-                digest.update(f"{label}/{path.name}:".encode())
+                source = f"{self.sources[path]}:" if self.sources else ""
+                digest.update(f"{source}{label}/{path.name}:".encode())
                 digest.update(hashlib.sha256(path.read_bytes()).digest())
         return digest.hexdigest()
+
+
+def _class_key(label: str) -> str:
+    """Names match across spelling conventions: 'VIRAL_PNEUMONIA' is 'Viral Pneumonia'."""
+    return re.sub(r"[\s_-]+", " ", label).strip().casefold()
+
+
+def match_classes(dataset_classes: list[str], model_classes: list[str]) -> dict[str, int]:
+    """Each dataset class's index among the model's classes; an unknown class is an error."""
+    index = {_class_key(label): i for i, label in enumerate(model_classes)}
+    unknown = [label for label in dataset_classes if _class_key(label) not in index]
+    if unknown:
+        raise InvalidDataset(f"classes {unknown} are not among {model_classes}")
+    return {label: index[_class_key(label)] for label in dataset_classes}
+
+
+def combine(parts: list[tuple[str, Dataset]]) -> Dataset:
+    """Several named datasets trained on as one: classes matched by name and spelled as in
+    the first, every image's source recorded. A class only a later one has is an error."""
+    names = [name for name, _ in parts]
+    if len(set(names)) != len(names):
+        raise InvalidDataset(f"a dataset is named twice in {names}")
+    (first_name, first), *others = parts
+    if not others:
+        return first
+    files = {label: list(paths) for label, paths in first.files.items()}
+    sources = {path: first_name for paths in first.files.values() for path in paths}
+    for name, other in others:
+        mapping = match_classes(other.classes, first.classes)
+        for label, paths in other.files.items():
+            files[first.classes[mapping[label]]] += paths
+            sources.update(dict.fromkeys(paths, name))
+    return Dataset(root=first.root, layout="combined", files=files, sources=sources)
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -91,15 +128,16 @@ def _images_in(folder: Path) -> list[Path]:
     )
 
 
-def discover(root: Path) -> Dataset:
-    """Find the classes and image files of a dataset folder in either layout."""
+def discover(root: Path, min_classes: int = 2) -> Dataset:
+    """Find the classes and image files of a dataset folder in either layout. Training needs
+    two classes; an evaluation set (another hospital's COVID films, say) may have one."""
     if not root.is_dir():
         raise DatasetNotFound(f"no dataset folder at {root.name!r}")
     subdirs = _visible_dirs(root)
     # A zip of a folder wraps the dataset in one more level: look inside it.
     only = subdirs[0] if len(subdirs) == 1 else None
     if only and not (only / "images").is_dir() and not _images_in(only) and _visible_dirs(only):
-        return discover(only)
+        return discover(only, min_classes)
     files: dict[str, list[Path]] = {}
     layouts = set()
     for class_dir in subdirs:
@@ -114,10 +152,12 @@ def discover(root: Path) -> Dataset:
             files[class_dir.name] = found
     if len(layouts) > 1:
         raise InvalidDataset("mixed layouts: use <Class>/*.png or <Class>/images/*.png throughout")
-    if len(files) < 2:
+    if len(files) < min_classes:
         raise InvalidDataset(
-            f"found {len(files)} class folder(s) with images; a dataset needs at least 2 "
-            "(<Class>/*.png or <Class>/images/*.png)"
+            f"found {len(files)} class folder(s) with images; "
+            + ("a dataset needs one or more" if min_classes == 1 else
+               f"training needs at least {min_classes}")
+            + " (<Class>/*.png or <Class>/images/*.png)"
         )
     return Dataset(root=root, layout=layouts.pop(), files=files)
 
@@ -134,7 +174,7 @@ def list_datasets(data_dir: Path) -> list[DatasetInfo]:
     infos = []
     for folder in _visible_dirs(data_dir):
         try:
-            infos.append(discover(folder).info(folder.name))
+            infos.append(discover(folder, min_classes=1).info(folder.name))
         except (InvalidDataset, DatasetNotFound):
             continue
     return infos
@@ -248,7 +288,7 @@ def unpack_zip(archive_path: Path, data_dir: Path, name: str, limits: ZipLimits)
                 raise StorageFull(f"the data folder ran out of space unpacking {name!r}; "
                                   "nothing was kept") from exc
             raise
-        discover(staging)
+        discover(staging, min_classes=1)
         try:
             staging.rename(final)
         except OSError as exc:
@@ -256,4 +296,4 @@ def unpack_zip(archive_path: Path, data_dir: Path, name: str, limits: ZipLimits)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return discover(final).info(name)
+    return discover(final, min_classes=1).info(name)

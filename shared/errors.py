@@ -51,6 +51,12 @@ class ImageTooLarge(CxrError):
     code = "image_too_large"
 
 
+class NotAChestXray(CxrError):
+    """The gate before classification refused the image: it gets no diagnosis."""
+
+    code = "not_a_chest_xray"
+
+
 class InvalidDataset(CxrError):
     code = "invalid_dataset"
 

@@ -23,7 +23,7 @@ from shared.inference import LoadedModel
 from shared.modeling import CAM_LAYER
 from shared.preprocessing import prepare_gray, resize_to_rgb, to_model_input
 from shared.schemas import Explanation, Prediction
-from shared.shift import shift_features
+from shared.shift import STATS_LAYOUT, shift_features
 
 POOL_LAYER, OUTPUT_LAYER = "avg_pool", "predictions"
 # From the map to the dense layer's input, as build_model wires them (dropout is inert).
@@ -50,7 +50,7 @@ class GradCam:
     forward pass on a 2-core CPU (bench/explain_latency.py).
     """
 
-    def __init__(self, model: Any, with_features: bool) -> None:
+    def __init__(self, model: Any, with_features: bool, layout: str = STATS_LAYOUT) -> None:
         import keras
         import tensorflow as tf
 
@@ -64,7 +64,7 @@ class GradCam:
                 f"{OUTPUT_LAYER}") from exc
         # The shift features come out of the graph as served (their avg_pool part repeats
         # the head's cheap pooling, outside the tape).
-        outputs = [conv.output] + ([shift_features(model)] if with_features else [])
+        outputs = [conv.output] + ([shift_features(model, layout)] if with_features else [])
         base = keras.Model(model.input, outputs)
         size = int(model.input.shape[1])
         self._base = tf.function(lambda batch: base(batch, training=False),
@@ -140,10 +140,11 @@ def explain(loaded: LoadedModel, gray: np.ndarray, class_name: str | None = None
     index = None if class_name is None else loaded.classes.index(class_name)
     with loaded.lock:  # one pass at a time per version, batched predictions included
         if loaded.cam is None:
-            loaded.cam = GradCam(loaded.model, with_features=loaded.shift is not None)
+            loaded.cam = GradCam(loaded.model, with_features=loaded.shift is not None,
+                                 layout=loaded.shift.layout if loaded.shift else STATS_LAYOUT)
         activation = loaded.cam(pixels, index)
     answer = loaded.answer(loaded.calibrated(activation.probabilities[None],
-                                             activation.features), 0)
+                                             activation.features, pixels[None]), 0)
     image_png, overlay_png = render(prepared, activation.heatmap)
     return answer.model_copy(update={"explanation": Explanation(
         layer=CAM_LAYER, class_name=loaded.classes[activation.index], image_png=image_png,

@@ -21,9 +21,11 @@ from typing import Any, Literal
 import numpy as np
 
 from shared.calibration import apply_temperature
-from shared.errors import ModelLoadFailed
+from shared.chest_gate import GATE_FILE, ChestGate
+from shared.errors import ModelLoadFailed, NotAChestXray
 from shared.modeling import load_model
 from shared.preprocessing import (
+    DecodedImage,
     PreprocessOptions,
     prepare_gray,
     preprocessing_id,
@@ -31,8 +33,15 @@ from shared.preprocessing import (
     to_model_input,
 )
 from shared.registry import Registry
-from shared.schemas import DistributionShift, Prediction
-from shared.shift import SHIFT_FILE, ShiftReference, feature_model
+from shared.reliability import ReliabilityRecord, reasons
+from shared.schemas import ChestXrayCheck, DistributionShift, Prediction
+from shared.shift import (
+    SHIFT_FILE,
+    STATS_LAYOUT,
+    ShiftReference,
+    feature_model,
+    input_features,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +49,15 @@ ONNX_FILE = "model.onnx"
 Runtime = Literal["auto", "tensorflow", "onnx"]
 
 
-def compiled_forward(model: Any, size: int, with_features: bool, xla: bool = False) -> Any:
+def compiled_forward(model: Any, size: int, with_features: bool, xla: bool = False,
+                     layout: str = STATS_LAYOUT) -> Any:
     """The forward pass as one graph (a ``tf.function`` with a fixed input signature), traced
     once for every batch size: Keras' eager call and ``model.predict`` pay per-layer dispatch
     on every request (bench/serve_benchmark.py measures the three). ``xla`` compiles it with
     XLA, once per batch size; the benchmark measures whether that pays on the machine."""
     import tensorflow as tf
 
-    net = feature_model(model) if with_features else model
+    net = feature_model(model, layout) if with_features else model
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
                  jit_compile=xla)
@@ -101,6 +111,8 @@ class LoadedModel:
     temperature: float = 1.0
     options: PreprocessOptions = field(default_factory=PreprocessOptions)
     shift: ShiftReference | None = None
+    gate: ChestGate | None = None
+    reliability: ReliabilityRecord | None = None
     # One inference at a time per model: two concurrent VGG16 passes only fight for cores.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # The forward pass in use and its runtime; TensorFlow until choose_runtime() says else.
@@ -115,6 +127,18 @@ class LoadedModel:
         """A decoded gray image prepared exactly as this version was trained."""
         return resize_to_rgb(prepare_gray(gray, self.options), self.image_size)
 
+    def screen(self, image: DecodedImage, mode: str) -> tuple[np.ndarray, ChestXrayCheck | None]:
+        """The image's pixels and the chest-radiograph gate's verdict on them; with mode
+        'refuse', an image that fails is refused (NotAChestXray) before any diagnosis."""
+        pixels = self.pixels(image.gray)
+        if mode == "off" or self.gate is None:
+            return pixels, None
+        check = self.gate.check(pixels[..., 0], image.colourfulness)
+        if not check.passed and mode == "refuse":
+            raise NotAChestXray(f"this does not look like a chest radiograph ({check.reason}); "
+                                "no diagnosis is given")
+        return pixels, check
+
     def infer(self, pixels: np.ndarray) -> Inference:
         """One pass over a batch of (n, size, size, 3) pixels in [0, 255]."""
         batch = to_model_input(pixels)
@@ -123,16 +147,20 @@ class LoadedModel:
                 raise RuntimeError("no forward pass: load versions with load_version()")
             outputs = self.forward(batch)
         if self.shift is None:
-            return self.calibrated(np.asarray(outputs), None)
+            return self.calibrated(np.asarray(outputs), None, pixels)
         features, raw = (np.asarray(t) for t in outputs)
-        return self.calibrated(raw, features)
+        return self.calibrated(raw, features, pixels)
 
-    def calibrated(self, raw: np.ndarray, features: np.ndarray | None) -> Inference:
-        """A pass's softmax outputs temperature-scaled, and its features shift-scored."""
+    def calibrated(self, raw: np.ndarray, features: np.ndarray | None,
+                   pixels: np.ndarray) -> Inference:
+        """A pass's softmax outputs temperature-scaled, and its features (with its input
+        ``pixels``, where the reference reads them too) shift-scored."""
         probabilities = (apply_temperature(raw, self.temperature)
                          if self.temperature != 1.0 else raw)
-        scores = None if self.shift is None or features is None else self.shift.scores(features)
-        return Inference(probabilities, scores)
+        if self.shift is None or features is None:
+            return Inference(probabilities, None)
+        inputs = input_features(pixels) if self.shift.needs_inputs else None
+        return Inference(probabilities, self.shift.scores(features, inputs))
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         return self.infer(pixels).probabilities
@@ -155,9 +183,13 @@ class LoadedModel:
             score = float(result.shift_scores[i])
             shift = DistributionShift(score=score, threshold=self.shift.threshold,
                                       flagged=score > self.shift.threshold)
+        why = reasons(max(probabilities.values()), shift is not None and shift.flagged,
+                      self.reliability)
         return Prediction(label=max(probabilities, key=probabilities.__getitem__),
                           probabilities=probabilities, model_version=self.version,
-                          distribution_shift=shift)
+                          reliable=not why, reasons=why, distribution_shift=shift,
+                          confidence_threshold=self.reliability.confidence_threshold
+                          if self.reliability else None)
 
 
 def _from_manifest(registry: Registry, version: str) -> LoadedModel:
@@ -167,6 +199,8 @@ def _from_manifest(registry: Registry, version: str) -> LoadedModel:
         raise ModelLoadFailed(f"version {version} was trained with preprocessing "
                               f"{manifest['preprocessing']!r}, which this service lacks")
     shift_file = registry.verified_file(version, SHIFT_FILE)
+    gate_file = registry.verified_file(version, GATE_FILE)
+    reliability = manifest.get("reliability")
     return LoadedModel(
         version=version, classes=list(manifest["classes"]),
         image_size=int(manifest["image_size"]),
@@ -174,7 +208,18 @@ def _from_manifest(registry: Registry, version: str) -> LoadedModel:
         temperature=float((manifest.get("calibration") or {}).get("temperature", 1.0)),
         options=options,
         shift=ShiftReference.load(shift_file) if shift_file is not None else None,
+        gate=ChestGate.load(gate_file) if gate_file is not None else None,
+        reliability=ReliabilityRecord.model_validate(reliability) if reliability else None,
     )
+
+
+def with_check(prediction: Prediction, check: ChestXrayCheck | None) -> Prediction:
+    """An answer with the gate's verdict; one that did not pass is not a finding."""
+    if check is None:
+        return prediction
+    why = prediction.reasons if check.passed else ["not_a_chest_xray", *prediction.reasons]
+    return prediction.model_copy(update={"chest_xray": check, "reasons": why,
+                                         "reliable": not why})
 
 
 def _seconds_per_image(candidates: dict[str, Callable[[np.ndarray], Any]], size: int,
@@ -238,7 +283,8 @@ def choose_runtime(loaded: LoadedModel, onnx_file: Path | None, preference: Runt
         if name == "onnx":
             assert onnx_file is not None
             return OnnxForward(onnx_file, with_features, threads)
-        return compiled_forward(loaded.model, loaded.image_size, with_features)
+        layout = loaded.shift.layout if loaded.shift is not None else STATS_LAYOUT
+        return compiled_forward(loaded.model, loaded.image_size, with_features, layout=layout)
 
     size = loaded.image_size
     graph = (size, with_features, tuple(names), tuple(sorted(set(batch_sizes))),

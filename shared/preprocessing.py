@@ -99,13 +99,26 @@ def preprocessing_id(options: PreprocessOptions | None = None) -> str:
     return "+".join(parts)
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded file: its gray pixels, and how colourful it was before becoming gray."""
+
+    gray: np.ndarray  # float32 HxW in [0, 255]
+    colourfulness: float = 0.0  # mean chroma on 0..255; 0 for grey files and DICOM
+
+
 def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an image file, PNG, JPEG or DICOM (told apart by content), to a float32 HxW
     array in [0, 255]."""
+    return decode_image(data, max_pixels).gray
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode an image file as ``decode_grayscale`` does, keeping its colourfulness."""
     if not data:
         raise InvalidImage("the file is empty")
     if is_dicom(data):
-        return decode_dicom(data, max_pixels)
+        return DecodedImage(decode_dicom(data, max_pixels))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -129,15 +142,25 @@ def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
     return _to_gray(image)
 
 
-def _to_gray(image: Image.Image) -> np.ndarray:
+def _to_gray(image: Image.Image) -> DecodedImage:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return _scale_to_8bit_range(np.asarray(image, dtype=np.float64))
+        return DecodedImage(_scale_to_8bit_range(np.asarray(image, dtype=np.float64)))
     if image.mode not in ("L", "RGB"):
         # P, RGBA, LA, CMYK, 1 ...: through RGB, dropping alpha, as a viewer would show it.
         image = image.convert("RGB")
+    colour = 0.0
     if image.mode == "RGB":
+        colour = colourfulness(image)
         image = image.convert("L")
-    return np.asarray(image, dtype=np.float32)
+    return DecodedImage(np.asarray(image, dtype=np.float32), colour)
+
+
+def colourfulness(image: Image.Image) -> float:
+    """Mean chroma (max minus min channel) on 0..255, from a copy of at most 128 px a side."""
+    small = image.copy()
+    small.thumbnail((128, 128))
+    rgb = np.asarray(small, dtype=np.int16)
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
 
 
 def _scale_to_8bit_range(pixels: np.ndarray) -> np.ndarray:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.config import BaseWeights
 from shared.preprocessing import PreprocessOptions
+from shared.reliability import ReliabilityRecord, UnreliableReason
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -21,6 +22,19 @@ class TrainingParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     dataset: str = Field(pattern=NAME_PATTERN, description="Name of a dataset under CXR_DATA_DIR.")
+    datasets: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default_factory=list, max_length=8,
+        description="More stored datasets trained on with `dataset` (classes matched by "
+        "name); each image's source is recorded and the test split is scored per source.")
+    external_datasets: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default_factory=list, max_length=8,
+        description="Stored datasets from other hospitals (one class is enough) scored before "
+        "publishing; the figures go into the manifest and the model card.")
+    group_by_source: bool = Field(
+        False, description="Keep each source's images in one split.")
+    holdout_source: str | None = Field(
+        None, pattern=NAME_PATTERN, description="Leave this source (`dataset` or one of "
+        "`datasets`) out of training: the test split is its images alone.")
     epochs: int = Field(20, ge=1, le=500, description="Epochs of the head on the frozen base.")
     batch_size: int = Field(16, ge=1, le=256)
     image_size: int = Field(224, ge=32, le=512, description="Square input size in pixels.")
@@ -50,6 +64,9 @@ class TrainingParams(BaseModel):
     crop_border: float = Field(0.0, ge=0, le=0.2, description=(
         "Fraction cut from each side before resizing (markers and text sit there)."))
     clahe_clip_limit: float = Field(0.01, ge=0, le=1)
+    intensity_augmentation: bool = Field(
+        False, description="Also augment training images with what differs between "
+        "hospitals rather than diseases: exposure, contrast, gamma, blur and noise.")
     class_weights: bool = Field(
         True, description="Weight the loss by inverse class frequency of the training split.")
     early_stopping_patience: int = Field(
@@ -70,11 +87,27 @@ class TrainingParams(BaseModel):
         None, ge=60, le=7 * 24 * 3600,
         description="Stop training (and evaluate and publish) once another epoch would "
         "exceed this many seconds of training.")
+    confidence_coverage: float = Field(
+        0.95, ge=0.5, le=1.0,
+        description="Share of validation answers kept above the low-confidence threshold; "
+        "answers below it are marked low_confidence.")
     activate: Literal["if_better", "always", "never"] = Field(
         "if_better",
         description="'if_better': become active only if not worse than the active version on "
         "the promotion metric (CXR_PROMOTION_METRIC, within CXR_PROMOTION_MARGIN) on this "
-        "version's test split; else published as a candidate. 'always' or 'never' decide alone.")
+        "version's test split, and better than chance on it; else published as a candidate. "
+        "'always' or 'never' decide alone.")
+
+    @model_validator(mode="after")
+    def _sources_named(self) -> TrainingParams:
+        names = [self.dataset, *self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError("a dataset is named twice in dataset and datasets")
+        if self.holdout_source is not None and self.holdout_source not in names:
+            raise ValueError("holdout_source must be dataset or one of datasets")
+        if self.holdout_source is not None and len(names) < 2:
+            raise ValueError("holdout_source needs at least one more dataset to train on")
+        return self
 
     @property
     def preprocess_options(self) -> PreprocessOptions:
@@ -184,6 +217,9 @@ class ModelSummary(BaseModel):
     parent: str | None = None
     promotion: dict[str, Any] | None = Field(
         None, description="Whether the gate activated this version at publish time, and why.")
+    better_than_chance: bool | None = Field(
+        None, description="Its test balanced accuracy interval lies above chance; null for "
+        "versions published without the record.")
 
 
 class DatasetRecord(BaseModel):
@@ -222,12 +258,16 @@ class Manifest(BaseModel):
     calibration: dict[str, Any] | None = Field(
         None, description="Temperature fitted on validation, applied by /predict; ECE before "
         "and after on the test split.")
+    reliability: ReliabilityRecord | None = Field(
+        None, description="How the version marks its own answers unreliable.")
 
     def summary(self) -> ModelSummary:
         return ModelSummary(version=self.version, created_at=self.created_at,
                             dataset=self.dataset.name, classes=self.classes,
                             image_size=self.image_size, metrics=self.metrics,
-                            parent=self.parent, promotion=self.promotion)
+                            parent=self.parent, promotion=self.promotion,
+                            better_than_chance=self.reliability.better_than_chance
+                            if self.reliability else None)
 
 
 class ServingState(BaseModel):
@@ -262,10 +302,33 @@ class Explanation(BaseModel):
         description="The map at the layer's own resolution, rows top to bottom, in [0, 1].")
 
 
+class ChestXrayCheck(BaseModel):
+    """The gate before classification: is the image a chest radiograph at all?"""
+
+    score: float | None = Field(description="The gate's score (higher is more like the "
+                                "training radiographs); null when a rule decided alone.")
+    threshold: float = Field(description="Scores below it are not chest radiographs.")
+    passed: bool
+    reason: str | None = Field(None, description="Why it did not pass, in words.")
+
+
 class Prediction(BaseModel):
-    label: str
+    label: str = Field(description="The most probable class. Not a finding when "
+                       "`reliable` is false: read `reasons`.")
     probabilities: dict[str, float] = Field(description="Temperature-calibrated.")
     model_version: str
+    reliable: bool = Field(True, description="False when the answer should not be taken as "
+                           "a finding; `reasons` says why.")
+    reasons: list[UnreliableReason] = Field(
+        default_factory=list, description="not_a_chest_xray (with CXR_XRAY_GATE=warn), "
+        "shifted (unlike the training images), low_confidence (top probability below the "
+        "version's threshold), version_not_better_than_chance (its test balanced accuracy "
+        "interval includes chance).")
+    confidence_threshold: float | None = Field(
+        None, description="The version's low-confidence threshold on the top probability.")
+    chest_xray: ChestXrayCheck | None = Field(
+        None, description="The chest-radiograph gate; absent for versions without one or "
+        "with CXR_XRAY_GATE=off.")
     distribution_shift: DistributionShift | None = Field(
         None, description="Absent for versions published without a shift reference.")
     explanation: Explanation | None = Field(None, description="Only with ?explain=true.")

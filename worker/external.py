@@ -2,52 +2,74 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from shared.datasets import Dataset
-from shared.errors import InvalidDataset
-from shared.inference import LoadedModel, load_version
-from shared.preprocessing import decode_grayscale
+from shared.datasets import Dataset, match_classes
+from shared.inference import LoadedModel, choose_runtime, load_version
+from shared.preprocessing import decode_image
 from shared.registry import Registry
+from shared.schemas import TrainingParams
+from worker.abstention import reliable_subset
 from worker.evaluation import summarize
+from worker.training import TrainingResult
 
 BATCH = 32
-
-
-def _key(label: str) -> str:
-    """Names match across spelling conventions: 'VIRAL_PNEUMONIA' is 'Viral Pneumonia'."""
-    return re.sub(r"[\s_-]+", " ", label).strip().casefold()
-
-
-def match_classes(dataset_classes: list[str], model_classes: list[str]) -> dict[str, int]:
-    """Each dataset class's index among the model's classes; an unknown class is an error."""
-    index = {_key(label): i for i, label in enumerate(model_classes)}
-    unknown = [label for label in dataset_classes if _key(label) not in index]
-    if unknown:
-        raise InvalidDataset(f"classes {unknown} are not among the model's {model_classes}")
-    return {label: index[_key(label)] for label in dataset_classes}
 
 
 def evaluate_external(registry: Registry, version: str, dataset: Dataset, dataset_name: str,
                       max_pixels: int) -> dict[str, Any]:
     """The version's calibrated predictions on every image of ``dataset``, summarized."""
-    model = load_version(registry, version)
+    return evaluate_loaded(load_version(registry, version), dataset, dataset_name, max_pixels)
+
+
+def unpublished(result: TrainingResult, params: TrainingParams,
+                classes: list[str]) -> LoadedModel:
+    """A trained model, before it is published, as the API would serve it (TensorFlow)."""
+    model = LoadedModel(version="unpublished", classes=classes, image_size=params.image_size,
+                        model=result.model, temperature=result.temperature,
+                        options=params.preprocess_options, shift=result.shift,
+                        gate=result.gate, reliability=result.reliability)
+    choose_runtime(model, None, "tensorflow")
+    return model
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures of an external report that a manifest and its card carry."""
+    metrics, shift = report["metrics"], report.get("distribution_shift") or {}
+    reliability, gate = report.get("reliability") or {}, report.get("chest_xray_gate") or {}
+    return {"images": metrics["images"], "accuracy": metrics["accuracy"],
+            "balanced_accuracy": metrics["balanced_accuracy"], "roc_auc": metrics["roc_auc"],
+            "sensitivity": report["sensitivity"], "gate_refused": gate.get("refused"),
+            "shift_flagged": shift.get("flagged"), "shift_auroc": shift.get("auroc_vs_test"),
+            "reliable_share": reliability.get("coverage"),
+            "reliable_balanced_accuracy": reliability.get("balanced_accuracy"),
+            "risk_coverage": reliability.get("risk_coverage")}
+
+
+def evaluate_loaded(model: LoadedModel, dataset: Dataset, dataset_name: str,
+                    max_pixels: int) -> dict[str, Any]:
+    """``evaluate_external`` on a loaded (or not yet published) model."""
+    version = model.version
     mapping = match_classes(dataset.classes, model.classes)
     paths = [(path, mapping[label]) for label, files in dataset.files.items() for path in files]
-    probabilities, scores = [], []
+    probabilities, scores, refused = [], [], []
     for start in range(0, len(paths), BATCH):
-        chunk = [model.pixels(decode_grayscale(p.read_bytes(), max_pixels))
-                 for p, _ in paths[start:start + BATCH]]
-        result = model.infer(np.stack(chunk))
+        # "warn": every image is scored, and the gate's verdict is counted beside it
+        screened = [model.screen(decode_image(p.read_bytes(), max_pixels), "warn")
+                    for p, _ in paths[start:start + BATCH]]
+        refused += [check is not None and not check.passed for _, check in screened]
+        result = model.infer(np.stack([pixels for pixels, _ in screened]))
         probabilities.append(result.probabilities)
         if result.shift_scores is not None:
             scores.append(result.shift_scores)
     labels = np.array([y for _, y in paths], dtype=np.int64)
     all_probabilities = np.concatenate(probabilities)
+    shift = _shift_breakdown(model, labels, all_probabilities, scores)
+    metrics = summarize(labels, all_probabilities, model.classes)
+    present = sorted(set(mapping.values()))
     return {
         "kind": "external",
         "version": version,
@@ -56,8 +78,18 @@ def evaluate_external(registry: Registry, version: str, dataset: Dataset, datase
                     "layout": dataset.layout,
                     "counts": {label: len(files) for label, files in dataset.files.items()},
                     "class_mapping": {label: model.classes[i] for label, i in mapping.items()}},
-        "metrics": summarize(labels, all_probabilities, model.classes),
-        "distribution_shift": _shift_breakdown(model, labels, all_probabilities, scores),
+        "metrics": metrics,
+        # With one class (e.g. COVID films only) accuracy is its sensitivity; there are no
+        # negatives for a specificity or an AUROC.
+        "sensitivity": {model.classes[i]: metrics["per_class"][model.classes[i]]["sensitivity"]
+                        for i in present},
+        "chest_xray_gate": None if model.gate is None else {
+            "refused": int(sum(refused)), "images": len(refused)},
+        "distribution_shift": shift,
+        "reliability": None if model.reliability is None else reliable_subset(
+            labels, all_probabilities,
+            np.concatenate(scores) > model.shift.threshold if shift and model.shift else None,
+            model.reliability).model_dump(),
     }
 
 
@@ -69,5 +101,14 @@ def _shift_breakdown(model: LoadedModel, labels: np.ndarray, probabilities: np.n
     flagged = np.concatenate(scores) > model.shift.threshold
     parts = {name: summarize(labels[mask], probabilities[mask], model.classes)
              for name, mask in (("flagged", flagged), ("unflagged", ~flagged)) if mask.any()}
-    return {"threshold": model.shift.threshold, "flagged": int(flagged.sum()),
-            "images": int(len(flagged)), "metrics": parts}
+    report = {"threshold": model.shift.threshold, "flagged": int(flagged.sum()),
+              "images": int(len(flagged)), "metrics": parts}
+    internal = model.shift.test_scores
+    if internal is not None and len(internal):
+        from sklearn.metrics import roc_auc_score
+
+        all_scores = np.concatenate(scores)
+        report["auroc_vs_test"] = float(roc_auc_score(
+            np.r_[np.zeros(len(internal)), np.ones(len(all_scores))],
+            np.r_[internal, all_scores]))
+    return report

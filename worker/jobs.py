@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from shared.config import Settings
-from shared.datasets import Dataset, dataset_path, discover
+from shared.datasets import Dataset, combine, dataset_path, discover
 from shared.errors import CxrError, JobCancelled, JobNotFound
 from shared.jobs import JobStore, open_job_store
 from shared.logs import log_context
@@ -20,11 +21,11 @@ from shared.registry import open_registry
 from shared.schemas import EvaluationParams, JobProgress, JobState, JobStatus, TrainingParams
 from worker import checkpoints, metrics
 from worker.callbacks import Reporter
-from worker.external import evaluate_external
-from worker.promotion import gate
+from worker.external import evaluate_external, evaluate_loaded, summary, unpublished
+from worker.promotion import chance_reason, gate
 from worker.publishing import build_manifest, publish_result
 from worker.runtime import Runtime
-from worker.training import train_model
+from worker.training import TrainingResult, train_model
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def run_evaluation(job_id: str, settings: Settings, store: JobStore | None = Non
     def work(store: JobStore) -> str:
         params = EvaluationParams.model_validate(store.record(job_id).params)
         registry = open_registry(settings)
-        dataset = discover(dataset_path(settings.data_dir, params.dataset))
+        dataset = discover(dataset_path(settings.data_dir, params.dataset), min_classes=1)
         report = evaluate_external(registry, params.version, dataset, params.dataset,
                                    settings.max_image_pixels)
         registry.save_evaluation(params.version, report)
@@ -178,9 +179,21 @@ def _work(store: JobStore, job_id: str, work: Callable[[JobStore], str]) -> JobS
 def _train_and_publish(store: JobStore, job_id: str, settings: Settings,
                        checkpoint_dir: Path) -> str:
     params = TrainingParams.model_validate(store.record(job_id).params)
-    dataset = discover(dataset_path(settings.data_dir, params.dataset))
+    dataset = combine([(name, discover(dataset_path(settings.data_dir, name)))
+                       for name in (params.dataset, *params.datasets)])
     return train_and_publish(dataset, params, settings, StoreReporter(store, job_id),
                              checkpoint_dir)
+
+
+def _external_figures(result: TrainingResult, params: TrainingParams, classes: list[str],
+                      settings: Settings) -> dict[str, dict[str, Any]]:
+    """The trained model scored on each of the request's external datasets."""
+    if not params.external_datasets:
+        return {}
+    model = unpublished(result, params, classes)
+    return {name: summary(evaluate_loaded(
+        model, discover(dataset_path(settings.data_dir, name), min_classes=1), name,
+        settings.max_image_pixels)) for name in params.external_datasets}
 
 
 def train_and_publish(dataset: Dataset, params: TrainingParams, settings: Settings,
@@ -193,11 +206,17 @@ def train_and_publish(dataset: Dataset, params: TrainingParams, settings: Settin
                          checkpoint_dir)
     if reporter.alive():
         raise JobCancelled("cancelled before publishing")
+    external = _external_figures(result, params, dataset.classes, settings)
+    if reporter.alive():
+        raise JobCancelled("cancelled before publishing")
     registry = open_registry(settings)
     active = registry.active()
     promotion = gate(registry, params.activate, settings.promotion_metric,
                      settings.promotion_margin, result.test, dataset.classes,
-                     result.metrics["test"], settings.max_image_pixels)
+                     result.metrics["test"], settings.max_image_pixels,
+                     chance_reason(result.reliability) if settings.promotion_refuse_chance
+                     else None)
     manifest = build_manifest(result, params, dataset, weights,
                               parent=active.version if active else None, promotion=promotion)
+    manifest["external_evaluations"] = external or None
     return publish_result(registry, result, manifest, activate=promotion["activated"])

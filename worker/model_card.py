@@ -102,6 +102,63 @@ def _shift(shift: dict[str, Any]) -> list[str]:
     ]
 
 
+def _reliability(record: dict[str, Any], gate: dict[str, Any]) -> list[str]:
+    if not record:
+        return []
+    interval = record.get("balanced_accuracy_ci") or [None, None]
+    test = record.get("test") or {}
+    verdict = ("lies above chance" if record.get("better_than_chance") else
+               "**includes chance: every answer of this version is marked unreliable, and the "
+               "promotion gate does not activate it**")
+    lines = [
+        "### When an answer is not a finding", "",
+        f"- An image the chest-radiograph gate refuses gets no diagnosis (threshold "
+        f"{_fmt(gate.get('threshold'))}; {gate.get('method', 'no gate')}).",
+        f"- An answer whose top probability is below {_fmt(record.get('confidence_threshold'))} "
+        f"is marked `low_confidence` (the threshold keeps "
+        f"{_fmt(record.get('confidence_coverage'), 2)} of the validation answers).",
+        f"- The test balanced accuracy interval [{_fmt(interval[0])}, {_fmt(interval[1])}] "
+        f"against chance {_fmt(record.get('chance'))} {verdict}.",
+        f"- On the test split, {_fmt(test.get('coverage'))} of the answers are marked "
+        f"reliable; their balanced accuracy is {_fmt(test.get('balanced_accuracy'))} "
+        f"(all answers: {_fmt(test.get('balanced_accuracy_all'))}).", "",
+    ]
+    curve = test.get("risk_coverage") or []
+    if curve:
+        lines += ["Risk-coverage on the test split (most confident answers kept first):", "",
+                  *_table(["coverage", "accuracy", "balanced accuracy"],
+                          [[_fmt(p["coverage"], 1), _fmt(p["accuracy"]),
+                            _fmt(p.get("balanced_accuracy"))] for p in curve]), ""]
+    return lines
+
+
+def _by_source(by_source: dict[str, Any], holdout: str | None) -> list[str]:
+    if not by_source:
+        return []
+    rows = [[f"{source}{' (held out)' if source == holdout else ''}", label,
+             str(rates["support"]), _ci(rates, "sensitivity"), _ci(rates, "specificity")]
+            for source, report in by_source.items()
+            for label, rates in report["per_class"].items() if rates["support"]]
+    return ["### Test split by source", "",
+            *_table(["source", "class", "support", "sensitivity", "specificity"], rows), ""]
+
+
+def _external(evaluations: dict[str, Any]) -> list[str]:
+    if not evaluations:
+        return []
+    rows = [[name, str(e["images"]), _fmt(e["balanced_accuracy"]), _fmt(e["roc_auc"]),
+             ", ".join(f"{label} {_fmt(v)}" for label, v in e["sensitivity"].items()),
+             _fmt(e["gate_refused"]), _fmt(e["shift_flagged"]), _fmt(e["shift_auroc"]),
+             _fmt(e["reliable_share"]), _fmt(e["reliable_balanced_accuracy"])]
+            for name, e in evaluations.items()]
+    return ["## Other hospitals' images", "",
+            "Scored before publishing, on sets the version was not trained on. With one "
+            "class, balanced accuracy is that class's sensitivity.", "",
+            *_table(["set", "images", "balanced accuracy", "macro ROC-AUC", "sensitivity",
+                     "refused by the gate", "flagged as shifted", "shift AUROC vs test",
+                     "reliable share", "reliable balanced accuracy"], rows), ""]
+
+
 def card_markdown(manifest: dict[str, Any]) -> str:
     """The card as Markdown; images are referenced by their names in the version folder."""
     training, calibration = manifest.get("training", {}), manifest.get("calibration") or {}
@@ -121,10 +178,14 @@ def card_markdown(manifest: dict[str, Any]) -> str:
         f"- activation at publish: {promotion.get('reason', 'n/a')}", "",
         *_data(manifest),
         *_metrics(manifest.get("metrics", {}).get("test", {}), calibration),
+        *_by_source(manifest.get("metrics", {}).get("test_by_source") or {},
+                    training.get("holdout_source")),
         "## Calibration", "",
         f"Temperature {_fmt(calibration.get('temperature'))}, fitted on the validation split "
         "and applied to every probability the service returns.", "",
         *_shift(manifest.get("distribution_shift") or {}),
+        *_reliability(manifest.get("reliability") or {}, manifest.get("chest_xray_gate") or {}),
+        *_external(manifest.get("external_evaluations") or {}),
         "![reliability diagram](reliability.png)", "",
         "## Training curves", "", "![loss and accuracy per epoch](curves.png)", "",
     ]

@@ -9,6 +9,7 @@ import numpy as np
 from shared.errors import CxrError
 from shared.inference import load_version
 from shared.registry import ActivePointer, Registry
+from shared.reliability import ReliabilityRecord
 from worker.datasets import Split, load_split_pixels
 from worker.evaluation import summarize
 
@@ -31,8 +32,9 @@ def score_version_on(registry: Registry, version: str, split: Split, classes: li
 
 def decide(mode: str, metric: str, margin: float, new: float | None,
            active: ActivePointer | None, active_score: float | None,
-           comparable: bool = True) -> dict[str, Any]:
-    """The decision and its reason, as recorded in the manifest."""
+           comparable: bool = True, chance: str | None = None) -> dict[str, Any]:
+    """The decision and its reason, as recorded in the manifest. ``chance`` says why the
+    new version is no better than chance, when it is not."""
     record: dict[str, Any] = {"mode": mode, "metric": metric, "margin": margin,
                               "new": new, "active_version": active.version if active else None,
                               "active": active_score}
@@ -40,6 +42,8 @@ def decide(mode: str, metric: str, margin: float, new: float | None,
         return record | {"activated": True, "reason": "requested: activate always"}
     if mode == "never":
         return record | {"activated": False, "reason": "requested: activate never (candidate)"}
+    if chance is not None:
+        return record | {"activated": False, "reason": f"{chance}; kept as a candidate"}
     if active is None:
         return record | {"activated": True, "reason": "no active version yet"}
     if not comparable:
@@ -58,13 +62,25 @@ def decide(mode: str, metric: str, margin: float, new: float | None,
         f"than {margin}; kept as a candidate")}
 
 
+def chance_reason(reliability: ReliabilityRecord) -> str | None:
+    """Why a version is no better than chance on its test split; None when it is."""
+    if reliability.better_than_chance:
+        return None
+    interval = reliability.balanced_accuracy_ci
+    if interval is None:
+        return "no test balanced accuracy to compare with chance"
+    return (f"the test balanced accuracy interval [{interval[0]:.3f}, {interval[1]:.3f}] "
+            f"includes chance ({reliability.chance:.3f})")
+
+
 def gate(registry: Registry, mode: str, metric: str, margin: float, test: Split,
-         classes: list[str], new_metrics: dict[str, Any], max_pixels: int) -> dict[str, Any]:
+         classes: list[str], new_metrics: dict[str, Any], max_pixels: int,
+         chance: str | None = None) -> dict[str, Any]:
     """Score the active version on the new test split when it matters, then decide."""
     active = registry.active()
     new = new_metrics.get(metric)
-    if mode != "if_better" or active is None:
-        return decide(mode, metric, margin, new, active, None)
+    if mode != "if_better" or active is None or chance is not None:
+        return decide(mode, metric, margin, new, active, None, chance=chance)
     try:
         active_score = score_version_on(registry, active.version, test, classes, metric,
                                         max_pixels)

@@ -11,13 +11,14 @@ from typing import Any
 import numpy as np
 
 from shared.calibration import apply_temperature
+from shared.chest_gate import GATE_FILE
 from shared.datasets import Dataset
 from shared.errors import RegistryError, StorageFull, is_out_of_space
 from shared.modeling import load_model, sha256_file
 from shared.preprocessing import preprocessing_id
 from shared.registry import CURVES_FILE, MODEL_FILE, RELIABILITY_FILE, Registry
 from shared.schemas import TrainingParams
-from shared.shift import FEATURE_LAYER, SHIFT_FILE
+from shared.shift import SHIFT_FILE
 from worker import onnx_export
 from worker.evaluation import reliability_diagram
 from worker.model_card import CARD_HTML, CARD_MD, card_html, card_markdown
@@ -86,6 +87,9 @@ def build_manifest(result: TrainingResult, params: TrainingParams, dataset: Data
         "dataset": {"name": params.dataset, "fingerprint": dataset.fingerprint(),
                     "layout": dataset.layout,
                     "counts": {k: len(v) for k, v in dataset.files.items()}},
+        "sources": {name: {label: sum(dataset.sources.get(p) == name for p in paths)
+                           for label, paths in dataset.files.items()}
+                    for name in (params.dataset, *params.datasets)} if dataset.sources else None,
         "split": result.split,
         "metrics": result.metrics,
         "calibration": {"method": "temperature", "temperature": result.temperature,
@@ -96,10 +100,20 @@ def build_manifest(result: TrainingResult, params: TrainingParams, dataset: Data
         "libraries": library_versions(),
         "promotion": promotion,
         "distribution_shift": {
-            "method": "Mahalanobis distance to the nearest class mean, Ledoit-Wolf covariance",
-            "features": FEATURE_LAYER, "fitted_on": "train", "threshold": result.shift.threshold,
+            "method": "largest of detectors standardized on validation (median, IQR): "
+                      "Mahalanobis distances to the nearest class mean (Ledoit-Wolf) on block "
+                      "feature statistics and on the input's low-level features; logit energy",
+            "features": "+".join([d.name for d in result.shift.detectors]
+                                 + (["energy"] if result.shift.energy else [])),
+            "layout": result.shift.layout,
+            "fitted_on": "train", "threshold": result.shift.threshold,
             "threshold_quantile_of_validation": result.shift.quantile,
             "test_flag_rate": result.metrics["test"].get("shift_flag_rate")},
+        "reliability": result.reliability.model_dump(),
+        "chest_xray_gate": {
+            "method": "logistic regression of low-level image features, training "
+                      "radiographs against generated non-radiographs; colour images refused",
+            "fitted_on": "train", "threshold": result.gate.threshold},
     }
 
 
@@ -123,6 +137,7 @@ def publish_result(registry: Registry, result: TrainingResult, manifest: dict[st
         fine_tune_from = result.phases[0]["epochs_run"] if len(result.phases) > 1 else None
         plot_curves(result.history, staging / CURVES_FILE, fine_tune_from)
         (staging / SHIFT_FILE).write_bytes(result.shift.to_bytes())
+        (staging / GATE_FILE).write_bytes(result.gate.to_bytes())
         reliability_diagram(result.test.labels, result.test_probabilities,
                             staging / RELIABILITY_FILE, title="test split reliability",
                             probabilities_after=apply_temperature(result.test_probabilities,

@@ -11,12 +11,15 @@ from typing import Any
 import numpy as np
 
 from shared.calibration import apply_temperature
+from shared.chest_gate import ChestGate
 from shared.datasets import Dataset
 from shared.errors import InvalidDataset, JobCancelled
 from shared.modeling import ModelConfig, build_model, set_phase
+from shared.reliability import ReliabilityRecord
 from shared.schemas import TrainingParams
-from shared.shift import ShiftReference, feature_model
+from shared.shift import ShiftReference, block_slices, feature_model, input_features
 from worker import checkpoints, head_cache
+from worker.abstention import fit_reliability
 from worker.callbacks import (
     Reporter,
     cosine_schedule_callback,
@@ -33,6 +36,7 @@ from worker.datasets import (
     split_summary,
 )
 from worker.evaluation import expected_calibration_error, fit_temperature, summarize
+from worker.gate_fitting import fit_gate
 from worker.runtime import Runtime, replica_batch
 from worker.shift import features_and_probabilities, fit_reference
 
@@ -49,6 +53,8 @@ class TrainingResult:
     test_probabilities: np.ndarray  # uncalibrated, for the reliability diagram
     temperature: float
     shift: ShiftReference
+    gate: ChestGate
+    reliability: ReliabilityRecord
     sample_inputs: np.ndarray
     phases: list[dict[str, Any]] = field(default_factory=list)
 
@@ -92,14 +98,16 @@ def _phase_inputs(model: Any, data: Prepared, params: TrainingParams, phase: str
     val = data.pipeline("validation", params.batch_size)
     if phase == "head" and params.head_cache_views:
         views = [data.pipeline("train", params.batch_size,
-                               augmentation(seed + 10 * view) if view else None)
+                               augmentation(seed + 10 * view, params.intensity_augmentation)
+                               if view else None)
                  for view in range(params.head_cache_views)]
         (x, y), (xv, yv) = head_cache.cached_features(model, views, val)
         with runtime.scope():  # a Keras model trains under the strategy it was created in
             head = head_cache.head_model(model)
         return (head, head_cache.batches(x, y, data.batch("train", params.batch_size), seed),
                 head_cache.batches(xv, yv, data.batch("validation", params.batch_size), None))
-    train = data.pipeline("train", params.batch_size, augmentation(seed), seed)
+    train = data.pipeline("train", params.batch_size,
+                          augmentation(seed, params.intensity_augmentation), seed)
     return model, train, val
 
 
@@ -175,7 +183,8 @@ def prepare_data(dataset: Dataset, params: TrainingParams, seed: int,
     try:
         splits, details = split_dataset(dataset, params.validation_fraction,
                                         params.test_fraction, seed, groups_csv,
-                                        params.group_column)
+                                        params.group_column, params.group_by_source,
+                                        params.holdout_source)
     except ValueError as exc:
         raise InvalidDataset(str(exc)) from exc
     arrays = {name: load_split_pixels(split, params.image_size, max_pixels,
@@ -226,17 +235,52 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
     test_features, raw = features_and_probabilities(extractor, test)
     temperature = fit_temperature(labels["validation"], val_raw)
     metrics = {"test": test_report(labels["test"], raw, temperature, dataset.classes)}
-    reference = fit_reference(train_features, labels["train"], val_features)
-    flagged = reference.scores(test_features) > reference.threshold
+    if data.splits["test"].sources:
+        metrics["test_by_source"] = by_source(
+            labels["test"], apply_temperature(raw, temperature), data.splits["test"].sources,
+            dataset.classes)
+    inputs = {name: input_features(data.arrays[name]) for name in ("train", "validation", "test")}
+    reference = fit_reference(
+        train_features, labels["train"], val_features, slices=block_slices(model),
+        inputs=(inputs["train"], inputs["validation"]),
+        dense=tuple(model.get_layer("predictions").get_weights()))
+    test_scores = reference.scores(test_features, inputs["test"])
+    reference = replace(reference, test_scores=test_scores)
+    flagged = test_scores > reference.threshold
     metrics["test"]["shift_flag_rate"] = float(flagged.mean()) if len(flagged) else None
+    reliability = fit_reliability(
+        apply_temperature(val_raw, temperature), labels["test"],
+        apply_temperature(raw, temperature), flagged, len(dataset.classes),
+        params.confidence_coverage, seed)
+    metrics["test"]["balanced_accuracy_ci"] = reliability.balanced_accuracy_ci
+    gate = fit_gate(list(data.arrays["train"][..., 0]), list(data.arrays["validation"][..., 0]),
+                    seed)
     summary = split_summary(data.splits, dataset.classes, seed) | data.details
     summary["class_weights"] = loss_weights
     phases = [phase | {"runtime": runtime.describe()} for phase in progress.phases_done]
     return TrainingResult(
         model=model, history=progress.history, split=summary, test=data.splits["test"],
         metrics=metrics, test_probabilities=raw, temperature=temperature, shift=reference,
+        gate=gate, reliability=reliability,
         sample_inputs=next(iter(test))[0].numpy()[:4], phases=phases,
     )
+
+
+def by_source(labels: np.ndarray, probabilities: np.ndarray, sources: list[str],
+              classes: list[str]) -> dict[str, Any]:
+    """Each source's images of a split scored apart: sensitivity and specificity per class."""
+    found: dict[str, Any] = {}
+    for source in sorted(set(sources)):
+        mask = np.array([s == source for s in sources])
+        report = summarize(labels[mask], probabilities[mask], classes)
+        found[source] = {
+            "images": report["images"], "accuracy": report["accuracy"],
+            "balanced_accuracy": report["balanced_accuracy"],
+            "per_class": {label: {key: rates[key] for key in
+                                  ("support", "sensitivity", "sensitivity_ci",
+                                   "specificity", "specificity_ci")}
+                          for label, rates in report["per_class"].items()}}
+    return found
 
 
 def float32_copy(model: Any, config: ModelConfig, runtime: Runtime) -> Any:

@@ -60,4 +60,4 @@ def get_dataset(settings: SettingsDep, name: str) -> DatasetInfo:
     """One dataset's classes and counts."""
     if re.fullmatch(NAME_PATTERN, name) is None:
         raise DatasetNotFound(f"no dataset {name!r}")
-    return discover(dataset_path(settings.data_dir, name)).info(name)
+    return discover(dataset_path(settings.data_dir, name), min_classes=1).info(name)

@@ -10,7 +10,7 @@ from api.auth import Admin, Reader
 from api.deps import JobStoreDep, QueueDep, SettingsDep
 from api.enqueue import enqueue
 from api.errors import responses
-from shared.datasets import dataset_path, discover
+from shared.datasets import combine, dataset_path, discover
 from shared.errors import WeightsUnavailable
 from shared.schemas import JobAccepted, JobList, JobStatus, TrainingParams
 from shared.task_queue import TRAIN_TASK
@@ -25,7 +25,10 @@ router = APIRouter(tags=["jobs"], dependencies=Reader, responses=responses(401, 
 def create_retrain_job(params: TrainingParams, request: Request, settings: SettingsDep,
                        jobs: JobStoreDep, queue: QueueDep) -> JobAccepted:
     """Queue a retrain job on a stored dataset; poll its status_url."""
-    discover(dataset_path(settings.data_dir, params.dataset))
+    combine([(name, discover(dataset_path(settings.data_dir, name)))
+             for name in (params.dataset, *params.datasets)])  # classes must match
+    for name in params.external_datasets:
+        discover(dataset_path(settings.data_dir, name), min_classes=1)
     if params.base_weights == "file" and settings.base_weights_file is None:
         raise WeightsUnavailable("base_weights 'file' needs CXR_BASE_WEIGHTS_FILE on the server")
     if params.seed is None:

@@ -67,7 +67,7 @@ def create_evaluation_job(version: str, body: EvaluationRequest, request: Reques
     """Queue an external evaluation of a version on a stored dataset (another hospital's
     images, say); the report appears under /models/{version}/evaluations."""
     registry.manifest(version)
-    discover(dataset_path(settings.data_dir, body.dataset))
+    discover(dataset_path(settings.data_dir, body.dataset), min_classes=1)
     return enqueue(EVALUATE_TASK, EvaluationParams(dataset=body.dataset, version=version),
                    request, jobs, queue)
 

@@ -16,26 +16,28 @@ from api.serving import ModelServer
 from shared.config import Settings
 from shared.errors import PayloadTooLarge
 from shared.explain import explain as explain_prediction
-from shared.inference import LoadedModel
-from shared.preprocessing import decode_grayscale
-from shared.schemas import Prediction
+from shared.inference import LoadedModel, with_check
+from shared.preprocessing import decode_image
+from shared.schemas import ChestXrayCheck, Prediction
 
 router = APIRouter(tags=["predict"], dependencies=Reader)
 
 
 def _prepare(data: bytes, settings: Settings,
-             server: ModelServer) -> tuple[LoadedModel, np.ndarray]:
-    """Decode (bad input fails first), take the serving version, prepare as it was trained."""
-    gray = decode_grayscale(data, settings.max_image_pixels)
+             server: ModelServer) -> tuple[LoadedModel, np.ndarray, ChestXrayCheck | None]:
+    """Decode (bad input fails first), take the serving version, prepare as it was trained
+    and pass it through the chest-radiograph gate."""
+    image = decode_image(data, settings.max_image_pixels)
     model = server.model()  # one version for the whole request, even across a swap
-    return model, model.pixels(gray)
+    return model, *model.screen(image, settings.xray_gate)
 
 
 def _explain(data: bytes, settings: Settings, server: ModelServer,
              class_name: str | None) -> tuple[LoadedModel, Prediction]:
-    gray = decode_grayscale(data, settings.max_image_pixels)
+    image = decode_image(data, settings.max_image_pixels)
     model = server.model()
-    return model, explain_prediction(model, gray, class_name)
+    _, check = model.screen(image, settings.xray_gate)
+    return model, with_check(explain_prediction(model, image.gray, class_name), check)
 
 
 @router.post("/predict", response_model=Prediction,
@@ -52,7 +54,9 @@ async def predict_image(
     explain_class: Annotated[str | None, Query(
         description="The class to map (default: the predicted one); implies explain.")] = None,
 ) -> Prediction:
-    """Classify one chest X-ray with the active model version."""
+    """Classify one chest X-ray with the active model version; an image that is not a chest
+    radiograph gets 422 not_a_chest_xray, and an answer that should not be read as a finding
+    says so (`reliable`, `reasons`)."""
     data = await file.read(settings.max_image_bytes + 1)
     if len(data) > settings.max_image_bytes:
         raise PayloadTooLarge(f"images are limited to {settings.max_image_bytes} bytes")
@@ -63,9 +67,9 @@ async def predict_image(
     else:
         # Decoding runs in the threadpool, in parallel with the batcher's forward pass.
         with batcher.arriving():
-            model, pixels = await run_in_threadpool(_prepare, data, settings, server)
+            model, pixels, check = await run_in_threadpool(_prepare, data, settings, server)
             future = batcher.submit(model, pixels)
-        prediction = await asyncio.wrap_future(future)
+        prediction = with_check(await asyncio.wrap_future(future), check)
     metrics.predicted(prediction.label)
     response.headers["X-Model-Version"] = model.version
     return prediction

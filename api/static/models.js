@@ -14,6 +14,28 @@ function metric(summary, name) {
   return el("td", { className: "num", text: typeof value === "number" ? pct(value) : "n/a" });
 }
 
+// A version whose test balanced accuracy interval reaches down to chance (1 / classes).
+function chanceLevel(summary) {
+  if (summary.better_than_chance === false) return true;
+  const test = summary.metrics && summary.metrics.test;
+  const ci = test && test.balanced_accuracy_ci;
+  return Array.isArray(ci) && ci[0] <= 1 / summary.classes.length;
+}
+
+function balancedCell(summary) {
+  const cell = metric(summary, "balanced_accuracy");
+  const test = summary.metrics && summary.metrics.test;
+  const ci = test && test.balanced_accuracy_ci;
+  if (Array.isArray(ci)) {
+    cell.append(el("span", { className: "small block",
+      text: `95% CI ${pct(ci[0])}–${pct(ci[1])}; chance ${pct(1 / summary.classes.length)}` }));
+  }
+  if (test && typeof test.images === "number") {
+    cell.append(el("span", { className: "small block", text: `${test.images} test images` }));
+  }
+  return cell;
+}
+
 function statusCell(summary, list) {
   const cell = el("td");
   if (summary.version === list.active) {
@@ -21,6 +43,9 @@ function statusCell(summary, list) {
       el("span", { "aria-hidden": "true", text: "★ " }), "Active"));
   } else if (summary.promotion && summary.promotion.activated === false) {
     cell.append(el("span", { className: "badge", text: "Candidate" }));
+  }
+  if (chanceLevel(summary)) {
+    cell.append(el("span", { className: "badge warn", text: "No better than chance" }));
   }
   if (summary.version === list.serving.version) {
     cell.append(el("span", { className: "small block", text: "served by this process" }));
@@ -79,7 +104,7 @@ function versionRows(summary, list, index) {
     el("td", { text: summary.dataset }),
     el("td", {}, el("span", { className: "nowrap", text: `${summary.image_size} px` }),
        el("span", { className: "small block", text: summary.classes.join(", ") })),
-    metric(summary, "accuracy"), metric(summary, "balanced_accuracy"),
+    metric(summary, "accuracy"), balancedCell(summary),
     metric(summary, "macro_f1"),
     statusCell(summary, list),
     el("td", { className: "actions" }, toggle, activate));

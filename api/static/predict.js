@@ -125,9 +125,36 @@ async function predict() {
   }
 }
 
+// Each reason an answer is not a finding, in words.
+const REASONS = {
+  not_a_chest_xray: "the image does not look like a chest radiograph",
+  shifted: "the image is unlike the ones this model was trained on",
+  low_confidence: "the model is not confident enough",
+  version_not_better_than_chance: "this model version is no better than chance on its test images",
+};
+
+function renderLabel(answer) {
+  const line = $("label-line");
+  const box = $("unreliable");
+  const unreliable = answer.reliable === false;
+  if (!unreliable) {
+    line.replaceChildren("Predicted class: ", el("strong", { id: "predicted-label",
+                                                              text: answer.label }));
+    box.hidden = true;
+    return;
+  }
+  // The probabilities stay visible, but the label is not presented as a finding.
+  line.replaceChildren("No finding. Most probable class: ",
+    el("span", { id: "predicted-label", className: "unreliable-label", text: answer.label }));
+  const why = (answer.reasons || []).map((code) => REASONS[code] || code);
+  box.hidden = false;
+  box.replaceChildren(el("strong", { text: "Not reliable: " }),
+    `${why.join("; ")}. Do not read this answer as a diagnosis.`);
+}
+
 function renderPrediction(answer, headerVersion) {
   $("answer").hidden = false;
-  $("predicted-label").textContent = answer.label;
+  renderLabel(answer);
   renderBars(answer.probabilities, answer.label);
   renderShift(answer.distribution_shift);
   const version = answer.model_version || headerVersion;
@@ -144,10 +171,13 @@ function renderPrediction(answer, headerVersion) {
     if (!objectUrl) showNote("Browsers cannot show DICOM images, and this server returned " +
                              "no preview of it.");
   }
-  const flagged = answer.distribution_shift && answer.distribution_shift.flagged;
-  say(predictStatus, `${answer.label}, ${pct(answer.probabilities[answer.label])}, from ` +
-      `model version ${version}.${flagged ? " Warning: an unusual image." : ""}`,
-      flagged ? "warn" : "ok");
+  if (answer.reliable === false) {
+    say(predictStatus, `No reliable answer from model version ${version} ` +
+        `(${(answer.reasons || []).join(", ")}).`, "warn");
+  } else {
+    say(predictStatus, `${answer.label}, ${pct(answer.probabilities[answer.label])}, from ` +
+        `model version ${version}.`, "ok");
+  }
 }
 
 export function initPredict() {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 import zipfile
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -28,12 +29,17 @@ def wait_ready(client: TestClient, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def publish_random(registry: Registry, seed: int, size: int = 32) -> str:
+def publish_random(registry: Registry, seed: int, size: int = 32,
+                   extra: dict[str, Any] | None = None,
+                   files: dict[str, bytes] | None = None) -> str:
+    """A random-weight version; ``extra`` manifest entries and ``files`` beside the model."""
     import keras
 
     keras.utils.set_random_seed(seed)
     staging = registry.new_staging()
     build_model(ModelConfig(num_classes=3, image_size=size)).save(staging / MODEL_FILE)
+    for name, data in (files or {}).items():
+        (staging / name).write_bytes(data)
     manifest = {"created_at": "2026-01-01T00:00:00+00:00", "classes": ["a", "b", "c"],
-                "image_size": size, "dataset": {"name": "t"}, "parent": None}
+                "image_size": size, "dataset": {"name": "t"}, "parent": None, **(extra or {})}
     return registry.publish(staging, manifest, activate=False)

@@ -192,6 +192,62 @@ def test_predict_a_real_x_ray_and_see_every_class_and_the_heat_map(
     assert expected_console(problems) == []
 
 
+def test_an_unreliable_answer_and_a_refused_photograph_are_shown_as_such(
+    tmp_path: Path, redis_url: str, browser: Browser, radiography_root: Path, artifacts: Path,
+) -> None:
+    """A version that knows it is no better than chance (a random one, recorded so) and has
+    a chest-radiograph gate fitted on real films: its answers are no finding."""
+    import io
+
+    from skimage import data as samples
+
+    from shared.chest_gate import GATE_FILE
+    from shared.preprocessing import load_pixels
+    from shared.reliability import ReliabilityRecord
+    from worker.gate_fitting import fit_gate
+
+    films = [load_pixels(p.read_bytes(), 32)[..., 0]
+             for paths in sample_files(radiography_root, 40).values() for p in paths]
+    gate = fit_gate(films[::2], films[1::2], seed=0)
+    record = ReliabilityRecord(confidence_threshold=0.0, confidence_coverage=0.95,
+                               chance=1 / 3, balanced_accuracy_ci=[0.2, 0.5],
+                               better_than_chance=False)
+    registry = LocalRegistry(tmp_path / "models")
+    version = publish_random(registry, seed=2, extra={"reliability": record.model_dump()},
+                             files={GATE_FILE: gate.to_bytes()})
+    registry.activate(version)
+    service = start_service(tmp_path, redis_url)
+    try:
+        with service.client() as client:
+            deadline = time.monotonic() + 60
+            while client.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, service.logs()
+                time.sleep(0.3)
+        page, problems = open_page(browser, service, key=None)
+        image = sample_files(radiography_root, 1)["Normal"][0]
+        page.get_by_label("Chest X-ray: PNG, JPEG or DICOM (.dcm)").set_input_files(image)
+        status = page.locator("#predict-status")
+        expect(status).to_contain_text("No reliable answer", timeout=SLOW)
+        expect(page.locator("#label-line")).to_contain_text("No finding. Most probable class:")
+        expect(page.locator("#label-line strong")).to_have_count(0)  # the label is not bold
+        expect(page.locator("#unreliable")).to_contain_text("no better than chance")
+        expect(page.locator("#probabilities li")).to_have_count(3)  # still visible
+        expect(page.locator("#models-body")).to_contain_text("No better than chance")
+        page.locator("#predict").screenshot(path=artifacts / "unreliable.png")
+
+        buffer = io.BytesIO()
+        from PIL import Image
+
+        Image.fromarray(samples.camera()).save(buffer, format="PNG")
+        drop_file(page, "camera.png", buffer.getvalue(), "image/png")
+        expect(status.locator(".code")).to_have_text("(not_a_chest_xray)", timeout=SLOW)
+        expect(status).to_contain_text("does not look like a chest radiograph")
+        expect(page.locator("#answer")).to_be_hidden()
+        assert expected_console(problems) == []
+    finally:
+        service.stop()
+
+
 def without(key: str) -> Callable[[Route], None]:
     """A route handler answering with the service's JSON less ``key``: an older service."""
     def handle(route: Route) -> None:

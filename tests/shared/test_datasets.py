@@ -17,9 +17,12 @@ from PIL import Image
 from shared.datasets import (
     CLASS_FOLDER_LAYOUT,
     RADIOGRAPHY_LAYOUT,
+    Dataset,
     ZipLimits,
+    combine,
     discover,
     list_datasets,
+    match_classes,
     unpack_zip,
 )
 from shared.errors import DatasetExists, DatasetNotFound, InvalidDataset, StorageFull
@@ -124,7 +127,7 @@ def test_fewer_than_two_classes_is_invalid(tmp_path: Path) -> None:
     (one / "COVID" / "a.png").write_bytes(_png())
     (one / "Normal").mkdir()  # a class folder without images does not count
     (one / "Normal" / "notes.txt").write_text("empty")
-    with pytest.raises(InvalidDataset, match="at least 2"):
+    with pytest.raises(InvalidDataset, match="training needs at least 2"):
         discover(one)
     single_radiography = tmp_path / "single"
     (single_radiography / "COVID" / "images").mkdir(parents=True)
@@ -423,3 +426,35 @@ def test_a_full_disk_while_unpacking_is_storage_full_and_leaves_nothing(
     assert _leftovers(data_dir) == []
     small_disk.resize(64 * 1024 * 1024)  # once there is room, the same upload works
     assert unpack_zip(archive, data_dir, "big", LIMITS).classes == {"COVID": 8, "Normal": 8}
+
+
+MODEL = ["COVID", "Normal", "Viral Pneumonia"]
+
+
+def test_names_match_across_case_and_separators() -> None:
+    assert match_classes(["COVID", "NORMAL", "VIRAL_PNEUMONIA"], MODEL) == {
+        "COVID": 0, "NORMAL": 1, "VIRAL_PNEUMONIA": 2}
+    assert match_classes(["viral-pneumonia"], MODEL) == {"viral-pneumonia": 2}
+
+
+def test_an_unknown_class_is_an_error_not_a_silent_zero() -> None:
+    with pytest.raises(InvalidDataset, match="Tuberculosis"):
+        match_classes(["COVID", "Tuberculosis"], MODEL)
+
+
+def test_datasets_combine_by_class_name_and_keep_each_image_source(
+        radiography_root: Path, image_dataset_root: Path) -> None:
+    first, second = discover(radiography_root), discover(image_dataset_root)
+    both = combine([("radiography", first), ("image-dataset", second)])
+    assert both.classes == first.classes  # spelled as in the first
+    assert len(both.files["Viral Pneumonia"]) == (len(first.files["Viral Pneumonia"])
+                                                  + len(second.files["VIRAL_PNEUMONIA"]))
+    assert both.sources[second.files["NORMAL"][0]] == "image-dataset"
+    assert both.sources[first.files["COVID"][0]] == "radiography"
+    assert combine([("radiography", first)]) is first
+    with pytest.raises(InvalidDataset, match="named twice"):
+        combine([("a", first), ("a", second)])
+    unknown = Dataset(root=first.root, layout="class-folders",
+                      files={"Tuberculosis": first.files["COVID"][:1]})
+    with pytest.raises(InvalidDataset, match="Tuberculosis"):
+        combine([("radiography", first), ("tb", unknown)])

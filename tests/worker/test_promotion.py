@@ -10,10 +10,11 @@ from shared.config import Settings
 from shared.datasets import discover
 from shared.local_registry import LocalRegistry
 from shared.registry import ActivePointer
+from shared.reliability import ReliabilityRecord
 from shared.schemas import TrainingParams
 from tests.worker.test_training import TINY, Recorder
 from worker.jobs import train_and_publish
-from worker.promotion import decide
+from worker.promotion import chance_reason, decide
 
 ACTIVE = ActivePointer("20260101-000000-aaaaaa", 3)
 
@@ -30,6 +31,16 @@ def test_if_better_compares_within_the_margin(new: float, old: float, activated:
     assert ("candidate" in decision["reason"]) is not activated
 
 
+def test_a_version_no_better_than_chance_is_never_promoted() -> None:
+    chance = "the test balanced accuracy interval [0.2, 0.6] includes chance (0.333)"
+    first = decide("if_better", "accuracy", 0.0, 0.5, None, None, chance=chance)
+    assert first["activated"] is False and "includes chance" in first["reason"]
+    better = decide("if_better", "accuracy", 0.0, 0.99, ACTIVE, 0.1, chance=chance)
+    assert better["activated"] is False and "candidate" in better["reason"]
+    # asked for explicitly, it is activated (its answers say it is no better than chance)
+    assert decide("always", "accuracy", 0.0, 0.5, None, None, chance=chance)["activated"]
+
+
 def test_explicit_modes_and_first_version() -> None:
     assert decide("always", "accuracy", 0.0, 0.1, ACTIVE, 0.9)["activated"] is True
     assert decide("never", "accuracy", 0.0, 0.99, ACTIVE, 0.1)["activated"] is False
@@ -44,7 +55,16 @@ def test_gate_scores_the_active_version_on_the_new_test_split(
     dataset = discover(tiny_dataset)
     registry = LocalRegistry(settings.models_dir)
     params = TrainingParams(dataset="tiny", **TINY)  # type: ignore[arg-type]
-    first = train_and_publish(dataset, params, settings, Recorder())
+    # A version trained on a few dozen images is no better than chance on its six test
+    # images: the gate keeps even the first one a candidate.
+    refusing = settings.model_copy(update={"promotion_refuse_chance": True})
+    first = train_and_publish(dataset, params, refusing, Recorder())
+    manifest = registry.manifest(first)
+    assert manifest["reliability"]["better_than_chance"] is False
+    assert chance_reason(ReliabilityRecord.model_validate(manifest["reliability"]))
+    assert manifest["promotion"]["activated"] is False
+    assert "includes chance" in manifest["promotion"]["reason"] and registry.active() is None
+    registry.activate(first)  # by hand, it still is
     second = train_and_publish(dataset, params.model_copy(update={"seed": 8, "activate": "never"}),
                                settings, Recorder())
     assert registry.active().version == first  # type: ignore[union-attr]

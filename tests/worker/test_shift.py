@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from shared.local_registry import LocalRegistry
 from shared.preprocessing import decode_grayscale
 from shared.registry import Registry
 from shared.schemas import TrainingParams
+from shared.shift import INPUT, LEGACY_LAYOUT, ShiftReference
 from tests.conftest import sample_files
 from tests.worker.test_training import Recorder
 from worker.jobs import train_and_publish
@@ -40,8 +42,48 @@ def test_threshold_flags_in_distribution_data_at_its_promised_rate() -> None:
     assert 0.005 < rate < 0.02  # promised: 1%
     far = np.full((10, 8), 12.0)
     assert (reference.scores(far) > reference.threshold).all()
-    # the stored reference scores identically
-    assert reference.to_bytes()
+
+
+def test_detectors_are_standardized_stored_and_combined(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    train, val = rng.normal(0, 1, (3000, 6)), rng.normal(0, 1, (3000, 6))
+    labels = rng.integers(0, 2, 3000)
+    inputs = (rng.normal(0, 1, (3000, 4)), rng.normal(0, 1, (3000, 4)))
+    slices = {"a": (0, 3), "b": (3, 6), "block5_pool:mean": (3, 6)}
+    dense = (rng.normal(0, 1, (3, 2)), np.zeros(2))
+    reference = fit_reference(train, labels, val, quantile=0.95, slices=slices,
+                              detectors=("a", "b", INPUT), inputs=inputs, dense=dense)
+    scores = reference.detector_scores(val, inputs[1])
+    assert set(scores) == {"a", "b", INPUT, "energy"}
+    for values in scores.values():  # each standardized on validation: median 0, IQR 1
+        q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75])
+        assert abs(median) < 1e-9 and abs(q3 - q1 - 1) < 1e-9
+    assert abs(float((reference.scores(val, inputs[1]) > reference.threshold).mean())
+               - 0.05) < 0.002
+    # a shift in one part only is caught by the largest score
+    odd_input = inputs[1][:50] + 6.0
+    assert (reference.scores(val[:50], odd_input) > reference.threshold).mean() > 0.9
+    with pytest.raises(ValueError, match="input"):
+        reference.scores(val)
+    path = tmp_path / "shift.npz"
+    path.write_bytes(replace(reference, test_scores=np.arange(3.0)).to_bytes())
+    loaded = ShiftReference.load(path)
+    assert np.allclose(loaded.scores(val, inputs[1]), reference.scores(val, inputs[1]))
+    assert loaded.threshold == reference.threshold and loaded.test_scores is not None
+
+
+def test_a_reference_published_before_the_detectors_loads_as_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    means, precision = rng.normal(0, 1, (3, 5)), np.eye(5) * 2
+    path = tmp_path / "shift.npz"
+    np.savez(path, means=means, precision=precision, threshold=np.float64(4.0),
+             quantile=np.float64(0.99))  # the file as versions of 2026-11 wrote it
+    legacy = ShiftReference.load(path)
+    assert legacy.layout == LEGACY_LAYOUT and not legacy.needs_inputs
+    x = rng.normal(0, 1, (20, 5))
+    diff = x[:, None, :] - means[None]
+    expected = np.sqrt(np.einsum("ncd,de,nce->nc", diff, precision, diff).min(axis=1))
+    assert np.allclose(legacy.scores(x), expected) and legacy.threshold == 4.0
 
 
 def _png(image: Image.Image) -> bytes:

@@ -12,10 +12,16 @@ from PIL import Image
 
 from shared.config import Settings
 from shared.datasets import discover
-from shared.errors import JobCancelled
+from shared.errors import JobCancelled, NotAChestXray
 from shared.inference import load_version
 from shared.local_registry import LocalRegistry
-from shared.preprocessing import decode_grayscale, load_pixels, preprocess
+from shared.preprocessing import (
+    DecodedImage,
+    decode_grayscale,
+    decode_image,
+    load_pixels,
+    preprocess,
+)
 from shared.schemas import JobProgress, TrainingParams
 from worker.datasets import load_split_pixels, make_pipeline, split_dataset
 from worker.jobs import train_and_publish
@@ -132,6 +138,23 @@ def test_train_and_publish_makes_a_complete_active_version(
     assert set(prediction.probabilities) == set(manifest["classes"])
     assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
     assert prediction.model_version == version and prediction.distribution_shift is not None
+    # a version that is no better than chance marks every answer so
+    record = manifest["reliability"]
+    assert record["chance"] == 1 / 3 and len(record["balanced_accuracy_ci"]) == 2
+    assert record["better_than_chance"] is (record["balanced_accuracy_ci"][0] > 1 / 3)
+    assert ("version_not_better_than_chance" in prediction.reasons) is (
+        not record["better_than_chance"])
+    assert prediction.reliable is (not prediction.reasons)
+    assert prediction.confidence_threshold == record["confidence_threshold"]
+    # its chest-radiograph gate keeps a radiograph and refuses a photograph
+    assert "xray_gate.npz" in manifest["files"] and loaded.gate is not None
+    assert manifest["chest_xray_gate"]["threshold"] == loaded.gate.threshold
+    assert loaded.screen(decode_image(image), "refuse")[1].passed  # type: ignore[union-attr]
+    from skimage import data as samples
+
+    with pytest.raises(NotAChestXray):
+        loaded.screen(DecodedImage(samples.camera().astype(np.float32)), "refuse")
+    assert "When an answer is not a finding" in card
 
     # the ONNX export was checked against Keras and serves the same answer
     assert manifest["onnx"]["file"] == "model.onnx" and manifest["onnx"]["max_difference"] < 1e-4
@@ -144,7 +167,7 @@ def test_train_and_publish_makes_a_complete_active_version(
         assert abs(answer.probabilities[label] - p) < 1e-4
     assert answer.distribution_shift is not None and prediction.distribution_shift is not None
     assert abs(answer.distribution_shift.score - prediction.distribution_shift.score) < 1e-2 * (
-        1 + prediction.distribution_shift.score)
+        1 + abs(prediction.distribution_shift.score))
 
     second = train_and_publish(discover(tiny_dataset), params, settings, Recorder())
     assert registry.manifest(second)["parent"] == version
@@ -290,3 +313,58 @@ def test_a_cosine_schedule_anneals_the_rate_and_is_recorded(tiny_dataset: Path,
     rates = manifest["history"]["learning_rate"]
     assert len(rates) == 3 and rates[0] > rates[1] > rates[2] and rates[0] <= 1e-3
     assert manifest["training"]["lr_schedule"] == "cosine"
+
+
+def test_several_sources_train_together_and_a_held_out_one_is_scored_apart(
+    tiny_dataset: Path, image_dataset_root: Path, settings: Settings, tmp_path: Path
+) -> None:
+    from shared.datasets import combine
+
+    other = tmp_path / "other"  # a second hospital in the class-folder layout, 6 per class
+    for folder in sorted(image_dataset_root.iterdir()):
+        (other / folder.name).mkdir(parents=True)
+        for path in sorted(folder.iterdir())[:6]:
+            (other / folder.name / path.name).write_bytes(path.read_bytes())
+    covid_only = settings.data_dir / "covid-only"  # an external set of one class
+    (covid_only / "COVID").mkdir(parents=True)
+    for path in sorted((image_dataset_root / "COVID").iterdir())[-5:]:
+        (covid_only / "COVID" / path.name).write_bytes(path.read_bytes())
+    dataset = combine([("tiny", discover(tiny_dataset)), ("other", discover(other))])
+    params = TrainingParams(dataset="tiny", datasets=["other"], holdout_source="other",
+                            intensity_augmentation=True, external_datasets=["covid-only"],
+                            **{**TINY, "epochs": 1})  # type: ignore[arg-type]
+    version = train_and_publish(dataset, params, settings, Recorder())
+    manifest = LocalRegistry(settings.models_dir).manifest(version)
+    assert manifest["sources"] == {"tiny": {"COVID": 12, "Normal": 12, "Viral Pneumonia": 12},
+                                   "other": {"COVID": 6, "Normal": 6, "Viral Pneumonia": 6}}
+    split = manifest["split"]
+    assert split["test"]["sources"] == {"other": 18} and split["holdout_source"] == "other"
+    assert set(split["train"]["sources"]) == {"tiny"}
+    by_source = manifest["metrics"]["test_by_source"]
+    assert list(by_source) == ["other"] and by_source["other"]["images"] == 18
+    covid = by_source["other"]["per_class"]["COVID"]
+    assert covid["support"] == 6 and covid["sensitivity"] is not None
+    assert covid["specificity"] is not None and len(covid["specificity_ci"]) == 2
+    assert manifest["training"]["intensity_augmentation"] is True
+    card = (LocalRegistry(settings.models_dir).version_dir(version) / "card.md").read_text()
+    assert "Test split by source" in card and "other (held out)" in card
+    external = manifest["external_evaluations"]["covid-only"]
+    assert external["images"] == 5 and list(external["sensitivity"]) == ["COVID"]
+    assert external["balanced_accuracy"] == external["sensitivity"]["COVID"]
+    assert external["gate_refused"] is not None and external["shift_flagged"] is not None
+    assert "Other hospitals' images" in card and "| covid-only | 5 |" in card
+
+
+def test_the_intensity_augmentation_keeps_pixels_in_range_and_grey() -> None:
+    from worker.datasets import augmentation
+
+    rng = np.random.default_rng(0)
+    plane = rng.uniform(0, 255, (8, 32, 32, 1)).astype(np.float32)
+    batch = np.repeat(plane, 3, axis=-1)
+    out = np.asarray(augmentation(3, intensity=True)(batch, training=True))
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    np.testing.assert_allclose(out[..., 0], out[..., 2], atol=1e-4)  # still grey
+    plain = np.asarray(augmentation(3)(batch, training=True))
+    assert not np.allclose(out, plain)
+    assert np.array_equal(np.asarray(augmentation(3, intensity=True)(batch, training=False)),
+                          batch)

@@ -1,0 +1,96 @@
+"""The chest-radiograph gate: fitted on real radiographs, it keeps held-out ones and refuses
+the sample images scikit-image and scikit-learn ship (nobody here drew them) and synthetic
+ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.chest_gate import MAX_COLOURFULNESS, ChestGate
+from shared.preprocessing import colourfulness, decode_image, resize_to_rgb
+from tests.conftest import sample_files
+from worker.gate_fitting import fit_gate
+
+SIZE = 64
+
+
+def _plane(data: bytes) -> tuple[np.ndarray, float]:
+    image = decode_image(data)
+    return resize_to_rgb(image.gray, SIZE)[..., 0], image.colourfulness
+
+
+@pytest.fixture(scope="module")
+def radiographs(radiography_root: Path) -> dict[str, list[np.ndarray]]:
+    files = sample_files(radiography_root, 110)
+    planes = {name: [_plane(p.read_bytes())[0] for p in paths] for name, paths in files.items()}
+    return {"train": [p for ps in planes.values() for p in ps[:50]],
+            "validation": [p for ps in planes.values() for p in ps[50:60]],
+            "held_out": [p for ps in planes.values() for p in ps[60:]]}
+
+
+@pytest.fixture(scope="module")
+def gate(radiographs: dict[str, list[np.ndarray]]) -> ChestGate:
+    return fit_gate(radiographs["train"], radiographs["validation"], seed=0)
+
+
+def sample_images() -> dict[str, tuple[np.ndarray, float]]:
+    """Every photograph, micrograph, document and drawing that skimage and sklearn ship."""
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    folder = Path(skimage.data.__file__).parent
+    found = {p.name: _plane(p.read_bytes()) for p in sorted(folder.iterdir())
+             if p.suffix in (".png", ".jpg")}
+    for index, array in enumerate(load_sample_images().images):
+        image = Image.fromarray(array)
+        gray = np.asarray(image.convert("L"), dtype=np.float32)
+        found[f"sklearn-{index}"] = (resize_to_rgb(gray, SIZE)[..., 0], colourfulness(image))
+    return found
+
+
+def test_held_out_radiographs_pass(gate: ChestGate,
+                                   radiographs: dict[str, list[np.ndarray]]) -> None:
+    checks = [gate.check(p) for p in radiographs["held_out"]]
+    refused = sum(not c.passed for c in checks)
+    assert refused <= 0.01 * len(checks) + 1, refused  # at most 1%, one image of slack
+    assert all(c.score is not None and c.reason is None for c in checks if c.passed)
+
+
+def test_the_sample_images_are_refused(gate: ChestGate) -> None:
+    images = sample_images()
+    assert len(images) >= 25
+    checks = {name: gate.check(plane, colour) for name, (plane, colour) in images.items()}
+    colour = [name for name, (_, c) in images.items() if c > MAX_COLOURFULNESS]
+    assert len(colour) >= 10 and all("colour" in (checks[n].reason or "") for n in colour)
+    passed = sorted(name for name, check in checks.items() if check.passed)
+    # The grey ones are judged by the fitted model alone: nearly all refused.
+    assert len(passed) <= 0.15 * len(checks), passed
+
+
+def test_synthetic_images_are_refused(gate: ChestGate) -> None:
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float64)
+    synthetic = {
+        "blank": np.full((SIZE, SIZE), 128.0),
+        "noise": rng.uniform(0, 255, (SIZE, SIZE)),
+        "gradient": xx * 4,
+        "checkerboard": ((xx // 8 + yy // 8) % 2) * 255,
+        "stripes": 127 + 120 * np.sin(xx / 2),
+    }
+    checks = {name: gate.check(plane) for name, plane in synthetic.items()}
+    assert not any(check.passed for check in checks.values()), checks
+    assert checks["blank"].reason is not None and "blank" in checks["blank"].reason
+
+
+def test_a_stored_gate_scores_identically(gate: ChestGate, tmp_path: Path,
+                                          radiographs: dict[str, list[np.ndarray]]) -> None:
+    path = tmp_path / "gate.npz"
+    path.write_bytes(gate.to_bytes())
+    again = ChestGate.load(path)
+    plane = radiographs["held_out"][0]
+    assert again.check(plane) == gate.check(plane)
+    assert again.threshold == gate.threshold <= 0.0
