@@ -3,7 +3,8 @@
 Positives are the version's own training radiographs; negatives are generated, so nothing
 but the training data is needed and no one's photographs are shipped: dead-leaves images (a
 standard model of natural-image statistics: occluding shapes at power-law sizes), 1/f noise,
-rendered text, blob fields (micrographs), geometric patterns and flat or noisy fields, plus
+rendered text, blob fields (micrographs), geometric patterns and flat or noisy fields, bright
+points on a dark field (astronomy, fluorescence), two-level images (masks, line art), plus
 radiographs whose anatomy is destroyed (tiles shuffled, blended with a dead-leaves image).
 A third of them are blurred, so that smoothness alone does not pass for a radiograph.
 """
@@ -22,6 +23,7 @@ NEGATIVES_PER_POSITIVE = 2
 MIN_NEGATIVES, MAX_NEGATIVES = 300, 3000
 # Share of the validation radiographs allowed below the threshold.
 REFUSE_QUANTILE = 0.002
+REGULARIZATION = 0.1
 
 Generator = Callable[[np.random.Generator], np.ndarray]
 S = GATE_SIZE
@@ -86,7 +88,26 @@ def pattern(rng: np.random.Generator) -> np.ndarray:
     return np.clip(_standardized(field) * rng.uniform(10, 80) + rng.uniform(50, 200), 0, 255)
 
 
-GENERATORS: tuple[Generator, ...] = (dead_leaves, pink_noise, text_page, blob_field, pattern)
+def sparse_points(rng: np.random.Generator) -> np.ndarray:
+    """Bright points on a dark field: astronomy, fluorescence microscopy."""
+    yy, xx = np.mgrid[:S, :S]
+    field = rng.normal(rng.uniform(0, 40), rng.uniform(0, 6), (S, S))
+    for _ in range(int(rng.integers(5, 200))):
+        cx, cy, sigma = rng.uniform(0, S), rng.uniform(0, S), rng.uniform(0.3, 2.5)
+        field += rng.uniform(30, 255) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2)
+                                               / (2 * sigma**2))
+    return np.clip(field, 0, 255)
+
+
+def binary(rng: np.random.Generator) -> np.ndarray:
+    """Two grey levels: silhouettes, masks, line art, scanned documents."""
+    source = GENERATORS[int(rng.integers(4))](rng)
+    low, high = sorted(rng.uniform(0, 255, 2))
+    return np.where(source > np.quantile(source, rng.uniform(0.2, 0.8)), high, low)
+
+
+GENERATORS: tuple[Generator, ...] = (dead_leaves, pink_noise, text_page, blob_field, pattern,
+                                     sparse_points, binary)
 
 
 def shuffled_tiles(plane: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -133,7 +154,7 @@ def fit_gate(train: list[np.ndarray], validation: list[np.ndarray], seed: int) -
     x = np.concatenate([positives, negative])
     y = np.r_[np.ones(len(positives)), np.zeros(len(negative))]
     mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
-    model = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced")
+    model = LogisticRegression(C=REGULARIZATION, max_iter=3000, class_weight="balanced")
     model.fit((x - mean) / scale, y)
     gate = ChestGate(mean=mean, scale=scale, coef=model.coef_[0].astype(np.float64),
                      intercept=float(model.intercept_[0]), threshold=0.0)

@@ -112,8 +112,10 @@ def _reliability(record: dict[str, Any], gate: dict[str, Any]) -> list[str]:
                "promotion gate does not activate it**")
     lines = [
         "### When an answer is not a finding", "",
-        f"- An image the chest-radiograph gate refuses gets no diagnosis (threshold "
-        f"{_fmt(gate.get('threshold'))}; {gate.get('method', 'no gate')}).",
+        (f"- An image the chest-radiograph gate refuses gets no diagnosis (threshold "
+         f"{_fmt(gate.get('threshold'))}; {gate.get('method')})." if gate.get("method") else
+         f"- **This version has no chest-radiograph gate** ({gate.get('reason')}): it "
+         "gives any image a diagnosis."),
         f"- An answer whose top probability is below {_fmt(record.get('confidence_threshold'))} "
         f"is marked `low_confidence` (the threshold keeps "
         f"{_fmt(record.get('confidence_coverage'), 2)} of the validation answers).",

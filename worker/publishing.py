@@ -113,7 +113,9 @@ def build_manifest(result: TrainingResult, params: TrainingParams, dataset: Data
         "chest_xray_gate": {
             "method": "logistic regression of low-level image features, training "
                       "radiographs against generated non-radiographs; colour images refused",
-            "fitted_on": "train", "threshold": result.gate.threshold},
+            "fitted_on": "train", "threshold": result.gate.threshold} if result.gate else {
+            "method": None, "threshold": None,
+            "reason": f"not fitted: fewer than {params.gate_min_images} training images"},
     }
 
 
@@ -137,7 +139,8 @@ def publish_result(registry: Registry, result: TrainingResult, manifest: dict[st
         fine_tune_from = result.phases[0]["epochs_run"] if len(result.phases) > 1 else None
         plot_curves(result.history, staging / CURVES_FILE, fine_tune_from)
         (staging / SHIFT_FILE).write_bytes(result.shift.to_bytes())
-        (staging / GATE_FILE).write_bytes(result.gate.to_bytes())
+        if result.gate is not None:
+            (staging / GATE_FILE).write_bytes(result.gate.to_bytes())
         reliability_diagram(result.test.labels, result.test_probabilities,
                             staging / RELIABILITY_FILE, title="test split reliability",
                             probabilities_after=apply_temperature(result.test_probabilities,

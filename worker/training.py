@@ -53,7 +53,7 @@ class TrainingResult:
     test_probabilities: np.ndarray  # uncalibrated, for the reliability diagram
     temperature: float
     shift: ShiftReference
-    gate: ChestGate
+    gate: ChestGate | None  # None: too few training images to fit one
     reliability: ReliabilityRecord
     sample_inputs: np.ndarray
     phases: list[dict[str, Any]] = field(default_factory=list)
@@ -253,8 +253,9 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
         apply_temperature(raw, temperature), flagged, len(dataset.classes),
         params.confidence_coverage, seed)
     metrics["test"]["balanced_accuracy_ci"] = reliability.balanced_accuracy_ci
-    gate = fit_gate(list(data.arrays["train"][..., 0]), list(data.arrays["validation"][..., 0]),
-                    seed)
+    gate = (fit_gate(list(data.arrays["train"][..., 0]),
+                     list(data.arrays["validation"][..., 0]), seed)
+            if len(labels["train"]) >= params.gate_min_images else None)
     summary = split_summary(data.splits, dataset.classes, seed) | data.details
     summary["class_weights"] = loss_weights
     phases = [phase | {"runtime": runtime.describe()} for phase in progress.phases_done]

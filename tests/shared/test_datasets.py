@@ -388,12 +388,18 @@ def test_limits_are_inclusive(tmp_path: Path) -> None:
     assert info.images == len(members)
 
 
-def test_a_zip_with_one_class_is_refused_and_cleaned_up(tmp_path: Path) -> None:
+def test_a_zip_of_one_class_is_an_evaluation_set_and_one_of_none_is_refused(
+        tmp_path: Path) -> None:
+    # one class (another hospital's COVID films) is stored for evaluation; training it fails
     archive = _zip(tmp_path / "one.zip", {"COVID/a.png": _png(), "COVID/b.png": _png(9)})
     data_dir = tmp_path / "data"
+    assert unpack_zip(archive, data_dir, "one", LIMITS).classes == {"COVID": 2}
+    with pytest.raises(InvalidDataset, match="training needs at least 2"):
+        discover(data_dir / "one")
+    empty = _zip(tmp_path / "none.zip", {"notes.txt": b"no images"})
     with pytest.raises(InvalidDataset):
-        unpack_zip(archive, data_dir, "one", LIMITS)
-    assert _leftovers(data_dir) == []
+        unpack_zip(empty, data_dir, "none", LIMITS)
+    assert _leftovers(data_dir) == ["one"]  # nothing of the refused one
 
 
 def test_an_existing_name_is_refused_and_the_existing_dataset_kept(tmp_path: Path) -> None:
