@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared.chest_gate import gate_features
 from shared.errors import UnknownClass
 from shared.explain import GradCam, explain
 from shared.inference import LoadedModel, compiled_forward
 from shared.modeling import CAM_LAYER, ModelConfig, build_model
 from shared.preprocessing import decode_grayscale
-from shared.shift import ShiftReference
+from shared.shift import INPUT, Detector, Energy, ShiftReference, block_slices
 from tests.conftest import sample_files
 
 SIZE = 64  # block5_conv3 is 4 x 4 at this size
@@ -76,9 +77,17 @@ def test_the_explained_answer_is_the_served_answer(radiography_root: Path) -> No
 
     keras.utils.set_random_seed(5)
     model = build_model(ModelConfig(num_classes=3, image_size=SIZE))
-    features = 64 + 128 + 256 + 512 + 512
-    shift = ShiftReference(means=np.zeros((3, features)), precision=np.eye(features),
-                           threshold=10.0, quantile=0.99)
+    # every kind of detector: block statistics, the input's features, the logits' energy
+    slices = block_slices(model)
+    start, stop = slices["block3_pool"]
+    n_input = len(gate_features(np.zeros((SIZE, SIZE))))
+    kernel, bias = model.get_layer("predictions").get_weights()
+    shift = ShiftReference(
+        detectors=(Detector("block3_pool", start, stop, np.zeros((3, stop - start)),
+                            np.eye(stop - start)),
+                   Detector(INPUT, 0, 0, np.zeros((1, n_input)), np.eye(n_input))),
+        energy=Energy(*slices["block5_pool:mean"], kernel, bias),
+        threshold=10.0, quantile=0.99)
     loaded = _loaded(model, ["COVID", "Normal", "Viral Pneumonia"], 1.7, shift)
     path = sample_files(radiography_root, 1)["COVID"][0]
     gray = decode_grayscale(path.read_bytes(), 10**8)

@@ -124,6 +124,7 @@ def test_images_that_are_not_chest_xrays_are_flagged(trained: Registry,
              for name, data in (("noise", noise), ("photo", photo), ("inverted", inverted))}
     assert all(shift is not None and shift.flagged for shift in flags.values()), flags
     test_rate = version["metrics"]["test"]["shift_flag_rate"]
-    # a 99th-percentile threshold on ~18 validation images: a few percent of test images
-    assert test_rate is not None and test_rate <= 0.2
+    # the validation split's 96th percentile of the largest of four detectors, on ~18
+    # validation images: a handful of the ~18 test images
+    assert test_rate is not None and test_rate <= 0.3
     assert version["distribution_shift"]["test_flag_rate"] == test_rate

@@ -322,7 +322,7 @@ def test_several_sources_train_together_and_a_held_out_one_is_scored_apart(
     from shared.datasets import combine
 
     other = tmp_path / "other"  # a second hospital in the class-folder layout, 6 per class
-    for folder in sorted(image_dataset_root.iterdir()):
+    for folder in sorted(p for p in image_dataset_root.iterdir() if p.is_dir()):
         (other / folder.name).mkdir(parents=True)
         for path in sorted(folder.iterdir())[:6]:
             (other / folder.name / path.name).write_bytes(path.read_bytes())
