@@ -35,18 +35,18 @@ def _thumbnail(plane: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.Resampling.BOX), dtype=np.float64)
 
 
-def _standardized(values: np.ndarray) -> np.ndarray:
+def standardized(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / max(float(values.std()), 1e-6)
 
 
 def gate_features(plane: np.ndarray) -> np.ndarray:
     """Features of one gray image (HxW, in 0..255, as prepared for the model)."""
     plane = _thumbnail(plane, GATE_SIZE)
-    layout = _standardized(_thumbnail(plane, 16))
+    layout = standardized(_thumbnail(plane, 16))
     histogram = np.sqrt(np.histogram(plane, bins=16, range=(0, 255))[0] / plane.size)
     flat, mirrored = layout.ravel(), layout[:, ::-1].ravel()
     symmetry = float(np.mean(flat * mirrored))  # the correlation: both are standardized
-    unit = _standardized(plane)
+    unit = standardized(plane)
     dy, dx = np.gradient(unit)
     magnitude = np.hypot(dx, dy)
     bins = ((np.arctan2(dy, dx) % np.pi) / np.pi * 8).astype(np.int64).ravel() % 8

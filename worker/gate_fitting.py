@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from shared.chest_gate import GATE_SIZE, ChestGate, gate_features
+from shared.chest_gate import GATE_SIZE, ChestGate, gate_features, standardized
 
 # Negatives per training radiograph, within bounds: enough variety, a bounded fitting time.
 NEGATIVES_PER_POSITIVE = 2
@@ -27,10 +27,6 @@ REGULARIZATION = 0.1
 
 Generator = Callable[[np.random.Generator], np.ndarray]
 S = GATE_SIZE
-
-
-def _standardized(values: np.ndarray) -> np.ndarray:
-    return (values - values.mean()) / max(float(values.std()), 1e-6)
 
 
 def dead_leaves(rng: np.random.Generator) -> np.ndarray:
@@ -48,7 +44,7 @@ def pink_noise(rng: np.random.Generator) -> np.ndarray:
     frequency = np.hypot(np.fft.fftfreq(S)[:, None], np.fft.fftfreq(S)[None])
     amplitude = 1 / np.maximum(frequency, 1 / S) ** rng.uniform(0.8, 2.5)
     field = np.real(np.fft.ifft2(amplitude * np.exp(2j * np.pi * rng.random((S, S)))))
-    return np.clip(128 + _standardized(field) * rng.uniform(20, 70), 0, 255)
+    return np.clip(128 + standardized(field) * rng.uniform(20, 70), 0, 255)
 
 
 def text_page(rng: np.random.Generator) -> np.ndarray:
@@ -85,7 +81,7 @@ def pattern(rng: np.random.Generator) -> np.ndarray:
         field = rng.uniform(0, 1) + rng.normal(0, rng.uniform(0.001, 0.05), (S, S))
     else:
         field = rng.random((S, S))
-    return np.clip(_standardized(field) * rng.uniform(10, 80) + rng.uniform(50, 200), 0, 255)
+    return np.clip(standardized(field) * rng.uniform(10, 80) + rng.uniform(50, 200), 0, 255)
 
 
 def sparse_points(rng: np.random.Generator) -> np.ndarray:

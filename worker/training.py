@@ -235,10 +235,10 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
     test_features, raw = features_and_probabilities(extractor, test)
     temperature = fit_temperature(labels["validation"], val_raw)
     metrics = {"test": test_report(labels["test"], raw, temperature, dataset.classes)}
+    calibrated_test = apply_temperature(raw, temperature)
     if data.splits["test"].sources:
-        metrics["test_by_source"] = by_source(
-            labels["test"], apply_temperature(raw, temperature), data.splits["test"].sources,
-            dataset.classes)
+        metrics["test_by_source"] = by_source(labels["test"], calibrated_test,
+                                              data.splits["test"].sources, dataset.classes)
     inputs = {name: input_features(data.arrays[name]) for name in ("train", "validation", "test")}
     reference = fit_reference(
         train_features, labels["train"], val_features, slices=block_slices(model),
@@ -250,7 +250,7 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
     metrics["test"]["shift_flag_rate"] = float(flagged.mean()) if len(flagged) else None
     reliability = fit_reliability(
         apply_temperature(val_raw, temperature), labels["test"],
-        apply_temperature(raw, temperature), flagged, len(dataset.classes),
+        calibrated_test, flagged, len(dataset.classes),
         params.confidence_coverage, seed)
     metrics["test"]["balanced_accuracy_ci"] = reliability.balanced_accuracy_ci
     gate = (fit_gate(list(data.arrays["train"][..., 0]),
