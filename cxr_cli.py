@@ -114,7 +114,7 @@ class PrintReporter:
         typer.echo(f"epoch {progress.epoch}/{progress.epochs} ({progress.phase}) {last}")
         return False
 
-    def alive(self) -> bool:
+    def cancel_requested(self) -> bool:
         return False
 
 
@@ -139,7 +139,8 @@ def train(
     """Train on a local folder and publish the model as the active version (no queue)."""
     from shared.datasets import combine, discover
     from shared.registry import open_registry
-    from worker.jobs import train_and_publish
+    from worker.context import JobContext
+    from worker.runner.jobs import train_and_publish
 
     names = [re.sub(r"[^A-Za-z0-9_.-]", "_", folder.resolve().name)[:64] or "dataset"
              for folder in data]
@@ -158,10 +159,11 @@ def train(
             raise typer.Exit(2) from exc
         dataset = combine([(name, discover(folder)) for name, folder in zip(names, data,
                                                                             strict=True)])
-        version = train_and_publish(dataset, params, settings, PrintReporter())
-    promotion = open_registry(settings).manifest(version).get("promotion") or {}
-    state = "activated" if promotion.get("activated") else "kept as a candidate"
-    typer.echo(f"published model version {version}, {state}: {promotion.get('reason')}")
+        version = train_and_publish(dataset, params, JobContext(settings, PrintReporter()))
+    promotion = open_registry(settings).manifest(version).promotion
+    state = "activated" if promotion and promotion.activated else "kept as a candidate"
+    typer.echo(f"published model version {version}, {state}: "
+               f"{promotion.reason if promotion else 'n/a'}")
 
 
 @app.command()
@@ -172,7 +174,7 @@ def evaluate(
     """Evaluate a version on a labelled folder; store and print the external report."""
     from shared.datasets import discover
     from shared.registry import open_registry
-    from worker.external import evaluate_external
+    from worker.evaluation.external import evaluate_external
 
     settings = get_settings()
     registry = open_registry(settings)
@@ -184,15 +186,15 @@ def evaluate(
         report = evaluate_external(registry, version, discover(data, min_classes=1),
                                    data.resolve().name, settings.max_image_pixels)
         stored = registry.save_evaluation(version, report)
-    typer.echo(json.dumps(report, indent=2))
+    typer.echo(report.model_dump_json(indent=2))
     typer.echo(f"stored as {stored}", err=True)
 
 
 @app.command()
 def predict(file: Path, version: str | None = None) -> None:
     """Classify one image with the active (or a given) version, printing JSON."""
-    from shared.inference import load_version, with_check
-    from shared.preprocessing import decode_image
+    from shared.ml.preprocessing import decode_image
+    from shared.ml.served import load_version, with_check
     from shared.registry import open_registry
 
     settings = get_settings()

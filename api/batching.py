@@ -5,7 +5,7 @@ hand their pixels to the batcher and await a future. One thread runs the passes,
 time, so concurrent requests never oversubscribe the cores: while it runs a batch the next
 one gathers. A batch is sent as soon as one of these holds:
 
-- it has the version's own batch size (``LoadedModel.batch_size``, the one measured fastest
+- it has the version's own batch size (``ServedVersion.batch_size``, the one measured fastest
   per image in its runtime) or ``max_size``, whichever is smaller;
 - no other request is on its way (announced, still decoding): waiting would gain nothing,
   so a lone request is never delayed;
@@ -30,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from shared.inference import LoadedModel
+from shared.ml.served import ServedVersion
 from shared.schemas import Prediction
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Request:
-    model: LoadedModel
+    model: ServedVersion
     pixels: np.ndarray
     arrived: float = field(default_factory=time.monotonic)
     future: Future[Prediction] = field(default_factory=Future)
@@ -74,7 +74,7 @@ class Batcher:
             self._ready.notify_all()
         self._thread.join(timeout=60)
 
-    def limit(self, model: LoadedModel) -> int:
+    def limit(self, model: ServedVersion) -> int:
         """The most requests of ``model`` that one batch gathers."""
         return min(self.max_size, model.batch_size)
 
@@ -91,7 +91,7 @@ class Batcher:
                 self._arriving -= 1
                 self._ready.notify()
 
-    def submit(self, model: LoadedModel, pixels: np.ndarray) -> Future[Prediction]:
+    def submit(self, model: ServedVersion, pixels: np.ndarray) -> Future[Prediction]:
         """Queue one image's prepared pixels (size, size, 3) for ``model``."""
         request = _Request(model, pixels)
         with self._ready:
@@ -122,7 +122,7 @@ class Batcher:
                 self._ready.wait(remaining)
             return batch
 
-    def _take(self, model: LoadedModel, limit: int) -> list[_Request]:
+    def _take(self, model: ServedVersion, limit: int) -> list[_Request]:
         taken = [r for r in self._queue if r.model is model][:limit]
         for request in taken:
             self._queue.remove(request)

@@ -15,7 +15,7 @@ from api.batching import Batcher
 from api.metrics import Metrics
 from api.serving import ModelServer
 from shared.config import Settings
-from shared.jobs import JobStore
+from shared.job_store import JobStore
 from shared.registry import Registry
 
 

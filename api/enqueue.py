@@ -9,7 +9,7 @@ from fastapi import Request
 
 from shared import logs
 from shared.errors import BrokerUnavailable
-from shared.jobs import JobStore
+from shared.job_store import JobStore
 from shared.schemas import EvaluationParams, JobAccepted, JobState, TrainingParams
 from shared.task_queue import TRAINING_QUEUE
 

@@ -16,9 +16,10 @@ from api.request_log import AccessLog
 from api.routes import datasets, health, jobs, metrics, models, page, predict
 from api.serving import ModelServer
 from shared.config import Settings, get_settings
-from shared.inference import configure_tensorflow_threads, load_version, warm_batch_sizes
-from shared.jobs import open_job_store
+from shared.job_store import open_job_store
 from shared.logs import configure_logging
+from shared.ml.runtimes import configure_tensorflow_threads, warm_batch_sizes
+from shared.ml.served import load_version
 from shared.registry import open_registry
 from shared.task_queue import make_celery
 

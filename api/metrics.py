@@ -21,8 +21,8 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import CxrError
-from shared.inference import LoadedModel
-from shared.jobs import JobStore
+from shared.job_store import JobStore
+from shared.ml.served import ServedVersion
 from shared.schemas import JobState
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class Metrics:
         for wait in waits:
             self.queue_wait.observe(wait)
 
-    def model_loaded(self, model: LoadedModel, seconds: float) -> None:
+    def model_loaded(self, model: ServedVersion, seconds: float) -> None:
         """The model server swapped in ``model`` (``api.serving.ModelServer``)."""
         self.model_load.observe(seconds)
         self.model_info.clear()  # only the served version has a series

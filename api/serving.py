@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable
 
 from shared.errors import CxrError, NoActiveModel, RegistryUnavailable
-from shared.inference import LoadedModel, load_version
+from shared.ml.served import ServedVersion, load_version
 from shared.registry import ActivePointer, Registry
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,17 @@ def _trim_heap() -> None:
 
 class ModelServer:
     def __init__(self, registry: Registry, poll_interval_s: float,
-                 loader: Callable[[Registry, str], LoadedModel] = load_version,
-                 on_load: Callable[[LoadedModel, float], None] | None = None) -> None:
+                 loader: Callable[[Registry, str], ServedVersion] = load_version,
+                 on_load: Callable[[ServedVersion, float], None] | None = None) -> None:
         self.registry = registry
         self.loader = loader
         self.on_load = on_load  # told of each version swapped in and its load time (metrics)
         self.poll_interval_s = poll_interval_s
-        self.current: LoadedModel | None = None
+        self.current: ServedVersion | None = None
         self.load_error: str | None = None
         self._seen: ActivePointer | None = None
         # The version a swap replaced, until its last request is done with it.
-        self._retired: weakref.ref[LoadedModel] | None = None
+        self._retired: weakref.ref[ServedVersion] | None = None
         self._retired_at = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -74,7 +74,7 @@ class ModelServer:
         """Check the active pointer now instead of at the next poll."""
         self._wake.set()
 
-    def model(self) -> LoadedModel:
+    def model(self) -> ServedVersion:
         current = self.current
         if current is None:
             raise NoActiveModel(

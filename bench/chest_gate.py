@@ -1,6 +1,6 @@
 """How the chest-radiograph gate does: radiographs kept, other images refused.
 
-Fits the gate (worker/gate_fitting.py) on a seeded random 70% of
+Fits the gate (worker/evaluation/gate_fitting.py) on a seeded random 70% of
 ../shared/data/covid19-radiography at the given size (15% validation), then prints how many
 of the remaining 15%, of each external set's radiographs and of the sample images that
 scikit-image and scikit-learn ship (photographs, micrographs, documents, drawings; none
@@ -34,8 +34,8 @@ def main() -> None:
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    from shared.preprocessing import colourfulness, decode_image, resize_to_rgb
-    from worker.gate_fitting import fit_gate
+    from shared.ml.preprocessing import colourfulness, decode_image, resize_to_rgb
+    from worker.evaluation.gate_fitting import fit_gate
 
     def load(path: Path) -> tuple[np.ndarray, float]:
         image = decode_image(path.read_bytes())

@@ -1,4 +1,4 @@
-"""Choose the near-duplicate threshold of worker/dedup.py on the real radiographs.
+"""Choose the near-duplicate threshold of worker/data/dedup.py on the real radiographs.
 
 Hashes the 3,738 images of ../shared/data/covid19-radiography plus planted copies of --copies
 of them (JPEG quality 75; 80 % resize and back; each border cropped by 3-5 % and resized
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from worker.dedup import (
+from worker.data.dedup import (
     DEFAULT_KINDS,
     DEFAULT_MAX_DISTANCE,
     DEFAULT_ZOOMS,
@@ -29,7 +29,7 @@ from worker.dedup import (
     hash_images,
     summarize_groups,
 )
-from worker.splits import connected_groups
+from worker.data.splits import connected_groups
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "covid19-radiography"

@@ -29,15 +29,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
 
-    from shared.explain import explain
-    from shared.inference import LoadedModel, compiled_forward
-    from shared.modeling import ModelConfig, build_model
-    from shared.preprocessing import decode_grayscale
+    from shared.ml.explain import explain
+    from shared.ml.modeling import ModelConfig, build_model
+    from shared.ml.preprocessing import decode_grayscale
+    from shared.ml.served import serve_model
 
     model = build_model(ModelConfig(num_classes=3, image_size=args.size))
-    loaded = LoadedModel(version="bench", classes=["COVID", "Normal", "Viral Pneumonia"],
-                         image_size=args.size, model=model)
-    loaded.forward = compiled_forward(model, args.size, with_features=False)
+    loaded = serve_model("bench", ["COVID", "Normal", "Viral Pneumonia"], args.size, model)
     gray = decode_grayscale(sorted(DATA.iterdir())[0].read_bytes(), 10**8)
     pixels = loaded.pixels(gray)[None]
     loaded.infer(pixels), explain(loaded, gray)  # trace, build and warm both paths

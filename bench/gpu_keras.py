@@ -2,7 +2,7 @@
 
 TensorFlow's GPU build cannot travel to the lent GPU machine (its wheel and CUDA libraries are
 far over the size limit, and that machine cannot download), but the classifier is plain
-Keras 3 (shared.modeling), so this measures the same model under the backends that machine
+Keras 3 (shared.ml.modeling), so this measures the same model under the backends that machine
 has: JAX (every step compiled by XLA) and PyTorch (eager CUDA kernels, no XLA).
 
 Two steps, one per machine:
@@ -37,7 +37,7 @@ POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 def export(out: Path, size: int, seed: int) -> None:
     from shared.datasets import discover
-    from worker.datasets import load_split_pixels, split_dataset
+    from worker.data.pipeline import load_split_pixels, split_dataset
 
     dataset = discover(
         Path(__file__).resolve().parents[2] / "shared" / "data" / "covid19-radiography"
@@ -96,7 +96,7 @@ def _time_inference(model: Any, x: Any, steps: int) -> dict[str, float]:
 def steps(out: Path, size: int, batch: int, n: int, policies: list[str]) -> None:
     import keras
 
-    from shared.modeling import ModelConfig, build_model, set_phase
+    from shared.ml.modeling import ModelConfig, build_model, set_phase
 
     backend = keras.backend.backend()
     rng = np.random.default_rng(0)
@@ -154,9 +154,9 @@ def train(
     import keras
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-    from shared.modeling import ModelConfig, build_model, set_phase
-    from worker.datasets import augmentation
-    from worker.training import class_weights
+    from shared.ml.modeling import ModelConfig, build_model, set_phase
+    from worker.data.pipeline import augmentation
+    from worker.training.fit import class_weights
 
     keras.utils.set_random_seed(seed)
     arrays = np.load(data)

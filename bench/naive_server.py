@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def make_app(version_dir: Path):  # type: ignore[no-untyped-def]
-    from shared.modeling import load_model
-    from shared.preprocessing import preprocess
+    from shared.ml.modeling import load_model
+    from shared.ml.preprocessing import load_pixels, to_model_input
 
     manifest = json.loads((version_dir / "manifest.json").read_text())
     model = load_model(version_dir / "model.keras")
@@ -28,7 +28,7 @@ def make_app(version_dir: Path):  # type: ignore[no-untyped-def]
 
     @app.post("/predict")
     def predict(file: Annotated[UploadFile, File()]) -> dict[str, object]:
-        batch = preprocess(file.file.read(), manifest["image_size"])[None]
+        batch = to_model_input(load_pixels(file.file.read(), manifest["image_size"]))[None]
         probabilities = model.predict(batch, verbose=0)[0]
         return {"label": manifest["classes"][int(probabilities.argmax())],
                 "probabilities": [float(p) for p in probabilities]}

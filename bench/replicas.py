@@ -113,8 +113,9 @@ def publish(registry: Any, size: int, count: int) -> tuple[list[str], list[dict[
     """``count`` random-weight versions, published without activating; their figures."""
     import keras
 
-    from shared.modeling import ModelConfig, build_model, sha256_file
-    from shared.registry import MODEL_FILE
+    from shared.manifest import DatasetRecord, ManifestDraft
+    from shared.ml.modeling import ModelConfig, build_model, sha256_file
+    from shared.registry.files import MODEL_FILE
 
     versions, rows = [], []
     for seed in range(1, count + 1):
@@ -126,8 +127,8 @@ def publish(registry: Any, size: int, count: int) -> tuple[list[str], list[dict[
         saved = time.perf_counter()
         sha256_file(staging / MODEL_FILE)
         hashed = time.perf_counter()
-        manifest = {"created_at": datetime.now(UTC).isoformat(), "classes": CLASSES,
-                    "image_size": size, "dataset": {"name": "random-init"}, "parent": None}
+        manifest = ManifestDraft(created_at=datetime.now(UTC), classes=CLASSES,
+                                 image_size=size, dataset=DatasetRecord(name="random-init"))
         version = registry.publish(staging, manifest, activate=False)
         done = time.perf_counter()
         rows.append({"version": version, "bytes": (staging / MODEL_FILE).stat().st_size,
@@ -141,7 +142,7 @@ def publish(registry: Any, size: int, count: int) -> tuple[list[str], list[dict[
 
 def fetch_times(uri: str, endpoint: str, cache: Path, versions: list[str]) -> list[dict[str, Any]]:
     """``verified_model_path`` with an empty cache (and no manifest read yet), then again."""
-    from shared.object_registry import ObjectStoreRegistry
+    from shared.registry.objects import ObjectStoreRegistry
 
     registry = ObjectStoreRegistry(uri, cache, endpoint_url=endpoint)
     rows = []
@@ -448,7 +449,7 @@ def main() -> None:
     flush_db()
     try:
         endpoint = start_moto(work, processes)
-        from shared.object_registry import ObjectStoreRegistry
+        from shared.registry.objects import ObjectStoreRegistry
 
         uri = f"s3://{BUCKET}/models"
         registry = ObjectStoreRegistry(uri, work / "publisher", endpoint_url=endpoint)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,9 @@ def train_versions(work: Path, env: dict[str, str], size: int, n: int) -> list[s
                         "--epochs", "1", "--no-fine-tune", "--image-size", str(size),
                         "--base-weights", "none", "--batch-size", "8", "--seed", str(seed)],
                        cwd=REPO, env=env, check=True, capture_output=True)
-    from shared.local_registry import LocalRegistry
+    from shared.registry.local import LocalRegistry
 
-    return [m["version"] for m in LocalRegistry(work / "models").versions()][::-1]
+    return [m.version for m in LocalRegistry(work / "models").versions()][::-1]
 
 
 def request_images(count: int) -> list[bytes]:
@@ -117,18 +118,18 @@ def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
 def ceiling(models_dir: Path, version: str,
             batches: list[int]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of (runtime, batch, images/s, latency), and each runtime's forward pass."""
-    from shared.inference import compiled_forward, load_version
-    from shared.local_registry import LocalRegistry
-    from shared.preprocessing import to_model_input
+    from shared.ml.preprocessing import to_model_input
+    from shared.ml.runtimes import compiled_forward
+    from shared.ml.served import load_version
+    from shared.registry.local import LocalRegistry
 
     registry = LocalRegistry(models_dir)
     rows, forwards = [], {}
     for runtime in ("tensorflow", "onnx", "tensorflow+xla"):
         loaded = load_version(registry, version, runtime=runtime.split("+")[0])  # type: ignore[arg-type]
         if runtime == "tensorflow+xla":
-            loaded.forward = compiled_forward(loaded.model, loaded.image_size,
-                                              loaded.shift is not None, xla=True)
-        assert loaded.forward is not None
+            loaded = replace(loaded, forward=compiled_forward(
+                loaded.model, loaded.image_size, loaded.shift is not None, xla=True))
         forwards[runtime] = loaded.forward
         size = loaded.image_size
         for batch in batches:
@@ -152,7 +153,7 @@ def ceiling_now(forward: Any, batch: int, size: int, seconds: float = 5) -> floa
     """Images/s of the fastest runtime at its best batch, measured again now. This machine's
     speed drifts by tens of percent over minutes (shared cores): each load level is compared
     with a ceiling measured just before it, not only with the one measured at the start."""
-    from shared.preprocessing import to_model_input
+    from shared.ml.preprocessing import to_model_input
 
     x = to_model_input(np.random.default_rng(0).uniform(
         0, 255, (batch, size, size, 3)).astype(np.float32))
@@ -347,7 +348,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cxr-serve-bench-"))
     env = service_env(work, args.port)
     versions = train_versions(work, env, args.size, 2)
-    from shared.local_registry import LocalRegistry
+    from shared.registry.local import LocalRegistry
 
     LocalRegistry(work / "models").activate(versions[0])
     images = request_images(60)

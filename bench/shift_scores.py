@@ -47,8 +47,8 @@ def _extractor(model: Any) -> Any:
 
 def _features(extractor: Any, pixels: np.ndarray,
               dense: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
-    from shared.chest_gate import gate_features
-    from shared.preprocessing import to_model_input
+    from shared.ml.chest_gate import gate_features
+    from shared.ml.preprocessing import to_model_input
 
     parts: list[list[np.ndarray]] = []
     for start in range(0, len(pixels), 64):
@@ -142,18 +142,19 @@ def main() -> None:
     from sklearn.metrics import roc_auc_score
 
     from shared.datasets import discover
-    from shared.inference import load_version
-    from shared.local_registry import LocalRegistry
-    from shared.preprocessing import load_pixels
-    from worker.datasets import load_split_pixels, split_dataset
+    from shared.ml.preprocessing import load_pixels
+    from shared.ml.served import load_version
+    from shared.registry.local import LocalRegistry
+    from worker.data.pipeline import load_split_pixels, split_dataset
 
     registry = LocalRegistry(args.models)
     loaded = load_version(registry, args.version)
     manifest = registry.manifest(args.version)
-    training = manifest["training"]
+    training = manifest.training
+    assert training is not None and manifest.split.seed is not None
     splits, _ = split_dataset(discover(DATA / "covid19-radiography"),
-                              training["validation_fraction"], training["test_fraction"],
-                              manifest["split"]["seed"])
+                              training.validation_fraction, training.test_fraction,
+                              manifest.split.seed)
     size, options = loaded.image_size, loaded.options
     pixels = {name: load_split_pixels(split, size, 50_000_000, options)
               for name, split in splits.items()}

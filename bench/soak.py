@@ -313,7 +313,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cxr-soak-"))
     env = service_env(work, args.port)
     versions = train_versions(work, env, args.size, args.versions)
-    from shared.local_registry import LocalRegistry
+    from shared.registry.local import LocalRegistry
 
     LocalRegistry(work / "models").activate(versions[0])
     from shared.config import Settings

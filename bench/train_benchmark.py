@@ -42,17 +42,18 @@ class Clock:
         print(json.dumps(row), flush=True)
         return False
 
-    def alive(self) -> bool:
+    def cancel_requested(self) -> bool:
         return False
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from shared.config import Settings
     from shared.datasets import discover
-    from shared.local_registry import LocalRegistry
+    from shared.registry.local import LocalRegistry
     from shared.schemas import TrainingParams
-    from worker.external import evaluate_external
-    from worker.jobs import train_and_publish
+    from worker.context import JobContext
+    from worker.evaluation.external import evaluate_external
+    from worker.runner.jobs import train_and_publish
 
     work = Path(tempfile.mkdtemp(prefix="cxr-train-bench-"))
     settings = Settings(models_dir=work / "models", state_dir=work / "state")
@@ -65,18 +66,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         activate="always")
     clock = Clock()
     started = time.monotonic()
-    version = train_and_publish(discover(DATA / "covid19-radiography"), params, settings, clock)
+    version = train_and_publish(discover(DATA / "covid19-radiography"), params,
+                                JobContext(settings, clock))
     total_s = time.monotonic() - started
     registry = LocalRegistry(settings.models_dir)
     externals = {name: evaluate_external(registry, version, discover(root, min_classes=1), name,
-                                         settings.max_image_pixels)
+                                         settings.max_image_pixels).model_dump(mode="json")
                  for name, root in EXTERNAL.items()}
     manifest = registry.manifest(version)
     return {"params": params.model_dump(), "version": version, "total_wall_s": total_s,
             "models_dir": str(settings.models_dir),
-            "epochs": clock.epochs, "test": manifest["metrics"]["test"],
-            "calibration": manifest["calibration"], "split": manifest["split"],
-            "reliability": manifest.get("reliability"),
+            "epochs": clock.epochs, "test": manifest.metrics.model_dump()["test"],
+            "calibration": manifest.calibration.model_dump() if manifest.calibration else None,
+            "split": manifest.split.model_dump(),
+            "reliability": manifest.reliability.model_dump() if manifest.reliability else None,
             "non_radiographs": non_radiographs(registry, version),
             "external": externals["covid19-image-dataset"], "externals": externals,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -91,8 +94,8 @@ def non_radiographs(registry: Any, version: str) -> dict[str, Any]:
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    from shared.inference import load_version, with_check
-    from shared.preprocessing import DecodedImage, colourfulness, decode_image
+    from shared.ml.preprocessing import DecodedImage, colourfulness, decode_image
+    from shared.ml.served import load_version, with_check
 
     model = load_version(registry, version)
     folder = Path(skimage.data.__file__).parent

@@ -117,10 +117,10 @@ def _tf_info() -> dict[str, Any]:
 
 
 def _compiled_model(size: int, n_classes: int, phase: str, jit: bool) -> Any:
-    """The worker's model and compile call (worker/training.py), with jit_compile chosen."""
+    """The worker's model and compile call (worker/training/fit.py), with jit_compile chosen."""
     import keras
 
-    from shared.modeling import ModelConfig, build_model, set_phase
+    from shared.ml.modeling import ModelConfig, build_model, set_phase
 
     keras.utils.set_random_seed(0)
     model = build_model(ModelConfig(n_classes, size))  # random base: what 'full' trains
@@ -133,8 +133,8 @@ def _compiled_model(size: int, n_classes: int, phase: str, jit: bool) -> Any:
 def _batch(args: argparse.Namespace) -> tuple[Any, np.ndarray, dict[int, float], int]:
     import tensorflow as tf
 
-    from shared.preprocessing import to_model_input
-    from worker.training import class_weights
+    from shared.ml.preprocessing import to_model_input
+    from worker.training.fit import class_weights
 
     pixels, labels, n_classes = _load(args.pixels)
     x = tf.constant(to_model_input(pixels[:args.batch]))
@@ -164,7 +164,7 @@ def _steps(fn: Any, warmup: int, steps: int,
 
 
 def variant_decode(args: argparse.Namespace) -> dict[str, Any]:
-    from worker.datasets import Split, load_split_pixels
+    from worker.data.pipeline import Split, load_split_pixels
 
     paths, labels, classes = _sample(args.n)
     split = Split(paths, labels)
@@ -176,7 +176,7 @@ def variant_decode(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         load_split_pixels(split, args.size, 50_000_000)
         pooled.append(time.perf_counter() - t0)
-    from shared.preprocessing import load_pixels
+    from shared.ml.preprocessing import load_pixels
 
     t0 = time.perf_counter()
     for path in paths:
@@ -192,7 +192,7 @@ def variant_decode(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _pipeline(args: argparse.Namespace, augment: bool) -> dict[str, Any]:
-    from worker.datasets import augmentation, make_pipeline
+    from worker.data.pipeline import augmentation, make_pipeline
 
     pixels, labels, _ = _load(args.pixels)
     info = _tf_info()
@@ -273,11 +273,11 @@ def variant_features(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def variant_fit_full_aug(args: argparse.Namespace) -> dict[str, Any]:
-    """model.fit as worker/training.py runs it ('full'), timed batch end to batch end."""
+    """model.fit as worker/training/fit.py runs it ('full'), timed batch end to batch end."""
     import keras
 
-    from worker.datasets import augmentation, make_pipeline
-    from worker.training import class_weights
+    from worker.data.pipeline import augmentation, make_pipeline
+    from worker.training.fit import class_weights
 
     info = _tf_info()
     pixels, labels, n_classes = _load(args.pixels)

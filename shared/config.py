@@ -20,6 +20,9 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# The test metrics a new version may be compared with the active one on.
+PromotionMetric = Literal["balanced_accuracy", "accuracy", "macro_f1"]
+
 class ApiKey(BaseModel):
     """One API key as the server knows it: the sha256 of the key, never the key itself."""
 
@@ -91,7 +94,7 @@ class Settings(BaseSettings):
 
     # Promotion gate: a new version replaces the active one only when not worse than it by
     # more than the margin on this metric, both measured on the new version's test split.
-    promotion_metric: Literal["balanced_accuracy", "accuracy", "macro_f1"] = "balanced_accuracy"
+    promotion_metric: PromotionMetric = "balanced_accuracy"
     promotion_margin: float = Field(0.01, ge=0, le=1)
     # The gate never activates a version whose test balanced accuracy interval includes
     # chance (activate "always" and activating by hand still do); false lets it.
@@ -101,16 +104,13 @@ class Settings(BaseSettings):
     xray_gate: Literal["refuse", "warn", "off"] = "refuse"
     # Intra-op threads of a training process; leave a core to the API on a shared machine.
     worker_threads: int | None = Field(None, ge=1, le=256)
-    # XLA for training steps; "auto": on with one GPU, off on a CPU and across several GPUs
-    # (XLA cannot compile a step mirrored over replicas). On this 2-core CPU it made
-    # a 64 px step 20% slower and took 0.5 GB more (bench/train_step.py); on an H200 the same
-    # Keras VGG16 trained 1.6x (float32) to 1.8x (bfloat16) faster compiled by XLA than in
-    # eager kernels (bench/gpu_keras.py).
+    # XLA for training steps; "auto": on with one GPU (where it pays), off on a CPU (where it
+    # costs) and across several GPUs (XLA cannot compile a step mirrored over replicas).
+    # Figures: bench/results/findings.md.
     train_jit_compile: bool | Literal["auto"] = "auto"
     # Mixed float16 on GPUs ("auto": on when every GPU TensorFlow sees has float16 Tensor
     # Cores, compute capability 7.0 or more); never on a CPU. The published model is float32
-    # either way. With XLA, a 224 px step ran 1.8x faster than float32 on an H200 and on an
-    # H100 (bench/gpu_keras.py, JAX backend).
+    # either way.
     mixed_precision: Literal["auto", "off"] = "auto"
 
     base_weights_file: Path | None = None

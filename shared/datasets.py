@@ -25,7 +25,6 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from shared.dicom import decode_dicom, is_dicom
 from shared.errors import (
     CxrError,
     DatasetExists,
@@ -34,7 +33,8 @@ from shared.errors import (
     StorageFull,
     is_out_of_space,
 )
-from shared.preprocessing import ACCEPTED_FORMATS, DEFAULT_MAX_PIXELS
+from shared.ml.dicom import decode_dicom, is_dicom
+from shared.ml.preprocessing import ACCEPTED_FORMATS, DEFAULT_MAX_PIXELS
 from shared.schemas import DatasetInfo
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})

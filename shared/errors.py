@@ -99,6 +99,10 @@ class RegistryError(CxrError):
     code = "registry_error"
 
 
+class ManifestUnreadable(RegistryError):
+    """A version's manifest is there but is not a manifest: the version is broken."""
+
+
 class RegistryUnavailable(RegistryError):
     """The object store holding the registry could not be reached or refused the request."""
 

@@ -83,7 +83,7 @@ class _Text(logging.Formatter):
         return super().format(record)
 
 
-class _Handler(logging.StreamHandler):
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]  # generic only in typeshed
     """Ours, so that configuring again replaces it and leaves anyone else's handlers."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -9,8 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.config import BaseWeights
-from shared.preprocessing import PreprocessOptions
-from shared.reliability import ReliabilityRecord, UnreliableReason
+from shared.ml.preprocessing import PreprocessOptions
+from shared.ml.reliability import UnreliableReason
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -114,6 +115,13 @@ class TrainingParams(BaseModel):
             raise ValueError("holdout_source needs at least one more dataset to train on")
         return self
 
+    def seeded(self) -> TrainingParams:
+        """The request with its seed drawn, if it has none: recorded before any work, so a
+        run can be repeated and a redelivered job resumes its own checkpoint."""
+        if self.seed is not None:
+            return self
+        return self.model_copy(update={"seed": secrets.randbelow(2**31)})
+
     @property
     def preprocess_options(self) -> PreprocessOptions:
         return PreprocessOptions(equalize=self.equalize, crop_border=self.crop_border,
@@ -212,84 +220,15 @@ class DatasetList(BaseModel):
     datasets: list[DatasetInfo]
 
 
-class ModelSummary(BaseModel):
-    version: str
-    created_at: datetime
-    dataset: str
-    classes: list[str]
-    image_size: int
-    metrics: dict[str, Any]
-    parent: str | None = None
-    promotion: dict[str, Any] | None = Field(
-        None, description="Whether the gate activated this version at publish time, and why.")
-    better_than_chance: bool | None = Field(
-        None, description="Its test balanced accuracy interval lies above chance; null for "
-        "versions published without the record.")
-
-
-class DatasetRecord(BaseModel):
-    name: str
-    fingerprint: str | None = Field(None, description="sha256 over labels, names, contents.")
-    layout: str | None = None
-    counts: dict[str, int] = Field(default_factory=dict)
-
-
-class Manifest(BaseModel):
-    """Everything recorded with a version (``manifest.json``); later keys are kept too."""
-
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-
-    version: str
-    created_at: datetime
-    parent: str | None = None
-    classes: list[str]
-    image_size: int
-    dataset: DatasetRecord
-    model_sha256: str
-    preprocessing: str | None = None
-    architecture: str | None = None
-    training: dict[str, Any] = Field(default_factory=dict,
-                                     description="The retrain request and its phases.")
-    base_weights: dict[str, Any] = Field(default_factory=dict)
-    split: dict[str, Any] = Field(default_factory=dict,
-                                  description="Seed, per-class counts, file-list hashes.")
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    history: dict[str, list[float]] = Field(default_factory=dict,
-                                            description="Per-epoch loss, accuracy, val_*.")
-    files: dict[str, str] = Field(default_factory=dict,
-                                  description="sha256 of every file of the version.")
-    libraries: dict[str, str] = Field(default_factory=dict)
-    promotion: dict[str, Any] | None = None
-    calibration: dict[str, Any] | None = Field(
-        None, description="Temperature fitted on validation, applied by /predict; ECE before "
-        "and after on the test split.")
-    reliability: ReliabilityRecord | None = Field(
-        None, description="How the version marks its own answers unreliable.")
-
-    def summary(self) -> ModelSummary:
-        return ModelSummary(version=self.version, created_at=self.created_at,
-                            dataset=self.dataset.name, classes=self.classes,
-                            image_size=self.image_size, metrics=self.metrics,
-                            parent=self.parent, promotion=self.promotion,
-                            better_than_chance=self.reliability.better_than_chance
-                            if self.reliability else None)
-
-
 class ServingState(BaseModel):
     version: str | None = Field(description="The version this API process is serving.")
     load_error: str | None = Field(None, description="Why the active version is not served.")
 
 
-class ModelList(BaseModel):
-    active: str | None
-    versions: list[ModelSummary]
-    serving: ServingState
-
-
 class DistributionShift(BaseModel):
-    score: float = Field(description="Mahalanobis distance of the image's penultimate "
-                         "features to the nearest class of the training split.")
-    threshold: float = Field(description="The validation split's 99th percentile of scores.")
+    score: float = Field(description="How far the image lies from the training split: the "
+                         "largest of the version's detectors, each standardized on validation.")
+    threshold: float = Field(description="A high quantile of the validation split's scores.")
     flagged: bool = Field(description="True when the image lies outside what the model was "
                           "trained on: do not trust the probabilities.")
 

@@ -20,7 +20,7 @@ def make_celery(settings: Settings) -> Celery:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = Celery("cxr", broker=settings.effective_broker_url)
     app.conf.update(
-        # The job store (shared.jobs) holds outcomes; Celery needs no result backend.
+        # The job store (shared.job_store) holds outcomes; Celery needs no result backend.
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
@@ -31,7 +31,7 @@ def make_celery(settings: Settings) -> Celery:
         # broker from redelivering a job that is still running.
         task_acks_late=True,
         # A job whose worker process died goes back to the queue; the next worker resumes it
-        # from its checkpoint (shared.jobs.JobStore.start decides, at most job_max_attempts).
+        # from its checkpoint (shared.job_store.JobStore.start decides, at most job_max_attempts).
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=1,

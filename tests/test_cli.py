@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO, TINY_VERSIONS_ENV
+from tests.helpers.env import REPO, TINY_VERSIONS_ENV
 
 
 def _cxr(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

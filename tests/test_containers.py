@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REQUIRE_SERVICES
+from tests.helpers.env import REQUIRE_SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = {"api": ROOT / "Dockerfile.api", "worker": ROOT / "Dockerfile.worker"}
@@ -151,41 +151,6 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
 
 
 # === Dockerfiles ================================================================================
-@pytest.mark.parametrize("kind", KINDS)
-def test_base_user_environment_and_cmd(kind: str) -> None:
-    # The same pinned base, and the same numeric non-root user (Kubernetes' runAsNonRoot can
-    # verify it) in both images: they write to the same volumes.
-    (base,) = all_of(kind, "FROM")
-    assert base == all_of("api", "FROM")[0]
-    assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?", base), base
-    assert all_of(kind, "USER")[-1] == "10001:10001"
-    setup = "\n".join(all_of(kind, "RUN"))
-    assert re.search(r"groupadd --system --gid 10001 cxr\b", setup)
-    assert re.search(r"useradd --system --uid 10001 --gid cxr\b", setup)
-    env = values(kind, "ENV")
-    assert env["PYTHONDONTWRITEBYTECODE"] == env["PYTHONUNBUFFERED"] == "1"
-    assert env["PIP_NO_CACHE_DIR"] == "1"
-    assert all("--no-cache-dir" in cmd for cmd in re.findall(r"pip install[^\n&;]*", setup))
-    assert json.loads(all_of(kind, "CMD")[-1]) == EXPECTED_CMD[kind]
-    assert not all_of(kind, "ENTRYPOINT")
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_dependencies_are_installed_before_the_code_is_copied(kind: str) -> None:
-    instructions = dockerfile(kind)
-    copies = [n for n, (word, _) in enumerate(instructions) if word == "COPY"]
-    assert all_of(kind, "COPY") == [f"pyproject.toml {REQUIREMENTS_SCRIPT} ./", ". ."]
-    deps = step(kind, "RUN python requirements_from_pyproject.py")
-    assert re.fullmatch(
-        r'python requirements_from_pyproject\.py "\$PROJECT_EXTRAS" > (\S+)'
-        r" && pip install --no-cache-dir --requirement \1 && rm \1",
-        instructions[deps][1],
-    ), instructions[deps]
-    project = step(kind, "RUN pip install --no-cache-dir --no-deps .")
-    assert copies[0] < deps < copies[1] < project
-    assert values(kind, "ARG")["PROJECT_EXTRAS"] == kind
-
-
 @pytest.mark.parametrize("variable", sorted(SHARED_DIRS))
 def test_settings_paths_are_shared_volumes_owned_by_the_user(variable: str) -> None:
     volume, path = SHARED_DIRS[variable], values("api", "ENV")[variable]
@@ -199,36 +164,6 @@ def test_settings_paths_are_shared_volumes_owned_by_the_user(variable: str) -> N
     for name in APP_SERVICES:
         assert environment(service(name))[variable] == path, name
         assert volume_mounts(service(name)).get(path) == volume, name
-
-
-def test_api_port_and_healthchecks() -> None:
-    assert all_of("api", "EXPOSE") == ["8000"]
-    env = values("api", "ENV")
-    assert env["CXR_PORT"] == "8000" and env["CXR_HOST"] == "0.0.0.0"
-    api = service("api")
-    assert environment(api)["CXR_PORT"] == "8000"
-    # No host port: replicas would collide on it; clients come through the load balancer.
-    assert "ports" not in api
-    (check,) = all_of("api", "HEALTHCHECK")
-    options, _, command = check.partition("CMD ")
-    assert re.search(r"--start-period=\d+s", options), "TensorFlow needs time to start"
-    for probe in (json.loads(command), api["healthcheck"]["test"][1:]):
-        # Liveness: /healthz (/readyz stays 503 until a model is published).
-        assert probe[:2] == ["python", "-c"] and "/healthz" in probe[2], probe
-        compile(probe[2], "healthcheck", "exec")
-
-
-def test_worker_image_bakes_in_imagenet_weights_before_the_code() -> None:
-    fetch = step("worker", "$FETCH_IMAGENET_WEIGHTS")
-    assert values("worker", "ARG")["FETCH_IMAGENET_WEIGHTS"] == "true"
-    assert values("worker", "ENV")["KERAS_HOME"] == "/opt/keras"
-    body = dockerfile("worker")[fetch][1].removeprefix("<<EOF\n")
-    assert body.startswith("set -eu\n"), "without set -e a failing step still produces an image"
-    assert 'case "$FETCH_IMAGENET_WEIGHTS" in' in body and "exit 1" in body
-    assert "VGG16(include_top=False, weights='imagenet')" in body
-    # Keras ignores a KERAS_HOME the running user cannot write to (and downloads again).
-    assert 'chown -R cxr:cxr "$KERAS_HOME"' in body
-    assert fetch < step("worker", "COPY . .")
 
 
 # === docker/requirements_from_pyproject.py ======================================================
@@ -261,6 +196,15 @@ def test_requirements_several_groups_and_errors(tmp_path: Path) -> None:
 
 
 # === docker-compose.yml =========================================================================
+def test_the_api_healthchecks_are_python_that_compiles() -> None:
+    # Liveness: /healthz (/readyz stays 503 until a model is published).
+    (check,) = all_of("api", "HEALTHCHECK")
+    compose_probe = service("api")["healthcheck"]["test"][1:]
+    for probe in (json.loads(check.partition("CMD ")[2]), compose_probe):
+        assert probe[:2] == ["python", "-c"] and "/healthz" in probe[2], probe
+        compile(probe[2], "healthcheck", "exec")
+
+
 def test_compose_matches_the_compose_spec(tmp_path: Path) -> None:
     checker = tool("check-jsonschema")
     result = run([checker, "--builtin-schema", "vendor.compose-spec", COMPOSE_FILE])
@@ -269,75 +213,6 @@ def test_compose_matches_the_compose_spec(tmp_path: Path) -> None:
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(COMPOSE_FILE.read_text().replace("depends_on:", "depend_on:", 1))
     assert run([checker, "--builtin-schema", "vendor.compose-spec", broken]).returncode != 0
-
-
-def test_compose_services_and_gpu_opt_in() -> None:
-    assert "version" not in compose()
-    services = {"redis", "minio", "minio-init", "lb", "flower", *APP_SERVICES}
-    assert set(compose()["services"]) == services
-    assert service("redis")["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
-    assert volume_mounts(service("redis")) == {"/data": "redis"}
-    gpu = service("worker-gpu")
-    assert gpu["profiles"] == ["gpu"]
-    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
-    assert device == {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
-    assert gpu["build"]["args"]["TENSORFLOW_EXTRAS"] == "and-cuda"
-    assert service("flower")["profiles"] == ["ops"]
-    # Everything else starts, on a host without a GPU, with a plain `docker compose up`.
-    for name in services - {"worker-gpu", "flower"}:
-        assert "profiles" not in service(name) and "deploy" not in service(name), name
-
-
-def test_compose_scales() -> None:
-    """`docker compose up --scale api=3 --scale worker=2` (and worker-gpu) works as written:
-    nothing a replica would have to own alone, and every published port is someone's."""
-    published = []
-    for name, svc in compose()["services"].items():
-        assert "container_name" not in svc, f"{name}: a fixed name allows one container"
-        published += [port.rsplit(":", 1)[0] for port in svc.get("ports", [])]
-    assert len(published) == len(set(published)), published
-    for name in SCALED_SERVICES:
-        svc = service(name)
-        # A host port would collide; a fixed hostname would give two workers one Celery
-        # node name (and the healthcheck pings celery@$HOSTNAME).
-        assert "ports" not in svc and "hostname" not in svc, name
-
-
-@pytest.mark.parametrize("name", sorted(APP_SERVICES))
-def test_app_services_use_the_object_store(name: str) -> None:
-    svc, env = service(name), environment(service(name))
-    assert env["CXR_MODELS_URI"] == MODELS_URI and env["CXR_S3_ENDPOINT_URL"] == S3_ENDPOINT
-    assert env["CXR_LOG_FORMAT"] == "json"
-    # boto3's standard variables, from the same required variables as MinIO's root user.
-    minio = environment(service("minio"))
-    assert env["AWS_ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"]
-    assert env["AWS_SECRET_ACCESS_KEY"] == minio["MINIO_ROOT_PASSWORD"]
-    assert REQUIRED_VARIABLE.fullmatch(env["AWS_SECRET_ACCESS_KEY"])
-    # No registry volume any more, and the cache of verified copies is the container's own:
-    # each API process evicts the versions it no longer serves from its cache.
-    assert "models" not in compose()["volumes"]
-    cache = Path(env["CXR_MODEL_CACHE_DIR"])
-    assert cache.is_absolute()
-    assert not [m for m in volume_mounts(svc) if cache.is_relative_to(m)], volume_mounts(svc)
-    assert svc["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
-
-
-def test_minio_and_its_bucket() -> None:
-    minio, init = service("minio"), service("minio-init")
-    release = r"quay\.io/minio/{}:RELEASE\.\d{{4}}-\d\d-\d\dT\d\d-\d\d-\d\dZ"
-    assert re.fullmatch(release.format("minio"), minio["image"]), minio["image"]
-    assert re.fullmatch(release.format("mc"), init["image"]), init["image"]
-    assert minio["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
-    assert volume_mounts(minio) == {"/data": "minio"} and "ports" not in minio
-    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
-    assert "restart" not in init  # one-shot
-    # The bucket CXR_MODELS_URI names, made by the credentials as shell variables ($$).
-    bucket = MODELS_URI.removeprefix("s3://").split("/")[0]
-    (script,) = init["command"]
-    assert re.search(rf"^mc mb --ignore-existing (\w+)/{bucket}$", script, re.M), script
-    assert '"$$MINIO_ROOT_USER" "$$MINIO_ROOT_PASSWORD"' in script
-    assert init["entrypoint"][:2] == ["/bin/sh", "-euc"]
-    assert environment(init)["MINIO_ROOT_PASSWORD"] == environment(minio)["MINIO_ROOT_PASSWORD"]
 
 
 def test_no_secret_is_written_in_the_compose_file() -> None:
@@ -353,50 +228,6 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
     for variable in required:
         assert placeholders.get(variable) == "", f".env.example must list {variable}= (empty)"
     assert "minioadmin" not in COMPOSE_FILE.read_text()
-
-
-@pytest.mark.parametrize("name", ["worker", "worker-gpu"])
-def test_worker_metrics_on_the_compose_network(name: str) -> None:
-    worker, env = service(name), environment(service(name))
-    assert env["CXR_WORKER_METRICS_HOST"] == "0.0.0.0"
-    assert env["CXR_WORKER_METRICS_PORT"] == "9101"
-    assert worker["expose"] == [env["CXR_WORKER_METRICS_PORT"]] and "ports" not in worker
-
-
-def test_flower_behind_basic_auth_on_loopback() -> None:
-    flower, env = service("flower"), environment(service("flower"))
-    assert re.fullmatch(r"mher/flower:\d+\.\d+\.\d+", flower["image"]), flower["image"]
-    assert flower["profiles"] == ["ops"]
-    match = REQUIRED_VARIABLE.fullmatch(env["FLOWER_BASIC_AUTH"])
-    assert match and match[1] == "FLOWER_BASIC_AUTH"
-    assert flower["ports"] == [f"127.0.0.1:{env['FLOWER_PORT']}:{env['FLOWER_PORT']}"]
-    # Celery's own options come before the `flower` subcommand.
-    assert flower["command"] == ["celery", f"--broker={BROKER_URL}", "flower"]
-    assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert flower["healthcheck"]["test"][:2] == ["CMD", "python"]
-
-
-@pytest.mark.parametrize("name", sorted(APP_SERVICES))
-def test_app_services_build_their_dockerfile(name: str) -> None:
-    svc, kind = service(name), APP_SERVICES[name]
-    assert ROOT / svc["build"].get("context", ".") / svc["build"]["dockerfile"] == DOCKERFILES[kind]
-    assert set(svc["build"].get("args", {})) <= set(values(kind, "ARG"))
-    assert svc["command"] == EXPECTED_CMD[kind]
-    assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert environment(svc)["CXR_BROKER_URL"] == BROKER_URL
-    # A fresh clone without .env must still come up.
-    assert all(entry["required"] is False for entry in svc.get("env_file", []))
-
-
-@pytest.mark.parametrize("name", ["worker", "worker-gpu"])
-def test_worker_healthcheck_and_grace_period(name: str) -> None:
-    worker = service(name)
-    kind, test = worker["healthcheck"]["test"]
-    # Only this container's node; $$ is Compose's escape for a literal $.
-    ping = r'celery -A worker\.celery_app inspect ping --timeout (\d+) -d "celery@\$\$HOSTNAME"'
-    assert kind == "CMD-SHELL" and (match := re.fullmatch(ping, test)), test
-    assert seconds(worker["healthcheck"]["timeout"]) > int(match[1])
-    assert seconds(worker["stop_grace_period"]) >= 60
 
 
 # === the load balancer: service lb, docker/nginx.conf ==========================================
@@ -420,63 +251,6 @@ def nginx_size(value: str) -> int:
 def nginx_seconds(value: str) -> float:
     number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)?", value).groups()  # type: ignore[union-attr]
     return int(number) * {"ms": 1e-3, "s": 1, "m": 60, "h": 3600}[unit or "s"]
-
-
-def test_load_balancer_service() -> None:
-    lb = service("lb")
-    assert re.fullmatch(r"nginx:\d+\.\d+(\.\d+)?-alpine", lb["image"]), lb["image"]
-    (port,) = lb["ports"]
-    host_port, _, container_port = port.partition(":")
-    # The host's port 8000, where the API used to be, onto the server nginx listens with.
-    assert host_port == "8000" and container_port in directive("listen"), port
-    assert lb["volumes"] == [f"./{NGINX_CONF.relative_to(ROOT)}:/etc/nginx/nginx.conf:ro"]
-    assert NGINX_CONF.is_file()
-    assert lb["depends_on"]["api"]["condition"] == "service_healthy"
-    # nginx's own liveness, on a loopback-only listener of the config.
-    check = lb["healthcheck"]["test"]
-    (health,) = re.findall(r"http://(127\.0\.0\.1:\d+)/", " ".join(check))
-    assert health in directive("listen"), health
-
-
-def test_nginx_finds_every_api_replica() -> None:
-    """Docker's DNS asked at request time (cached briefly), through a proxy_pass variable,
-    so replicas started later by --scale get requests too."""
-    (resolver,) = directive("resolver")
-    match = re.fullmatch(r"127\.0\.0\.11 valid=(\d+)s( ipv6=off)?", resolver)
-    assert match and int(match[1]) <= 10, resolver
-    (proxy_pass,) = directive("proxy_pass")
-    variable = re.fullmatch(r"\$(\w+)", proxy_pass)
-    assert variable, f"proxy_pass {proxy_pass}: a literal host is resolved once, at start"
-    api_port = environment(service("api"))["CXR_PORT"]
-    assert f"${variable[1]} http://api:{api_port}" in directive("set")
-    assert not directive("upstream")
-
-
-def test_nginx_passes_uploads_and_request_ids() -> None:
-    from shared.config import Settings
-
-    (body,) = directive("client_max_body_size")
-    limit = max(Settings.model_fields["max_upload_bytes"].default,
-                int(env_example()["CXR_MAX_UPLOAD_BYTES"]))
-    assert nginx_size(body) >= limit >= 512 * 1024**2
-    assert directive("proxy_request_buffering") == ["off"]
-    assert directive("proxy_http_version") == ["1.1"]  # streams chunked bodies too
-    (read,) = directive("proxy_read_timeout")
-    (send,) = directive("proxy_send_timeout")
-    assert nginx_seconds(read) >= 120 and nginx_seconds(send) >= 120
-    # The client's X-Request-ID, or a fresh $request_id when it sent none or one the API would
-    # not accept (then the API logs the id nginx logs).
-    from shared.logs import REQUEST_ID
-
-    match = re.search(r"map \$http_x_request_id \$(\w+) \{(.*?)\n\s*\}", nginx_conf(), re.S)
-    assert match and re.search(r"default\s+\$request_id;", match[2]), match
-    accepted = re.findall(r'"~([^"]+)"\s+\$http_x_request_id;', match[2])
-    assert accepted == [REQUEST_ID.pattern], accepted
-    headers = dict(h.split(" ", 1) for h in directive("proxy_set_header"))
-    assert headers["X-Request-ID"] == f"${match[1]}"
-    assert headers["X-Forwarded-For"] in ("$remote_addr", "$proxy_add_x_forwarded_for")
-    assert headers["X-Forwarded-Proto"] == "$scheme"
-    assert f"X-Request-ID ${match[1]} always" in directive("add_header")
 
 
 def nginx_binary() -> str | None:

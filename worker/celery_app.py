@@ -9,7 +9,7 @@ from celery.signals import setup_logging, worker_init
 from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.task_queue import make_celery
-from worker import metrics
+from worker.runner import job_metrics as metrics
 
 app = make_celery(get_settings())
 app.conf.include = ["worker.tasks"]

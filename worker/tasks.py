@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 @app.task(name=TRAIN_TASK)
 def train(job_id: str) -> str:
     """Run retrain job ``job_id``; idempotent, since a job runs only from ``queued``."""
-    from worker.jobs import run_job
+    from worker.runner.jobs import run_job
 
     return run_job(job_id, get_settings()).value
 
@@ -28,7 +28,7 @@ def train(job_id: str) -> str:
 @app.task(name=EVALUATE_TASK)
 def evaluate(job_id: str) -> str:
     """Run external evaluation job ``job_id``; idempotent like ``train``."""
-    from worker.jobs import run_evaluation
+    from worker.runner.jobs import run_evaluation
 
     return run_evaluation(job_id, get_settings()).value
 
@@ -36,7 +36,7 @@ def evaluate(job_id: str) -> str:
 @worker_ready.connect
 def sweep_checkpoints(**_: object) -> None:
     """Drop what a worker killed outright left behind, once its job has been declared lost."""
-    from worker.jobs import sweep_checkpoints
+    from worker.runner.jobs import sweep_checkpoints
 
     try:
         sweep_checkpoints(get_settings())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-
 from fastapi import APIRouter, Request, status
 
 from api.auth import Admin, Reader
@@ -31,9 +29,7 @@ def create_retrain_job(params: TrainingParams, request: Request, settings: Setti
         discover(dataset_path(settings.data_dir, name), min_classes=1)
     if params.base_weights == "file" and settings.base_weights_file is None:
         raise WeightsUnavailable("base_weights 'file' needs CXR_BASE_WEIGHTS_FILE on the server")
-    if params.seed is None:
-        params = params.model_copy(update={"seed": secrets.randbelow(2**31)})
-    return enqueue(TRAIN_TASK, params, request, jobs, queue)
+    return enqueue(TRAIN_TASK, params.seeded(), request, jobs, queue)
 
 
 @router.get("/jobs", response_model=JobList, responses=responses(422))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response, status
 
 from api.auth import Admin, Reader
@@ -12,14 +10,9 @@ from api.enqueue import enqueue
 from api.errors import responses
 from shared.datasets import dataset_path, discover
 from shared.errors import ModelNotFound
-from shared.schemas import (
-    EvaluationParams,
-    EvaluationRequest,
-    JobAccepted,
-    Manifest,
-    ModelList,
-    ServingState,
-)
+from shared.manifest import ExternalReport, Manifest, ModelList
+from shared.registry.files import CARD_HTML, CARD_MD, CURVES_FILE, RELIABILITY_FILE
+from shared.schemas import EvaluationParams, EvaluationRequest, JobAccepted, ServingState
 from shared.task_queue import EVALUATE_TASK
 
 # Reads answer 401 without a key when CXR_REQUIRE_KEY_FOR_READS is on, and 503 when the
@@ -39,20 +32,19 @@ def list_models(registry: RegistryDep, server: ModelServerDep) -> ModelList:
     """All versions, newest first, the active one, and what this process serves."""
     active = registry.active()
     return ModelList(active=active.version if active else None,
-                     versions=[Manifest.model_validate(m).summary()
-                               for m in registry.versions()],
+                     versions=[m.summary() for m in registry.versions()],
                      serving=_serving(server))
 
 
 @router.get("/{version}", response_model=Manifest, responses=responses(404, 422))
 def get_model(version: str, registry: RegistryDep) -> Manifest:
     """The full manifest of a version."""
-    return Manifest.model_validate(registry.manifest(version))
+    return registry.manifest(version)
 
 
-@router.get("/{version}/evaluations", response_model=list[dict[str, Any]],
+@router.get("/{version}/evaluations", response_model=list[ExternalReport],
             responses=responses(404, 422))
-def list_model_evaluations(version: str, registry: RegistryDep) -> list[dict[str, Any]]:
+def list_model_evaluations(version: str, registry: RegistryDep) -> list[ExternalReport]:
     """External evaluations of a version (`cxr evaluate`), kept apart from its test results."""
     registry.manifest(version)
     return registry.evaluations(version)
@@ -72,9 +64,11 @@ def create_evaluation_job(version: str, body: EvaluationRequest, request: Reques
                    request, jobs, queue)
 
 
-ARTIFACTS = {"curves.png": "image/png", "reliability.png": "image/png",
-             "card": "text/html; charset=utf-8", "card.md": "text/markdown; charset=utf-8"}
-FILES = {"card": "card.html"}
+# What a client may fetch of a version, by the name in the URL: the file and its type.
+ARTIFACTS = {CURVES_FILE: (CURVES_FILE, "image/png"),
+             RELIABILITY_FILE: (RELIABILITY_FILE, "image/png"),
+             "card": (CARD_HTML, "text/html; charset=utf-8"),
+             CARD_MD: (CARD_MD, "text/markdown; charset=utf-8")}
 
 
 @router.get("/{version}/{artifact}", response_class=Response, responses={
@@ -85,12 +79,13 @@ def get_model_artifact(version: str, artifact: str, registry: RegistryDep) -> Re
     (calibration), card (the model card as HTML) and card.md."""
     if artifact not in ARTIFACTS:
         raise ModelNotFound(f"versions have no {artifact!r}; try one of {sorted(ARTIFACTS)}")
-    path = registry.verified_file(version, FILES.get(artifact, artifact))
+    name, media_type = ARTIFACTS[artifact]
+    path = registry.verified_file(version, name)
     if path is None:
         raise ModelNotFound(f"version {version!r} has no {artifact}")
     # Read now (small files): a local copy of an object store's version may be dropped from
     # the cache by a swap before a streamed answer would have finished.
-    return Response(path.read_bytes(), media_type=ARTIFACTS[artifact])
+    return Response(path.read_bytes(), media_type=media_type)
 
 
 @router.post("/{version}/activate", response_model=ModelList,

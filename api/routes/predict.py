@@ -15,16 +15,16 @@ from api.errors import responses
 from api.serving import ModelServer
 from shared.config import Settings
 from shared.errors import PayloadTooLarge
-from shared.explain import explain as explain_prediction
-from shared.inference import LoadedModel, with_check
-from shared.preprocessing import decode_image
+from shared.ml.explain import explain as explain_prediction
+from shared.ml.preprocessing import decode_image
+from shared.ml.served import ServedVersion, with_check
 from shared.schemas import ChestXrayCheck, Prediction
 
 router = APIRouter(tags=["predict"], dependencies=Reader)
 
 
 def _prepare(data: bytes, settings: Settings,
-             server: ModelServer) -> tuple[LoadedModel, np.ndarray, ChestXrayCheck | None]:
+             server: ModelServer) -> tuple[ServedVersion, np.ndarray, ChestXrayCheck | None]:
     """Decode (bad input fails first), take the serving version, prepare as it was trained
     and pass it through the chest-radiograph gate."""
     image = decode_image(data, settings.max_image_pixels)
@@ -33,7 +33,7 @@ def _prepare(data: bytes, settings: Settings,
 
 
 def _explain(data: bytes, settings: Settings, server: ModelServer,
-             class_name: str | None) -> tuple[LoadedModel, Prediction]:
+             class_name: str | None) -> tuple[ServedVersion, Prediction]:
     image = decode_image(data, settings.max_image_pixels)
     model = server.model()
     _, check = model.screen(image, settings.xray_gate)

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from shared.config import Settings
-from shared.local_registry import LocalRegistry
-from tests.api.conftest import publish_random, wait_ready, zip_bytes
-from tests.conftest import AS_ADMIN, sample_files
+from shared.registry.local import LocalRegistry
+from tests.helpers.env import AS_ADMIN, sample_files
+from tests.helpers.versions import publish_random, wait_ready, zip_bytes
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from api.auth import match_key
 from api.main import create_app
 from shared.config import Settings
-from tests.conftest import ADMIN_KEY, API_KEYS, READER_KEY, sample_files
+from tests.helpers.env import ADMIN_KEY, API_KEYS, READER_KEY, sample_files
 
 # Every endpoint that changes what the service holds or does.
 MUTATING = [("post", "/retrain", {"json": {"dataset": "none"}}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,13 @@ from fastapi.testclient import TestClient
 from api.batching import Batcher
 from api.main import create_app
 from shared.config import Settings
-from shared.inference import LoadedModel, load_version
-from shared.local_registry import LocalRegistry
-from shared.preprocessing import decode_grayscale
+from shared.ml.preprocessing import decode_grayscale
+from shared.ml.served import ServedVersion, load_version
 from shared.registry import Registry
+from shared.registry.local import LocalRegistry
 from shared.schemas import Prediction
-from tests.api.conftest import publish_random, wait_ready
-from tests.conftest import sample_files
+from tests.helpers.env import sample_files
+from tests.helpers.versions import publish_random, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +33,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 
 @pytest.fixture(scope="module")
-def models(registry: Registry) -> list[LoadedModel]:
-    loaded = [load_version(registry, m["version"]) for m in registry.versions()]
-    for model in loaded:
-        # The batch size a version measured fastest is tested below; elsewhere the batcher's
-        # own limits are under test, so no version caps them.
-        model.batch_size = 64
-    return loaded
+def models(registry: Registry) -> list[ServedVersion]:
+    # The batch size a version measured fastest is tested below; elsewhere the batcher's own
+    # limits are under test, so no version caps them.
+    return [replace(load_version(registry, m.version), batch_size=64)
+            for m in registry.versions()]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,7 @@ def _same(batched: Prediction, alone: Prediction) -> None:
 
 
 def test_each_request_gets_exactly_its_unbatched_answer(
-        batcher: Batcher, models: list[LoadedModel], images: list[bytes]) -> None:
+        batcher: Batcher, models: list[ServedVersion], images: list[bytes]) -> None:
     model = models[0]
     pixels = [model.pixels(decode_grayscale(data, 10**8)) for data in images]
     with ThreadPoolExecutor(len(pixels)) as pool:  # concurrent submitters
@@ -74,7 +73,7 @@ def test_each_request_gets_exactly_its_unbatched_answer(
 
 
 def test_batches_respect_the_cap_and_the_versions_own_batch_size(
-        models: list[LoadedModel]) -> None:
+        models: list[ServedVersion]) -> None:
     model = models[0]
     pixels = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
     batcher = Batcher(max_size=4, max_delay_s=0.3)
@@ -85,18 +84,18 @@ def test_batches_respect_the_cap_and_the_versions_own_batch_size(
         for future in futures:
             future.result(timeout=60)
         assert list(batcher.batch_sizes) == [4, 4, 2]
-        model.batch_size = 3  # this version measured fastest per image at batches of 3
-        futures = [batcher.submit(model, pixels) for _ in range(7)]
+        # this version measured fastest per image at batches of 3
+        capped = replace(model, batch_size=3)
+        futures = [batcher.submit(capped, pixels) for _ in range(7)]
         for future in futures:
             future.result(timeout=60)
         assert list(batcher.batch_sizes)[3:] == [3, 3, 1]
     finally:
-        model.batch_size = 64
         batcher.stop()
 
 
 def test_a_batch_waits_for_announced_requests_and_only_for_them(
-        models: list[LoadedModel]) -> None:
+        models: list[ServedVersion]) -> None:
     model = models[0]
     pixels = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
     batcher = Batcher(max_size=8, max_delay_s=0.5)
@@ -130,7 +129,7 @@ def test_a_batch_waits_for_announced_requests_and_only_for_them(
 
 
 def test_requests_of_two_versions_are_never_mixed_in_one_batch(
-        batcher: Batcher, models: list[LoadedModel]) -> None:
+        batcher: Batcher, models: list[ServedVersion]) -> None:
     pixels = np.random.default_rng(1).uniform(0, 255, (32, 32, 3)).astype(np.float32)
     futures = [(model, batcher.submit(model, pixels)) for _ in range(6) for model in models]
     for model, future in futures:
@@ -138,7 +137,7 @@ def test_requests_of_two_versions_are_never_mixed_in_one_batch(
     assert sum(batcher.batch_sizes) == 12 and len(batcher.batch_sizes) >= 2
 
 
-def test_stopping_finishes_what_is_queued(models: list[LoadedModel]) -> None:
+def test_stopping_finishes_what_is_queued(models: list[ServedVersion]) -> None:
     batcher = Batcher(max_size=2, max_delay_s=0.0)
     pixels = np.zeros((32, 32, 3), np.float32)
     futures = [batcher.submit(models[0], pixels) for _ in range(5)]
@@ -150,7 +149,7 @@ def test_stopping_finishes_what_is_queued(models: list[LoadedModel]) -> None:
 
 
 def test_over_http_an_invalid_image_fails_alone_in_a_batch_window(
-        registry: Registry, models: list[LoadedModel], images: list[bytes],
+        registry: Registry, models: list[ServedVersion], images: list[bytes],
         tmp_path: Path) -> None:
     version = models[0].version
     registry.activate(version)
@@ -161,7 +160,8 @@ def test_over_http_an_invalid_image_fails_alone_in_a_batch_window(
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         # whatever batch size the version measured fastest here, let this test batch
-        client.app.state.model_server.current.batch_size = 8  # type: ignore[attr-defined]
+        server = client.app.state.model_server  # type: ignore[attr-defined]
+        server.current = replace(server.current, batch_size=8)
 
         def post(body: bytes) -> tuple[int, dict]:  # type: ignore[type-arg]
             response = client.post("/predict", files={"file": ("x.png", body)})

@@ -17,10 +17,10 @@ from PIL import Image
 
 from api.main import create_app
 from shared.config import Settings
-from shared.local_registry import LocalRegistry
-from tests.api.conftest import publish_random, wait_ready
-from tests.conftest import sample_files
-from tests.dicom_files import gray_of, make_dicom
+from shared.registry.local import LocalRegistry
+from tests.helpers.dicom import gray_of, make_dicom
+from tests.helpers.env import sample_files
+from tests.helpers.versions import publish_random, wait_ready
 
 CODES = {"invalid_image", "dicom_no_pixel_data", "unsupported_media_type", "unsupported_dicom",
          "unsupported_transfer_syntax", "image_too_large", "payload_too_large"}

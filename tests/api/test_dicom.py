@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from shared.config import Settings
-from shared.local_registry import LocalRegistry
-from tests.api.conftest import publish_random, wait_ready, zip_bytes
-from tests.conftest import AS_ADMIN, sample_files
-from tests.dicom_files import MARKER_ID, MARKER_NAME, as_12_bit, gray_of, make_dicom
+from shared.registry.local import LocalRegistry
+from tests.helpers.dicom import MARKER_ID, MARKER_NAME, as_12_bit, gray_of, make_dicom
+from tests.helpers.env import AS_ADMIN, sample_files
+from tests.helpers.versions import publish_random, wait_ready, zip_bytes
 
 JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 MARKERS = (MARKER_NAME.split("^")[0].encode(), MARKER_ID.encode())

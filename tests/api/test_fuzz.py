@@ -23,9 +23,9 @@ from schemathesis import GenerationMode
 
 from api.main import create_app
 from shared.config import Settings
-from shared.local_registry import LocalRegistry
-from tests.api.conftest import publish_random, wait_ready, zip_bytes
-from tests.conftest import ADMIN_KEY, API_KEYS, READER_KEY
+from shared.registry.local import LocalRegistry
+from tests.helpers.env import ADMIN_KEY, API_KEYS, READER_KEY
+from tests.helpers.versions import publish_random, wait_ready, zip_bytes
 
 DATASET = "fuzz-set"
 ARTIFACTS = {"curves.png": "curves.png", "card": "card.html", "card.md": "card.md"}

@@ -12,14 +12,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.main import create_app
-from shared.chest_gate import GATE_FILE
 from shared.config import Settings
-from shared.local_registry import LocalRegistry
-from shared.preprocessing import load_pixels
-from shared.reliability import ReliabilityRecord
-from tests.api.conftest import publish_random, wait_ready
-from tests.conftest import sample_files
-from worker.gate_fitting import fit_gate
+from shared.ml.preprocessing import load_pixels
+from shared.ml.reliability import ReliabilityRecord
+from shared.registry.files import GATE_FILE
+from shared.registry.local import LocalRegistry
+from tests.helpers.env import sample_files
+from tests.helpers.versions import publish_random, wait_ready
+from worker.evaluation.gate_fitting import fit_gate
 
 
 def _png(array: np.ndarray) -> bytes:

@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.main import create_app
 from api.metrics import Metrics
 from shared.config import Settings
-from shared.local_registry import LocalRegistry
-from tests.api.conftest import publish_random, wait_ready, zip_bytes
-from tests.conftest import API_KEYS, AS_ADMIN, sample_files
+from shared.registry.local import LocalRegistry
+from tests.helpers.env import API_KEYS, AS_ADMIN, sample_files
+from tests.helpers.versions import publish_random, wait_ready, zip_bytes
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from api.routes.page import ASSETS, STATIC
 from shared.config import Settings
-from tests.conftest import REPO
+from tests.helpers.env import REPO
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from shared.config import Settings
-from tests.conftest import ADMIN_KEY, AS_ADMIN
+from tests.helpers.env import ADMIN_KEY, AS_ADMIN
 
 
 def _access_lines(err: str) -> list[dict[str, object]]:

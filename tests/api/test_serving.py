@@ -15,11 +15,12 @@ from api.main import create_app
 from api.serving import ModelServer
 from shared.config import Settings
 from shared.errors import NoActiveModel
-from shared.local_registry import LocalRegistry
-from shared.object_registry import ObjectStoreRegistry
 from shared.registry import Registry
-from tests.api.conftest import publish_random, wait_ready
-from tests.conftest import S3Server, sample_files
+from shared.registry.local import LocalRegistry
+from shared.registry.objects import ObjectStoreRegistry
+from tests.helpers.env import sample_files
+from tests.helpers.services import S3Server
+from tests.helpers.versions import publish_random, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_nothing_active_means_no_model(tmp_path: Path) -> None:
 
 
 def test_swap_follows_the_active_pointer_and_rolls_back(registry: Registry) -> None:
-    v_old, v_new = sorted(m["version"] for m in registry.versions())
+    v_old, v_new = sorted(m.version for m in registry.versions())
     server = ModelServer(registry, poll_interval_s=0.1)
     registry.activate(v_old)
     server.check()
@@ -77,7 +78,7 @@ def test_a_corrupt_version_is_reported_and_the_previous_keeps_serving(tmp_path: 
 
 
 def test_no_request_fails_during_repeated_swaps(registry: Registry) -> None:
-    versions = sorted(m["version"] for m in registry.versions())
+    versions = sorted(m.version for m in registry.versions())
     registry.activate(versions[0])
     server = ModelServer(registry, poll_interval_s=0.05)
     server.check()
@@ -118,11 +119,11 @@ def test_no_request_fails_during_repeated_swaps(registry: Registry) -> None:
 
 
 def test_served_probabilities_are_the_temperature_scaled_ones(registry: Registry) -> None:
-    from shared.calibration import apply_temperature
-    from shared.inference import load_version
-    from shared.preprocessing import to_model_input
+    from shared.ml.calibration import apply_temperature
+    from shared.ml.preprocessing import to_model_input
+    from shared.ml.served import load_version
 
-    version = sorted(m["version"] for m in registry.versions())[0]
+    version = sorted(m.version for m in registry.versions())[0]
     loaded = load_version(registry, version)
     raw = np.asarray(loaded.model(to_model_input(_pixels()[None]), training=False))
     loaded.temperature = 2.5
@@ -150,7 +151,7 @@ def test_a_replaced_version_is_released_once_its_last_request_lets_go(
     import gc
     import weakref
 
-    v_old, v_new = sorted(m["version"] for m in registry.versions())
+    v_old, v_new = sorted(m.version for m in registry.versions())
     server = ModelServer(registry, poll_interval_s=0.1)
     registry.activate(v_old)
     server.check()

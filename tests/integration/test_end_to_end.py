@@ -6,64 +6,15 @@ import io
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import sample_files
-from tests.integration.conftest import Service
+from tests.helpers.env import sample_files
+from tests.helpers.http import TINY_RETRAIN as TINY
+from tests.helpers.http import dataset_zip, predict, retrain, served_version, wait_job
+from tests.helpers.services import Service
 
 pytestmark = pytest.mark.integration
-
-TINY = {"epochs": 2, "fine_tune_epochs": 1, "image_size": 32, "base_weights": "none",
-        "batch_size": 8}
-
-
-def dataset_zip(root: Path, per_class: int) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for label, files in sample_files(root, per_class).items():
-            for path in files:
-                archive.write(path, f"{label}/images/{path.name}")
-    return buffer.getvalue()
-
-
-def wait_job(client: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
-
-
-def predict(client: httpx.Client, image: bytes) -> httpx.Response:
-    return client.post("/predict", files={"file": ("cxr.png", image, "image/png")})
-
-
-def served_version(client: httpx.Client, image: bytes, expected: str,
-                   timeout: float = 60) -> dict[str, Any]:
-    """Predict until the service answers from ``expected`` (hot reload, no restart)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = predict(client, image)
-        if response.status_code == 200 and response.json()["model_version"] == expected:
-            assert response.headers["X-Model-Version"] == expected
-            return dict(response.json())
-        assert response.status_code in (200, 503), response.text
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not serving {expected}: {response.text}")
-        time.sleep(0.3)
-
-
-def retrain(client: httpx.Client, **params: Any) -> dict[str, Any]:
-    accepted = client.post("/retrain", json={"dataset": "tiny", **TINY, **params})
-    assert accepted.status_code == 202, accepted.text
-    job = wait_job(client, accepted.json()["job_id"])
-    assert job["state"] == "succeeded", job
-    return job
 
 
 def test_upload_retrain_evaluate_hot_reload_and_roll_back(

@@ -15,17 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.local_registry import LocalRegistry
-from tests.api.conftest import publish_random
-from tests.conftest import REQUIRE_SERVICES, SmallDisk, sample_files
-from tests.integration.conftest import free_port, start_service
-from tests.integration.test_end_to_end import (
-    TINY,
-    dataset_zip,
-    predict,
-    served_version,
-    wait_job,
-)
+from shared.registry.local import LocalRegistry
+from tests.helpers.env import REQUIRE_SERVICES, sample_files
+from tests.helpers.http import TINY_RETRAIN as TINY
+from tests.helpers.http import dataset_zip, predict, served_version, wait_job
+from tests.helpers.services import SmallDisk, free_port, start_service
+from tests.helpers.versions import publish_random
 
 pytestmark = pytest.mark.integration
 

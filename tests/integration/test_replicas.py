@@ -17,10 +17,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ADMIN_KEY, S3Server, sample_files
-from tests.dicom_files import MARKER_ID, MARKER_NAME, gray_of, make_dicom
-from tests.integration.conftest import Service, free_port, start_service
-from tests.integration.test_end_to_end import TINY, dataset_zip, predict, wait_job
+from tests.helpers.dicom import MARKER_ID, MARKER_NAME, gray_of, make_dicom
+from tests.helpers.env import ADMIN_KEY, sample_files
+from tests.helpers.http import TINY_RETRAIN as TINY
+from tests.helpers.http import dataset_zip, predict, wait_job
+from tests.helpers.services import S3Server, Service, free_port, start_service
 
 pytestmark = pytest.mark.integration
 

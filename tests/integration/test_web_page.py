@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.local_registry import LocalRegistry
-from tests.api.conftest import publish_random
-from tests.conftest import ADMIN_KEY, READER_KEY, REQUIRE_SERVICES, sample_files
-from tests.dicom_files import gray_of, make_dicom
-from tests.integration.conftest import Service, start_service
-from tests.integration.test_end_to_end import dataset_zip
+from shared.registry.local import LocalRegistry
+from tests.helpers.dicom import gray_of, make_dicom
+from tests.helpers.env import ADMIN_KEY, READER_KEY, REQUIRE_SERVICES, sample_files
+from tests.helpers.http import dataset_zip
+from tests.helpers.services import Service, start_service
+from tests.helpers.versions import publish_random
 
 try:
     from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
@@ -201,10 +201,10 @@ def test_an_unreliable_answer_and_a_refused_photograph_are_shown_as_such(
 
     from skimage import data as samples
 
-    from shared.chest_gate import GATE_FILE
-    from shared.preprocessing import load_pixels
-    from shared.reliability import ReliabilityRecord
-    from worker.gate_fitting import fit_gate
+    from shared.ml.preprocessing import load_pixels
+    from shared.ml.reliability import ReliabilityRecord
+    from shared.registry.files import GATE_FILE
+    from worker.evaluation.gate_fitting import fit_gate
 
     films = [load_pixels(p.read_bytes(), 32)[..., 0]
              for paths in sample_files(radiography_root, 40).values() for p in paths]

@@ -27,7 +27,8 @@ from shared.datasets import (
 )
 from shared.errors import DatasetExists, DatasetNotFound, InvalidDataset, StorageFull
 from shared.schemas import DatasetInfo
-from tests.conftest import SmallDisk, sample_files
+from tests.helpers.env import sample_files
+from tests.helpers.services import SmallDisk
 
 LIMITS = ZipLimits(max_members=1000, max_uncompressed_bytes=64 * 1024 * 1024)
 RADIOGRAPHY_COUNTS = {"COVID": 1200, "Normal": 1200, "Viral Pneumonia": 1338}

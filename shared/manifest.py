@@ -1,0 +1,335 @@
+"""The manifest: everything recorded with a published version (``manifest.json``).
+
+It is the one contract between the worker, which builds a ``ManifestDraft``, the registry,
+which seals it into a ``Manifest`` (version id, checksums), and every reader: the API, the
+loader, the CLI and the model card. Every part is typed; unknown keys are kept, so a reader
+older than the worker that wrote a version still reads it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.config import PromotionMetric
+from shared.ml.reliability import ReliabilityRecord, ReliableSubset, RiskCoveragePoint
+from shared.schemas import ServingState, TrainingParams
+
+
+class Record(BaseModel):
+    """A part of the manifest: typed fields, and whatever later workers add kept as it is.
+    Frozen: a sealed version never changes, and readers share one parsed copy."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
+
+
+class ClassRates(Record):
+    """One-vs-rest rates of one class with their 95% Wilson intervals; None when undefined."""
+
+    support: int
+    sensitivity: float | None = None
+    sensitivity_ci: list[float] | None = None
+    specificity: float | None = None
+    specificity_ci: list[float] | None = None
+    ppv: float | None = None
+    ppv_ci: list[float] | None = None
+    npv: float | None = None
+    npv_ci: list[float] | None = None
+
+
+class ConfusionMatrix(Record):
+    labels: list[str]
+    counts: list[list[int]] = Field(description="Rows true, columns predicted.")
+
+
+class SplitMetrics(Record):
+    """How a model did on one set of images: undefined numbers are None, never NaN."""
+
+    images: int
+    accuracy: float | None = None
+    balanced_accuracy: float | None = None
+    macro_f1: float | None = None
+    roc_auc: float | None = Field(None, description="Macro one-vs-rest ROC-AUC.")
+    roc_auc_per_class: dict[str, float | None] = Field(default_factory=dict)
+    ece: float | None = Field(None, description="Top-label ECE, 15 bins.")
+    confusion_matrix: ConfusionMatrix | None = None
+    per_class: dict[str, ClassRates] = Field(default_factory=dict)
+    # Set on the test split of a training run only.
+    ece_uncalibrated: float | None = None
+    shift_flag_rate: float | None = None
+    balanced_accuracy_ci: list[float] | None = None
+
+    def score(self, metric: PromotionMetric) -> float | None:
+        value: float | None = getattr(self, metric)
+        return value
+
+
+class SourceMetrics(Record):
+    """One source's images of the test split, scored apart."""
+
+    images: int
+    accuracy: float | None = None
+    balanced_accuracy: float | None = None
+    per_class: dict[str, ClassRates] = Field(default_factory=dict)
+
+
+class Metrics(Record):
+    test: SplitMetrics | None = None
+    test_by_source: dict[str, SourceMetrics] | None = None
+
+
+class SplitPart(Record):
+    counts: dict[str, int]
+    files_sha256: str | None = None
+    sources: dict[str, int] | None = None
+
+
+class SplitRecord(Record):
+    """How the dataset was split: seed, method, near-duplicate groups, per-split counts."""
+
+    seed: int | None = None
+    method: str | None = None
+    duplicate_groups: int | None = None
+    images_in_duplicate_groups: int | None = None
+    group_key: str | None = None
+    holdout_source: str | None = None
+    left_out_near_duplicates: int | None = None
+    train: SplitPart | None = None
+    validation: SplitPart | None = None
+    test: SplitPart | None = None
+    class_weights: dict[int, float] | None = None
+
+    def parts(self) -> dict[str, SplitPart | None]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+class Phase(Record):
+    """One training phase: the head on the frozen base, then fine-tuning."""
+
+    phase: str
+    learning_rate: float
+    epochs: int
+    epochs_run: int | None = None
+    cached_views: int | None = None
+    runtime: dict[str, object] | None = None
+
+
+class TrainingRecord(TrainingParams):
+    """The retrain request as run (its seed drawn) and its phases."""
+
+    # Lenient: it reads what older workers wrote, which the request schema may now refuse.
+    model_config = ConfigDict(extra="allow", strict=False)
+
+    phases: list[Phase] = Field(default_factory=list)
+
+
+class BaseWeightsRecord(Record):
+    choice: str | None = None
+    sha256: str | None = None
+
+
+class DatasetRecord(Record):
+    name: str
+    fingerprint: str | None = Field(None, description="sha256 over labels, names, contents.")
+    layout: str | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class Calibration(Record):
+    method: str = "temperature"
+    temperature: float = 1.0
+    fitted_on: str = "validation"
+    ece_before: float | None = None
+    ece_after: float | None = None
+
+
+class ShiftRecord(Record):
+    method: str | None = None
+    features: str | None = None
+    layout: str | None = None
+    fitted_on: str | None = None
+    threshold: float | None = None
+    threshold_quantile_of_validation: float | None = None
+    test_flag_rate: float | None = None
+
+
+class GateRecord(Record):
+    """The chest-radiograph gate, or why the version has none."""
+
+    method: str | None = None
+    fitted_on: str | None = None
+    threshold: float | None = None
+    reason: str | None = None
+
+
+class OnnxExport(Record):
+    """The ONNX export: its file once checked against Keras, or why there is none."""
+
+    file: str | None = None
+    error: str | None = None
+    max_difference: float | None = None
+    checked_images: int | None = None
+    exporter: str | None = None
+
+
+class Promotion(Record):
+    """Whether the promotion gate activated the version at publish time, and why."""
+
+    mode: str
+    metric: str
+    margin: float
+    new: float | None = None
+    active_version: str | None = None
+    active: float | None = None
+    activated: bool
+    reason: str
+
+
+class ExternalFigures(Record):
+    """An external set's figures, as the manifest and card carry them."""
+
+    images: int
+    accuracy: float | None = None
+    balanced_accuracy: float | None = None
+    roc_auc: float | None = None
+    sensitivity: dict[str, float | None] = Field(default_factory=dict)
+    gate_refused: int | None = None
+    shift_flagged: int | None = None
+    shift_auroc: float | None = None
+    reliable_share: float | None = None
+    reliable_balanced_accuracy: float | None = None
+    risk_coverage: list[RiskCoveragePoint] | None = None
+
+
+class ManifestDraft(Record):
+    """What the worker records about a trained version before the registry seals it."""
+
+    created_at: datetime
+    parent: str | None = None
+    classes: list[str]
+    image_size: int
+    dataset: DatasetRecord
+    preprocessing: str | None = None
+    preprocessing_options: dict[str, object] | None = None
+    architecture: str | None = None
+    training: TrainingRecord | None = Field(
+        None, description="The retrain request and its phases.")
+    base_weights: BaseWeightsRecord = Field(default_factory=BaseWeightsRecord)
+    sources: dict[str, dict[str, int]] | None = Field(
+        None, description="Images per class of each dataset trained on together.")
+    split: SplitRecord = Field(default_factory=SplitRecord)
+    metrics: Metrics = Field(default_factory=Metrics)
+    history: dict[str, list[float]] = Field(default_factory=dict,
+                                            description="Per-epoch loss, accuracy, val_*.")
+    libraries: dict[str, str] = Field(default_factory=dict)
+    promotion: Promotion | None = None
+    calibration: Calibration | None = Field(
+        None, description="Temperature fitted on validation, applied by /predict; ECE before "
+        "and after on the test split.")
+    distribution_shift: ShiftRecord | None = None
+    reliability: ReliabilityRecord | None = Field(
+        None, description="How the version marks its own answers unreliable.")
+    chest_xray_gate: GateRecord | None = None
+    onnx: OnnxExport | None = None
+    external_evaluations: dict[str, ExternalFigures] | None = None
+
+    def seal(self, version: str, files: dict[str, str], model_sha256: str) -> Manifest:
+        # Validated again: a draft's own (extra) version or checksums never survive sealing.
+        return Manifest.model_validate({**dict(self), "version": version, "files": files,
+                                        "model_sha256": model_sha256})
+
+
+class Manifest(ManifestDraft):
+    """A published version's manifest: the draft, its id and the sha256 of its files."""
+
+    version: str
+    model_sha256: str
+    files: dict[str, str] = Field(default_factory=dict,
+                                  description="sha256 of every file of the version.")
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature if self.calibration else 1.0
+
+    def summary(self) -> ModelSummary:
+        return ModelSummary(version=self.version, created_at=self.created_at,
+                            dataset=self.dataset.name, classes=self.classes,
+                            image_size=self.image_size, metrics=self.metrics,
+                            parent=self.parent, promotion=self.promotion,
+                            better_than_chance=self.reliability.better_than_chance
+                            if self.reliability else None)
+
+
+class ModelSummary(BaseModel):
+    """A version as the models list shows it."""
+
+    version: str
+    created_at: datetime
+    dataset: str
+    classes: list[str]
+    image_size: int
+    metrics: Metrics
+    parent: str | None = None
+    promotion: Promotion | None = Field(
+        None, description="Whether the gate activated this version at publish time, and why.")
+    better_than_chance: bool | None = Field(
+        None, description="Its test balanced accuracy interval lies above chance; null for "
+        "versions published without the record.")
+
+
+class ModelList(BaseModel):
+    active: str | None
+    versions: list[ModelSummary]
+    serving: ServingState
+
+
+class EvaluatedDataset(DatasetRecord):
+    class_mapping: dict[str, str] = Field(
+        default_factory=dict, description="Each of the set's labels -> the version's class.")
+
+
+class GateCount(Record):
+    refused: int
+    images: int
+
+
+class ShiftBreakdown(Record):
+    """How many of a set's images the shift score flags, and the metrics on each side."""
+
+    threshold: float
+    flagged: int
+    images: int
+    metrics: dict[str, SplitMetrics] = Field(default_factory=dict)
+    auroc_vs_test: float | None = Field(
+        None, description="AUROC of the score between the version's test split and this set.")
+
+
+class ExternalReport(Record):
+    """A published version scored on another labelled set (``cxr evaluate``), kept by the
+    registry beside the version, never inside it."""
+
+    kind: str = "external"
+    version: str
+    evaluated_at: datetime
+    dataset: EvaluatedDataset
+    metrics: SplitMetrics
+    sensitivity: dict[str, float | None] = Field(
+        default_factory=dict, description="With one class, accuracy is its sensitivity.")
+    chest_xray_gate: GateCount | None = None
+    distribution_shift: ShiftBreakdown | None = None
+    reliability: ReliableSubset | None = None
+
+    def figures(self) -> ExternalFigures:
+        """What a manifest and its card carry of the report."""
+        shift, reliable = self.distribution_shift, self.reliability
+        return ExternalFigures(
+            images=self.metrics.images, accuracy=self.metrics.accuracy,
+            balanced_accuracy=self.metrics.balanced_accuracy, roc_auc=self.metrics.roc_auc,
+            sensitivity=self.sensitivity,
+            gate_refused=self.chest_xray_gate.refused if self.chest_xray_gate else None,
+            shift_flagged=shift.flagged if shift else None,
+            shift_auroc=shift.auroc_vs_test if shift else None,
+            reliable_share=reliable.coverage if reliable else None,
+            reliable_balanced_accuracy=reliable.balanced_accuracy if reliable else None,
+            risk_coverage=reliable.risk_coverage if reliable else None)

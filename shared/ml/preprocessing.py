@@ -1,0 +1,237 @@
+"""The one preprocessing path, shared by training and serving.
+
+bytes -> decoded image (PNG or JPEG, EXIF orientation applied; DICOM through shared/ml/dicom.py)
+-> grayscale float in [0, 255] (16-bit and float images scaled by their real range, never
+clipped; DICOM by the range its header defines) -> optional border crop and
+histogram equalization (``PreprocessOptions``) -> resized -> 3 channels
+-> ``keras.applications.vgg16.preprocess_input``.
+
+The options are recorded with each model version (``as_dict`` and ``preprocessing_id``) so that
+serving applies exactly what training saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from skimage import exposure  # imported eagerly: a few ms (-X importtime), it loads lazily
+
+from shared.errors import ImageTooLarge, InvalidImage, UnsupportedImageFormat
+from shared.ml.dicom import decode_dicom, is_dicom
+
+PREPROCESSING_ID = "gray3-bilinear-vgg16caffe-v1"
+ACCEPTED_FORMATS = frozenset({"PNG", "JPEG"})
+DEFAULT_MAX_PIXELS = 50_000_000
+MAX_CROP_BORDER = 0.2
+
+Equalization = Literal["none", "histogram", "clahe"]
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """Choices that reduce source shortcuts (burnt-in markers, text, exposure differences).
+
+    ``crop_border`` is the fraction of the height and width removed from each side before
+    resizing; ``equalize`` picks global histogram equalization or CLAHE, whose
+    ``clahe_clip_limit`` is scikit-image's ``clip_limit`` (unused by the other modes).
+    """
+
+    equalize: Equalization = "none"
+    crop_border: float = 0.0
+    clahe_clip_limit: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.equalize not in get_args(Equalization):
+            raise ValueError(f"equalize must be one of {get_args(Equalization)}, "
+                             f"not {self.equalize!r}")
+        crop = _as_float("crop_border", self.crop_border)
+        if not 0.0 <= crop <= MAX_CROP_BORDER:
+            raise ValueError(f"crop_border must be within 0..{MAX_CROP_BORDER}, not {crop}")
+        clip = _as_float("clahe_clip_limit", self.clahe_clip_limit)
+        if not 0.0 <= clip <= 1.0:  # scikit-image's range; 0 disables clipping (plain AHE)
+            raise ValueError(f"clahe_clip_limit must be within 0..1, not {clip}")
+        # JSON may hand back 0 for 0.0: store floats so equality and ids do not depend on it.
+        object.__setattr__(self, "crop_border", crop)
+        object.__setattr__(self, "clahe_clip_limit", clip)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as a JSON-ready dict (for the training params and the manifest)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessOptions:
+        """Options from ``as_dict`` output; missing keys take defaults, unknown keys fail."""
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown preprocessing options: {sorted(unknown)}")
+        return cls(**data)
+
+
+def _as_float(name: str, value: object) -> float:
+    # bool is an int subclass, and True as a crop fraction is a mistake, not 1.0.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def preprocessing_id(options: PreprocessOptions | None = None) -> str:
+    """A stable name for the whole path: ``PREPROCESSING_ID`` for the default options.
+
+    Only what changes the pixels is named, in the order it is applied, so two option sets
+    share an id exactly when they produce the same images (e.g. a clip limit without CLAHE).
+    """
+    options = options or PreprocessOptions()
+    parts = [PREPROCESSING_ID]
+    if options.crop_border:
+        parts.append(f"crop{options.crop_border!r}")  # repr: shortest exact form of the float
+    if options.equalize == "histogram":
+        parts.append("histeq")
+    elif options.equalize == "clahe":
+        parts.append(f"clahe{options.clahe_clip_limit!r}")
+    return "+".join(parts)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded file: its gray pixels, and how colourful it was before becoming gray."""
+
+    gray: np.ndarray  # float32 HxW in [0, 255]
+    colourfulness: float = 0.0  # mean chroma on 0..255; 0 for grey files and DICOM
+
+
+def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file, PNG, JPEG or DICOM (told apart by content), to a float32 HxW
+    array in [0, 255]."""
+    return decode_image(data, max_pixels).gray
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode an image file as ``decode_grayscale`` does, keeping its colourfulness."""
+    if not data:
+        raise InvalidImage("the file is empty")
+    if is_dicom(data):
+        return DecodedImage(decode_dicom(data, max_pixels))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image: Image.Image = Image.open(io.BytesIO(data))
+            if image.format not in ACCEPTED_FORMATS:
+                raise UnsupportedImageFormat(
+                    f"{image.format} images are not accepted; send PNG, JPEG or DICOM"
+                )
+            if image.width * image.height > max_pixels:
+                raise ImageTooLarge(
+                    f"{image.width}x{image.height} pixels exceeds the limit of {max_pixels}"
+                )
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"the image has too many pixels: {exc}") from exc
+    except UnidentifiedImageError as exc:  # its text names an in-memory buffer: no use
+        raise InvalidImage("not a readable PNG, JPEG or DICOM image") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"the image is damaged or truncated: {exc}") from exc
+    return _to_gray(image)
+
+
+def _to_gray(image: Image.Image) -> DecodedImage:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return DecodedImage(_scale_to_8bit_range(np.asarray(image, dtype=np.float64)))
+    if image.mode not in ("L", "RGB"):
+        # P, RGBA, LA, CMYK, 1 ...: through RGB, dropping alpha, as a viewer would show it.
+        image = image.convert("RGB")
+    colour = 0.0
+    if image.mode == "RGB":
+        colour = colourfulness(image)
+        image = image.convert("L")
+    return DecodedImage(np.asarray(image, dtype=np.float32), colour)
+
+
+def colourfulness(image: Image.Image) -> float:
+    """Mean chroma (max minus min channel) on 0..255, from a copy of at most 128 px a side."""
+    small = image.copy()
+    small.thumbnail((128, 128))
+    rgb = np.asarray(small, dtype=np.int16)
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
+
+
+def _scale_to_8bit_range(pixels: np.ndarray) -> np.ndarray:
+    """Map high-bit-depth pixels linearly from their real min..max onto 0..255."""
+    lo, hi = float(pixels.min()), float(pixels.max())
+    if hi <= lo:
+        return np.zeros(pixels.shape, dtype=np.float32)
+    return ((pixels - lo) * (255.0 / (hi - lo))).astype(np.float32)
+
+
+def resize_to_rgb(gray: np.ndarray, size: int) -> np.ndarray:
+    """Resize a float gray image to ``size`` x ``size`` and repeat it into 3 channels."""
+    resized = Image.fromarray(gray.astype(np.float32), mode="F").resize(
+        (size, size), Image.Resampling.BILINEAR
+    )
+    plane = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 255.0)
+    return np.repeat(plane[:, :, None], 3, axis=2)
+
+
+def prepare_gray(gray: np.ndarray, options: PreprocessOptions) -> np.ndarray:
+    """Crop the border, then equalize, a float32 HxW image in [0, 255] (before resizing).
+
+    Default options return ``gray`` itself; a crop alone returns a view of it.
+    """
+    gray = _crop_border(gray, options.crop_border)
+    if options.equalize == "none":
+        return gray
+    unit = np.asarray(gray, dtype=np.float64) / 255.0
+    if options.equalize == "histogram":
+        equalized = exposure.equalize_hist(unit)  # type: ignore[no-untyped-call]
+    else:
+        equalized = exposure.equalize_adapthist(unit, clip_limit=options.clahe_clip_limit)
+    return np.asarray(np.clip(equalized * 255.0, 0.0, 255.0), dtype=np.float32)
+
+
+def _crop_border(gray: np.ndarray, fraction: float) -> np.ndarray:
+    # Round half up, per axis: the same image size always loses the same rows and columns.
+    # With fraction <= 0.2 at least one row and column always remain.
+    top, left = (int(n * fraction + 0.5) for n in gray.shape[:2])
+    if not top and not left:
+        return gray
+    height, width = gray.shape[:2]
+    return gray[top:height - top, left:width - left]
+
+
+def gray_to_pixels(gray: np.ndarray, size: int,
+                   options: PreprocessOptions | None = None) -> np.ndarray:
+    """The one path from a decoded gray image to what the model sees, in training, serving
+    and Grad-CAM alike: prepared (``options``; None for a gray prepared already), resized
+    and repeated into a float32 (size, size, 3) array in [0, 255], before model scaling."""
+    if options is not None:
+        gray = prepare_gray(gray, options)
+    return resize_to_rgb(gray, size)
+
+
+def load_pixels(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                options: PreprocessOptions | None = None) -> np.ndarray:
+    """File bytes decoded, then ``gray_to_pixels``."""
+    return gray_to_pixels(decode_grayscale(data, max_pixels), size, options)
+
+
+def to_model_input(pixels: Any) -> Any:
+    """VGG16's own input scaling (BGR mean subtraction) on an image or a batch.
+
+    Takes a NumPy array (serving) or a tensor inside a ``tf.data`` pipeline (training); both
+    go through ``keras.applications.vgg16.preprocess_input``.
+    """
+    from keras.applications import vgg16  # lazy: keeps TensorFlow out of light processes
+
+    if isinstance(pixels, np.ndarray):
+        # preprocess_input edits float32 arrays in place: work on a copy.
+        return np.asarray(vgg16.preprocess_input(np.array(pixels, dtype=np.float32, copy=True)))
+    return vgg16.preprocess_input(pixels)
+

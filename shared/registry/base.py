@@ -1,0 +1,187 @@
+"""What every store of versions shares: sealing a staged version, reading manifests, the
+active pointer's format."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from shared.errors import ManifestUnreadable, ModelNotFound, RegistryError
+from shared.manifest import ExternalReport, Manifest, ManifestDraft
+from shared.ml.modeling import sha256_file
+from shared.registry.files import MANIFEST_FILE, MODEL_FILE
+
+ACTIVE_FILE = "ACTIVE"
+STAGING_DIR = ".staging"
+# Reports about a version made after it was published (external evaluations) live apart
+# from its immutable folder.
+EVALUATIONS_DIR = "evaluations"
+VERSION_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
+STALE_STAGING_S = 6 * 3600
+
+
+@dataclass(frozen=True)
+class ActivePointer:
+    version: str
+    generation: int
+
+
+def new_version_id(now: datetime | None = None) -> str:
+    """Sortable and unique without coordination: UTC time plus 24 random bits."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+class Registry(ABC):
+    """What callers use, whatever the store: files come back as verified local paths."""
+
+    # -- reading -------------------------------------------------------------------------
+    @abstractmethod
+    def manifest(self, version: str) -> Manifest:
+        """The sealed manifest of a published version (ModelNotFound otherwise)."""
+
+    @abstractmethod
+    def _version_ids(self) -> list[str]:
+        """Names in the store that look like versions, published or not."""
+
+    @abstractmethod
+    def active(self) -> ActivePointer | None:
+        """The active pointer; None before the first activation."""
+
+    @abstractmethod
+    def _verified(self, version: str, name: str, sha256: str) -> Path:
+        """A local path of the version's file ``name`` whose content has this sha256."""
+
+    @abstractmethod
+    def evaluations(self, version: str) -> list[ExternalReport]:
+        """External evaluation reports of a version, oldest first."""
+
+    def versions(self) -> list[Manifest]:
+        """Manifests of all published versions, newest first."""
+        found = []
+        for version in self._version_ids():
+            try:
+                found.append(self.manifest(version))
+            except (ModelNotFound, ManifestUnreadable):
+                continue  # not (yet) published, or broken: not a version
+        # Version ids sort by second only; created_at orders versions of the same second.
+        return sorted(found, key=lambda m: (m.created_at, m.version), reverse=True)
+
+    def verified_model_path(self, version: str) -> Path:
+        """The model file, after checking its sha256 against the manifest."""
+        return self._verified(version, MODEL_FILE, self.manifest(version).model_sha256)
+
+    def verified_file(self, version: str, name: str) -> Path | None:
+        """Another file of the version (``shared.registry.files``) after checking its
+        sha256; None when the version has no such file."""
+        expected = self.manifest(version).files.get(name)
+        return None if expected is None else self._verified(version, name, expected)
+
+    def forget_local(self, keep: set[str]) -> None:
+        """Drop local copies of versions other than ``keep`` (a local store has none)."""
+        return None
+
+    # -- writing -------------------------------------------------------------------------
+    @abstractmethod
+    def save_evaluation(self, version: str, report: ExternalReport) -> str:
+        """Store an external evaluation report of an existing version; returns where."""
+
+    @abstractmethod
+    def new_staging(self) -> Path:
+        """A fresh local folder to write a version into."""
+
+    @abstractmethod
+    def _commit(self, staging: Path, version: str) -> None:
+        """Make the sealed staging folder the published ``version``, all or nothing."""
+
+    @abstractmethod
+    def activate(self, version: str) -> ActivePointer:
+        """Point ACTIVE at an existing version (publish, pin or roll back)."""
+
+    @abstractmethod
+    def clean_staging(self, older_than_s: float = STALE_STAGING_S) -> int:
+        """Remove what crashed publishes left; returns how many."""
+
+    def publish(
+        self,
+        staging: Path,
+        manifest: ManifestDraft,
+        verify: Callable[[Path], None] | None = None,
+        activate: bool = True,
+        render: Callable[[Path, str, ManifestDraft], None] | None = None,
+    ) -> str:
+        """Seal a staged version, move it into place and (by default) activate it.
+
+        ``render(staging, version, manifest)`` may add files that need the version id (a
+        model card).
+        """
+        model_file = staging / MODEL_FILE
+        if not model_file.is_file():
+            raise RegistryError("staging holds no model file")
+        version = new_version_id()
+        if render is not None:
+            render(staging, version, manifest)
+        files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        sealed = manifest.seal(version, files=files, model_sha256=files[MODEL_FILE])
+        # Made durable by the store's commit, with the other files.
+        (staging / MANIFEST_FILE).write_text(sealed.model_dump_json(indent=2))
+        if verify is not None:
+            verify(model_file)
+        if sha256_file(model_file) != files[MODEL_FILE]:
+            raise RegistryError("model file changed while it was being verified")
+        self._commit(staging, version)
+        if activate:
+            self.activate(version)
+        return version
+
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_stale_staging(base: Path, older_than_s: float) -> int:
+    """Remove the staging folders under ``base`` untouched for ``older_than_s``: what
+    crashed publishes left. Returns how many."""
+    if not base.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    stale = [folder for folder in base.iterdir() if folder.stat().st_mtime < cutoff]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(stale)
+
+
+def parse_manifest(raw: str | bytes, version: str) -> Manifest:
+    """A stored manifest read back; RegistryError when it is not one."""
+    try:
+        return Manifest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ManifestUnreadable(f"the manifest of {version} is unreadable: {exc}") from exc
+
+
+def check_version(version: str) -> str:
+    if not VERSION_PATTERN.match(version):
+        raise ModelNotFound(f"no model version {version!r}")
+    return version
+
+
+def parse_pointer(raw: bytes) -> ActivePointer:
+    try:
+        data = json.loads(raw)
+        return ActivePointer(version=str(data["version"]), generation=int(data["generation"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RegistryError(f"the active pointer is unreadable: {exc}") from exc
+
+
+def pointer_bytes(pointer: ActivePointer) -> bytes:
+    return json.dumps({"version": pointer.version, "generation": pointer.generation,
+                       "updated_at": datetime.now(UTC).isoformat()}).encode()

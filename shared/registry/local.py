@@ -1,0 +1,151 @@
+"""The registry in a folder on a local (or shared) filesystem: a rename is the commit.
+
+Layout under the root (``CXR_MODELS_DIR``)::
+
+    <version>/model.keras  manifest.json  curves.png   one immutable folder per version
+    .staging/<id>/                                     work in progress, same filesystem
+    evaluations/<version>/<id>.json                    reports made after publishing
+    ACTIVE                                             {"version", "generation", "updated_at"}
+
+A sealed staging folder is fsynced and renamed into place in one step; only then is ACTIVE
+replaced (write, fsync, ``os.replace``). A crash at any point leaves either the old state or
+the new one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import time
+from pathlib import Path
+
+from shared.errors import ModelNotFound, RegistryError
+from shared.manifest import ExternalReport, Manifest
+from shared.ml.modeling import sha256_file
+from shared.registry.base import (
+    ACTIVE_FILE,
+    EVALUATIONS_DIR,
+    STAGING_DIR,
+    STALE_STAGING_S,
+    VERSION_PATTERN,
+    ActivePointer,
+    Registry,
+    check_version,
+    new_version_id,
+    parse_manifest,
+    parse_pointer,
+    pointer_bytes,
+    remove_stale_staging,
+)
+from shared.registry.files import MANIFEST_FILE, MODEL_FILE
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with path.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+class LocalRegistry(Registry):
+    """Versions in a folder on a local (or shared) filesystem: rename is the commit."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def version_dir(self, version: str) -> Path:
+        return self.root / check_version(version)
+
+    def model_path(self, version: str) -> Path:
+        return self.version_dir(version) / MODEL_FILE
+
+    def manifest(self, version: str) -> Manifest:
+        path = self.version_dir(version) / MANIFEST_FILE
+        try:
+            return parse_manifest(path.read_bytes(), version)
+        except FileNotFoundError:
+            raise ModelNotFound(f"no model version {version!r}") from None
+
+    def _version_ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return [p.name for p in self.root.iterdir() if VERSION_PATTERN.match(p.name)]
+
+    def active(self) -> ActivePointer | None:
+        try:
+            return parse_pointer((self.root / ACTIVE_FILE).read_bytes())
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RegistryError(f"the active pointer is unreadable: {exc}") from exc
+
+    def _verified(self, version: str, name: str, sha256: str) -> Path:
+        path = self.version_dir(version) / name
+        if not path.is_file() or sha256_file(path) != sha256:
+            raise RegistryError(f"{name} of {version} is missing or fails its checksum")
+        return path
+
+    def evaluations(self, version: str) -> list[ExternalReport]:
+        folder = self.root / EVALUATIONS_DIR / check_version(version)
+        if not folder.is_dir():
+            return []
+        return [ExternalReport.model_validate_json(p.read_bytes())
+                for p in sorted(folder.glob("*.json"))]
+
+    def save_evaluation(self, version: str, report: ExternalReport) -> str:
+        self.manifest(version)
+        folder = self.root / EVALUATIONS_DIR / version
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{new_version_id()}.json"
+        tmp = folder / f".{name}.tmp"
+        _write_durably(tmp, report.model_dump_json(indent=2).encode())
+        os.replace(tmp, folder / name)
+        return str(folder / name)
+
+    def new_staging(self) -> Path:
+        # On the registry's own filesystem, so that publishing is one rename.
+        staging = self.root / STAGING_DIR / secrets.token_hex(8)
+        staging.mkdir(parents=True)
+        return staging
+
+    def _commit(self, staging: Path, version: str) -> None:
+        for path in staging.iterdir():
+            _fsync_path(path)
+        _fsync_path(staging)
+        os.rename(staging, self.root / version)
+        _fsync_path(self.root)
+
+    def activate(self, version: str) -> ActivePointer:
+        self.manifest(version)
+        if not self.model_path(version).is_file():
+            raise ModelNotFound(f"no model version {version!r}")
+        # The lock only orders generations between concurrent activations; readers never wait.
+        with (self.root / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.active()
+            pointer = ActivePointer(version, (current.generation if current else 0) + 1)
+            tmp = self.root / f".{ACTIVE_FILE}.{secrets.token_hex(4)}"
+            try:
+                _write_durably(tmp, pointer_bytes(pointer))
+                os.replace(tmp, self.root / ACTIVE_FILE)
+            finally:
+                tmp.unlink(missing_ok=True)  # left only when the write failed (disk full)
+            _fsync_path(self.root)
+        return pointer
+
+    def clean_staging(self, older_than_s: float = STALE_STAGING_S) -> int:
+        removed = remove_stale_staging(self.root / STAGING_DIR, older_than_s)
+        cutoff = time.time() - older_than_s
+        for leftover in self.root.glob(f".{ACTIVE_FILE}.*"):
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink(missing_ok=True)
+        return removed

@@ -1,0 +1,142 @@
+"""Model versions for tests: random-weight ones published without training, the tiny
+training recipe, and a reporter that records progress."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from shared.config import Settings
+from shared.manifest import (
+    DatasetRecord,
+    EvaluatedDataset,
+    ExternalReport,
+    ManifestDraft,
+    SplitMetrics,
+)
+from shared.ml.modeling import ModelConfig, build_model
+from shared.registry import Registry
+from shared.registry.files import MODEL_FILE
+from shared.registry.local import LocalRegistry
+from shared.schemas import JobProgress, TrainingParams
+from tests.helpers.env import sample_files
+
+# Two epochs at 32 px from a random base: seconds, and enough to exercise every step.
+TINY: dict[str, Any] = {"epochs": 2, "fine_tune_epochs": 1, "image_size": 32,
+                        "base_weights": "none", "batch_size": 8, "seed": 7}
+
+
+class Recorder:
+    """A reporter that keeps every epoch's progress and can ask to cancel after some."""
+
+    def __init__(self, cancel_after_epochs: int | None = None) -> None:
+        self.progress: list[JobProgress] = []
+        self.cancel_after = cancel_after_epochs
+
+    def epoch_end(self, progress: JobProgress) -> bool:
+        self.progress.append(progress)
+        return self.cancel_requested()
+
+    def cancel_requested(self) -> bool:
+        return self.cancel_after is not None and len(self.progress) >= self.cancel_after
+
+
+def copy_tiny(radiography: Path, target: Path, per_class: int = 12) -> Path:
+    """A 3-class copy of the first ``per_class`` images of each class, radiography layout."""
+    for label, files in sample_files(radiography, per_class).items():
+        (target / label / "images").mkdir(parents=True)
+        for path in files:
+            shutil.copy(path, target / label / "images" / path.name)
+    return target
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The suite's one trained version, published into its own registry."""
+
+    dataset: Path
+    params: TrainingParams
+    settings: Settings
+    recorder: Recorder
+    version: str
+
+    @property
+    def registry(self) -> LocalRegistry:
+        return LocalRegistry(self.settings.models_dir)
+
+
+def train_once(radiography: Path, root: Path) -> Trained:
+    """One tiny training that exercises every recorded option at once: a cosine schedule
+    without warm-up, CLAHE and a border crop, a chest-radiograph gate even on 24 training
+    films, and the promotion gate refusing a version no better than chance."""
+    from shared.datasets import discover
+    from worker.context import JobContext
+    from worker.runner.jobs import train_and_publish
+
+    dataset = copy_tiny(radiography, root / "tiny")
+    params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 3}, learning_rate=1e-3,
+                            lr_schedule="cosine", warmup_fraction=0.0, equalize="clahe",
+                            crop_border=0.05, gate_min_images=0)
+    settings = Settings(models_dir=root / "models", state_dir=root / "state",
+                        promotion_refuse_chance=True)
+    recorder = Recorder()
+    version = train_and_publish(discover(dataset), params, JobContext(settings, recorder))
+    return Trained(dataset, params, settings, recorder, version)
+
+
+def draft(size: int = 32, classes: tuple[str, ...] = ("a", "b", "c"),
+          **parts: Any) -> ManifestDraft:
+    """A manifest draft with what every version has; ``parts`` set or add the rest."""
+    return ManifestDraft.model_validate({
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC), "classes": list(classes),
+        "image_size": size, "dataset": DatasetRecord(name="t"), "parent": None, **parts})
+
+
+def external_report(version: str, dataset: str = "other-hospital",
+                    accuracy: float = 0.8) -> ExternalReport:
+    """An external evaluation report of ``version`` with only its headline figures."""
+    return ExternalReport(version=version, evaluated_at=datetime(2026, 1, 2, tzinfo=UTC),
+                          dataset=EvaluatedDataset(name=dataset),
+                          metrics=SplitMetrics(images=5, accuracy=accuracy))
+
+
+def publish_random(registry: Registry, seed: int, size: int = 32,
+                   extra: dict[str, Any] | None = None,
+                   files: dict[str, bytes] | None = None,
+                   classes: tuple[str, ...] = ("a", "b", "c"), activate: bool = False) -> str:
+    """A random-weight version; ``extra`` manifest parts and ``files`` beside the model."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    staging = registry.new_staging()
+    build_model(ModelConfig(num_classes=len(classes), image_size=size)).save(
+        staging / MODEL_FILE)
+    for name, data in (files or {}).items():
+        (staging / name).write_bytes(data)
+    return registry.publish(staging, draft(size, classes, **(extra or {})), activate=activate)
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    """A zip archive of ``entries`` (member name -> content), in memory."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def wait_ready(client: TestClient, timeout: float = 60) -> None:
+    """Until the app has loaded its active version (its reloader runs in the background)."""
+    deadline = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not ready after {timeout} s: {client.get('/readyz').text}")
+        time.sleep(0.1)

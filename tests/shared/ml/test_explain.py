@@ -1,0 +1,117 @@
+"""Grad-CAM: the map falls where the evidence is, and comes from the pass that answered."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.errors import UnknownClass
+from shared.ml.chest_gate import gate_features
+from shared.ml.explain import GradCam, explain
+from shared.ml.modeling import CAM_LAYER, ModelConfig, build_model
+from shared.ml.preprocessing import decode_grayscale
+from shared.ml.served import ServedVersion, serve_model
+from shared.ml.shift import INPUT, Detector, Energy, ShiftReference, block_slices
+from tests.helpers.env import sample_files
+
+SIZE = 64  # block5_conv3 is 4 x 4 at this size
+
+
+@pytest.fixture(scope="module")
+def bright_patch_model() -> Any:
+    """A VGG16 whose every convolution passes its first channel through (centre tap 1) and
+    whose head says "present" in proportion to that channel's mean: the decision depends
+    only on where the image is bright, nothing else."""
+    model = build_model(ModelConfig(num_classes=2, image_size=SIZE))
+    for layer in model.layers:
+        if "_conv" in layer.name:
+            kernel, bias = (np.zeros(tuple(w.shape), np.float32) for w in layer.weights)
+            kernel[1, 1, 0, 0] = 1.0
+            layer.set_weights([kernel, bias])
+    kernel = np.zeros((512, 2), np.float32)
+    kernel[0] = [-0.05, 0.05]  # class 1, "present", rises with the patch
+    model.get_layer("predictions").set_weights([kernel, np.zeros(2, np.float32)])
+    return model
+
+
+def _patch(top: int, left: int, side: int = 16) -> np.ndarray:
+    pixels = np.zeros((SIZE, SIZE, 3), np.float32)
+    pixels[top:top + side, left:left + side] = 255.0
+    return pixels
+
+
+@pytest.mark.parametrize(("top", "left"), [(0, 0), (48, 48), (0, 48), (16, 16)])
+def test_the_map_falls_on_the_region_the_decision_depends_on(bright_patch_model: Any,
+                                                              top: int, left: int) -> None:
+    activation = GradCam(bright_patch_model, with_features=False)(_patch(top, left))
+    assert activation.index == 1 and activation.probabilities[1] > 0.5
+    heatmap = activation.heatmap
+    assert heatmap.shape == (SIZE // 16, SIZE // 16) and heatmap.max() == pytest.approx(1.0)
+    cell = slice(top // 16, top // 16 + 1), slice(left // 16, left // 16 + 1)
+    assert heatmap[cell].sum() / heatmap.sum() > 0.95
+
+
+def test_the_class_the_evidence_speaks_against_gets_an_empty_map(
+        bright_patch_model: Any) -> None:
+    activation = GradCam(bright_patch_model, with_features=False)(_patch(0, 0), index=0)
+    assert activation.index == 0
+    assert not activation.heatmap.any()
+
+
+def _loaded(model: Any, classes: list[str], temperature: float,
+            shift: ShiftReference | None) -> ServedVersion:
+    return serve_model("v1", classes, SIZE, model, temperature=temperature, shift=shift)
+
+
+def test_the_explained_answer_is_the_served_answer(radiography_root: Path) -> None:
+    import keras
+
+    keras.utils.set_random_seed(5)
+    model = build_model(ModelConfig(num_classes=3, image_size=SIZE))
+    # every kind of detector: block statistics, the input's features, the logits' energy
+    slices = block_slices(model)
+    start, stop = slices["block3_pool"]
+    n_input = len(gate_features(np.zeros((SIZE, SIZE))))
+    kernel, bias = model.get_layer("predictions").get_weights()
+    shift = ShiftReference(
+        detectors=(Detector("block3_pool", start, stop, np.zeros((3, stop - start)),
+                            np.eye(stop - start)),
+                   Detector(INPUT, 0, 0, np.zeros((1, n_input)), np.eye(n_input))),
+        energy=Energy(*slices["block5_pool:mean"], kernel, bias),
+        threshold=10.0, quantile=0.99)
+    loaded = _loaded(model, ["COVID", "Normal", "Viral Pneumonia"], 1.7, shift)
+    path = sample_files(radiography_root, 1)["COVID"][0]
+    gray = decode_grayscale(path.read_bytes(), 10**8)
+    served, explained = loaded.predict(gray), explain(loaded, gray)
+    assert explained.label == served.label
+    for label, p in served.probabilities.items():
+        assert explained.probabilities[label] == pytest.approx(p, abs=1e-5)
+    assert served.distribution_shift is not None and explained.distribution_shift is not None
+    assert explained.distribution_shift.score == pytest.approx(
+        served.distribution_shift.score, rel=1e-4)
+    assert explained.explanation is not None
+    assert explained.explanation.layer == CAM_LAYER
+    assert explained.explanation.class_name == served.label
+    image, overlay = (Image.open(io.BytesIO(base64.b64decode(png))) for png in
+                      (explained.explanation.image_png, explained.explanation.overlay_png))
+    assert image.size == overlay.size == gray.shape[::-1]  # the upload's size, under 512
+    assert image.mode == "L" and overlay.mode == "RGB"
+    assert served.explanation is None
+
+
+def test_a_named_class_is_explained_and_an_unknown_one_refused(bright_patch_model: Any) -> None:
+    loaded = _loaded(bright_patch_model, ["absent", "present"], 1.0, None)
+    gray = _patch(0, 0)[..., 0]
+    answer = explain(loaded, gray, "absent")
+    assert answer.label == "present" and answer.explanation is not None
+    assert answer.explanation.class_name == "absent"
+    grid = np.asarray(answer.explanation.grid)
+    assert grid.shape == (4, 4) and not grid.any()
+    with pytest.raises(UnknownClass):
+        explain(loaded, gray, "Pneumothorax")

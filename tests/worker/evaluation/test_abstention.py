@@ -1,0 +1,81 @@
+"""Abstention: the confidence threshold keeps its coverage, the chance check, risk-coverage,
+and the reasons an answer is not a finding."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.ml.reliability import ReliabilityRecord, reasons
+from worker.evaluation.abstention import (
+    balanced_accuracy_interval,
+    confidence_threshold,
+    fit_reliability,
+    risk_coverage,
+)
+
+
+def _record(threshold: float | None = 0.6, better: bool = True) -> ReliabilityRecord:
+    return ReliabilityRecord(confidence_threshold=threshold, confidence_coverage=0.95,
+                             chance=1 / 3, balanced_accuracy_ci=[0.5, 0.7],
+                             better_than_chance=better)
+
+
+def test_reasons_for_a_shifted_a_low_confidence_and_a_chance_level_case() -> None:
+    assert reasons(0.9, shifted=False, record=_record()) == []
+    assert reasons(0.9, shifted=True, record=_record()) == ["shifted"]
+    assert reasons(0.5, shifted=False, record=_record()) == ["low_confidence"]
+    assert reasons(0.9, shifted=False, record=_record(better=False)) == [
+        "version_not_better_than_chance"]
+    assert reasons(0.4, shifted=True, record=_record(better=False)) == [
+        "shifted", "low_confidence", "version_not_better_than_chance"]
+    assert reasons(0.2, shifted=False, record=None) == []  # an older version: nothing known
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_the_threshold_keeps_the_stated_share_of_fresh_answers() -> None:
+    rng = np.random.default_rng(0)
+    validation = _softmax(rng.normal(0, 2, (4000, 3)))
+    fresh = _softmax(rng.normal(0, 2, (20000, 3)))
+    threshold = confidence_threshold(validation, 0.9)
+    assert threshold is not None
+    kept = float((fresh.max(axis=1) >= threshold).mean())
+    assert abs(kept - 0.9) < 0.02
+    assert confidence_threshold(np.zeros((0, 3)), 0.9) is None
+
+
+def test_chance_is_inside_the_interval_of_a_guess_and_outside_that_of_a_good_model() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 300)
+    guess = balanced_accuracy_interval(labels, rng.integers(0, 3, 300))
+    assert guess is not None and guess[0] < 1 / 3 < guess[1]
+    good = labels.copy()
+    good[:30] = (good[:30] + 1) % 3  # 90% right
+    interval = balanced_accuracy_interval(labels, good)
+    assert interval is not None and 1 / 3 < interval[0] < 0.9 < interval[1]
+    assert balanced_accuracy_interval(labels[:0], good[:0]) is None
+
+
+def test_confident_answers_are_more_often_right_and_the_record_says_so() -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 600)
+    # right answers confident, wrong ones not: risk falls as coverage shrinks
+    logits = rng.normal(0, 0.3, (600, 3))
+    right = rng.random(600) < 0.7
+    logits[np.arange(600), np.where(right, labels, (labels + 1) % 3)] += np.where(right, 3, 0.5)
+    probabilities = _softmax(logits)
+    curve = risk_coverage(labels, probabilities)
+    assert [p.coverage for p in curve] == [round(0.1 * k, 1) for k in range(1, 11)]
+    assert curve[0].accuracy > curve[-1].accuracy
+    assert abs(curve[-1].accuracy - float(np.mean(probabilities.argmax(1) == labels))) < 1e-9
+    shifted = np.zeros(600, dtype=bool)
+    shifted[:60] = True
+    record = fit_reliability(probabilities, labels, probabilities, shifted, 3, 0.8, seed=0)
+    assert record.better_than_chance and record.test is not None
+    assert record.test.flagged_shift == 0.1
+    assert record.test.coverage < 0.8  # low confidence and shifted answers both left out
+    assert record.test.accuracy is not None and record.test.accuracy_all is not None
+    assert record.test.accuracy > record.test.accuracy_all

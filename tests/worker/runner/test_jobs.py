@@ -1,0 +1,173 @@
+"""Running jobs: every outcome recorded, one liveness loop, a job never run twice, and what a
+worker killed outright leaves behind cleaned once the job is over."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shared.config import Settings
+from shared.errors import InvalidDataset, JobCancelled
+from shared.job_store import SqliteJobStore
+from shared.schemas import EvaluationParams, JobState, TrainingParams
+from worker.runner.jobs import (
+    HEARTBEAT_S,
+    StoreReporter,
+    _work,
+    claim,
+    run_evaluation,
+    run_job,
+    sweep_checkpoints,
+)
+
+PARAMS = TrainingParams(dataset="tiny", epochs=3, image_size=32)
+
+
+def test_checkpoints_of_lost_and_unknown_jobs_are_swept_and_live_ones_kept(
+        settings: Settings) -> None:
+    store = SqliteJobStore(settings.state_dir / "jobs.sqlite", heartbeat_timeout_s=0.5)
+    jobs = {name: uuid.uuid4().hex for name in ("lost", "alive", "queued", "unknown")}
+    for name in ("lost", "alive", "queued"):
+        store.create(jobs[name], PARAMS)
+    assert store.start(jobs["lost"]) and store.start(jobs["alive"])
+    root = settings.state_dir / "checkpoints"
+    for job_id in jobs.values():
+        (root / job_id).mkdir(parents=True)
+        (root / job_id / "weights.weights.h5").write_bytes(b"weights")
+    time.sleep(0.6)  # the lost job's worker stays silent past its heartbeat timeout
+    store.heartbeat(jobs["alive"])
+    removed = sweep_checkpoints(settings, store)
+    assert sorted(removed) == sorted([jobs["lost"], jobs["unknown"]])
+    assert sorted(p.name for p in root.iterdir()) == sorted([jobs["alive"], jobs["queued"]])
+    assert store.get(jobs["lost"]).state == JobState.failed
+    assert sweep_checkpoints(settings, store) == []  # nothing more to do
+
+
+def _store(settings: Settings) -> SqliteJobStore:
+    return SqliteJobStore(settings.state_dir / "jobs.sqlite", heartbeat_timeout_s=60)
+
+
+def _queued(store: SqliteJobStore) -> str:
+    job_id = uuid.uuid4().hex
+    store.create(job_id, PARAMS)
+    return job_id
+
+
+@pytest.mark.parametrize(("error", "state", "message"), [
+    (JobCancelled("stop"), JobState.cancelled, "cancelled by request"),
+    (InvalidDataset("no images"), JobState.failed, "invalid_dataset: no images"),
+    (ZeroDivisionError("boom"), JobState.failed, "internal_error: ZeroDivisionError: boom"),
+])
+def test_every_way_a_job_ends_is_recorded(settings: Settings, error: Exception,
+                                         state: JobState, message: str) -> None:
+    store = _store(settings)
+    job_id = _queued(store)
+    assert store.start(job_id)
+
+    def work(reporter: StoreReporter) -> str:
+        raise error
+
+    ended = _work(store, job_id, work)
+    assert (ended.state, ended.error) == (state, message)
+    assert store.get(job_id).state == state and store.get(job_id).finished_at is not None
+
+
+def test_a_succeeded_job_records_its_version(settings: Settings) -> None:
+    store = _store(settings)
+    job_id = _queued(store)
+    assert store.start(job_id)
+    ended = _work(store, job_id, lambda reporter: "20260101-000000-abcdef")
+    assert ended.state == JobState.succeeded
+    assert ended.model_version == "20260101-000000-abcdef" and ended.error is None
+
+
+def test_the_heartbeat_keeps_the_job_alive_and_relays_a_cancel(settings: Settings) -> None:
+    store = _store(settings)
+    job_id = _queued(store)
+    assert store.start(job_id)
+    seen: list[bool] = []
+
+    def work(reporter: StoreReporter) -> str:
+        first_beat = store.record(job_id).heartbeat_at
+        threading.Timer(0.2, store.cancel, [job_id]).start()
+        deadline = time.monotonic() + 3 * HEARTBEAT_S
+        while not reporter.cancel_requested() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen.append(reporter.cancel_requested())
+        seen.append(store.record(job_id).heartbeat_at != first_beat)
+        raise JobCancelled("asked to stop")
+
+    ended = _work(store, job_id, work)
+    assert seen == [True, True]  # relayed within a heartbeat, which also beat
+    assert ended.state == JobState.cancelled
+
+
+def test_claim_starts_a_queued_job_and_never_one_alive_elsewhere(settings: Settings) -> None:
+    store = _store(settings)
+    queued, running, finished = _queued(store), _queued(store), _queued(store)
+    assert claim(store, queued, settings)
+    assert store.get(queued).state == JobState.running
+    assert store.start(finished)
+    store.finish(finished, JobState.succeeded, model_version="20260101-000000-abcdef")
+    assert not claim(store, finished, settings)
+    # running elsewhere and beating: a redelivered task waits past the takeover time, then
+    # leaves it alone
+    assert store.start(running)
+    quick = settings.model_copy(update={"job_takeover_after_s": 0.5})
+    beating = threading.Event()
+
+    def beat() -> None:
+        while not beating.wait(0.1):
+            store.heartbeat(running)
+
+    thread = threading.Thread(target=beat)
+    thread.start()
+    try:
+        started = time.monotonic()
+        assert not claim(store, running, quick)
+        assert time.monotonic() - started >= 0.5
+    finally:
+        beating.set()
+        thread.join()
+    assert store.record(running).attempts == 1
+
+
+def test_claim_takes_over_a_job_whose_worker_went_silent(settings: Settings) -> None:
+    store = _store(settings)
+    job_id = _queued(store)
+    assert store.start(job_id)
+    time.sleep(0.6)  # its worker died: no heartbeat since
+    assert claim(store, job_id, settings.model_copy(update={"job_takeover_after_s": 0.5}))
+    assert store.record(job_id).attempts == 2
+
+
+def test_a_job_on_a_missing_dataset_fails_and_leaves_no_checkpoint(settings: Settings) -> None:
+    store = _store(settings)
+    job_id = _queued(store)
+    assert run_job(job_id, settings, store) == JobState.failed
+    error = store.get(job_id).error
+    assert error is not None and error.startswith("dataset_not_found")
+    assert not (settings.state_dir / "checkpoints" / job_id).exists()
+    # redelivered after it ended, it is not run again
+    assert run_job(job_id, settings, store) == JobState.failed
+
+
+def test_an_evaluation_job_stores_its_report(settings: Settings, tiny_dataset: Path) -> None:
+    from shared.registry.local import LocalRegistry
+    from tests.helpers.versions import publish_random
+
+    registry = LocalRegistry(settings.models_dir)
+    version = publish_random(registry, seed=2, classes=("COVID", "Normal", "Viral Pneumonia"))
+    shutil.copytree(tiny_dataset, settings.data_dir / "other")
+    store = _store(settings)
+    job_id = uuid.uuid4().hex
+    store.create(job_id, EvaluationParams(dataset="other", version=version))
+    assert run_evaluation(job_id, settings, store) == JobState.succeeded
+    assert store.get(job_id).model_version == version
+    [report] = registry.evaluations(version)
+    assert report.dataset.name == "other" and report.metrics.images == 36

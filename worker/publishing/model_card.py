@@ -1,0 +1,220 @@
+"""The model card of a version: Markdown (kept in the version folder) and HTML (served)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.manifest import (
+    Calibration,
+    ConfusionMatrix,
+    ExternalFigures,
+    GateRecord,
+    ManifestDraft,
+    ShiftRecord,
+    SourceMetrics,
+    SplitMetrics,
+)
+from shared.ml.reliability import ReliabilityRecord, ReliableSubset
+from shared.registry.files import CURVES_FILE, RELIABILITY_FILE
+
+RADIOGRAPHY_BIAS = (
+    "This dataset follows the COVID-19 Radiography Database, whose viral pneumonia images and "
+    "part of its normal images are pediatric (the Kermany Guangzhou set) while its COVID-19 "
+    "images are of adults from other hospitals. The model may have learned age and image "
+    "source instead of disease, and scores on its own test split say nothing about other "
+    "hospitals. The database also contains re-encoded copies of the same film and no patient "
+    "ids."
+)
+GENERAL_LIMITS = (
+    "Labels come from folder names. Images from another scanner, hospital, age group or view "
+    "(lateral, portable AP) are outside what the model saw. Probabilities are "
+    "temperature-calibrated on the validation split; they are not a diagnosis."
+)
+CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
+       "color:#111;line-height:1.5}table{border-collapse:collapse;margin:1rem 0}"
+       "td,th{border:1px solid #999;padding:.25rem .6rem;text-align:right}"
+       "th:first-child,td:first-child{text-align:left}img{max-width:100%}")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _ci(value: float | None, interval: list[float] | None) -> str:
+    suffix = f" ({_fmt(interval[0])}–{_fmt(interval[1])})" if interval else ""
+    return _fmt(value) + suffix
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _metrics(test: SplitMetrics | None, calibration: Calibration | None) -> list[str]:
+    test = test or SplitMetrics(images=0)
+    overall = [["images", _fmt(test.images)], ["accuracy", _fmt(test.accuracy)],
+               ["balanced accuracy", _fmt(test.balanced_accuracy)],
+               ["macro F1", _fmt(test.macro_f1)],
+               ["macro ROC-AUC (one-vs-rest)", _fmt(test.roc_auc)]]
+    before = calibration.ece_before if calibration else None
+    after = calibration.ece_after if calibration else None
+    overall.append(["ECE, 15 bins (before → after calibration)",
+                    f"{_fmt(before)} → {_fmt(after)}"])
+    per_class = [[label, _ci(r.sensitivity, r.sensitivity_ci),
+                  _ci(r.specificity, r.specificity_ci), _ci(r.ppv, r.ppv_ci),
+                  _ci(r.npv, r.npv_ci), _fmt(r.support)]
+                 for label, r in test.per_class.items()]
+    matrix = test.confusion_matrix or ConfusionMatrix(labels=[], counts=[])
+    confusion = [[f"true {label}", *map(str, row)]
+                 for label, row in zip(matrix.labels, matrix.counts, strict=True)]
+    return [
+        "## Performance on the held-out test split", "",
+        *_table(["metric", "value"], overall), "",
+        "Per class, with 95% Wilson intervals:", "",
+        *_table(["class", "sensitivity", "specificity", "PPV", "NPV", "support"], per_class), "",
+        "Confusion matrix (counts; rows true, columns predicted):", "",
+        *_table(["", *[f"predicted {label}" for label in matrix.labels]], confusion), "",
+    ]
+
+
+def _data(manifest: ManifestDraft) -> list[str]:
+    dataset, split = manifest.dataset, manifest.split
+    rows = [[name, ", ".join(f"{k}: {v}" for k, v in (part.counts if part else {}).items())]
+            for name, part in split.parts().items()]
+    lines = [
+        "## Data", "",
+        f"Dataset `{dataset.name}` ({dataset.layout}), fingerprint "
+        f"`{str(dataset.fingerprint)[:16]}…`: "
+        + ", ".join(f"{k} {v}" for k, v in dataset.counts.items()) + ".", "",
+        f"Split: {split.method or 'n/a'}, seed {split.seed}; near-duplicate groups "
+        "merged before splitting: "
+        f"{'not checked' if split.duplicate_groups is None else split.duplicate_groups}.", "",
+        *_table(["split", "images per class"], rows), "",
+        "### Known biases", "",
+    ]
+    classes = set(manifest.classes)
+    if {"COVID", "Viral Pneumonia"} <= classes or dataset.layout == "covid19-radiography":
+        lines += [RADIOGRAPHY_BIAS, ""]
+    return lines + [GENERAL_LIMITS, ""]
+
+
+def _shift(shift: ShiftRecord | None) -> list[str]:
+    if shift is None:
+        return []
+    return [
+        "## Knowing when not to trust a prediction", "",
+        f"Every prediction carries a distribution-shift score ({shift.method}, on "
+        f"{shift.features}); above {_fmt(shift.threshold)}, the validation "
+        f"split's {_fmt(shift.threshold_quantile_of_validation, 2)} quantile, the image "
+        "is flagged as unlike the training data. Share of this version's test images flagged: "
+        f"{_fmt(shift.test_flag_rate)}.", "",
+    ]
+
+
+def _reliability(record: ReliabilityRecord | None, gate: GateRecord | None) -> list[str]:
+    if record is None:
+        return []
+    gate = gate or GateRecord()
+    low, high = record.balanced_accuracy_ci or (None, None)
+    test = record.test or ReliableSubset(images=0, coverage=0.0)
+    verdict = ("lies above chance" if record.better_than_chance else
+               "**includes chance: every answer of this version is marked unreliable, and the "
+               "promotion gate does not activate it**")
+    lines = [
+        "### When an answer is not a finding", "",
+        (f"- An image the chest-radiograph gate refuses gets no diagnosis (threshold "
+         f"{_fmt(gate.threshold)}; {gate.method})." if gate.method else
+         f"- **This version has no chest-radiograph gate** ({gate.reason}): it "
+         "gives any image a diagnosis."),
+        f"- An answer whose top probability is below {_fmt(record.confidence_threshold)} "
+        f"is marked `low_confidence` (the threshold keeps "
+        f"{_fmt(record.confidence_coverage, 2)} of the validation answers).",
+        f"- The test balanced accuracy interval [{_fmt(low)}, {_fmt(high)}] "
+        f"against chance {_fmt(record.chance)} {verdict}.",
+        f"- On the test split, {_fmt(test.coverage)} of the answers are marked "
+        f"reliable; their balanced accuracy is {_fmt(test.balanced_accuracy)} "
+        f"(all answers: {_fmt(test.balanced_accuracy_all)}).", "",
+    ]
+    if test.risk_coverage:
+        lines += ["Risk-coverage on the test split (most confident answers kept first):", "",
+                  *_table(["coverage", "accuracy", "balanced accuracy"],
+                          [[_fmt(p.coverage, 1), _fmt(p.accuracy), _fmt(p.balanced_accuracy)]
+                           for p in test.risk_coverage]), ""]
+    return lines
+
+
+def _by_source(by_source: dict[str, SourceMetrics] | None, holdout: str | None) -> list[str]:
+    if not by_source:
+        return []
+    rows = [[f"{source}{' (held out)' if source == holdout else ''}", label,
+             str(rates.support), _ci(rates.sensitivity, rates.sensitivity_ci),
+             _ci(rates.specificity, rates.specificity_ci)]
+            for source, report in by_source.items()
+            for label, rates in report.per_class.items() if rates.support]
+    return ["### Test split by source", "",
+            *_table(["source", "class", "support", "sensitivity", "specificity"], rows), ""]
+
+
+def _external(evaluations: dict[str, ExternalFigures] | None) -> list[str]:
+    if not evaluations:
+        return []
+    rows = [[name, str(e.images), _fmt(e.balanced_accuracy), _fmt(e.roc_auc),
+             ", ".join(f"{label} {_fmt(v)}" for label, v in e.sensitivity.items()),
+             _fmt(e.gate_refused), _fmt(e.shift_flagged), _fmt(e.shift_auroc),
+             _fmt(e.reliable_share), _fmt(e.reliable_balanced_accuracy)]
+            for name, e in evaluations.items()]
+    return ["## Other hospitals' images", "",
+            "Scored before publishing, on sets the version was not trained on. With one "
+            "class, balanced accuracy is that class's sensitivity.", "",
+            *_table(["set", "images", "balanced accuracy", "macro ROC-AUC", "sensitivity",
+                     "refused by the gate", "flagged as shifted", "shift AUROC vs test",
+                     "reliable share", "reliable balanced accuracy"], rows), ""]
+
+
+def card_markdown(version: str, manifest: ManifestDraft) -> str:
+    """The card as Markdown; images are referenced by their names in the version folder."""
+    training, calibration = manifest.training, manifest.calibration
+    phases = training.phases if training else []
+    lines = [
+        f"# Model card: {version}", "",
+        "**Intended use: research, not a diagnostic device.** It classifies a frontal chest "
+        f"X-ray as one of {', '.join(manifest.classes)}.", "",
+        f"- created {manifest.created_at.isoformat()}, parent version "
+        f"{manifest.parent or 'none'}",
+        f"- architecture {manifest.architecture}, input {manifest.image_size} px, "
+        f"preprocessing `{manifest.preprocessing}` "
+        f"({manifest.preprocessing_options or 'defaults'})",
+        f"- base weights: {manifest.base_weights.choice}; "
+        + "; ".join(f"{p.phase} {p.epochs_run} of {p.epochs} epochs at learning "
+                    f"rate {p.learning_rate}" for p in phases)
+        + f"; batch {training.batch_size if training else None}",
+        f"- activation at publish: "
+        f"{manifest.promotion.reason if manifest.promotion else 'n/a'}", "",
+        *_data(manifest),
+        *_metrics(manifest.metrics.test, calibration),
+        *_by_source(manifest.metrics.test_by_source,
+                    training.holdout_source if training else None),
+        "## Calibration", "",
+        f"Temperature {_fmt(calibration.temperature if calibration else None)}, fitted on "
+        "the validation split and applied to every probability the service returns.", "",
+        *_shift(manifest.distribution_shift),
+        *_reliability(manifest.reliability, manifest.chest_xray_gate),
+        *_external(manifest.external_evaluations),
+        f"![reliability diagram]({RELIABILITY_FILE})", "",
+        "## Training curves", "", f"![loss and accuracy per epoch]({CURVES_FILE})", "",
+    ]
+    return "\n".join(lines)
+
+
+def card_html(markdown: str, title: str) -> str:
+    """A standalone HTML page of the card (no external resources)."""
+    from markdown_it import MarkdownIt
+
+    # html=False: class and dataset names come from uploads and must not become markup.
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{title}</title><style>{CSS}</style></head><body>{body}</body></html>")

@@ -1,0 +1,92 @@
+"""The promotion gate: does a new version replace the active one, or wait as a candidate?"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.config import PromotionMetric
+from shared.errors import CxrError
+from shared.manifest import Promotion, SplitMetrics
+from shared.ml.reliability import ReliabilityRecord
+from shared.ml.served import load_version
+from shared.registry import ActivePointer, Registry
+from worker.data.pipeline import Split, load_split_pixels
+from worker.evaluation.scores import summarize
+
+BATCH = 32
+
+
+def score_version_on(registry: Registry, version: str, split: Split, classes: list[str],
+                     metric: PromotionMetric, max_pixels: int) -> float | None:
+    """The metric of a published version on another version's test split; None if the two
+    versions do not classify the same labels."""
+    loaded = load_version(registry, version)
+    if loaded.classes != classes:
+        return None
+    pixels = load_split_pixels(split, loaded.image_size, max_pixels, loaded.options)
+    probabilities = np.concatenate([loaded.probabilities(pixels[i:i + BATCH])
+                                    for i in range(0, len(pixels), BATCH)])
+    return summarize(split.labels, probabilities, classes).score(metric)
+
+
+def decide(mode: str, metric: PromotionMetric, margin: float, new: float | None,
+           active: ActivePointer | None, active_score: float | None,
+           comparable: bool = True, chance: str | None = None) -> Promotion:
+    """The decision and its reason, as recorded in the manifest. ``chance`` says why the
+    new version is no better than chance, when it is not."""
+    activated, reason = _verdict(mode, metric, margin, new, active, active_score, comparable,
+                                 chance)
+    return Promotion(mode=mode, metric=metric, margin=margin, new=new,
+                     active_version=active.version if active else None, active=active_score,
+                     activated=activated, reason=reason)
+
+
+def _verdict(mode: str, metric: str, margin: float, new: float | None,
+             active: ActivePointer | None, active_score: float | None, comparable: bool,
+             chance: str | None) -> tuple[bool, str]:
+    if mode == "always":
+        return True, "requested: activate always"
+    if mode == "never":
+        return False, "requested: activate never (candidate)"
+    if chance is not None:
+        return False, f"{chance}; kept as a candidate"
+    if active is None:
+        return True, "no active version yet"
+    if not comparable:
+        return False, (f"the active version {active.version} has other classes or could not "
+                       "be scored; kept as a candidate: activate it by hand")
+    if new is None or active_score is None:
+        return False, f"{metric} undefined on the test split; kept as a candidate"
+    if new + margin >= active_score:
+        return True, (f"{metric} {new:.4f} is not worse than the active version's "
+                      f"{active_score:.4f} (margin {margin})")
+    return False, (f"{metric} {new:.4f} is worse than the active version's {active_score:.4f} "
+                   f"by more than {margin}; kept as a candidate")
+
+
+def chance_reason(reliability: ReliabilityRecord) -> str | None:
+    """Why a version is no better than chance on its test split; None when it is."""
+    if reliability.better_than_chance:
+        return None
+    interval = reliability.balanced_accuracy_ci
+    if interval is None:
+        return "no test balanced accuracy to compare with chance"
+    return (f"the test balanced accuracy interval [{interval[0]:.3f}, {interval[1]:.3f}] "
+            f"includes chance ({reliability.chance:.3f})")
+
+
+def gate(registry: Registry, mode: str, metric: PromotionMetric, margin: float, test: Split,
+         classes: list[str], new_metrics: SplitMetrics | None, max_pixels: int,
+         chance: str | None = None) -> Promotion:
+    """Score the active version on the new test split when it matters, then decide."""
+    active = registry.active()
+    new = new_metrics.score(metric) if new_metrics else None
+    if mode != "if_better" or active is None or chance is not None:
+        return decide(mode, metric, margin, new, active, None, chance=chance)
+    try:
+        active_score = score_version_on(registry, active.version, test, classes, metric,
+                                        max_pixels)
+    except CxrError:
+        return decide(mode, metric, margin, new, active, None, comparable=False)
+    return decide(mode, metric, margin, new, active, active_score,
+                  comparable=active_score is not None)

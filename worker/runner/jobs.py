@@ -1,0 +1,226 @@
+"""Running one retrain job end to end: the plain function behind the Celery task."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from shared.config import Settings
+from shared.datasets import Dataset, combine, dataset_path, discover
+from shared.errors import CxrError, JobCancelled, JobNotFound
+from shared.job_store import JobStore, open_job_store
+from shared.logs import log_context
+from shared.manifest import ExternalFigures
+from shared.ml.modeling import resolve_base_weights
+from shared.registry import open_registry
+from shared.schemas import EvaluationParams, JobProgress, JobState, JobStatus, TrainingParams
+from worker.context import JobContext
+from worker.evaluation.external import evaluate_external, evaluate_loaded, unpublished
+from worker.publishing.promotion import chance_reason, gate
+from worker.publishing.publish import build_manifest, publish_result
+from worker.runner import job_metrics as metrics
+from worker.training import checkpoints
+from worker.training.devices import Runtime
+from worker.training.fit import TrainingResult, train_model
+
+log = logging.getLogger(__name__)
+
+
+HEARTBEAT_S = 2.0
+
+
+class StoreReporter:
+    """Reports progress to the job store; knows of a cancellation from the store's answers
+    to its progress reports and to the job's heartbeat."""
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self.store, self.job_id = store, job_id
+        self.cancelled = threading.Event()
+
+    def epoch_end(self, progress: JobProgress) -> bool:
+        metrics.epoch_done()
+        last = progress.last.model_dump(exclude_none=True) if progress.last else {}
+        log.info("epoch %d/%d done", progress.epoch, progress.epochs,
+                 extra={"epoch": progress.epoch, "epochs": progress.epochs,
+                        "phase": progress.phase, **last})
+        if self.store.report_progress(self.job_id, progress):
+            self.cancelled.set()
+        return self.cancel_requested()
+
+    def cancel_requested(self) -> bool:
+        return self.cancelled.is_set()
+
+
+@contextmanager
+def heartbeat(reporter: StoreReporter, every_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """The job's one liveness loop: keeps it visibly alive for as long as this process
+    works on it, and relays a cancellation to the reporter within ``every_s``."""
+    stop = threading.Event()
+    store, job_id = reporter.store, reporter.job_id
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                if store.heartbeat(job_id):
+                    reporter.cancelled.set()
+            except Exception:  # a store outage must not kill the training
+                log.warning("heartbeat for job %s failed", job_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def claim(store: JobStore, job_id: str, settings: Settings) -> bool:
+    """Start a queued job, or take over one whose worker died (a redelivered task): its
+    heartbeat must stay silent for CXR_JOB_TAKEOVER_AFTER_S first, so a live job is never
+    run twice."""
+    deadline = time.monotonic() + settings.job_takeover_after_s + 4 * HEARTBEAT_S
+    while True:
+        if store.start(job_id, settings.job_takeover_after_s, settings.job_max_attempts):
+            return True
+        if store.get(job_id).state != JobState.running or time.monotonic() > deadline:
+            return False
+        time.sleep(HEARTBEAT_S)
+
+
+def _checkpoint_dir(settings: Settings, job_id: str) -> Path:
+    return settings.state_dir / "checkpoints" / job_id
+
+
+def sweep_checkpoints(settings: Settings, store: JobStore | None = None) -> list[str]:
+    """At worker start: drop checkpoints of jobs that ended (lost with their worker, or
+    unknown); a job that can still be taken over keeps its own."""
+    store = store or open_job_store(settings)
+
+    def is_over(job_id: str) -> bool:
+        try:
+            return store.get(job_id).state.finished
+        except JobNotFound:
+            return True
+
+    removed = checkpoints.sweep(settings.state_dir / "checkpoints", is_over)
+    if removed:
+        log.info("removed checkpoints of %d finished job(s)", len(removed))
+    return removed
+
+
+def run_job(job_id: str, settings: Settings, store: JobStore | None = None) -> JobState:
+    """Train and publish for a queued job; every outcome ends in the store, never mid-way."""
+    store = store or open_job_store(settings)
+    checkpoint_dir = _checkpoint_dir(settings, job_id)
+
+    def work(reporter: StoreReporter) -> str:
+        try:
+            return _train_and_publish(reporter, settings, checkpoint_dir)
+        finally:
+            # Not reached when the process dies: only a lost worker leaves a checkpoint.
+            checkpoints.clear(checkpoint_dir)
+
+    return _run(store, job_id, settings, work, kind="train")
+
+
+def run_evaluation(job_id: str, settings: Settings, store: JobStore | None = None) -> JobState:
+    """Evaluate a version on a stored dataset and keep the report beside the registry."""
+    store = store or open_job_store(settings)
+
+    def work(reporter: StoreReporter) -> str:
+        params = EvaluationParams.model_validate(store.record(job_id).params)
+        registry = open_registry(settings)
+        dataset = discover(dataset_path(settings.data_dir, params.dataset), min_classes=1)
+        report = evaluate_external(registry, params.version, dataset, params.dataset,
+                                   settings.max_image_pixels)
+        registry.save_evaluation(params.version, report)
+        return params.version
+
+    return _run(store, job_id, settings, work, kind="evaluate")
+
+
+def _run(store: JobStore, job_id: str, settings: Settings,
+         work: Callable[[StoreReporter], str], kind: str) -> JobState:
+    """Claim the job and run ``work``, with every log line tagged by the job and the request
+    that queued it; the outcome is logged and counted."""
+    record = store.record(job_id)
+    with log_context(job=job_id, request=record.request_id):
+        if not claim(store, job_id, settings):
+            state = store.get(job_id).state
+            log.info("job %s is %s elsewhere or over; skipping", job_id, state.value)
+            if state.finished:  # redelivered after it was declared lost
+                checkpoints.clear(_checkpoint_dir(settings, job_id))
+            return state
+        log.info("job started", extra={"kind": kind, "dataset": record.dataset})
+        started = time.monotonic()
+        ended = _work(store, job_id, work)
+        seconds = time.monotonic() - started
+        log.info("job %s", ended.state.value, extra={
+            "kind": kind, "state": ended.state.value, "model_version": ended.model_version,
+            "error": ended.error, "duration_s": round(seconds, 1)})
+        metrics.job_ended(kind, ended.state.value, seconds)
+        return ended.state
+
+
+def _work(store: JobStore, job_id: str, work: Callable[[StoreReporter], str]) -> JobStatus:
+    """Every outcome ends in the store: succeeded, cancelled or failed."""
+    reporter = StoreReporter(store, job_id)
+    try:
+        with heartbeat(reporter):
+            version = work(reporter)
+    except JobCancelled:
+        return store.finish(job_id, JobState.cancelled, error="cancelled by request")
+    except CxrError as exc:
+        return store.finish(job_id, JobState.failed, error=f"{exc.code}: {exc.message}")
+    except Exception as exc:  # the job must end failed, whatever went wrong
+        log.exception("job %s failed", job_id)
+        return store.finish(job_id, JobState.failed,
+                            error=f"internal_error: {type(exc).__name__}: {exc}")
+    return store.finish(job_id, JobState.succeeded, model_version=version)
+
+
+def _train_and_publish(reporter: StoreReporter, settings: Settings,
+                       checkpoint_dir: Path) -> str:
+    params = TrainingParams.model_validate(reporter.store.record(reporter.job_id).params)
+    dataset = combine([(name, discover(dataset_path(settings.data_dir, name)))
+                       for name in (params.dataset, *params.datasets)])
+    return train_and_publish(dataset, params, JobContext(settings, reporter, checkpoint_dir))
+
+
+def _external_figures(result: TrainingResult, params: TrainingParams, classes: list[str],
+                      context: JobContext) -> dict[str, ExternalFigures]:
+    """The trained model scored on each of the request's external datasets."""
+    if not params.external_datasets:
+        return {}
+    model = unpublished(result, params, classes)
+    return {name: evaluate_loaded(
+        model, discover(dataset_path(context.settings.data_dir, name), min_classes=1), name,
+        context.max_pixels).figures() for name in params.external_datasets}
+
+
+def train_and_publish(dataset: Dataset, params: TrainingParams, context: JobContext) -> str:
+    """Train on a discovered dataset and publish the result (activated if the gate agrees)."""
+    params, settings, reporter = params.seeded(), context.settings, context.reporter
+    weights = resolve_base_weights(params.base_weights, settings)  # fails before any work
+    result = train_model(dataset, params, weights, context, Runtime.from_settings(settings))
+    if reporter.cancel_requested():
+        raise JobCancelled("cancelled before publishing")
+    external = _external_figures(result, params, dataset.classes, context)
+    if reporter.cancel_requested():
+        raise JobCancelled("cancelled before publishing")
+    registry = open_registry(settings)
+    active = registry.active()
+    promotion = gate(registry, params.activate, settings.promotion_metric,
+                     settings.promotion_margin, result.test, dataset.classes,
+                     result.metrics.test, settings.max_image_pixels,
+                     chance_reason(result.reliability) if settings.promotion_refuse_chance
+                     else None)
+    manifest = build_manifest(result, params, dataset, weights,
+                              parent=active.version if active else None, promotion=promotion,
+                              external=external)
+    return publish_result(registry, result, manifest, activate=promotion.activated)
