@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     # costs) and across several GPUs (XLA cannot compile a step mirrored over replicas).
     # Figures: bench/results/findings.md.
     train_jit_compile: bool | Literal["auto"] = "auto"
+    # Each published version gets an ONNX export, checked against Keras, that "auto" and
+    # "onnx" serving can use; off: versions are served by TensorFlow only, and publishing
+    # skips the export (seconds to minutes of conversion per version).
+    export_onnx: bool = True
     # Mixed float16 on GPUs ("auto": on when every GPU TensorFlow sees has float16 Tensor
     # Cores, compute capability 7.0 or more); never on a CPU. The published model is float32
     # either way.

@@ -62,9 +62,11 @@ def trained(radiography_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings with every folder in a temp dir, the embedded broker and the test keys."""
+    """Settings with every folder in a temp dir, the embedded broker and the test keys; no
+    ONNX export (the trained version and the ONNX tests have theirs)."""
     return Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models",
-                    state_dir=tmp_path / "state", broker_url=None, api_keys=API_KEYS)
+                    state_dir=tmp_path / "state", broker_url=None, api_keys=API_KEYS,
+                    export_onnx=False)
 
 
 @pytest.fixture

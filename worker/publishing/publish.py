@@ -19,6 +19,7 @@ from shared.manifest import (
     ExternalFigures,
     GateRecord,
     ManifestDraft,
+    OnnxExport,
     Promotion,
     ShiftRecord,
     TrainingRecord,
@@ -147,7 +148,7 @@ def _verifier(expected: np.ndarray, inputs: np.ndarray) -> Any:
 
 
 def publish_result(registry: Registry, result: TrainingResult, manifest: ManifestDraft,
-                   activate: bool) -> str:
+                   activate: bool, export_onnx: bool = True) -> str:
     """Save into staging, verify by reloading, and publish atomically (and activate)."""
     registry.clean_staging()  # what crashed publishes left, hours ago
     staging = registry.new_staging()
@@ -162,7 +163,8 @@ def publish_result(registry: Registry, result: TrainingResult, manifest: Manifes
                             staging / RELIABILITY_FILE, title="test split reliability",
                             probabilities_after=apply_temperature(result.test_probabilities,
                                                                   result.temperature))
-        onnx = onnx_export.export(result.model, staging, result.sample_inputs)
+        onnx = (onnx_export.export(result.model, staging, result.sample_inputs) if export_onnx
+                else OnnxExport(error="not exported: CXR_EXPORT_ONNX is off"))
         manifest = manifest.model_copy(update={"onnx": onnx})
         expected = np.asarray(result.model.predict(result.sample_inputs, verbose=0))
         verify = _verifier(expected, result.sample_inputs)

@@ -223,4 +223,5 @@ def train_and_publish(dataset: Dataset, params: TrainingParams, context: JobCont
     manifest = build_manifest(result, params, dataset, weights,
                               parent=active.version if active else None, promotion=promotion,
                               external=external)
-    return publish_result(registry, result, manifest, activate=promotion.activated)
+    return publish_result(registry, result, manifest, activate=promotion.activated,
+                          export_onnx=settings.export_onnx)

@@ -79,3 +79,20 @@ def test_confident_answers_are_more_often_right_and_the_record_says_so() -> None
     assert record.test.coverage < 0.8  # low confidence and shifted answers both left out
     assert record.test.accuracy is not None and record.test.accuracy_all is not None
     assert record.test.accuracy > record.test.accuracy_all
+
+
+def test_balanced_accuracies_of_many_resamples_match_scikit_learn() -> None:
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    from worker.evaluation.abstention import balanced_accuracies
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, (200, 15))
+    labels[0] = 1  # one class only
+    predicted = np.where(rng.random((200, 15)) < 0.6, labels, rng.integers(0, 3, (200, 15)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a predicted class absent from a row's labels
+        expected = [balanced_accuracy_score(y, p) for y, p in zip(labels, predicted, strict=True)]
+    np.testing.assert_allclose(balanced_accuracies(labels, predicted), expected, rtol=1e-12)

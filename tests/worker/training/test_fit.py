@@ -280,7 +280,8 @@ def test_pretrained_weights_train_the_head_then_fine_tune_block5(
     keras.applications.VGG16(include_top=False, weights=None,
                              input_shape=(32, 32, 3)).save_weights(weights)
     settings = Settings(models_dir=tmp_path / "models", state_dir=tmp_path / "state",
-                        base_weights_file=weights, base_weights_sha256=sha256_file(weights))
+                        base_weights_file=weights, base_weights_sha256=sha256_file(weights),
+                        export_onnx=False)
     params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 2,  # type: ignore[arg-type]
                                                "base_weights": "file",
                                                "head_cache_views": views})
