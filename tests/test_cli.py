@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers.env import REPO, TINY_VERSIONS_ENV
+from tests.helpers.env import PROCESS_ENV, REPO
 
 
 def _cxr(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -22,7 +22,7 @@ def test_train_predict_and_evaluate_from_the_command_line(
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
     env.update({"CXR_MODELS_DIR": str(tmp_path / "models"),
                 "CXR_STATE_DIR": str(tmp_path / "state"), "TF_CPP_MIN_LOG_LEVEL": "2",
-                **TINY_VERSIONS_ENV})
+                **PROCESS_ENV})
     no_model = _cxr("predict", str(tmp_path / "x.png"), env=env)
     assert no_model.returncode == 2
     assert "no_model" in no_model.stderr and "Traceback" not in no_model.stderr

@@ -184,7 +184,7 @@ def test_a_swap_during_a_burst_loses_no_request(registry: Registry, batcher: Bat
 
     from api.serving import ModelServer
 
-    versions = sorted(m["version"] for m in registry.versions())
+    versions = sorted(m.version for m in registry.versions())
     registry.activate(versions[0])
     server = ModelServer(registry, poll_interval_s=0.05)
     server.check()
@@ -222,7 +222,7 @@ def test_an_idle_batcher_holds_no_version(batcher: Batcher, registry: Registry) 
     import gc
     import weakref
 
-    model = load_version(registry, registry.versions()[0]["version"])
+    model = load_version(registry, registry.versions()[0].version)
     pixels = np.random.default_rng(1).uniform(0, 255, (32, 32, 3)).astype(np.float32)
     batcher.submit(model, pixels).result(timeout=60)
     gone = weakref.ref(model)

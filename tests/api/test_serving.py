@@ -118,15 +118,16 @@ def test_no_request_fails_during_repeated_swaps(registry: Registry) -> None:
     assert set(answered) == set(versions)
 
 
-def test_served_probabilities_are_the_temperature_scaled_ones(registry: Registry) -> None:
+def test_served_probabilities_are_the_temperature_scaled_ones(tmp_path: Path) -> None:
     from shared.ml.calibration import apply_temperature
     from shared.ml.preprocessing import to_model_input
     from shared.ml.served import load_version
 
-    version = sorted(m.version for m in registry.versions())[0]
-    loaded = load_version(registry, version)
+    local = LocalRegistry(tmp_path)
+    version = publish_random(local, 6, extra={"calibration": {"temperature": 2.5}})
+    loaded = load_version(local, version)
+    assert loaded.temperature == 2.5  # read from the manifest
     raw = np.asarray(loaded.model(to_model_input(_pixels()[None]), training=False))
-    loaded.temperature = 2.5
     np.testing.assert_allclose(loaded.probabilities(_pixels()[None]),
                                apply_temperature(raw, 2.5), rtol=1e-6)
 

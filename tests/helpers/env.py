@@ -26,6 +26,10 @@ AS_ADMIN = {"X-API-Key": ADMIN_KEY}
 # that refusal turn it back on; everything else (in process and in the services it starts)
 # needs its tiny versions activated.
 TINY_VERSIONS_ENV = {"CXR_PROMOTION_REFUSE_CHANCE": "false"}
+# What the processes the suite starts (`cxr serve`, `cxr worker`, `cxr train`) run with
+# beyond that: no ONNX export, whose conversion is most of a tiny job's publishing time; the
+# export and ONNX serving are tested in process (the shared trained version).
+PROCESS_ENV = {**TINY_VERSIONS_ENV, "CXR_EXPORT_ONNX": "false"}
 # S3 credentials of the loopback server; moto accepts any, boto3 needs some.
 S3_ENV = {"AWS_ACCESS_KEY_ID": "cxr-test", "AWS_SECRET_ACCESS_KEY": "cxr-test-secret",
           "AWS_DEFAULT_REGION": "us-east-1"}

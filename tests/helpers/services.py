@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers.env import API_KEYS_ENV, AS_ADMIN, REPO, TINY_VERSIONS_ENV
+from tests.helpers.env import API_KEYS_ENV, AS_ADMIN, PROCESS_ENV, REPO
 
 
 class SmallDisk:
@@ -130,7 +130,7 @@ def start_service(tmp_path: Path, broker_url: str | None,
         "CXR_PORT": str(port), "CXR_DATA_DIR": str(tmp_path / "data"),
         "CXR_MODELS_DIR": str(tmp_path / "models"), "CXR_STATE_DIR": str(tmp_path / "state"),
         "CXR_RELOAD_INTERVAL_S": "0.5", "CXR_LOG_LEVEL": "info",
-        "TF_CPP_MIN_LOG_LEVEL": "2", "CXR_API_KEYS": API_KEYS_ENV, **TINY_VERSIONS_ENV,
+        "TF_CPP_MIN_LOG_LEVEL": "2", "CXR_API_KEYS": API_KEYS_ENV, **PROCESS_ENV,
     })
     if broker_url:
         env["CXR_BROKER_URL"] = broker_url
