@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     manifest = registry.manifest(version)
     return {"params": params.model_dump(), "version": version, "total_wall_s": total_s,
             "models_dir": str(settings.models_dir),
-            "epochs": clock.epochs, "test": manifest.metrics.model_dump()["test"],
+            "epochs": clock.epochs,
+            "test": manifest.metrics.test.model_dump() if manifest.metrics.test else None,
             "calibration": manifest.calibration.model_dump() if manifest.calibration else None,
             "split": manifest.split.model_dump(),
             "reliability": manifest.reliability.model_dump() if manifest.reliability else None,

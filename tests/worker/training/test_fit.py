@@ -258,6 +258,9 @@ def test_a_resumed_job_continues_from_its_checkpoint(
     manifest = registry.manifest(version)
     assert len(manifest.history["loss"]) == 3
     assert manifest.training is not None and manifest.training.phases[0].epochs_run == 3
+    # CXR_EXPORT_ONNX off (the settings fixture): no export, and the manifest says why
+    assert ONNX_FILE not in manifest.files and manifest.onnx is not None
+    assert manifest.onnx.file is None and "CXR_EXPORT_ONNX" in (manifest.onnx.error or "")
 
     # a checkpoint of another request is not resumed
     other = params.model_copy(update={"seed": 99})
