@@ -53,8 +53,11 @@ def worker() -> None:
     configure_logging(settings.log_level, settings.log_format)
     # Celery's banner is for a terminal; JSON logs get its facts from the log lines.
     quiet = ["--quiet"] if settings.log_format == "json" else []
+    # No mingle or gossip: jobs are cancelled through the job store, not Celery's revokes, so
+    # a starting worker has nothing to sync with its peers and need not wait a second for them.
     celery_app.worker_main([*quiet, "worker", "--queues", TRAINING_QUEUE, "--concurrency", "1",
-                            "--pool", "prefork", "--loglevel", settings.log_level.upper()])
+                            "--pool", "prefork", "--without-mingle", "--without-gossip",
+                            "--loglevel", settings.log_level.upper()])
 
 
 @app.command()

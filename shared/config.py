@@ -80,7 +80,9 @@ class Settings(BaseSettings):
     # TensorFlow, how many independent operations may run at once.
     inference_threads: int | None = Field(None, ge=1, le=256)
     inference_inter_op_threads: int | None = Field(None, ge=1, le=256)
-    # A running job whose worker has not reported for this long is declared lost.
+    # How often a running job tells the store it is alive (and learns of a cancellation);
+    # one whose worker has not reported for the timeout is declared lost.
+    job_heartbeat_interval_s: float = Field(2.0, gt=0, le=60)
     job_heartbeat_timeout_s: float = Field(300.0, ge=10)
     job_time_limit_s: int = Field(6 * 3600, ge=60)
     # A redelivered job (its worker died) is taken over once its heartbeat has been silent
@@ -142,6 +144,15 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "sqla+sqlite://")):
             raise ValueError("CXR_BROKER_URL must be redis://, rediss:// or sqla+sqlite://")
         return value
+
+    @model_validator(mode="after")
+    def _heartbeat_within_its_timeouts(self) -> Settings:
+        # a live job must beat a few times before anyone may call it silent
+        if self.job_heartbeat_interval_s * 2 > min(self.job_takeover_after_s,
+                                                   self.job_heartbeat_timeout_s):
+            raise ValueError("CXR_JOB_HEARTBEAT_INTERVAL_S must be at most half of "
+                             "CXR_JOB_TAKEOVER_AFTER_S and CXR_JOB_HEARTBEAT_TIMEOUT_S")
+        return self
 
     @model_validator(mode="after")
     def _weights_file_needs_hash(self) -> Settings:

@@ -217,7 +217,9 @@ def _check_member_kind(path: PurePosixPath, data: bytes) -> None:
             if image.format not in ACCEPTED_FORMATS:
                 raise InvalidDataset(f"{str(path)!r} is {image.format}, not PNG or JPEG")
             image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:  # its text names an in-memory buffer's address
+        raise InvalidDataset(f"{str(path)!r} is not a readable PNG or JPEG image") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidDataset(f"{str(path)!r} is not a readable image: {exc}") from exc
 
 
@@ -234,6 +236,11 @@ def _dicom_as_png(path: PurePosixPath, data: bytes,
     Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
     name = hashlib.sha256(pixels.tobytes()).hexdigest()[:20] + ".png"
     return path.parent / name, buffer.getvalue()
+
+
+def _shown(name: str, limit: int = 120) -> str:
+    """A member's name for a message: quoted, and cut short when it is very long."""
+    return repr(name) if len(name) <= limit else f"{name[:limit]!r}... ({len(name)} characters)"
 
 
 def _extract(archive: zipfile.ZipFile, target: Path, limits: ZipLimits) -> None:
@@ -265,12 +272,22 @@ def _extract(archive: zipfile.ZipFile, target: Path, limits: ZipLimits) -> None:
         destination = target.joinpath(*path.parts)
         if from_dicom and destination.exists():
             continue  # the same pixels twice in one class folder: kept once
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_bytes(data)
+        try:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(data)
+        except OSError as exc:  # a name too long, a file where a folder goes, or the reverse
+            if is_out_of_space(exc):
+                raise
+            raise InvalidDataset(f"zip member {_shown(info.filename)} cannot be stored here: "
+                                 f"{exc.strerror or type(exc).__name__}") from exc
 
 
 def unpack_zip(archive_path: Path, data_dir: Path, name: str, limits: ZipLimits) -> DatasetInfo:
     """Unpack an uploaded zip into ``data_dir/name``: all or nothing."""
+    if name.lower() in {ignored.lower() for ignored in IGNORED_NAMES}:
+        # a folder of that name is an operating system's litter: it would never be listed
+        raise InvalidDataset(f"{name!r} is a name operating systems use for their own files; "
+                             "choose another")
     final = dataset_path(data_dir, name)
     if final.exists():
         raise DatasetExists(f"dataset {name!r} already exists")

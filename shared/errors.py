@@ -121,6 +121,10 @@ class JobCancelled(CxrError):
     code = "job_cancelled"
 
 
+class TrainingDiverged(CxrError):
+    code = "training_diverged"
+
+
 class WeightsUnavailable(CxrError):
     code = "weights_unavailable"
 

@@ -24,7 +24,7 @@ from tests.helpers.env import (
     TINY_VERSIONS_ENV,
 )
 from tests.helpers.services import S3Server, SmallDisk
-from tests.helpers.versions import Trained, copy_tiny, train_once
+from tests.helpers.versions import Trained, copy_tiny, shared_trained, train_once
 
 os.environ.update(TINY_VERSIONS_ENV)
 
@@ -57,7 +57,10 @@ def tiny_dataset(radiography_root: Path, tmp_path: Path) -> Path:
 def trained(radiography_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """The one trained version that the manifest, card, ONNX and schedule checks share
     (read it, never change it: tests that publish or activate use their own registry)."""
-    return train_once(radiography_root, tmp_path_factory.mktemp("trained"))
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return train_once(radiography_root, tmp_path_factory.mktemp("trained"))
+    # the workers' temp folders share a parent: one of them trains, the others reuse it
+    return shared_trained(radiography_root, tmp_path_factory.getbasetemp().parent / "trained")
 
 
 @pytest.fixture
@@ -99,8 +102,6 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     disk.unmount()
 
 
-
-
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """A real S3 API (moto in server mode), started once for the session."""
@@ -130,3 +131,9 @@ def s3_server() -> Iterator[S3Server]:
     yield server
     process.terminate()
     process.wait(timeout=10)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that start services first: spread over the pytest-xdist workers from the
+    start, the short ones fill the gaps instead of one long test ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)

@@ -23,6 +23,18 @@ def _log_lines(**_: Any) -> None:
 
 
 @worker_init.connect
+def _preload_training(**_: Any) -> None:
+    """Import TensorFlow and the job code once, in the main process before the pool forks:
+    each job's fresh child (one per job) then starts with them instead of spending seconds of
+    the job importing them. Nothing here may run a TensorFlow op: its runtime (threads,
+    devices) must start in the child that trains."""
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    import worker.runner.jobs  # noqa: F401
+
+
+@worker_init.connect
 def _serve_metrics(**_: Any) -> None:
     """In the main process, before the pool forks: the pool's processes inherit the folder."""
     metrics.serve(get_settings())

@@ -1,7 +1,7 @@
 """Celery tasks: thin wrappers that pass ids to plain functions.
 
-TensorFlow is imported by those functions when a job runs, so only the pool's child
-process loads it.
+The worker's main process imports TensorFlow before its pool forks (worker.celery_app), but
+runs nothing with it: the runtime starts in the pool's child, a fresh one per job.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from api.deps import BatcherDep, ModelServerDep, QueueDep
 from shared.schemas import Health, Readiness
@@ -16,6 +16,12 @@ router = APIRouter(tags=["health"])
 def get_health() -> Health:
     """The process is alive."""
     return Health(status="ok")
+
+
+@router.head("/healthz", include_in_schema=False)
+def head_health() -> Response:
+    """What load balancers that probe with HEAD get: 200, no body."""
+    return Response(status_code=200)
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,29 @@ def decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
         raise InvalidImage("the DICOM file is truncated")
     if "TransferSyntaxUID" not in ds.file_meta:  # mandatory in a Part 10 file
         raise InvalidImage("the DICOM file's meta header is incomplete")
-    _check_supported(ds, max_pixels)
+    try:
+        _check_supported(ds, max_pixels)
+        _check_transforms(ds)
+        stored = _stored_pixels(ds)
+        gray = to_display(stored, ds)
+    except MALFORMED as exc:
+        # an element the checks above let through that pydicom or numpy cannot use
+        raise InvalidImage(f"the DICOM header's pixel description is malformed "
+                           f"({type(exc).__name__})") from exc
+    if not np.isfinite(gray).all():
+        raise InvalidImage("the DICOM header's rescale or window values give non-finite "
+                           "pixels")
+    return gray
+
+
+# What a malformed element makes pydicom's transforms or a conversion raise.
+MALFORMED = (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError,
+             ZeroDivisionError)
+VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+MAX_BITS = 32  # BitsStored and a LUT's bits beyond this describe no real radiograph
+
+
+def _stored_pixels(ds: Any) -> np.ndarray:
     try:
         stored = np.asarray(ds.pixel_array)
     except NotImplementedError as exc:
@@ -61,7 +84,58 @@ def decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
                            ) from exc
     if stored.ndim != 2:
         raise UnsupportedDicom("only single-frame grayscale DICOM images are accepted")
-    return to_display(stored, ds)
+    return stored
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))
+    except MALFORMED:
+        return False
+
+
+def _values(element: Any) -> list[Any]:
+    """A DICOM element's values, one or many (pydicom's MultiValue is a Sequence)."""
+    if element is None:
+        return []
+    if isinstance(element, Sequence) and not isinstance(element, str | bytes):
+        return list(element)
+    return [element]
+
+
+def _check_transforms(ds: Any) -> None:
+    """The header's modality and VOI transforms describe a usable mapping: refused here with
+    the element named (never its value), instead of failing or yielding NaN further on."""
+    def invalid(what: str) -> InvalidImage:
+        return InvalidImage(f"the DICOM header's {what} is invalid")
+
+    bits = ds.get("BitsStored")
+    if bits is None or not _finite(bits) or not 1 <= int(bits) <= MAX_BITS:
+        raise invalid("BitsStored")
+    for name in ("ModalityLUTSequence", "VOILUTSequence"):
+        if name in ds:
+            items = ds.get(name)
+            if not items:
+                raise invalid(name)
+            descriptor = _values(items[0].get("LUTDescriptor", []))
+            if (len(descriptor) != 3 or not all(_finite(v) for v in descriptor)
+                    or not 1 <= int(descriptor[2]) <= MAX_BITS or "LUTData" not in items[0]):
+                raise invalid(f"{name}'s LUT descriptor")
+    for name in ("RescaleSlope", "RescaleIntercept"):
+        if ds.get(name) is not None and not _finite(ds.get(name)):
+            raise invalid(name)
+    if ds.get("RescaleSlope") is not None and float(ds.RescaleSlope) == 0:
+        raise invalid("RescaleSlope")
+    if "VOILUTSequence" not in ds and ds.get("WindowWidth") is not None:
+        widths = _values(ds.WindowWidth)
+        centers = _values(ds.get("WindowCenter"))
+        if not widths or not all(_finite(w) and float(w) > 0 for w in widths):
+            raise invalid("WindowWidth")
+        if not centers or not all(_finite(c) for c in centers):
+            raise invalid("WindowCenter")
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+        if function not in VOI_FUNCTIONS:
+            raise invalid("VOILUTFunction")
 
 
 def _check_supported(ds: Any, max_pixels: int) -> None:
@@ -109,6 +183,8 @@ def to_display(stored: np.ndarray, ds: Any) -> np.ndarray:
         low, high = 0.0, float(2**bits - 1)
     values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
     low, high = min(low, high), max(low, high)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise InvalidImage("the DICOM header's rescale values give a non-finite range")
     if high <= low:
         return np.zeros(values.shape, dtype=np.float32)
     scaled = np.clip((values - low) * (255.0 / (high - low)), 0.0, 255.0)

@@ -28,7 +28,8 @@ from shared.errors import ImageTooLarge, InvalidImage, UnsupportedImageFormat
 from shared.ml.dicom import decode_dicom, is_dicom
 
 PREPROCESSING_ID = "gray3-bilinear-vgg16caffe-v1"
-ACCEPTED_FORMATS = frozenset({"PNG", "JPEG"})
+# MPO is a camera's multi-picture JPEG: Pillow reads its first picture, a plain JPEG.
+ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "MPO"})
 DEFAULT_MAX_PIXELS = 50_000_000
 MAX_CROP_BORDER = 0.2
 

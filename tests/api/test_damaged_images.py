@@ -87,3 +87,22 @@ def test_damaged_uploads_get_an_answer_or_a_coded_4xx(client: TestClient,
     assert all(outcomes[f"{kind} truncated at 50%"] == 400 for kind in ("png", "jpeg", "dicom"))
     assert client.get("/healthz").status_code == 200
     assert client.post("/predict", files={"file": ("x.png", png)}).status_code == 200
+
+
+def test_a_cameras_multi_picture_jpeg_is_read_as_its_first_picture(
+        client: TestClient, radiography_root: Path) -> None:
+    gray = Image.fromarray(gray_of(sample_files(radiography_root, 1)["COVID"][0].read_bytes()))
+    mpo, jpeg = io.BytesIO(), io.BytesIO()
+    gray.save(mpo, format="MPO", save_all=True, append_images=[Image.new("L", gray.size, 0)])
+    gray.save(jpeg, format="JPEG")
+    assert Image.open(io.BytesIO(mpo.getvalue())).format == "MPO"
+    answers = [client.post("/predict", files={"file": ("x.jpg", data)})
+               for data in (mpo.getvalue(), jpeg.getvalue())]
+    assert [a.status_code for a in answers] == [200, 200], answers[0].text
+    first, plain = (a.json()["probabilities"] for a in answers)
+    assert first == pytest.approx(plain, abs=1e-4)  # the first picture, not the black one
+
+
+def test_a_head_probe_of_healthz_is_answered(client: TestClient) -> None:
+    probe = client.head("/healthz")
+    assert probe.status_code == 200 and probe.content == b""

@@ -13,7 +13,14 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from shared.config import Settings
 from shared.registry.local import LocalRegistry
-from tests.helpers.dicom import MARKER_ID, MARKER_NAME, as_12_bit, gray_of, make_dicom
+from tests.helpers.dicom import (
+    MARKER_ID,
+    MARKER_NAME,
+    as_12_bit,
+    gray_of,
+    make_dicom,
+    malformed_dicoms,
+)
 from tests.helpers.env import AS_ADMIN, sample_files
 from tests.helpers.versions import publish_random, wait_ready, zip_bytes
 
@@ -71,3 +78,22 @@ def test_dicom_predictions_match_the_png_and_leak_no_patient_data(
             content = path.read_bytes()
             assert all(marker not in content for marker in MARKERS), path
             assert b"DICM" not in content[:132]
+
+
+def test_malformed_dicom_headers_get_a_400_from_predict_and_explain_and_a_422_as_data(
+        settings: Settings) -> None:
+    registry = LocalRegistry(settings.models_dir)
+    registry.activate(publish_random(registry, seed=6))
+    with TestClient(create_app(settings)) as client:  # no key: anyone may predict
+        wait_ready(client)
+        for name, dicom in malformed_dicoms().items():
+            for query in ("", "?explain=true"):
+                answer = client.post(f"/predict{query}", files={"file": ("x.dcm", dicom)})
+                assert answer.status_code == 400, (name, query, answer.text)
+                assert answer.json()["error"]["code"] == "invalid_image", name
+            stored = client.post("/datasets", headers=AS_ADMIN, data={"name": "bad"},
+                                 files={"file": ("d.zip", zip_bytes({
+                                     "COVID/a.dcm": dicom, "Normal/b.dcm": dicom}))})
+            assert stored.status_code == 422, (name, stored.text)
+            assert stored.json()["error"]["code"] == "invalid_dataset", name
+        assert client.get("/datasets", headers=AS_ADMIN).json()["datasets"] == []

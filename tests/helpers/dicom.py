@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -53,3 +54,50 @@ def gray_of(png: bytes) -> np.ndarray:
 def as_12_bit(gray: np.ndarray) -> np.ndarray:
     """The same picture in 12 bits: 0..255 spread over 0..4095."""
     return np.rint(gray.astype(np.float64) * (4095 / 255)).astype(np.uint16)
+
+
+def _lut(descriptor: list[int]) -> Any:
+    """A one-item LUT sequence with ``descriptor`` and a 256-entry ramp."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.add_new(0x00283002, "US", descriptor)  # LUT Descriptor
+    item.add_new(0x00283006, "OW", np.arange(256, dtype=np.uint16).tobytes())  # LUT Data
+    return Sequence([item])
+
+
+def malformed_dicoms() -> dict[str, bytes]:
+    """Files whose pixel description a modality should never write: transforms that cannot be
+    applied, and values that make the pixels non-finite. Each must be refused with a code."""
+    from pydicom.sequence import Sequence
+
+    ramp = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
+    cases: dict[str, dict[str, Any]] = {
+        "window width 0": {"WindowCenter": 128, "WindowWidth": 0},
+        "window width negative": {"WindowCenter": 128, "WindowWidth": -50},
+        "unknown VOI LUT function": {"WindowCenter": 128, "WindowWidth": 100,
+                                     "VOILUTFunction": "CUBIC"},
+        "sigmoid with width 0": {"WindowCenter": 128, "WindowWidth": 0,
+                                 "VOILUTFunction": "SIGMOID"},
+        "window center NaN": {"WindowCenter": "NaN", "WindowWidth": 100},
+        "empty modality LUT sequence": {"ModalityLUTSequence": Sequence([])},
+        "empty VOI LUT sequence": {"VOILUTSequence": Sequence([])},
+        "two-value VOI LUT descriptor": {"VOILUTSequence": _lut([256, 0])},
+        "one-value modality LUT descriptor": {"ModalityLUTSequence": _lut([256])},
+        "1100-bit VOI LUT": {"VOILUTSequence": _lut([256, 0, 1100])},
+        "rescale slope NaN": {"RescaleSlope": "NaN", "RescaleIntercept": 0},
+        "rescale slope inf": {"RescaleSlope": "inf", "RescaleIntercept": 0},
+        "rescale slope 1e308": {"RescaleSlope": "1e308", "RescaleIntercept": 0},
+        "rescale intercept -inf": {"RescaleSlope": 1, "RescaleIntercept": "-inf"},
+    }
+    with warnings.catch_warnings():  # pydicom warns of the invalid values written on purpose
+        warnings.simplefilter("ignore")
+        return {name: make_dicom(ramp, 8, **elements) for name, elements in cases.items()}
+
+
+def well_formed_luts() -> dict[str, bytes]:
+    """The same ramp through a valid modality LUT and a valid VOI LUT: decoded, not refused."""
+    ramp = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
+    return {"modality LUT": make_dicom(ramp, 8, ModalityLUTSequence=_lut([256, 0, 8])),
+            "VOI LUT": make_dicom(ramp, 8, VOILUTSequence=_lut([256, 0, 8]))}

@@ -12,7 +12,11 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 RADIOGRAPHY = SHARED_DATA / "covid19-radiography"
 IMAGE_DATASET = SHARED_DATA / "covid19-image-dataset"
-REDIS_URL = os.environ.get("CXR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# One Redis database per pytest-xdist worker (gw0 15, gw1 13, gw2 12, ...; 14 is the
+# replicas benchmark's), so that parallel tests never see each other's queues.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_URL = os.environ.get("CXR_TEST_REDIS_URL",
+                           f"redis://127.0.0.1:6379/{15 if _WORKER == 0 else 14 - _WORKER}")
 # CI sets this so that a missing Redis fails the run instead of skipping tests.
 REQUIRE_SERVICES = os.environ.get("CXR_TEST_REQUIRE_SERVICES") == "1"
 # API keys of the test services: mutating endpoints always need an admin one.
@@ -29,7 +33,9 @@ TINY_VERSIONS_ENV = {"CXR_PROMOTION_REFUSE_CHANCE": "false"}
 # What the processes the suite starts (`cxr serve`, `cxr worker`, `cxr train`) run with
 # beyond that: no ONNX export, whose conversion is most of a tiny job's publishing time; the
 # export and ONNX serving are tested in process (the shared trained version).
-PROCESS_ENV = {**TINY_VERSIONS_ENV, "CXR_EXPORT_ONNX": "false"}
+# A heartbeat every half second relays a cancel and a takeover sooner than the default 2 s.
+PROCESS_ENV = {**TINY_VERSIONS_ENV, "CXR_EXPORT_ONNX": "false",
+               "CXR_JOB_HEARTBEAT_INTERVAL_S": "0.5"}
 # S3 credentials of the loopback server; moto accepts any, boto3 needs some.
 S3_ENV = {"AWS_ACCESS_KEY_ID": "cxr-test", "AWS_SECRET_ACCESS_KEY": "cxr-test-secret",
           "AWS_DEFAULT_REGION": "us-east-1"}

@@ -32,7 +32,7 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 240) -> dict[st
         job = client.get(f"/jobs/{job_id}").json()
         if job["state"] in ("succeeded", "failed", "cancelled"):
             return job
-        time.sleep(0.5)
+        time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not finish: {job}")
 
 

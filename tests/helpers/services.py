@@ -156,7 +156,8 @@ def wait_healthy(service: Service, timeout: float = 60) -> None:
             if httpx.get(f"{service.url}/healthz", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
-            time.sleep(0.3)
+            pass
+        time.sleep(0.1)
     raise RuntimeError(f"the API did not start:\n{service.logs()}")
 
 
@@ -169,5 +170,5 @@ def wait_for_log(service: Service, name: str, text: str, timeout: float = 90) ->
             return
         if service.processes[name].poll() is not None:
             break
-        time.sleep(0.3)
+        time.sleep(0.1)
     raise RuntimeError(f"{name} did not get ready:\n{service.logs()}")

@@ -4,6 +4,7 @@ training recipe, and a reporter that records progress."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import time
 import zipfile
@@ -73,6 +74,31 @@ class Trained:
         return LocalRegistry(self.settings.models_dir)
 
 
+def _trained_settings(root: Path) -> Settings:
+    return Settings(models_dir=root / "models", state_dir=root / "state",
+                    promotion_refuse_chance=True)
+
+
+def shared_trained(radiography: Path, root: Path) -> Trained:
+    """``train_once`` in ``root``, done by the first of the suite's processes (pytest-xdist
+    workers) to ask; the others wait for it and read what it recorded."""
+    from filelock import FileLock
+
+    record = root / "trained.json"
+    with FileLock(f"{root}.lock"):
+        if not record.is_file():
+            trained = train_once(radiography, root)
+            record.write_text(json.dumps({
+                "params": trained.params.model_dump(mode="json"), "version": trained.version,
+                "progress": [p.model_dump(mode="json") for p in trained.recorder.progress]}))
+            return trained
+    saved = json.loads(record.read_text())
+    recorder = Recorder()
+    recorder.progress = [JobProgress.model_validate(p) for p in saved["progress"]]
+    return Trained(root / "tiny", TrainingParams.model_validate(saved["params"]),
+                   _trained_settings(root), recorder, saved["version"])
+
+
 def train_once(radiography: Path, root: Path) -> Trained:
     """One tiny training that exercises every recorded option at once: a cosine schedule
     without warm-up, CLAHE and a border crop, a chest-radiograph gate even on 24 training
@@ -85,8 +111,7 @@ def train_once(radiography: Path, root: Path) -> Trained:
     params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 3}, learning_rate=1e-3,
                             lr_schedule="cosine", warmup_fraction=0.0, equalize="clahe",
                             crop_border=0.05, gate_min_images=0)
-    settings = Settings(models_dir=root / "models", state_dir=root / "state",
-                        promotion_refuse_chance=True)
+    settings = _trained_settings(root)
     recorder = Recorder()
     version = train_and_publish(discover(dataset), params, JobContext(settings, recorder))
     return Trained(dataset, params, settings, recorder, version)

@@ -353,6 +353,18 @@ def _hostile(tmp_path: Path, kind: str) -> tuple[Path, ZipLimits]:
             zf.writestr(_regular("Normal/extra.png"), _png())
         elif kind == "zip-bomb":  # within the size limits; refused by its compression ratio
             zf.writestr(_regular("Normal/zeros.png"), _png() + b"\0" * 2_000_000)
+        elif kind == "class-name-over-255-bytes":
+            zf.writestr(_regular("C" * 256 + "/a.png"), _png())
+        elif kind == "file-name-over-255-bytes":
+            zf.writestr(_regular("Normal/" + "é" * 130 + ".png"), _png())
+        elif kind == "path-of-5000-characters":
+            zf.writestr(_regular("Normal/" + "d/" * 2500 + "a.png"), _png())
+        elif kind == "file-then-folder":
+            zf.writestr(_regular("Normal/x.png"), _png())
+            zf.writestr(_regular("Normal/x.png/y.png"), _png())
+        elif kind == "folder-then-file":
+            zf.writestr(_regular("Normal/x.png/y.png"), _png())
+            zf.writestr(_regular("Normal/x.png"), _png())
         elif kind == "too-large":
             total = sum(len(d) for d in members.values())
             limits = ZipLimits(max_members=1000, max_uncompressed_bytes=total + 100)
@@ -364,7 +376,9 @@ def _hostile(tmp_path: Path, kind: str) -> tuple[Path, ZipLimits]:
 
 HOSTILE = ["not-a-zip", "lying-size", "lying-size-and-crc", "dot-dot", "dot-dot-backslash",
            "absolute", "drive-letter", "symlink", "fifo", "non-image", "executable", "text-as-png",
-           "gif-as-png", "nested-zip", "too-many-members", "too-large", "encrypted", "zip-bomb"]
+           "gif-as-png", "nested-zip", "too-many-members", "too-large", "encrypted", "zip-bomb",
+           "class-name-over-255-bytes", "file-name-over-255-bytes", "path-of-5000-characters",
+           "file-then-folder", "folder-then-file"]
 
 
 @pytest.mark.parametrize("kind", HOSTILE)
@@ -374,6 +388,7 @@ def test_hostile_zips_are_refused_and_leave_nothing_behind(tmp_path: Path, kind:
     with pytest.raises(InvalidDataset) as caught:
         unpack_zip(archive, data_dir, "upload", limits)
     assert caught.value.code == "invalid_dataset"
+    assert " at 0x" not in caught.value.message  # no Python object's address
     assert _leftovers(data_dir) == []
     assert not (tmp_path / "escaped.png").exists()
     assert not (tmp_path.parent / "escaped.png").exists()
@@ -465,3 +480,11 @@ def test_datasets_combine_by_class_name_and_keep_each_image_source(
                       files={"Tuberculosis": first.files["COVID"][:1]})
     with pytest.raises(InvalidDataset, match="Tuberculosis"):
         combine([("radiography", first), ("tb", unknown)])
+
+
+@pytest.mark.parametrize("name", ["Thumbs.db", "desktop.ini", "__MACOSX", "thumbs.DB"])
+def test_a_dataset_may_not_take_a_name_listings_skip(tmp_path: Path, name: str) -> None:
+    archive = _zip(tmp_path / "a.zip", _valid_members())
+    with pytest.raises(InvalidDataset, match="choose another"):
+        unpack_zip(archive, tmp_path / "data", name, LIMITS)
+    assert not (tmp_path / "data" / name).exists()

@@ -49,9 +49,21 @@ def _ci(value: float | None, interval: list[float] | None) -> str:
     return _fmt(value) + suffix
 
 
+def _inline(text: str) -> str:
+    """Text from a dataset (a class or source name) kept on its line."""
+    return " ".join(text.splitlines())
+
+
+def _cell(text: str) -> str:
+    """A table cell: on one line, its pipes escaped so they cannot start another column."""
+    return _inline(text).replace("\\", "\\\\").replace("|", "\\|")
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(map(_cell, cells)) + " |"
+
+    return [line(header), "|" + "---|" * len(header), *map(line, rows)]
 
 
 def _metrics(test: SplitMetrics | None, calibration: Calibration | None) -> list[str]:
@@ -182,7 +194,7 @@ def card_markdown(version: str, manifest: ManifestDraft) -> str:
     lines = [
         f"# Model card: {version}", "",
         "**Intended use: research, not a diagnostic device.** It classifies a frontal chest "
-        f"X-ray as one of {', '.join(manifest.classes)}.", "",
+        f"X-ray as one of {_inline(', '.join(manifest.classes))}.", "",
         f"- created {manifest.created_at.isoformat()}, parent version "
         f"{manifest.parent or 'none'}",
         f"- architecture {manifest.architecture}, input {manifest.image_size} px, "

@@ -30,8 +30,6 @@ from worker.training.fit import TrainingResult, train_model
 log = logging.getLogger(__name__)
 
 
-HEARTBEAT_S = 2.0
-
 
 class StoreReporter:
     """Reports progress to the job store; knows of a cancellation from the store's answers
@@ -56,7 +54,7 @@ class StoreReporter:
 
 
 @contextmanager
-def heartbeat(reporter: StoreReporter, every_s: float = HEARTBEAT_S) -> Iterator[None]:
+def heartbeat(reporter: StoreReporter, every_s: float) -> Iterator[None]:
     """The job's one liveness loop: keeps it visibly alive for as long as this process
     works on it, and relays a cancellation to the reporter within ``every_s``."""
     stop = threading.Event()
@@ -83,13 +81,14 @@ def claim(store: JobStore, job_id: str, settings: Settings) -> bool:
     """Start a queued job, or take over one whose worker died (a redelivered task): its
     heartbeat must stay silent for CXR_JOB_TAKEOVER_AFTER_S first, so a live job is never
     run twice."""
-    deadline = time.monotonic() + settings.job_takeover_after_s + 4 * HEARTBEAT_S
+    beat = settings.job_heartbeat_interval_s
+    deadline = time.monotonic() + settings.job_takeover_after_s + 4 * beat
     while True:
         if store.start(job_id, settings.job_takeover_after_s, settings.job_max_attempts):
             return True
         if store.get(job_id).state != JobState.running or time.monotonic() > deadline:
             return False
-        time.sleep(HEARTBEAT_S)
+        time.sleep(beat)
 
 
 def _checkpoint_dir(settings: Settings, job_id: str) -> Path:
@@ -158,7 +157,7 @@ def _run(store: JobStore, job_id: str, settings: Settings,
             return state
         log.info("job started", extra={"kind": kind, "dataset": record.dataset})
         started = time.monotonic()
-        ended = _work(store, job_id, work)
+        ended = _work(store, job_id, work, settings.job_heartbeat_interval_s)
         seconds = time.monotonic() - started
         log.info("job %s", ended.state.value, extra={
             "kind": kind, "state": ended.state.value, "model_version": ended.model_version,
@@ -167,11 +166,12 @@ def _run(store: JobStore, job_id: str, settings: Settings,
         return ended.state
 
 
-def _work(store: JobStore, job_id: str, work: Callable[[StoreReporter], str]) -> JobStatus:
+def _work(store: JobStore, job_id: str, work: Callable[[StoreReporter], str],
+          heartbeat_s: float) -> JobStatus:
     """Every outcome ends in the store: succeeded, cancelled or failed."""
     reporter = StoreReporter(store, job_id)
     try:
-        with heartbeat(reporter):
+        with heartbeat(reporter, heartbeat_s):
             version = work(reporter)
     except JobCancelled:
         return store.finish(job_id, JobState.cancelled, error="cancelled by request")

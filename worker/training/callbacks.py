@@ -27,7 +27,7 @@ def progress_callback(reporter: Reporter, total_epochs: int, phase: str) -> Any:
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             logs = logs or {}
             last = EpochMetrics(**{k: float(logs[k]) for k in EpochMetrics.model_fields
-                                   if k in logs})
+                                   if k in logs and math.isfinite(float(logs[k]))})
             if reporter.epoch_end(JobProgress(epoch=epoch + 1, epochs=total_epochs,
                                               phase=phase, last=last)):
                 self._stop()
@@ -37,6 +37,27 @@ def progress_callback(reporter: Reporter, total_epochs: int, phase: str) -> Any:
             self.model.stop_training = True
 
     return Progress()
+
+
+def divergence_callback() -> Any:
+    """Stops at the first batch whose loss is not finite (as Keras' TerminateOnNaN does) and
+    remembers where, so the job fails with a reason instead of training on NaN weights."""
+    import keras
+
+    class Divergence(keras.callbacks.Callback):
+        diverged_at: tuple[int, int] | None = None
+        _epoch = 0
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._epoch = epoch
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.diverged_at = (self._epoch + 1, batch + 1)
+                self.model.stop_training = True
+
+    return Divergence()
 
 
 def epoch_logs_callback(model: Any, val: Any, labels: np.ndarray, started: float) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from shared.datasets import Dataset
-from shared.errors import InvalidDataset, JobCancelled
+from shared.errors import InvalidDataset, JobCancelled, TrainingDiverged
 from shared.manifest import ClassRates, Metrics, Phase, SourceMetrics, SplitMetrics, SplitRecord
 from shared.ml.calibration import apply_temperature
 from shared.ml.chest_gate import ChestGate
@@ -35,6 +35,7 @@ from worker.evaluation.shift_fitting import features_and_probabilities, fit_refe
 from worker.training import checkpoints, head_cache
 from worker.training.callbacks import (
     cosine_schedule_callback,
+    divergence_callback,
     epoch_logs_callback,
     progress_callback,
     time_budget_callback,
@@ -131,7 +132,8 @@ def _fit_phases(model: Any, data: Prepared, params: TrainingParams, reporter: Re
                            loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                            jit_compile=runtime.jit_compile)
         start = len(progress.history.get("loss", []))
-        callbacks = [epoch_logs_callback(model, val, val_labels, started),
+        divergence = divergence_callback()
+        callbacks = [divergence, epoch_logs_callback(model, val, val_labels, started),
                      checkpoints.epoch_callback(checkpoint_dir, progress, model),
                      *_callbacks(reporter, params, phase, started)]
         if params.lr_schedule == "cosine":
@@ -143,6 +145,11 @@ def _fit_phases(model: Any, data: Prepared, params: TrainingParams, reporter: Re
             fitted.fit(train, validation_data=fit_val, initial_epoch=start,
                        epochs=start + epochs - progress.phase_epochs_done, callbacks=callbacks,
                        class_weight=weights, shuffle=False, verbose=0)  # the pipeline shuffles
+        if divergence.diverged_at is not None:
+            epoch, batch = divergence.diverged_at
+            raise TrainingDiverged(
+                f"the training loss became non-finite in epoch {epoch}, batch {batch} of the "
+                f"{phase} phase (learning rate {learning_rate:g}): try a lower learning_rate")
         if any(getattr(callback, "cancelled", False) for callback in callbacks):
             raise JobCancelled("cancelled while training")
         progress.phases_done.append({"phase": phase, "learning_rate": learning_rate,

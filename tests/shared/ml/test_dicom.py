@@ -10,7 +10,13 @@ import pytest
 
 from shared.errors import CxrError
 from shared.ml.preprocessing import decode_grayscale
-from tests.helpers.dicom import as_12_bit, gray_of, make_dicom
+from tests.helpers.dicom import (
+    as_12_bit,
+    gray_of,
+    make_dicom,
+    malformed_dicoms,
+    well_formed_luts,
+)
 from tests.helpers.env import sample_files
 
 JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
@@ -108,3 +114,17 @@ def test_damaged_dicoms_are_invalid_images(png: bytes) -> None:
     data = make_dicom(as_12_bit(gray_of(png)), 12, syntax=JPEG2000_LOSSLESS)
     _refused(data[: len(data) // 2], "invalid_image")
     _refused(data[:140], "invalid_image")
+
+
+@pytest.mark.parametrize("name", list(malformed_dicoms()))
+def test_a_malformed_pixel_description_is_an_invalid_image_never_nan(name: str) -> None:
+    with pytest.raises(CxrError) as caught:
+        decode_grayscale(malformed_dicoms()[name])
+    assert caught.value.code == "invalid_image", caught.value.message
+    assert "DICOM header" in caught.value.message
+
+
+def test_valid_lookup_tables_still_decode() -> None:
+    for name, data in well_formed_luts().items():
+        gray = decode_grayscale(data)
+        assert np.isfinite(gray).all() and gray.max() > gray.min(), name

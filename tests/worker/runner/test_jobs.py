@@ -16,7 +16,6 @@ from shared.errors import InvalidDataset, JobCancelled
 from shared.job_store import SqliteJobStore
 from shared.schemas import EvaluationParams, JobState, TrainingParams
 from worker.runner.jobs import (
-    HEARTBEAT_S,
     StoreReporter,
     _work,
     claim,
@@ -26,6 +25,7 @@ from worker.runner.jobs import (
 )
 
 PARAMS = TrainingParams(dataset="tiny", epochs=3, image_size=32)
+BEAT = 0.2  # s: the heartbeat interval of these tests (CXR_JOB_HEARTBEAT_INTERVAL_S)
 
 
 def test_checkpoints_of_lost_and_unknown_jobs_are_swept_and_live_ones_kept(
@@ -72,7 +72,7 @@ def test_every_way_a_job_ends_is_recorded(settings: Settings, error: Exception,
     def work(reporter: StoreReporter) -> str:
         raise error
 
-    ended = _work(store, job_id, work)
+    ended = _work(store, job_id, work, BEAT)
     assert (ended.state, ended.error) == (state, message)
     assert store.get(job_id).state == state and store.get(job_id).finished_at is not None
 
@@ -81,7 +81,7 @@ def test_a_succeeded_job_records_its_version(settings: Settings) -> None:
     store = _store(settings)
     job_id = _queued(store)
     assert store.start(job_id)
-    ended = _work(store, job_id, lambda reporter: "20260101-000000-abcdef")
+    ended = _work(store, job_id, lambda reporter: "20260101-000000-abcdef", BEAT)
     assert ended.state == JobState.succeeded
     assert ended.model_version == "20260101-000000-abcdef" and ended.error is None
 
@@ -95,14 +95,14 @@ def test_the_heartbeat_keeps_the_job_alive_and_relays_a_cancel(settings: Setting
     def work(reporter: StoreReporter) -> str:
         first_beat = store.record(job_id).heartbeat_at
         threading.Timer(0.2, store.cancel, [job_id]).start()
-        deadline = time.monotonic() + 3 * HEARTBEAT_S
+        deadline = time.monotonic() + 0.2 + 3 * BEAT
         while not reporter.cancel_requested() and time.monotonic() < deadline:
             time.sleep(0.05)
         seen.append(reporter.cancel_requested())
         seen.append(store.record(job_id).heartbeat_at != first_beat)
         raise JobCancelled("asked to stop")
 
-    ended = _work(store, job_id, work)
+    ended = _work(store, job_id, work, BEAT)
     assert seen == [True, True]  # relayed within a heartbeat, which also beat
     assert ended.state == JobState.cancelled
 
@@ -118,7 +118,8 @@ def test_claim_starts_a_queued_job_and_never_one_alive_elsewhere(settings: Setti
     # running elsewhere and beating: a redelivered task waits past the takeover time, then
     # leaves it alone
     assert store.start(running)
-    quick = settings.model_copy(update={"job_takeover_after_s": 0.5})
+    quick = settings.model_copy(update={"job_takeover_after_s": 0.5,
+                                      "job_heartbeat_interval_s": BEAT})
     beating = threading.Event()
 
     def beat() -> None:

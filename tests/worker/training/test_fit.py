@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from PIL import Image
 
 from shared.config import Settings
 from shared.datasets import discover
-from shared.errors import JobCancelled, NotAChestXray
+from shared.errors import JobCancelled, NotAChestXray, TrainingDiverged
 from shared.manifest import BaseWeightsRecord, Manifest
 from shared.ml.preprocessing import (
     DecodedImage,
@@ -378,3 +379,18 @@ def test_the_intensity_augmentation_keeps_pixels_in_range_and_grey() -> None:
     assert not np.allclose(out, plain)
     assert np.array_equal(np.asarray(augmentation(3, intensity=True)(batch, training=False)),
                           batch)
+
+
+def test_a_diverging_training_stops_at_its_first_non_finite_loss_with_a_code(
+    tiny_dataset: Path, settings: Settings
+) -> None:
+    params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 4},  # type: ignore[arg-type]
+                            learning_rate=1.0)
+    recorder = Recorder()
+    with pytest.raises(TrainingDiverged, match="non-finite") as caught:
+        train_and_publish(discover(tiny_dataset), params, JobContext(settings, recorder))
+    assert caught.value.code == "training_diverged"
+    assert len(recorder.progress) < 4  # stopped, not trained to the end
+    assert all(math.isfinite(value) for p in recorder.progress if p.last
+               for value in p.last.model_dump(exclude_none=True).values())
+    assert LocalRegistry(settings.models_dir).versions() == []
