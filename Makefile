@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup run api worker test lint bench-serve bench-soak bench-replicas clean
 
+# uv installs what pip would, from its cache in seconds instead of a minute (TensorFlow).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# uv installs what pip would, from its cache in seconds instead of a minute (TensorFlow).
 	$(BIN)/python -m pip install --quiet uv
 	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode --quiet -e ".[api,worker,dev]"
 	touch $(STAMP)

@@ -33,13 +33,15 @@ def serve() -> None:
     """Run the HTTP API (uvicorn) on CXR_HOST:CXR_PORT."""
     import uvicorn
 
+    from api.http_protocol import bounded_protocol
     from shared.logs import configure_logging
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     # log_config=None: uvicorn's lines go through ours; the API logs its own access lines.
     uvicorn.run("api.main:create_app", factory=True, host=settings.host, port=settings.port,
-                log_level=settings.log_level, log_config=None, access_log=False)
+                log_level=settings.log_level, log_config=None, access_log=False,
+                http=bounded_protocol(settings.max_header_bytes, settings.max_header_fields))
 
 
 @app.command()

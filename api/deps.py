@@ -12,6 +12,7 @@ from celery import Celery
 from fastapi import Depends, Request
 
 from api.batching import Batcher
+from api.decode_budget import PixelBudget
 from api.metrics import Metrics
 from api.serving import ModelServer
 from shared.config import Settings
@@ -34,3 +35,4 @@ JobStoreDep = Annotated[JobStore, Depends(_from_state("jobs"))]
 QueueDep = Annotated[Celery, Depends(_from_state("queue"))]
 BatcherDep = Annotated[Batcher, Depends(_from_state("batcher"))]
 MetricsDep = Annotated[Metrics, Depends(_from_state("metrics"))]
+DecodeBudgetDep = Annotated[PixelBudget, Depends(_from_state("decode_budget"))]

@@ -37,6 +37,7 @@ STATUS: dict[type[errors.CxrError], int] = {
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.NoActiveModel: 503,
+    errors.ServiceBusy: 503,
     errors.BrokerUnavailable: 503,
     errors.RegistryUnavailable: 503,
     errors.StorageFull: 507,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
 from api.batching import Batcher
+from api.decode_budget import PixelBudget
 from api.metrics import Metrics, RequestMetrics
+from api.redirects import RelativeRedirects
 from api.request_log import AccessLog
 from api.routes import datasets, health, jobs, metrics, models, page, predict
 from api.serving import ModelServer
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.decode_budget = PixelBudget(settings.decode_pixel_budget, settings.decode_wait_s)
     app.state.metrics = Metrics(jobs=lambda: getattr(app.state, "jobs", None))
     errors.install(app)
     if settings.cors_origins:
@@ -69,18 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"],
                            expose_headers=["X-Model-Version", "X-Request-ID"])
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_upload_bytes:
-            return errors.error_response(
-                413, "payload_too_large",
-                f"request body of {length} bytes exceeds {settings.max_upload_bytes}")
-        return await call_next(request)
-
-    # Added last, so outermost of ours: they also see what limit_body refuses.
+    app.add_middleware(RelativeRedirects)
+    # Added last, so outermost: they also see what the routes refuse.
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     app.add_middleware(AccessLog)
     for router in (predict.router, datasets.router, jobs.router, models.router, health.router,

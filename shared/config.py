@@ -123,8 +123,18 @@ class Settings(BaseSettings):
     base_weights_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
 
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    # A request's head (request line and header fields) and its number of header fields:
+    # past either, 431 before any work.
+    max_header_bytes: int = Field(64 * 1024, ge=4096)
+    max_header_fields: int = Field(100, ge=10)
+    # The body of a request that is not an upload (JSON: /retrain, /models/{v}/evaluate).
+    max_json_bytes: int = Field(1024 * 1024, ge=1024)
     max_image_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(50_000_000, ge=64 * 64)
+    # Declared pixels of all the images being decoded and prepared at once (two of the
+    # largest); a request that would exceed it waits up to decode_wait_s, then gets 503.
+    decode_pixel_budget: int = Field(100_000_000, ge=64 * 64)
+    decode_wait_s: float = Field(10.0, ge=0, le=300)
     max_zip_members: int = Field(50_000, ge=1)
     max_zip_uncompressed_bytes: int = Field(4 * 1024**3, ge=1024)
     # Uncompressed over compressed size of one zip member: PNGs and JPEGs barely deflate,

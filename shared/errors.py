@@ -125,6 +125,12 @@ class TrainingDiverged(CxrError):
     code = "training_diverged"
 
 
+class ServiceBusy(CxrError):
+    """Too much work of one kind at once; the client should retry shortly."""
+
+    code = "busy"
+
+
 class WeightsUnavailable(CxrError):
     code = "weights_unavailable"
 

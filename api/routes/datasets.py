@@ -10,6 +10,7 @@ from typing import IO, Annotated
 from fastapi import APIRouter, File, Form, UploadFile, status
 
 from api.auth import Admin, Reader
+from api.body_guard import GuardedRoute
 from api.deps import SettingsDep
 from api.errors import responses
 from shared.datasets import ZipLimits, dataset_path, discover, list_datasets, unpack_zip
@@ -17,8 +18,9 @@ from shared.errors import DatasetNotFound, InvalidDataset, PayloadTooLarge
 from shared.schemas import NAME_PATTERN, DatasetInfo, DatasetList
 
 # Reads answer 401 without a key when CXR_REQUIRE_KEY_FOR_READS is on.
-router = APIRouter(prefix="/datasets", tags=["datasets"], dependencies=Reader,
-                   responses=responses(401))
+router = APIRouter(
+    route_class=GuardedRoute, prefix="/datasets", tags=["datasets"], dependencies=Reader,
+    responses=responses(401))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from api.body_guard import GuardedRoute
 from api.deps import BatcherDep, ModelServerDep, QueueDep
 from shared.schemas import Health, Readiness
 from shared.task_queue import broker_reachable
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=GuardedRoute, tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)

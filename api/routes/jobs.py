@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 
 from api.auth import Admin, Reader
+from api.body_guard import GuardedRoute
 from api.deps import JobStoreDep, QueueDep, SettingsDep
 from api.enqueue import enqueue
 from api.errors import responses
@@ -15,7 +16,8 @@ from shared.task_queue import TRAIN_TASK
 
 # Reads answer 401 without a key when CXR_REQUIRE_KEY_FOR_READS is on, and every route 503
 # while the job store (Redis) is unreachable.
-router = APIRouter(tags=["jobs"], dependencies=Reader, responses=responses(401, 503))
+router = APIRouter(
+    route_class=GuardedRoute, tags=["jobs"], dependencies=Reader, responses=responses(401, 503))
 
 
 @router.post("/retrain", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,

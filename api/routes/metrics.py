@@ -6,12 +6,14 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.auth import Reader
+from api.body_guard import GuardedRoute
 from api.deps import MetricsDep
 from api.metrics import METRICS_PATH
 
 # Open like the other reads (a key with CXR_REQUIRE_KEY_FOR_READS); for scrapers, not clients,
 # so kept out of the OpenAPI schema.
-router = APIRouter(tags=["metrics"], dependencies=Reader, include_in_schema=False)
+router = APIRouter(
+    route_class=GuardedRoute, tags=["metrics"], dependencies=Reader, include_in_schema=False)
 
 
 @router.get(METRICS_PATH)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 
 from api.auth import Admin, Reader
+from api.body_guard import GuardedRoute
 from api.deps import JobStoreDep, ModelServerDep, QueueDep, RegistryDep, SettingsDep
 from api.enqueue import enqueue
 from api.errors import responses
@@ -17,8 +18,9 @@ from shared.task_queue import EVALUATE_TASK
 
 # Reads answer 401 without a key when CXR_REQUIRE_KEY_FOR_READS is on, and 503 when the
 # registry's object store is unreachable.
-router = APIRouter(prefix="/models", tags=["models"], dependencies=Reader,
-                   responses=responses(401, 503))
+router = APIRouter(
+    route_class=GuardedRoute, prefix="/models", tags=["models"], dependencies=Reader,
+    responses=responses(401, 503))
 
 
 def _serving(server: ModelServerDep) -> ServingState:

@@ -12,6 +12,8 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException
 
+from api.body_guard import GuardedRoute
+
 STATIC = Path(__file__).resolve().parent.parent / "static"
 # The page's modules (app.js imports the others) and its style sheet.
 MODULES = ("app.js", "common.js", "predict.js", "models.js", "datasets.js", "train.js",
@@ -26,7 +28,7 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-
 # Revalidate each time, so a deploy is seen at the next load without stale JavaScript.
 HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 
-router = APIRouter(tags=["page"], include_in_schema=False)
+router = APIRouter(route_class=GuardedRoute, tags=["page"], include_in_schema=False)
 
 
 @router.get("/")

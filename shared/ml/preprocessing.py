@@ -114,6 +114,21 @@ def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
     return decode_image(data, max_pixels).gray
 
 
+def declared_pixels(data: bytes) -> int:
+    """The pixels a file's header declares, read without decoding them; 0 when the header
+    says nothing readable (decoding then says what is wrong)."""
+    try:
+        if is_dicom(data):
+            import pydicom
+
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            return max(0, int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)))
+        with Image.open(io.BytesIO(data)) as image:
+            return int(image.width * image.height)
+    except Exception:  # any damage at all: decoding reports it with its code
+        return 0
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode an image file as ``decode_grayscale`` does, keeping its colourfulness."""
     if not data:

@@ -228,3 +228,9 @@ def test_predict_with_explain_returns_the_same_answer_and_a_heat_map(
         assert other.status_code == 200 and other.json()["explanation"]["class_name"] == "c"
         _error(client.post("/predict?explain_class=Pneumothorax",
                            files={"file": ("x.png", image)}), 422, "unknown_class")
+
+
+def test_a_redirect_names_a_path_whatever_the_host_header_says(client: TestClient) -> None:
+    for path in ("/models/", "/datasets/", "/jobs/"):
+        moved = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+        assert moved.status_code == 307 and moved.headers["location"] == path.rstrip("/")

@@ -1,0 +1,130 @@
+"""Requests are judged before their bodies are read: the key first, then the body's size as
+it streams in.
+
+FastAPI reads (and Starlette spools) a whole body before a route's dependencies run, so
+without this a request with no key could send hundreds of megabytes before its 401, and a
+chunked body (no Content-Length) was only measured once spooled. Each route's rules are read
+off the route itself: the key it needs from its ``require_admin``/``require_reader``
+dependency, and its size limit from whether it takes a form (uploads) or JSON. Every router
+of the API is made with ``route_class=GuardedRoute``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import HTTPException
+from fastapi.params import Form
+from fastapi.routing import APIRoute
+from starlette.types import Message, Receive
+
+from api import errors
+from api.auth import HEADER, require_admin, require_reader
+from shared.config import Settings
+from shared.errors import CxrError
+
+Role = Literal["admin", "reader"]
+# A multipart body carries its part headers and boundaries beside the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive``: FastAPI re-raises an HTTPException met while reading a body
+    (any other error there becomes a 400), and the app's handler answers it as JSON."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds this route's limit of {limit} bytes")
+
+
+def limited_to(setting: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Marks an upload route whose body is bounded by another byte setting than
+    CXR_MAX_UPLOAD_BYTES (``/predict`` by CXR_MAX_IMAGE_BYTES)."""
+    def mark(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        endpoint.__dict__["body_limit_setting"] = setting
+        return endpoint
+
+    return mark
+
+
+@dataclass(frozen=True)
+class Rules:
+    role: Role | None
+    limit: int
+
+
+def _calls(dependant: Dependant) -> set[Callable[..., Any]]:
+    found = {dependant.call} if dependant.call else set()
+    for sub in dependant.dependencies:
+        found |= _calls(sub)
+    return found
+
+
+def rules_of(route: APIRoute, settings: Settings) -> Rules:
+    calls = _calls(route.dependant)
+    role: Role | None = ("admin" if require_admin in calls
+                         else "reader" if require_reader in calls else None)
+    takes_form = any(isinstance(p.field_info, Form) for p in route.dependant.body_params)
+    if not takes_form:
+        return Rules(role, settings.max_json_bytes)
+    setting = getattr(route.endpoint, "body_limit_setting", None)
+    if setting is None:
+        return Rules(role, settings.max_upload_bytes)
+    # CXR_MAX_UPLOAD_BYTES bounds every body; a route's own limit may only be tighter
+    own = int(getattr(settings, setting)) + MULTIPART_OVERHEAD
+    return Rules(role, min(own, settings.max_upload_bytes))
+
+
+class GuardedRoute(APIRoute):
+    """A route that applies its rules before FastAPI reads the body (which FastAPI does
+    before it runs the route's dependencies, the key check among them): FastAPI's documented
+    way to wrap a route's request handling."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            if request.method in ("GET", "HEAD", "OPTIONS"):
+                return await handler(request)
+            settings: Settings = request.app.state.settings
+            rules = rules_of(self, settings)
+            refusal = _refusal(rules, request, settings)
+            if refusal is not None:
+                return refusal
+            return await handler(Request(request.scope, _counted(request.receive, rules.limit)))
+
+        return guarded
+
+
+def _counted(receive: Receive, limit: int) -> Receive:
+    received = 0
+
+    async def counted() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return counted
+
+
+def _refusal(rules: Rules, request: Request, settings: Settings) -> Response | None:
+    if rules.role is not None:
+        check = require_admin if rules.role == "admin" else require_reader
+        try:
+            check(request.headers.get(HEADER), settings)
+        except CxrError as exc:
+            status = next(s for cls, s in errors.STATUS.items() if isinstance(exc, cls))
+            return errors.error_response(status, exc.code, exc.message)
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > rules.limit:
+        return errors.error_response(
+            413, "payload_too_large",
+            f"request body of {length} bytes exceeds this route's limit of {rules.limit} bytes")
+    return None
