@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -95,6 +97,26 @@ def _checkpoint_dir(settings: Settings, job_id: str) -> Path:
     return settings.state_dir / "checkpoints" / job_id
 
 
+def _temp_root(settings: Settings) -> Path:
+    return settings.state_dir / "tmp"
+
+
+@contextmanager
+def job_temp_dir(settings: Settings, job_id: str) -> Iterator[Path]:
+    """The job's temporary files (TensorFlow's autograph modules among them, which it
+    deletes only at a normal exit, and a pool process ends with os._exit) in a folder of the
+    job's own, removed when the job ends; one a killed process leaves is swept at the next
+    worker start."""
+    folder = _temp_root(settings) / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    previous, tempfile.tempdir = tempfile.tempdir, str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def sweep_checkpoints(settings: Settings, store: JobStore | None = None) -> list[str]:
     """At worker start: drop checkpoints of jobs that ended (lost with their worker, or
     unknown); a job that can still be taken over keeps its own."""
@@ -107,6 +129,7 @@ def sweep_checkpoints(settings: Settings, store: JobStore | None = None) -> list
             return True
 
     removed = checkpoints.sweep(settings.state_dir / "checkpoints", is_over)
+    checkpoints.sweep(_temp_root(settings), is_over)
     if removed:
         log.info("removed checkpoints of %d finished job(s)", len(removed))
     return removed
@@ -157,7 +180,8 @@ def _run(store: JobStore, job_id: str, settings: Settings,
             return state
         log.info("job started", extra={"kind": kind, "dataset": record.dataset})
         started = time.monotonic()
-        ended = _work(store, job_id, work, settings.job_heartbeat_interval_s)
+        with job_temp_dir(settings, job_id):
+            ended = _work(store, job_id, work, settings.job_heartbeat_interval_s)
         seconds = time.monotonic() - started
         log.info("job %s", ended.state.value, extra={
             "kind": kind, "state": ended.state.value, "model_version": ended.model_version,

@@ -4,6 +4,7 @@ worker killed outright leaves behind cleaned once the job is over."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from worker.runner.jobs import (
     StoreReporter,
     _work,
     claim,
+    job_temp_dir,
     run_evaluation,
     run_job,
     sweep_checkpoints,
@@ -172,3 +174,23 @@ def test_an_evaluation_job_stores_its_report(settings: Settings, tiny_dataset: P
     assert store.get(job_id).model_version == version
     [report] = registry.evaluations(version)
     assert report.dataset.name == "other" and report.metrics.images == 36
+
+
+def test_a_jobs_temporary_files_live_and_die_with_it(settings: Settings) -> None:
+    import tensorflow as tf
+
+    with job_temp_dir(settings, "job-1") as folder:
+        @tf.function
+        def relu(x: tf.Tensor) -> tf.Tensor:
+            if tf.reduce_sum(x) > 0:  # autograph converts this into a module file
+                return x
+            return -x
+
+        relu(tf.constant([1.0]))
+        assert list(folder.glob("__autograph_generated_file*"))
+    assert not folder.exists() and Path(tempfile.gettempdir()) != folder
+    # what a killed process left is swept at the next worker start, once its job is over
+    leftover = settings.state_dir / "tmp" / uuid.uuid4().hex
+    leftover.mkdir(parents=True)
+    sweep_checkpoints(settings, _store(settings))
+    assert not leftover.exists()
