@@ -22,10 +22,9 @@ from fastapi.params import Form
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive
 
-from api import errors
 from api.auth import HEADER, require_admin, require_reader
 from shared.config import Settings
-from shared.errors import CxrError
+from shared.errors import PayloadTooLarge
 
 Role = Literal["admin", "reader"]
 # A multipart body carries its part headers and boundaries beside the file itself.
@@ -91,9 +90,7 @@ class GuardedRoute(APIRoute):
                 return await handler(request)
             settings: Settings = request.app.state.settings
             rules = rules_of(self, settings)
-            refusal = _refusal(rules, request, settings)
-            if refusal is not None:
-                return refusal
+            _refuse_early(rules, request, settings)
             return await handler(Request(request.scope, _counted(request.receive, rules.limit)))
 
         return guarded
@@ -114,17 +111,13 @@ def _counted(receive: Receive, limit: int) -> Receive:
     return counted
 
 
-def _refusal(rules: Rules, request: Request, settings: Settings) -> Response | None:
+def _refuse_early(rules: Rules, request: Request, settings: Settings) -> None:
+    """Raise what the route would answer anyway (the app's handlers make it the JSON error):
+    a missing or weaker key, or a declared size over the route's limit."""
     if rules.role is not None:
         check = require_admin if rules.role == "admin" else require_reader
-        try:
-            check(request.headers.get(HEADER), settings)
-        except CxrError as exc:
-            status = next(s for cls, s in errors.STATUS.items() if isinstance(exc, cls))
-            return errors.error_response(status, exc.code, exc.message)
+        check(request.headers.get(HEADER), settings)
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > rules.limit:
-        return errors.error_response(
-            413, "payload_too_large",
-            f"request body of {length} bytes exceeds this route's limit of {rules.limit} bytes")
-    return None
+        raise PayloadTooLarge(f"request body of {length} bytes exceeds this route's limit of "
+                              f"{rules.limit} bytes")
