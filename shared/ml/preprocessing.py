@@ -148,7 +148,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
                     f"{image.width}x{image.height} pixels exceeds the limit of {max_pixels}"
                 )
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # a copy otherwise, even upright
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"the image has too many pixels: {exc}") from exc
     except UnidentifiedImageError as exc:  # its text names an in-memory buffer: no use
@@ -189,7 +189,8 @@ def _scale_to_8bit_range(pixels: np.ndarray) -> np.ndarray:
 
 def resize_to_rgb(gray: np.ndarray, size: int) -> np.ndarray:
     """Resize a float gray image to ``size`` x ``size`` and repeat it into 3 channels."""
-    resized = Image.fromarray(gray.astype(np.float32), mode="F").resize(
+    # asarray: no copy of an image that is float32 already (a large one is hundreds of MB)
+    resized = Image.fromarray(np.asarray(gray, dtype=np.float32), mode="F").resize(
         (size, size), Image.Resampling.BILINEAR
     )
     plane = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 255.0)

@@ -207,5 +207,7 @@ def test_concurrent_large_declared_images_are_decoded_within_the_pixel_budget(
     finally:
         service.stop()
     assert [a.status_code for a in answers] == [200] * 8, answers[0].text
-    # eight at once would hold at least eight float32 copies of the image (1.6 GB)
-    assert grown < 8 * side * side * 4, grown
+    # One image decoded at a time takes about two float32 copies of it (390 MB); eight at
+    # once, or freed blocks kept by each thread that decoded (shared/allocator.py), 1.5 GB+.
+    assert grown < 3 * side * side * 4, f"peak resident memory grew {grown / MiB:.0f} MiB"
+
