@@ -34,7 +34,7 @@ lint: $(STAMP)
 ## on TEST_WORKERS processes (pytest-xdist; TEST_WORKERS=0 runs it in this one).
 TEST_WORKERS ?= 2
 test: lint
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -n $(TEST_WORKERS)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1
 
 ## /predict against the model's ceiling and a naive server (bench/serve_benchmark.py; minutes).
 bench-serve: $(STAMP)

@@ -17,7 +17,6 @@ from api.redirects import RelativeRedirects
 from api.request_log import AccessLog
 from api.routes import datasets, health, jobs, metrics, models, page, predict
 from api.serving import ModelServer
-from shared.allocator import release_large_blocks
 from shared.config import Settings, get_settings
 from shared.job_store import open_job_store
 from shared.logs import configure_logging
@@ -58,7 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; settings default to the environment's."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    release_large_blocks(settings.malloc_mmap_threshold_bytes)
     app = FastAPI(
         title="cxr-service",
         summary="Chest X-ray classification (VGG16 transfer learning) with retraining.",
@@ -66,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.decode_budget = PixelBudget(settings.decode_pixel_budget, settings.decode_wait_s)
+    app.state.decode_budget = PixelBudget(settings.decode_pixel_budget, settings.decode_wait_s,
+                                           settings.release_memory_after_pixels)
     app.state.metrics = Metrics(jobs=lambda: getattr(app.state, "jobs", None))
     errors.install(app)
     if settings.cors_origins:

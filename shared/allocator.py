@@ -1,36 +1,33 @@
-"""The C allocator told to hand large blocks back to the system as soon as they are freed.
+"""Memory freed after a large image handed back to the system (glibc's ``malloc_trim``).
 
 glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
-blocks below it come from per-thread heaps that are not returned. A large image decoded in
+blocks below it come from per-thread heaps that keep what is freed. A large image decoded in
 one thread and then another (Pillow allocates in 16 MiB blocks) so leaves hundreds of
 megabytes resident per thread, and the peak grows with the number of threads that decoded,
-however few decode at once. A fixed threshold keeps large blocks mapped and unmapped.
+however few decode at once. Trimming after each large image returns it; fixing the threshold
+instead would also map and fault in every large tensor of every forward pass.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
-import os
+import functools
 import platform
-
-log = logging.getLogger(__name__)
-
-_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+from typing import Any
 
 
-def release_large_blocks(threshold_bytes: int) -> bool:
-    """Fix glibc's mmap threshold at ``threshold_bytes`` (0 leaves it alone); True when set.
-
-    An operator's own MALLOC_MMAP_THRESHOLD_ wins, and other C libraries are left as they are.
-    """
-    if threshold_bytes <= 0 or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
+@functools.cache
+def _libc() -> Any:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def release_freed_memory() -> bool:
+    """Return the free memory of every heap to the system; False where it cannot (not glibc)."""
+    libc = _libc()
+    if libc is None:
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    if libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(threshold_bytes)) != 1:
-        log.warning("mallopt(M_MMAP_THRESHOLD, %d) was refused", threshold_bytes)
-        return False
+    libc.malloc_trim(ctypes.c_size_t(0))
     return True

@@ -135,9 +135,9 @@ class Settings(BaseSettings):
     # largest); a request that would exceed it waits up to decode_wait_s, then gets 503.
     decode_pixel_budget: int = Field(100_000_000, ge=64 * 64)
     decode_wait_s: float = Field(10.0, ge=0, le=300)
-    # Freed blocks at least this large go back to the system at once (shared/allocator.py);
-    # 0 keeps the C library's own adaptive threshold.
-    malloc_mmap_threshold_bytes: int = Field(1024 * 1024, ge=0, le=32 * 1024 * 1024)
+    # After an image of at least this many pixels, freed memory goes back to the system
+    # (shared/allocator.py); 0 never.
+    release_memory_after_pixels: int = Field(4_000_000, ge=0)
     max_zip_members: int = Field(50_000, ge=1)
     max_zip_uncompressed_bytes: int = Field(4 * 1024**3, ge=1024)
     # Uncompressed over compressed size of one zip member: PNGs and JPEGs barely deflate,

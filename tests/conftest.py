@@ -134,6 +134,18 @@ def s3_server() -> Iterator[S3Server]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that start services first: spread over the pytest-xdist workers from the
-    start, the short ones fill the gaps instead of one long test ending the run alone."""
-    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
+    """The longest tests first, so that pytest-xdist (handing out one test at a time,
+    --maxschedchunk 1 in the Makefile) spreads them over its workers and the short ones fill
+    the gaps, instead of one long test ending the run alone: one test of the shared trained
+    version (one worker trains it while the others start services), the tests that start
+    services, those that train, then the rest."""
+    first_trained = next((item for item in items if "trained" in item.fixturenames), None)
+
+    def rank(item: pytest.Item) -> int:
+        if item is first_trained:
+            return 0
+        if item.get_closest_marker("integration"):
+            return 1
+        return 2 if item.get_closest_marker("trains") else 3
+
+    items.sort(key=rank)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.env import PROCESS_ENV, REPO
 
 
@@ -16,6 +18,7 @@ def _cxr(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.trains
 def test_train_predict_and_evaluate_from_the_command_line(
     tiny_dataset: Path, image_dataset_root: Path, tmp_path: Path
 ) -> None:

@@ -6,7 +6,6 @@ from typing import Any
 
 from celery.signals import setup_logging, worker_init
 
-from shared.allocator import release_large_blocks
 from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.task_queue import make_celery
@@ -21,12 +20,6 @@ def _log_lines(**_: Any) -> None:
     """The service's log format instead of Celery's (connected, Celery configures none)."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-
-
-@worker_init.connect
-def _return_freed_memory(**_: Any) -> None:
-    """Before the pool forks, so that every job's child inherits it: jobs decode images too."""
-    release_large_blocks(get_settings().malloc_mmap_threshold_bytes)
 
 
 @worker_init.connect

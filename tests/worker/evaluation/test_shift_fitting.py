@@ -108,6 +108,7 @@ def trained(radiography_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return LocalRegistry(settings.models_dir)
 
 
+@pytest.mark.trains
 def test_images_that_are_not_chest_xrays_are_flagged(trained: Registry,
                                                      radiography_root: Path) -> None:
     from skimage import data as samples

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from shared.schemas import JobProgress, TrainingParams
 from tests.helpers.env import REPO
@@ -144,6 +145,7 @@ def _two_replica_training(dataset_dir: str, work: str) -> None:
     (folder / "facts.json").write_text(json.dumps(facts))
 
 
+@pytest.mark.trains
 def test_training_mirrored_over_two_replicas(tiny_dataset: Path, tmp_path: Path) -> None:
     child = subprocess.run(
         [sys.executable, "-c", "import sys; from tests.worker.training.test_devices import "

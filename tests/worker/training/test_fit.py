@@ -212,6 +212,7 @@ def test_the_schedule_runtime_and_preprocessing_are_recorded(trained: Trained) -
     assert not np.array_equal(loaded.pixels(decode_grayscale(image)), load_pixels(image, 32))
 
 
+@pytest.mark.trains
 def test_cancel_stops_training_and_publishes_nothing(
     tiny_dataset: Path, settings: Settings
 ) -> None:
@@ -240,6 +241,7 @@ class CrashAfter(Recorder):
         return False
 
 
+@pytest.mark.trains
 def test_a_resumed_job_continues_from_its_checkpoint(
     tiny_dataset: Path, settings: Settings, tmp_path: Path
 ) -> None:
@@ -272,6 +274,7 @@ def test_a_resumed_job_continues_from_its_checkpoint(
     assert registry.manifest(again).parent == version  # the active one when it was trained
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("views", [0, 2])
 def test_pretrained_weights_train_the_head_then_fine_tune_block5(
     tiny_dataset: Path, tmp_path: Path, views: int
@@ -317,6 +320,7 @@ def test_a_time_budget_stops_training() -> None:
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.trains
 def test_several_sources_train_together_and_a_held_out_one_is_scored_apart(
     tiny_dataset: Path, image_dataset_root: Path, settings: Settings, tmp_path: Path
 ) -> None:
@@ -381,6 +385,7 @@ def test_the_intensity_augmentation_keeps_pixels_in_range_and_grey() -> None:
                           batch)
 
 
+@pytest.mark.trains
 def test_a_diverging_training_stops_at_its_first_non_finite_loss_with_a_code(
     tiny_dataset: Path, settings: Settings
 ) -> None:
