@@ -1,8 +1,9 @@
-"""The distribution-shift score: on synthetic data, and on the suite's trained version."""
+"""The distribution-shift score: calibrated on synthetic data, and on a real trained model."""
 
 from __future__ import annotations
 
 import io
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,12 +11,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from shared.config import Settings
+from shared.datasets import discover
 from shared.ml.preprocessing import decode_grayscale
 from shared.ml.served import load_version
 from shared.ml.shift import INPUT, LEGACY_LAYOUT, ShiftReference
+from shared.registry import Registry
+from shared.registry.local import LocalRegistry
+from shared.schemas import TrainingParams
 from tests.helpers.env import sample_files
-from tests.helpers.versions import Trained
+from tests.helpers.versions import Recorder
+from worker.context import JobContext
 from worker.evaluation.shift_fitting import fit_reference
+from worker.runner.jobs import train_and_publish
 
 
 def test_threshold_flags_in_distribution_data_at_its_promised_rate() -> None:
@@ -85,12 +93,28 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def test_images_that_are_not_chest_xrays_are_flagged(trained: Trained,
+@pytest.fixture(scope="module")
+def trained(radiography_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    root = tmp_path_factory.mktemp("shift")
+    for label, files in sample_files(radiography_root, 40).items():
+        (root / "data" / label).mkdir(parents=True)
+        for path in files:
+            shutil.copy(path, root / "data" / label / path.name)
+    settings = Settings(models_dir=root / "models", state_dir=root / "state")
+    params = TrainingParams(dataset="data", epochs=4, image_size=48, base_weights="none",
+                            batch_size=16, seed=3, learning_rate=1e-4,
+                            early_stopping_patience=0)
+    train_and_publish(discover(root / "data"), params, JobContext(settings, Recorder()))
+    return LocalRegistry(settings.models_dir)
+
+
+@pytest.mark.trains
+def test_images_that_are_not_chest_xrays_are_flagged(trained: Registry,
                                                      radiography_root: Path) -> None:
     from skimage import data as samples
 
-    version = trained.registry.manifest(trained.version)
-    model = load_version(trained.registry, trained.version)
+    version = trained.versions()[0]
+    model = load_version(trained, version.version)
     assert model.shift is not None
     xray = sample_files(radiography_root, 200)["Normal"][-1].read_bytes()
     with Image.open(io.BytesIO(xray)) as image:
@@ -103,7 +127,7 @@ def test_images_that_are_not_chest_xrays_are_flagged(trained: Trained,
     assert all(shift is not None and shift.flagged for shift in flags.values()), flags
     assert version.metrics.test is not None and version.distribution_shift is not None
     test_rate = version.metrics.test.shift_flag_rate
-    # the validation split's 96th percentile of the largest of four detectors, on six
-    # validation images: some of the six test images, most of them not
-    assert test_rate is not None and test_rate < 0.5
+    # the validation split's 96th percentile of the largest of four detectors, on ~18
+    # validation images: a handful of the ~18 test images
+    assert test_rate is not None and test_rate <= 0.3
     assert version.distribution_shift.test_flag_rate == test_rate
