@@ -198,7 +198,6 @@ def evaluate(
 @app.command()
 def predict(file: Path, version: str | None = None) -> None:
     """Classify one image with the active (or a given) version, printing JSON."""
-    from shared.ml.preprocessing import decode_image
     from shared.ml.served import load_version, with_check
     from shared.registry import open_registry
 
@@ -210,7 +209,7 @@ def predict(file: Path, version: str | None = None) -> None:
         if chosen is None:
             raise NoActiveModel("no model is active; train one with `cxr train --data DIR`")
         model = load_version(registry, chosen)
-        image = decode_image(file.read_bytes(), settings.max_image_pixels)
+        image = model.decode(file.read_bytes(), settings.max_image_pixels)
         pixels, check = model.screen(image, settings.xray_gate)
         answer = with_check(model.predict_batch(pixels[None])[0], check)
         typer.echo(answer.model_dump_json(indent=2))

@@ -124,8 +124,9 @@ class TrainingParams(BaseModel):
 
     @property
     def preprocess_options(self) -> PreprocessOptions:
+        # Every new version decodes large images at reduced size (bounded decode memory).
         return PreprocessOptions(equalize=self.equalize, crop_border=self.crop_border,
-                                 clahe_clip_limit=self.clahe_clip_limit)
+                                 clahe_clip_limit=self.clahe_clip_limit, reduce_large=True)
 
     @property
     def total_epochs(self) -> int:

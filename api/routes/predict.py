@@ -18,7 +18,7 @@ from api.serving import ModelServer
 from shared.config import Settings
 from shared.errors import PayloadTooLarge
 from shared.ml.explain import explain as explain_prediction
-from shared.ml.preprocessing import declared_pixels, decode_image
+from shared.ml.preprocessing import DecodedImage, declared_pixels, decode_image
 from shared.ml.served import ServedVersion, with_check
 from shared.schemas import ChestXrayCheck, Prediction
 
@@ -32,21 +32,30 @@ def _budgeted(data: bytes, settings: Settings, budget: PixelBudget) -> Any:
     return budget.hold(pixels if pixels <= settings.max_image_pixels else 0)
 
 
+def _decode(data: bytes, settings: Settings, server: ModelServer
+            ) -> tuple[ServedVersion, DecodedImage]:
+    """Take the serving version (one for the whole request, even across a swap) and decode
+    as it was trained; without one, bad input still fails first."""
+    model = server.current
+    if model is None:
+        decode_image(data, settings.max_image_pixels)
+        model = server.model()
+    return model, model.decode(data, settings.max_image_pixels)
+
+
 def _prepare(data: bytes, settings: Settings, server: ModelServer, budget: PixelBudget
              ) -> tuple[ServedVersion, np.ndarray, ChestXrayCheck | None]:
-    """Decode (bad input fails first), take the serving version, prepare as it was trained
-    and pass it through the chest-radiograph gate."""
+    """Decode, prepare as the serving version was trained and pass it through the
+    chest-radiograph gate."""
     with _budgeted(data, settings, budget):
-        image = decode_image(data, settings.max_image_pixels)
-        model = server.model()  # one version for the whole request, even across a swap
+        model, image = _decode(data, settings, server)
         return model, *model.screen(image, settings.xray_gate)
 
 
 def _explain(data: bytes, settings: Settings, server: ModelServer, budget: PixelBudget,
              class_name: str | None) -> tuple[ServedVersion, Prediction]:
     with _budgeted(data, settings, budget):
-        image = decode_image(data, settings.max_image_pixels)
-        model = server.model()
+        model, image = _decode(data, settings, server)
         _, check = model.screen(image, settings.xray_gate)
         return model, with_check(explain_prediction(model, image.gray, class_name), check)
 

@@ -1,10 +1,10 @@
 """The one preprocessing path, shared by training and serving.
 
-bytes -> decoded image (PNG or JPEG, EXIF orientation applied; DICOM through shared/ml/dicom.py)
--> grayscale float in [0, 255] (16-bit and float images scaled by their real range, never
-clipped; DICOM by the range its header defines) -> optional border crop and
-histogram equalization (``PreprocessOptions``) -> resized -> 3 channels
--> ``keras.applications.vgg16.preprocess_input``.
+bytes -> decoded image (PNG or JPEG, EXIF orientation applied; DICOM through shared/ml/dicom.py;
+a large one at reduced size with ``reduce_large``) -> grayscale float in [0, 255] (16-bit and
+float images scaled by their real range, never clipped; DICOM by the range its header
+defines) -> optional border crop and histogram equalization (``PreprocessOptions``) -> resized
+-> 3 channels -> ``keras.applications.vgg16.preprocess_input``.
 
 The options are recorded with each model version (``as_dict`` and ``preprocessing_id``) so that
 serving applies exactly what training saw.
@@ -32,6 +32,13 @@ PREPROCESSING_ID = "gray3-bilinear-vgg16caffe-v1"
 ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "MPO"})
 DEFAULT_MAX_PIXELS = 50_000_000
 MAX_CROP_BORDER = 0.2
+# With reduce_large, a large image is decoded and box-reduced by whole factors while its
+# (cropped) shorter side stays at least this many times the model's input, so the resize that
+# follows gives nearly what it gives from full size (Pillow's reducing_gap: 3 is "fair")...
+REDUCE_GAP = 3
+# ... and at least this many pixels where it is equalized: CLAHE's tiles and the histogram's
+# counts depend on the resolution, and change visibly below it.
+EQUALIZE_FLOOR = 1024
 
 Equalization = Literal["none", "histogram", "clahe"]
 
@@ -43,11 +50,14 @@ class PreprocessOptions:
     ``crop_border`` is the fraction of the height and width removed from each side before
     resizing; ``equalize`` picks global histogram equalization or CLAHE, whose
     ``clahe_clip_limit`` is scikit-image's ``clip_limit`` (unused by the other modes).
+    ``reduce_large`` decodes a large image at reduced size (``decode_floor``), which bounds
+    the memory of decoding it; versions recorded without it were trained at full size.
     """
 
     equalize: Equalization = "none"
     crop_border: float = 0.0
     clahe_clip_limit: float = 0.01
+    reduce_large: bool = False
 
     def __post_init__(self) -> None:
         if self.equalize not in get_args(Equalization):
@@ -62,6 +72,16 @@ class PreprocessOptions:
         # JSON may hand back 0 for 0.0: store floats so equality and ids do not depend on it.
         object.__setattr__(self, "crop_border", crop)
         object.__setattr__(self, "clahe_clip_limit", clip)
+        if not isinstance(self.reduce_large, bool):
+            raise ValueError(f"reduce_large must be true or false, not {self.reduce_large!r}")
+
+    def decode_floor(self, size: int) -> int:
+        """The shorter side below which decoding an image for a ``size`` px model may not
+        reduce it (0: decode at full size)."""
+        if not self.reduce_large:
+            return 0
+        floor = max(REDUCE_GAP * size, EQUALIZE_FLOOR if self.equalize != "none" else 0)
+        return math.ceil(floor / (1 - 2 * self.crop_border))
 
     def as_dict(self) -> dict[str, Any]:
         """The options as a JSON-ready dict (for the training params and the manifest)."""
@@ -91,6 +111,8 @@ def preprocessing_id(options: PreprocessOptions | None = None) -> str:
     """
     options = options or PreprocessOptions()
     parts = [PREPROCESSING_ID]
+    if options.reduce_large:
+        parts.append(f"reduce{REDUCE_GAP}")
     if options.crop_border:
         parts.append(f"crop{options.crop_border!r}")  # repr: shortest exact form of the float
     if options.equalize == "histogram":
@@ -108,10 +130,11 @@ class DecodedImage:
     colourfulness: float = 0.0  # mean chroma on 0..255; 0 for grey files and DICOM
 
 
-def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     floor: int = 0) -> np.ndarray:
     """Decode an image file, PNG, JPEG or DICOM (told apart by content), to a float32 HxW
     array in [0, 255]."""
-    return decode_image(data, max_pixels).gray
+    return decode_image(data, max_pixels, floor).gray
 
 
 def declared_pixels(data: bytes) -> int:
@@ -129,12 +152,23 @@ def declared_pixels(data: bytes) -> int:
         return 0
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode an image file as ``decode_grayscale`` does, keeping its colourfulness."""
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 floor: int = 0) -> DecodedImage:
+    """Decode an image file as ``decode_grayscale`` does, keeping its colourfulness.
+
+    With a ``floor`` (``PreprocessOptions.decode_floor``), an image whose shorter side is at
+    least twice the floor is reduced by the largest whole factor that keeps it at or above
+    the floor: a JPEG is decoded at 1/2, 1/4 or 1/8 scale where that suffices (DCT scaling),
+    then any image is box-reduced before it becomes float.
+    """
     if not data:
         raise InvalidImage("the file is empty")
     if is_dicom(data):
-        return DecodedImage(decode_dicom(data, max_pixels))
+        gray = decode_dicom(data, max_pixels)
+        factor = _reduce_factor(gray.shape, floor)
+        if factor > 1:
+            gray = np.asarray(Image.fromarray(gray, mode="F").reduce(factor), np.float32)
+        return DecodedImage(gray)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -147,6 +181,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
                 raise ImageTooLarge(
                     f"{image.width}x{image.height} pixels exceeds the limit of {max_pixels}"
                 )
+            if floor and image.format in ("JPEG", "MPO"):
+                _draft(image, floor)
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # a copy otherwise, even upright
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -155,15 +191,33 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
         raise InvalidImage("not a readable PNG, JPEG or DICOM image") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"the image is damaged or truncated: {exc}") from exc
-    return _to_gray(image)
+    return _to_gray(image, floor)
 
 
-def _to_gray(image: Image.Image) -> DecodedImage:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return DecodedImage(_scale_to_8bit_range(np.asarray(image, dtype=np.float64)))
-    if image.mode not in ("L", "RGB"):
+def _reduce_factor(shape: tuple[int, ...], floor: int) -> int:
+    """The largest whole factor that keeps the shorter side at or above ``floor``."""
+    return min(shape[:2]) // floor if floor else 1
+
+
+def _draft(image: Image.Image, floor: int) -> None:
+    """Let libjpeg decode at the smallest DCT scale whose shorter side stays >= floor."""
+    scale = floor / min(image.size)
+    if scale <= 0.5:
+        image.draft(image.mode, (math.ceil(image.width * scale),
+                                 math.ceil(image.height * scale)))
+
+
+def _to_gray(image: Image.Image, floor: int = 0) -> DecodedImage:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        image = image.convert("I")  # the same values, in a mode that can be reduced
+    if image.mode not in ("L", "RGB", "I", "F"):
         # P, RGBA, LA, CMYK, 1 ...: through RGB, dropping alpha, as a viewer would show it.
         image = image.convert("RGB")
+    factor = _reduce_factor((image.height, image.width), floor)
+    if factor > 1:
+        image = image.reduce(factor)
+    if image.mode in ("I", "F"):
+        return DecodedImage(_scale_to_8bit_range(np.asarray(image, dtype=np.float64)))
     colour = 0.0
     if image.mode == "RGB":
         colour = colourfulness(image)
@@ -235,8 +289,10 @@ def gray_to_pixels(gray: np.ndarray, size: int,
 
 def load_pixels(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
                 options: PreprocessOptions | None = None) -> np.ndarray:
-    """File bytes decoded, then ``gray_to_pixels``."""
-    return gray_to_pixels(decode_grayscale(data, max_pixels), size, options)
+    """File bytes decoded (at reduced size where ``options`` say so), then
+    ``gray_to_pixels``."""
+    floor = options.decode_floor(size) if options else 0
+    return gray_to_pixels(decode_grayscale(data, max_pixels, floor), size, options)
 
 
 def to_model_input(pixels: Any) -> Any:

@@ -23,6 +23,7 @@ from shared.ml.modeling import load_model
 from shared.ml.preprocessing import (
     DecodedImage,
     PreprocessOptions,
+    decode_image,
     gray_to_pixels,
     preprocessing_id,
     to_model_input,
@@ -64,6 +65,10 @@ class ServedVersion:
     reliability: ReliabilityRecord | None = None
     # One inference at a time per version: two concurrent VGG16 passes only fight for cores.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def decode(self, data: bytes, max_pixels: int) -> DecodedImage:
+        """An image file decoded as this version was trained (at reduced size, if so)."""
+        return decode_image(data, max_pixels, self.options.decode_floor(self.image_size))
 
     def pixels(self, gray: np.ndarray) -> np.ndarray:
         """A decoded gray image prepared exactly as this version was trained."""

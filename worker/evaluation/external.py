@@ -8,7 +8,6 @@ import numpy as np
 
 from shared.datasets import Dataset, match_classes
 from shared.manifest import EvaluatedDataset, ExternalReport, GateCount, ShiftBreakdown
-from shared.ml.preprocessing import decode_image
 from shared.ml.served import ServedVersion, load_version, serve_model
 from shared.registry import Registry
 from shared.schemas import TrainingParams
@@ -42,7 +41,7 @@ def evaluate_loaded(model: ServedVersion, dataset: Dataset, dataset_name: str,
     probabilities, scores, refused = [], [], []
     for start in range(0, len(paths), BATCH):
         # "warn": every image is scored, and the gate's verdict is counted beside it
-        screened = [model.screen(decode_image(p.read_bytes(), max_pixels), "warn")
+        screened = [model.screen(model.decode(p.read_bytes(), max_pixels), "warn")
                     for p, _ in paths[start:start + BATCH]]
         refused += [check is not None and not check.passed for _, check in screened]
         result = model.infer(np.stack([pixels for pixels, _ in screened]))

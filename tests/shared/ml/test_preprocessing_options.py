@@ -145,11 +145,13 @@ def test_file_bytes_and_a_decoded_gray_reach_the_same_pixels(
 
 
 # -- recording the options ---------------------------------------------------------------------
-@pytest.mark.parametrize("options", [PreprocessOptions(), CROP, HISTOGRAM, CLAHE, ALL])
+@pytest.mark.parametrize("options", [PreprocessOptions(), CROP, HISTOGRAM, CLAHE, ALL,
+                                     PreprocessOptions(reduce_large=True)])
 def test_options_round_trip_through_json(options: PreprocessOptions) -> None:
     recorded = json.loads(json.dumps(options.as_dict()))
     assert recorded == {"equalize": options.equalize, "crop_border": options.crop_border,
-                        "clahe_clip_limit": options.clahe_clip_limit}
+                        "clahe_clip_limit": options.clahe_clip_limit,
+                        "reduce_large": options.reduce_large}
     assert PreprocessOptions.from_dict(recorded) == options
 
 

@@ -13,7 +13,6 @@ from PIL import Image, ImageOps
 
 from shared.config import Settings
 from shared.datasets import discover
-from shared.ml.preprocessing import decode_grayscale
 from shared.ml.served import load_version
 from shared.ml.shift import INPUT, LEGACY_LAYOUT, ShiftReference
 from shared.registry import Registry
@@ -122,7 +121,7 @@ def test_images_that_are_not_chest_xrays_are_flagged(trained: Registry,
     noise = _png(Image.fromarray(np.random.default_rng(1).integers(0, 256, (256, 256),
                                                                    dtype=np.uint8)))
     photo = _png(Image.fromarray(samples.astronaut()))
-    flags = {name: model.predict(decode_grayscale(data)).distribution_shift
+    flags = {name: model.predict(model.decode(data, 10**8).gray).distribution_shift
              for name, data in (("noise", noise), ("photo", photo), ("inverted", inverted))}
     assert all(shift is not None and shift.flagged for shift in flags.values()), flags
     assert version.metrics.test is not None and version.distribution_shift is not None

@@ -1,0 +1,149 @@
+"""Large images decoded at reduced size (``PreprocessOptions.reduce_large``): what the model
+sees barely changes, the memory of decoding drops to a fraction, and versions recorded
+without it keep their full-size decode."""
+
+from __future__ import annotations
+
+import io
+import math
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.ml.dicom import decode_dicom
+from shared.ml.preprocessing import (
+    PreprocessOptions,
+    decode_image,
+    load_pixels,
+    preprocessing_id,
+)
+from tests.helpers.dicom import make_dicom
+from tests.helpers.env import sample_files
+
+REDUCED = PreprocessOptions(reduce_large=True)
+
+
+def _encoded(image: Image.Image, fmt: str, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def _large_radiograph(radiography_root: Path, side: int) -> Image.Image:
+    """A real film upscaled to ``side`` px, so that reduction has real structure to keep."""
+    path = sample_files(radiography_root, 1)["COVID"][0]
+    with Image.open(path) as film:
+        return film.convert("L").resize((side, side * 5 // 4), Image.Resampling.BICUBIC)
+
+
+def test_the_floor_keeps_three_times_the_model_input_after_the_crop() -> None:
+    assert PreprocessOptions().decode_floor(224) == 0
+    assert REDUCED.decode_floor(224) == 672
+    assert PreprocessOptions(reduce_large=True, crop_border=0.1).decode_floor(224) == 840
+    # equalization sees at least 1024 px
+    assert PreprocessOptions(reduce_large=True, equalize="clahe").decode_floor(64) == 1024
+    with pytest.raises(ValueError, match="reduce_large"):
+        PreprocessOptions(reduce_large=1)  # type: ignore[arg-type]
+
+
+def test_the_reduction_is_named_in_the_preprocessing_id_and_absent_from_old_records() -> None:
+    assert preprocessing_id(REDUCED) == preprocessing_id(PreprocessOptions()) + "+reduce3"
+    # what versions recorded before the option say: full-size decoding
+    assert PreprocessOptions.from_dict({"equalize": "none", "crop_border": 0.0}) == \
+        PreprocessOptions()
+    assert PreprocessOptions.from_dict(REDUCED.as_dict()) == REDUCED
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_large_image_is_decoded_between_the_floor_and_twice_it(
+        fmt: str, radiography_root: Path) -> None:
+    data = _encoded(_large_radiograph(radiography_root, 2400), fmt)
+    floor = REDUCED.decode_floor(64)
+    full = decode_image(data)
+    reduced = decode_image(data, floor=floor)
+    assert full.gray.shape == (3000, 2400)
+    assert floor <= min(reduced.gray.shape) < 2 * floor, reduced.gray.shape
+    aspect = full.gray.shape[0] / full.gray.shape[1]
+    assert reduced.gray.shape[0] / reduced.gray.shape[1] == pytest.approx(aspect, rel=0.02)
+    # a small image is left as it is
+    small = _encoded(Image.new("L", (200, 300), 77), fmt)
+    assert decode_image(small, floor=floor).gray.shape == (300, 200)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize(("size", "options", "mean", "p99"), [
+    (224, REDUCED, 0.5, 2.0),
+    (64, PreprocessOptions(reduce_large=True, crop_border=0.05), 1.0, 6.0),
+    (64, PreprocessOptions(reduce_large=True, equalize="clahe"), 2.0, 5.0),
+    (224, PreprocessOptions(reduce_large=True, equalize="histogram"), 1.0, 4.0),
+], ids=["224", "64-crop", "64-clahe", "224-histogram"])
+def test_the_model_sees_nearly_the_same_pixels(fmt: str, size: int, options: PreprocessOptions,
+                                               mean: float, p99: float,
+                                               radiography_root: Path) -> None:
+    data = _encoded(_large_radiograph(radiography_root, 2400), fmt, quality=95)
+    full_options = PreprocessOptions(**{**options.as_dict(), "reduce_large": False})
+    full = load_pixels(data, size, options=full_options)
+    reduced = load_pixels(data, size, options=options)
+    difference = np.abs(full - reduced)
+    # on 0..255: about a grey level on average at most, a few at the sharpest edges
+    assert difference.mean() < mean, difference.mean()
+    assert np.percentile(difference, 99) < p99, np.percentile(difference, 99)
+
+
+def test_sixteen_bit_and_dicom_images_are_reduced_with_their_range_kept() -> None:
+    ramp = np.tile(np.linspace(1000, 4000, 2000).round(), (1600, 1)).astype(np.uint16)
+    png = _encoded(Image.fromarray(ramp), "PNG")
+    reduced = decode_image(png, floor=400).gray
+    assert min(reduced.shape) == 400 and reduced.dtype == np.float32
+    assert reduced.min() == 0.0 and reduced.max() == pytest.approx(255.0, abs=0.5)
+    dicom = make_dicom(ramp, 12)
+    full = decode_dicom(dicom, 10**8)
+    small = decode_image(dicom, floor=400).gray
+    assert min(small.shape) == 400
+    assert small.mean() == pytest.approx(full.mean(), abs=0.5)
+
+
+def test_colour_is_still_measured_on_a_reduced_image(radiography_root: Path) -> None:
+    grey = _large_radiograph(radiography_root, 1600)
+    tinted = Image.merge("RGB", (grey, grey.point(lambda v: v // 2), grey))
+    for fmt in ("PNG", "JPEG"):
+        data = _encoded(tinted, fmt)
+        assert decode_image(data, floor=128).colourfulness == pytest.approx(
+            decode_image(data).colourfulness, rel=0.1, abs=1.0)
+
+
+# Decodes one 7000x7000 PNG (a 60 KB file) for a 224 px model with or without reduction;
+# prints the growth of the process's peak resident memory in MiB.
+_DECODE_ONE = """
+import io, sys
+from PIL import Image
+from shared.ml.preprocessing import PreprocessOptions, load_pixels
+buffer = io.BytesIO()
+Image.new("L", (7000, 7000), 90).save(buffer, format=sys.argv[1])
+def peak():
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1])
+before = peak()
+load_pixels(buffer.getvalue(), 224, options=PreprocessOptions(reduce_large=sys.argv[2] == "1"))
+print((peak() - before) // 1024)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc/self/status")
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_reduced_decode_takes_a_fraction_of_the_memory(fmt: str) -> None:
+    def growth(reduce: bool) -> int:
+        done = subprocess.run([sys.executable, "-c", _DECODE_ONE, fmt, str(int(reduce))],
+                              capture_output=True, text=True, check=True, timeout=120)
+        return int(done.stdout.strip())
+
+    float_copy = math.ceil(7000 * 7000 * 4 / 2**20)  # 187 MiB
+    full, reduced = growth(False), growth(True)
+    assert full > float_copy, full
+    # PNG: one 8-bit copy (47 MiB) and the small rest; JPEG: decoded at 1/8 scale
+    assert reduced < float_copy / 3, (reduced, full)
