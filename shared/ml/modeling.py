@@ -116,6 +116,16 @@ def set_phase(model: keras.Model, phase: str) -> None:
                 phase == "fine_tune" and layer.name.startswith(FINE_TUNE_PREFIX))
 
 
+def save_for_serving(model: keras.Model, path: Path) -> None:
+    """Save the model without its optimizer: the optimizer's state is two more copies of every
+    trained weight (Adam's moments), which nothing that loads a version reads."""
+    import keras
+
+    copy = keras.Model.from_config(model.get_config())  # clone_model would compile it
+    copy.set_weights(model.get_weights())
+    copy.save(path)
+
+
 def load_model(path: Path) -> keras.Model:
     """Load a published model for inference."""
     import keras

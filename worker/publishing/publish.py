@@ -25,7 +25,7 @@ from shared.manifest import (
     TrainingRecord,
 )
 from shared.ml.calibration import apply_temperature
-from shared.ml.modeling import load_model, sha256_file
+from shared.ml.modeling import load_model, save_for_serving, sha256_file
 from shared.ml.preprocessing import preprocessing_id
 from shared.registry import Registry
 from shared.registry.files import (
@@ -140,7 +140,7 @@ def build_manifest(result: TrainingResult, params: TrainingParams, dataset: Data
 def _verifier(expected: np.ndarray, inputs: np.ndarray) -> Any:
     def verify(model_file: Path) -> None:
         reloaded = load_model(model_file)
-        got = np.asarray(reloaded.predict(inputs, verbose=0))
+        got = np.asarray(reloaded(inputs, training=False))
         if not np.allclose(got, expected, atol=1e-5):
             raise RegistryError("the saved model does not reproduce the trained model's outputs")
 
@@ -153,7 +153,7 @@ def publish_result(registry: Registry, result: TrainingResult, manifest: Manifes
     registry.clean_staging()  # what crashed publishes left, hours ago
     staging = registry.new_staging()
     try:
-        result.model.save(staging / MODEL_FILE)
+        save_for_serving(result.model, staging / MODEL_FILE)
         fine_tune_from = result.phases[0].epochs_run if len(result.phases) > 1 else None
         plot_curves(result.history, staging / CURVES_FILE, fine_tune_from)
         (staging / SHIFT_FILE).write_bytes(result.shift.to_bytes())
@@ -166,7 +166,8 @@ def publish_result(registry: Registry, result: TrainingResult, manifest: Manifes
         onnx = (onnx_export.export(result.model, staging, result.sample_inputs) if export_onnx
                 else OnnxExport(error="not exported: CXR_EXPORT_ONNX is off"))
         manifest = manifest.model_copy(update={"onnx": onnx})
-        expected = np.asarray(result.model.predict(result.sample_inputs, verbose=0))
+        # Called, not predict(): a few images need no traced function (a second or so each).
+        expected = np.asarray(result.model(result.sample_inputs, training=False))
         verify = _verifier(expected, result.sample_inputs)
         return registry.publish(staging, manifest, verify=verify, activate=activate,
                                 render=write_card)

@@ -131,6 +131,7 @@ def _fit_phases(model: Any, data: Prepared, params: TrainingParams, reporter: Re
             fitted.compile(optimizer=keras.optimizers.Adam(learning_rate),
                            loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                            jit_compile=runtime.jit_compile)
+        runtime.build_for_fit(fitted, train)
         start = len(progress.history.get("loss", []))
         divergence = divergence_callback()
         callbacks = [divergence, epoch_logs_callback(model, val, val_labels, started),
