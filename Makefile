@@ -31,10 +31,15 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## Lint, type-check and the whole test suite (needs Redis on 127.0.0.1:6379 for part of it),
-## on TEST_WORKERS processes (pytest-xdist; TEST_WORKERS=0 runs it in this one).
-TEST_WORKERS ?= 2
+## on TEST_WORKERS processes (pytest-xdist; TEST_WORKERS=0 runs it in this one). Three on two
+## cores: the service tests spend a third of their time waiting on the processes they start.
+## One thread per pool: with several processes to a core, pools that spin waste it.
+TEST_WORKERS ?= 3
+TEST_THREADS := TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=1 \
+	OPENBLAS_NUM_THREADS=1
 test: lint
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1
+	TF_CPP_MIN_LOG_LEVEL=2 $(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) \
+		--maxschedchunk 1
 
 ## /predict against the model's ceiling and a naive server (bench/serve_benchmark.py; minutes).
 bench-serve: $(STAMP)

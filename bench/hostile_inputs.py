@@ -1,11 +1,13 @@
 """What hostile requests cost everyone else: the stall of other requests during a huge header
 and a huge keyless JSON body, and the API's peak memory under concurrent large-declared PNGs.
 
-`cxr serve` (a random-weight version, 32 px, activated), as users start it. A prober sends
+`cxr serve` (a random-weight version, 32 px, activated; recorded as every new version is, so
+large images are decoded at reduced size, unless --full-decode), as users start it. A prober sends
 GET /healthz every 20 ms throughout and records each answer's latency; the figures are the
 largest latency while each hostile request is in flight, against the largest at rest.
 
     .venv/bin/python bench/hostile_inputs.py [--header-mb 128] [--json-mb 300] [--images 8]
+        [--format PNG|JPEG] [--full-decode]
 
 Prints a table and writes bench/results/hostile_inputs.json.
 """
@@ -87,14 +89,20 @@ def main() -> None:
     parser.add_argument("--json-mb", type=int, default=300)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--side", type=int, default=7000)
+    parser.add_argument("--format", choices=["PNG", "JPEG"], default="PNG")
+    parser.add_argument("--full-decode", action="store_true",
+                        help="serve a version recorded before reduced decoding")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    from shared.ml.preprocessing import PreprocessOptions, preprocessing_id
     from shared.registry.local import LocalRegistry
     from tests.helpers.versions import publish_random
 
     work = Path(tempfile.mkdtemp(prefix="cxr-hostile-"))
     registry = LocalRegistry(work / "models")
-    registry.activate(publish_random(registry, seed=1))
+    options = PreprocessOptions(reduce_large=not args.full_decode)
+    registry.activate(publish_random(registry, seed=1, extra={
+        "preprocessing": preprocessing_id(options), "preprocessing_options": options.as_dict()}))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -124,9 +132,11 @@ def main() -> None:
             figures[f"healthz_worst_ms_during_{name}"] = round(
                 prober.worst(started, time.monotonic()), 1)
         buffer = io.BytesIO()
-        Image.new("L", (args.side, args.side), 90).save(buffer, format="PNG")
+        Image.new("L", (args.side, args.side), 90).save(buffer, format=args.format)
         png = buffer.getvalue()
-        figures["png_kb"] = round(len(png) / 1024, 1)
+        figures["decode"] = "full" if args.full_decode else "reduced"  # type: ignore[assignment]
+        figures["image_format"] = args.format  # type: ignore[assignment]
+        figures["image_kb"] = round(len(png) / 1024, 1)
         figures["rss_peak_mb_before_images"] = round(peak_rss_mb(server.pid), 0)
         with httpx.Client(timeout=600) as client, ThreadPoolExecutor(args.images) as pool:
             statuses = list(pool.map(lambda _: client.post(
@@ -140,7 +150,8 @@ def main() -> None:
         server.wait(timeout=30)
     print(json.dumps(figures, indent=1))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "hostile_inputs.json").write_text(json.dumps(figures, indent=1))
+    name = f"hostile_inputs_{args.format.lower()}_{figures['decode']}.json"
+    (RESULTS / name).write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ BATCH = 32
 def evaluate_external(registry: Registry, version: str, dataset: Dataset, dataset_name: str,
                       max_pixels: int) -> ExternalReport:
     """The version's calibrated predictions on every image of ``dataset``, summarized."""
+    # Classes the version lacks fail before the version is loaded (seconds, and memory).
+    match_classes(dataset.classes, list(registry.manifest(version).classes))
     return evaluate_loaded(load_version(registry, version), dataset, dataset_name, max_pixels)
 
 
