@@ -1,0 +1,96 @@
+"""What decoding large images at reduced size (``PreprocessOptions.reduce_large``) costs and
+saves: how far the model's input moves from the full-size decode, the decode time, and the
+peak memory of decoding one very large image.
+
+Real films from ../shared/data upscaled to each side (bicubic), saved as PNG and JPEG (q95).
+
+    .venv/bin/python bench/reduced_decode.py [--films 8] [--sides 2400 4000]
+
+Prints a table and writes bench/results/reduced_decode.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+from serve_benchmark import REPO, RESULTS
+
+_PEAK = """
+import io, sys
+from PIL import Image
+from shared.ml.preprocessing import PreprocessOptions, load_pixels
+buffer = io.BytesIO()
+Image.new("L", (7000, 7000), 90).save(buffer, format=sys.argv[1])
+def peak():
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1])
+before = peak()
+load_pixels(buffer.getvalue(), 224, options=PreprocessOptions(reduce_large=sys.argv[2] == "1"))
+print((peak() - before) // 1024)
+"""
+
+
+def peak_growth_mb(fmt: str, reduce: bool) -> int:
+    done = subprocess.run([sys.executable, "-c", _PEAK, fmt, str(int(reduce))], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout.strip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--films", type=int, default=8)
+    parser.add_argument("--sides", type=int, nargs="+", default=[2400, 4000])
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    from shared.ml.preprocessing import PreprocessOptions, load_pixels
+    from tests.helpers.env import RADIOGRAPHY, sample_files
+
+    films = sample_files(RADIOGRAPHY, args.films)["COVID"]
+    cases = {"plain": {}, "crop0.05": {"crop_border": 0.05},
+             "histogram": {"equalize": "histogram"}, "clahe": {"equalize": "clahe"}}
+    rows = []
+    for side in args.sides:
+        for fmt in ("PNG", "JPEG"):
+            files = []
+            for path in films:
+                with Image.open(path) as film:
+                    big = film.convert("L").resize((side, side * 5 // 4),
+                                                   Image.Resampling.BICUBIC)
+                buffer = io.BytesIO()
+                big.save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+                files.append(buffer.getvalue())
+            for size in (64, 224):
+                for name, choice in cases.items():
+                    diffs, seconds = [], {False: 0.0, True: 0.0}
+                    for data in files:
+                        pixels = {}
+                        for reduce in (False, True):
+                            options = PreprocessOptions(reduce_large=reduce, **choice)
+                            started = time.perf_counter()
+                            pixels[reduce] = load_pixels(data, size, options=options)
+                            seconds[reduce] += time.perf_counter() - started
+                        diffs.append(np.abs(pixels[True] - pixels[False]))
+                    every = np.concatenate([d.ravel() for d in diffs])
+                    rows.append({"side": side, "format": fmt, "size": size, "options": name,
+                                 "mean_abs_diff": round(float(every.mean()), 3),
+                                 "p99_abs_diff": round(float(np.percentile(every, 99)), 2),
+                                 "ms_full": round(1000 * seconds[False] / len(files), 1),
+                                 "ms_reduced": round(1000 * seconds[True] / len(files), 1)})
+                    print(json.dumps(rows[-1]))
+    peaks = {f"{fmt}_{'reduced' if reduce else 'full'}": peak_growth_mb(fmt, reduce)
+             for fmt in ("PNG", "JPEG") for reduce in (False, True)}
+    print("peak memory growth decoding one 7000x7000 image for 224 px, MB:", json.dumps(peaks))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "reduced_decode.json").write_text(
+        json.dumps({"rows": rows, "peak_growth_mb_7000px": peaks}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
