@@ -122,11 +122,12 @@ class Runtime:
         import tensorflow as tf
 
         spec = getattr(batches, "element_spec", None)
-        if spec is None:
+        build = getattr(model, "_symbolic_build", None)  # Keras' own, private: may go
+        if spec is None or build is None:
             return
         example = tuple(tf.zeros([1, *s.shape[1:]], s.dtype) for s in tf.nest.flatten(spec))
         with self.scope():
-            model._symbolic_build(data_batch=example)
+            build(data_batch=example)
 
     def describe(self) -> dict[str, Any]:
         import keras

@@ -15,7 +15,9 @@ from shared.ml.modeling import (
     CAM_LAYER,
     ModelConfig,
     build_model,
+    load_model,
     resolve_base_weights,
+    save_for_serving,
     set_phase,
     sha256_file,
 )
@@ -104,3 +106,31 @@ def test_unreachable_imagenet_weights_fail_fast_with_alternatives(
 
 def test_no_weights_needs_nothing() -> None:
     assert resolve_base_weights("none", Settings()) is None
+
+
+def test_a_version_is_saved_without_its_optimizer_and_answers_the_same(tmp_path: Path) -> None:
+    import zipfile
+
+    import h5py
+    import keras
+
+    model = build_model(ModelConfig(num_classes=3, image_size=32))
+    set_phase(model, "full")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(-100, 100, (4, 32, 32, 3)).astype(np.float32)
+    model.fit(x, np.arange(4) % 3, epochs=1, verbose=0)  # Adam's two moments per weight
+    model.save(tmp_path / "whole.keras")
+    save_for_serving(model, tmp_path / "served.keras")
+
+    def groups(path: Path) -> set[str]:
+        with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as file, \
+                h5py.File(file) as weights:
+            return set(weights)
+
+    assert "optimizer" in groups(tmp_path / "whole.keras")
+    assert "optimizer" not in groups(tmp_path / "served.keras")
+    whole, served = (tmp_path / "whole.keras").stat().st_size, \
+        (tmp_path / "served.keras").stat().st_size
+    assert served < whole / 2.5, (served, whole)
+    np.testing.assert_allclose(load_model(tmp_path / "served.keras")(x, training=False),
+                               model(x, training=False), atol=1e-6)

@@ -26,6 +26,35 @@ TINY = {"epochs": 2, "fine_tune_epochs": 1, "image_size": 32, "base_weights": "f
         "lr_schedule": "cosine", "warmup_fraction": 0.0}
 
 
+def test_a_model_built_before_fit_traces_its_train_step_once() -> None:
+    import keras
+    import tensorflow as tf
+
+    traces: list[int] = []
+
+    class Counted(keras.Model):
+        def train_step(self, data: Any) -> Any:
+            traces.append(1)  # Python runs only while the step is traced
+            return super().train_step(data)
+
+    def compiled() -> Any:
+        inputs = keras.Input((4,))
+        model = Counted(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    data = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((16, 4), np.float32), np.arange(16) % 3)).batch(8)
+    compiled().fit(data, epochs=2, verbose=0)
+    assert len(traces) == 2  # its variables made inside the first trace: traced again
+    traces.clear()
+    model = compiled()
+    Runtime(max_pixels=1).build_for_fit(model, data)
+    model.fit(data, epochs=2, verbose=0)
+    assert len(traces) == 1
+
+
 def test_mixed_float16_only_when_every_gpu_has_float16_tensor_cores() -> None:
     assert precision_policy("auto", [(9, 0)]) == "mixed_float16"
     assert precision_policy("auto", [(7, 0), (8, 6)]) == "mixed_float16"
