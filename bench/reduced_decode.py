@@ -14,33 +14,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import subprocess
 import sys
 import time
 
 import numpy as np
 from PIL import Image
 from serve_benchmark import REPO, RESULTS
-
-_PEAK = """
-import io, sys
-from PIL import Image
-from shared.ml.preprocessing import PreprocessOptions, load_pixels
-buffer = io.BytesIO()
-Image.new("L", (7000, 7000), 90).save(buffer, format=sys.argv[1])
-def peak():
-    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-    return int(line.split()[1])
-before = peak()
-load_pixels(buffer.getvalue(), 224, options=PreprocessOptions(reduce_large=sys.argv[2] == "1"))
-print((peak() - before) // 1024)
-"""
-
-
-def peak_growth_mb(fmt: str, reduce: bool) -> int:
-    done = subprocess.run([sys.executable, "-c", _PEAK, fmt, str(int(reduce))], cwd=REPO,
-                          capture_output=True, text=True, check=True)
-    return int(done.stdout.strip())
 
 
 def main() -> None:
@@ -51,6 +30,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from shared.ml.preprocessing import PreprocessOptions, load_pixels
     from tests.helpers.env import RADIOGRAPHY, sample_files
+    from tests.helpers.memory import decode_peak_growth_mib
 
     films = sample_files(RADIOGRAPHY, args.films)["COVID"]
     cases = {"plain": {}, "crop0.05": {"crop_border": 0.05},
@@ -84,12 +64,12 @@ def main() -> None:
                                  "ms_full": round(1000 * seconds[False] / len(files), 1),
                                  "ms_reduced": round(1000 * seconds[True] / len(files), 1)})
                     print(json.dumps(rows[-1]))
-    peaks = {f"{fmt}_{'reduced' if reduce else 'full'}": peak_growth_mb(fmt, reduce)
+    peaks = {f"{fmt}_{'reduced' if reduce else 'full'}": decode_peak_growth_mib(fmt, reduce)
              for fmt in ("PNG", "JPEG") for reduce in (False, True)}
-    print("peak memory growth decoding one 7000x7000 image for 224 px, MB:", json.dumps(peaks))
+    print("peak memory growth decoding one 7000x7000 image for 224 px, MiB:", json.dumps(peaks))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "reduced_decode.json").write_text(
-        json.dumps({"rows": rows, "peak_growth_mb_7000px": peaks}, indent=1))
+        json.dumps({"rows": rows, "peak_growth_mib_7000px": peaks}, indent=1))
 
 
 if __name__ == "__main__":

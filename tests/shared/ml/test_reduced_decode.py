@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 import math
 import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from shared.ml.preprocessing import (
 )
 from tests.helpers.dicom import make_dicom
 from tests.helpers.env import sample_files
+from tests.helpers.memory import decode_peak_growth_mib
 
 REDUCED = PreprocessOptions(reduce_large=True)
 
@@ -117,33 +116,12 @@ def test_colour_is_still_measured_on_a_reduced_image(radiography_root: Path) -> 
             decode_image(data).colourfulness, rel=0.1, abs=1.0)
 
 
-# Decodes one 7000x7000 PNG (a 60 KB file) for a 224 px model with or without reduction;
-# prints the growth of the process's peak resident memory in MiB.
-_DECODE_ONE = """
-import io, sys
-from PIL import Image
-from shared.ml.preprocessing import PreprocessOptions, load_pixels
-buffer = io.BytesIO()
-Image.new("L", (7000, 7000), 90).save(buffer, format=sys.argv[1])
-def peak():
-    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-    return int(line.split()[1])
-before = peak()
-load_pixels(buffer.getvalue(), 224, options=PreprocessOptions(reduce_large=sys.argv[2] == "1"))
-print((peak() - before) // 1024)
-"""
-
-
 @pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc/self/status")
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_a_reduced_decode_takes_a_fraction_of_the_memory(fmt: str) -> None:
-    def growth(reduce: bool) -> int:
-        done = subprocess.run([sys.executable, "-c", _DECODE_ONE, fmt, str(int(reduce))],
-                              capture_output=True, text=True, check=True, timeout=120)
-        return int(done.stdout.strip())
-
     float_copy = math.ceil(7000 * 7000 * 4 / 2**20)  # 187 MiB
-    full, reduced = growth(False), growth(True)
+    full = decode_peak_growth_mib(fmt, reduce=False)
+    reduced = decode_peak_growth_mib(fmt, reduce=True)
     assert full > float_copy, full
     # PNG: one 8-bit copy (47 MiB) and the small rest; JPEG: decoded at 1/8 scale
     assert reduced < float_copy / 3, (reduced, full)
