@@ -32,7 +32,7 @@ lint: $(STAMP)
 
 ## Lint, type-check and the whole test suite (needs Redis on 127.0.0.1:6379 for part of it),
 ## on TEST_WORKERS processes (pytest-xdist; TEST_WORKERS=0 runs it in this one). Three on two
-## cores: the service tests spend a third of their time waiting on the processes they start.
+## cores: the service tests spend much of their time waiting on the processes they start.
 ## One thread per pool: with several processes to a core, pools that spin waste it.
 TEST_WORKERS ?= 3
 TEST_THREADS := TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=1 \

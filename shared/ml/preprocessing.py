@@ -167,7 +167,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         gray = decode_dicom(data, max_pixels)
         factor = _reduce_factor(gray.shape, floor)
         if factor > 1:
-            gray = np.asarray(Image.fromarray(gray, mode="F").reduce(factor), np.float32)
+            plane = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32))  # mode F
+            gray = np.asarray(plane.reduce(factor), np.float32)
         return DecodedImage(gray)
     try:
         with warnings.catch_warnings():
