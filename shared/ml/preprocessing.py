@@ -209,15 +209,16 @@ def _draft(image: Image.Image, floor: int) -> None:
 
 
 def _to_gray(image: Image.Image, floor: int = 0) -> DecodedImage:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        image = image.convert("I")  # the same values, in a mode that can be reduced
-    if image.mode not in ("L", "RGB", "I", "F"):
+    high_depth = image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+    if not high_depth and image.mode not in ("L", "RGB"):
         # P, RGBA, LA, CMYK, 1 ...: through RGB, dropping alpha, as a viewer would show it.
         image = image.convert("RGB")
     factor = _reduce_factor((image.height, image.width), floor)
     if factor > 1:
+        if image.mode.startswith("I;16"):
+            image = image.convert("I")  # the same values, in a mode that can be reduced
         image = image.reduce(factor)
-    if image.mode in ("I", "F"):
+    if high_depth:
         return DecodedImage(_scale_to_8bit_range(np.asarray(image, dtype=np.float64)))
     colour = 0.0
     if image.mode == "RGB":
