@@ -41,9 +41,11 @@ test: lint
 	TF_CPP_MIN_LOG_LEVEL=2 $(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) \
 		--maxschedchunk 1
 
-## /predict against the model's ceiling and a naive server (bench/serve_benchmark.py; minutes).
+## /predict against the model's ceiling and a naive server (bench/serve_benchmark.py), then
+## INT8 against float32 on a version trained at 224 px (bench/precision_benchmark.py); minutes.
 bench-serve: $(STAMP)
 	$(BIN)/python bench/serve_benchmark.py
+	$(BIN)/python bench/precision_benchmark.py
 
 ## Minutes of mixed valid and invalid requests with hot swaps: no 5xx, stable memory (bench/soak.py).
 bench-soak: $(STAMP)

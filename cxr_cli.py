@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -23,6 +23,11 @@ from pydantic import ValidationError
 from shared.config import get_settings
 from shared.errors import CxrError, NoActiveModel
 from shared.schemas import JobProgress, TrainingParams
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+    from shared.ml.served import ServedVersion
+    from shared.schemas import ChestXrayCheck, Prediction
 
 app = typer.Typer(help="cxr-service: chest X-ray classification with VGG16.",
                   no_args_is_help=True, add_completion=False)
@@ -195,26 +200,125 @@ def evaluate(
     typer.echo(f"stored as {stored}", err=True)
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
+PREDICT_CHUNK = 16  # images decoded and passed at once: bounds memory on a large folder
+
+
+def _images(paths: list[Path]) -> list[Path]:
+    """Each path, a folder standing for the image files in it (sorted, not recursive)."""
+    images: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            images.append(path)
+            continue
+        found = sorted(p for p in path.iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise typer.BadParameter(f"no .png, .jpg, .jpeg or .dcm file in {path}")
+        images.extend(found)
+    return images
+
+
+def _answers(model: ServedVersion, paths: list[Path], settings: Settings
+             ) -> list[Prediction | CxrError]:
+    """Each image's answer or its own error, in order; one forward pass per chunk."""
+    import numpy as np
+
+    from shared.errors import InvalidImage
+    from shared.ml.served import with_check
+
+    answers: list[Prediction | CxrError] = []
+    for start in range(0, len(paths), PREDICT_CHUNK):
+        chunk: list[Prediction | CxrError | None] = []
+        good: list[tuple[int, np.ndarray, ChestXrayCheck | None]] = []
+        for path in paths[start:start + PREDICT_CHUNK]:
+            try:
+                image = model.decode(path.read_bytes(), settings.max_image_pixels)
+                good.append((len(chunk), *model.screen(image, settings.xray_gate)))
+                chunk.append(None)
+            except OSError as exc:  # one unreadable file fails alone, as a bad image does
+                chunk.append(InvalidImage(f"cannot read {path}: {exc.strerror or exc}"))
+            except CxrError as exc:
+                chunk.append(exc)
+        if good:
+            batch = model.predict_batch(np.stack([pixels for _, pixels, _ in good]))
+            for (i, _, check), answer in zip(good, batch, strict=True):
+                chunk[i] = with_check(answer, check)
+        answers.extend(a for a in chunk if a is not None)
+    return answers
+
+
+def _print_table(paths: list[Path], answers: list[Prediction | CxrError]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Column, Table
+
+    console = Console()
+    # Piped into a file or grep: no box drawing, and no wrapping at rich's default 80 columns.
+    piped = not console.is_terminal
+    if piped:
+        console = Console(width=1000)
+    # Folded, not cut with an ellipsis: a file name is only useful whole.
+    table = Table(Column("File", overflow="fold"), "Label",
+                  Column("Probability", justify="right"), Column("Reliable", overflow="fold"),
+                  box=None if piped else box.SIMPLE_HEAD, pad_edge=not piped)
+    for path, answer in zip(paths, answers, strict=True):
+        if isinstance(answer, CxrError):
+            table.add_row(str(path), "-", "-", f"error: {answer.code}: {answer.message}")
+            continue
+        reliable = "yes" if answer.reliable else "no: " + ", ".join(answer.reasons)
+        top = answer.probabilities[answer.label]
+        table.add_row(str(path), answer.label, f"{top:.1%}", reliable)
+    console.print(table)
+
+
+def _print_json(paths: list[Path], answers: list[Prediction | CxrError]) -> None:
+    entries = [{"file": str(path), "error": {"code": a.code, "message": a.message}}
+               if isinstance(a, CxrError) else
+               {"file": str(path), "prediction": a.model_dump(mode="json")}
+               for path, a in zip(paths, answers, strict=True)]
+    typer.echo(json.dumps(entries, indent=2))
+
+
 @app.command()
-def predict(file: Path, version: str | None = None) -> None:
-    """Classify one image with the active (or a given) version, printing JSON."""
-    from shared.ml.served import load_version, with_check
+def predict(
+    files: Annotated[list[Path], typer.Argument(
+        help="Images, or folders of them (.png .jpg .jpeg .dcm, not recursive).")],
+    version: str | None = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON even for several images: one "
+                                                          "{file, prediction|error} each.")]
+    = False,
+) -> None:
+    """Classify images with the active (or a given) version: one image prints its JSON,
+    several a table; exit 1 if any image failed."""
+    from shared.ml.served import load_version
     from shared.registry import open_registry
 
     settings = get_settings()
     registry = open_registry(settings)
     active = registry.active()
     chosen = version or (active.version if active else None)
+    paths = _images(files)
     with user_errors():
         if chosen is None:
             raise NoActiveModel("no model is active; train one with `cxr train --data DIR`")
-        model = load_version(registry, chosen)
-        image = model.decode(file.read_bytes(), settings.max_image_pixels)
-        pixels, check = model.screen(image, settings.xray_gate)
-        answer = with_check(model.predict_batch(pixels[None])[0], check)
-        typer.echo(answer.model_dump_json(indent=2))
-        if not answer.reliable:
-            typer.echo(f"not a finding: {', '.join(answer.reasons)}", err=True)
+        answers = _answers(load_version(registry, chosen), paths, settings)
+        if len(answers) == 1:  # one image answers as it always has: scripts read this JSON
+            answer = answers[0]
+            if isinstance(answer, CxrError):
+                raise answer
+            typer.echo(answer.model_dump_json(indent=2))
+            if not answer.reliable:
+                typer.echo(f"not a finding: {', '.join(answer.reasons)}", err=True)
+            return
+    if as_json:
+        _print_json(paths, answers)
+    else:
+        _print_table(paths, answers)
+    failed = sum(isinstance(a, CxrError) for a in answers)
+    if failed:
+        typer.echo(f"{failed} of {len(answers)} images failed", err=True)
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

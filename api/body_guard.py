@@ -5,8 +5,8 @@ FastAPI reads (and Starlette spools) a whole body before a route's dependencies 
 without this a request with no key could send hundreds of megabytes before its 401, and a
 chunked body (no Content-Length) was only measured once spooled. Each route's rules are read
 off the route itself: the key it needs from its ``require_admin``/``require_reader``
-dependency, and its size limit from whether it takes a form (uploads) or JSON. Every router
-of the API is made with ``route_class=GuardedRoute``.
+dependency, and its size limit from ``limited_to``, else from whether it takes a form
+(uploads) or JSON. Every router of the API is made with ``route_class=GuardedRoute``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from shared.config import Settings
 from shared.errors import PayloadTooLarge
 
 Role = Literal["admin", "reader"]
-# A multipart body carries its part headers and boundaries beside the file itself.
-MULTIPART_OVERHEAD = 64 * 1024
+# A multipart body carries its part headers and boundaries beside the file itself, an infer
+# body its JSON header and a 4-byte length per image.
+FRAMING_OVERHEAD = 64 * 1024
 
 
 class BodyTooLarge(HTTPException):
@@ -40,8 +41,9 @@ class BodyTooLarge(HTTPException):
 
 
 def limited_to(setting: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Marks an upload route whose body is bounded by another byte setting than
-    CXR_MAX_UPLOAD_BYTES (``/predict`` by CXR_MAX_IMAGE_BYTES)."""
+    """Marks a route whose body is bounded by another byte setting than its kind's
+    (``/predict`` and the protocol's infer, which reads its body itself, by
+    CXR_MAX_IMAGE_BYTES)."""
     def mark(endpoint: Callable[..., Any]) -> Callable[..., Any]:
         endpoint.__dict__["body_limit_setting"] = setting
         return endpoint
@@ -66,15 +68,13 @@ def rules_of(route: APIRoute, settings: Settings) -> Rules:
     calls = _calls(route.dependant)
     role: Role | None = ("admin" if require_admin in calls
                          else "reader" if require_reader in calls else None)
-    takes_form = any(isinstance(p.field_info, Form) for p in route.dependant.body_params)
-    if not takes_form:
-        return Rules(role, settings.max_json_bytes)
     setting = getattr(route.endpoint, "body_limit_setting", None)
-    if setting is None:
-        return Rules(role, settings.max_upload_bytes)
-    # CXR_MAX_UPLOAD_BYTES bounds every body; a route's own limit may only be tighter
-    own = int(getattr(settings, setting)) + MULTIPART_OVERHEAD
-    return Rules(role, min(own, settings.max_upload_bytes))
+    if setting is not None:
+        # CXR_MAX_UPLOAD_BYTES bounds every body; a route's own limit may only be tighter
+        own = int(getattr(settings, setting)) + FRAMING_OVERHEAD
+        return Rules(role, min(own, settings.max_upload_bytes))
+    takes_form = any(isinstance(p.field_info, Form) for p in route.dependant.body_params)
+    return Rules(role, settings.max_upload_bytes if takes_form else settings.max_json_bytes)
 
 
 class GuardedRoute(APIRoute):

@@ -14,7 +14,9 @@ from fastapi import Depends, Request
 from api.batching import Batcher
 from api.decode_budget import PixelBudget
 from api.metrics import Metrics
+from api.predicting import Predictor
 from api.serving import ModelServer
+from api.versions_cache import VersionCache
 from shared.config import Settings
 from shared.job_store import JobStore
 from shared.registry import Registry
@@ -36,3 +38,12 @@ QueueDep = Annotated[Celery, Depends(_from_state("queue"))]
 BatcherDep = Annotated[Batcher, Depends(_from_state("batcher"))]
 MetricsDep = Annotated[Metrics, Depends(_from_state("metrics"))]
 DecodeBudgetDep = Annotated[PixelBudget, Depends(_from_state("decode_budget"))]
+VersionCacheDep = Annotated[VersionCache, Depends(_from_state("version_cache"))]
+
+
+def _predictor(settings: SettingsDep, server: ModelServerDep, batcher: BatcherDep,
+               budget: DecodeBudgetDep) -> Predictor:
+    return Predictor(settings, server, batcher, budget)
+
+
+PredictorDep = Annotated[Predictor, Depends(_predictor)]

@@ -24,6 +24,7 @@ STATUS: dict[type[errors.CxrError], int] = {
     errors.UnsupportedDicom: 415,
     errors.ImageTooLarge: 413,
     errors.PayloadTooLarge: 413,
+    errors.TooManyImages: 413,
     errors.InvalidDataset: 422,
     errors.WeightsUnavailable: 422,
     errors.UnknownClass: 422,
@@ -57,6 +58,11 @@ def error_response(status: int, code: str, message: str,
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+def status_of(exc: errors.CxrError) -> int:
+    """The HTTP status a domain error is answered with."""
+    return next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI documentation of a route's error answers."""
     return {s: {"model": ErrorResponse, "description": HTTPStatus(s).phrase} for s in statuses}
@@ -64,7 +70,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.CxrError)
-    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+    status = status_of(exc)
     if status >= 500 and status != 503:
         log.error("%s: %s", exc.code, exc.message)
     headers = {"Retry-After": "5"} if status == 503 else None

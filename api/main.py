@@ -8,6 +8,7 @@ from functools import partial
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from threadpoolctl import threadpool_limits
 
 from api import errors
 from api.batching import Batcher
@@ -15,8 +16,9 @@ from api.decode_budget import PixelBudget
 from api.metrics import Metrics, RequestMetrics
 from api.redirects import RelativeRedirects
 from api.request_log import AccessLog
-from api.routes import datasets, health, jobs, metrics, models, page, predict
+from api.routes import datasets, health, jobs, metrics, models, oip, page, predict
 from api.serving import ModelServer
+from api.versions_cache import VersionCache
 from shared.config import Settings, get_settings
 from shared.job_store import open_job_store
 from shared.logs import configure_logging
@@ -34,13 +36,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.jobs = open_job_store(settings)
     app.state.queue = make_celery(settings)
     configure_tensorflow_threads(settings.inference_threads, settings.inference_inter_op_threads)
+    # The forward pass owns the cores; the shift and gate scores' small matrix products
+    # beside it run faster on one BLAS thread than on a pool that fights it for them.
+    threadpool_limits(limits=1, user_api="blas")
     loader = partial(load_version, runtime=settings.inference_runtime,
+                     precision=settings.inference_precision,
                      warm_batch_sizes=warm_batch_sizes(settings.batch_max_size),
                      threads=settings.inference_threads, timings={})
     observer: Metrics = app.state.metrics
     server = ModelServer(app.state.registry, settings.reload_interval_s, loader,
                          on_load=observer.model_loaded)
     app.state.model_server = server
+    app.state.version_cache = VersionCache(server)  # versions named by infer requests
     batcher = Batcher(settings.batch_max_size, settings.batch_max_delay_ms / 1000,
                       observer=observer)
     app.state.batcher = batcher
@@ -51,6 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         batcher.stop()
         server.stop()
+        app.state.version_cache.clear()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -78,6 +86,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     app.add_middleware(AccessLog)
     for router in (predict.router, datasets.router, jobs.router, models.router, health.router,
-                   metrics.router, page.router):
+                   metrics.router, page.router, oip.health_router, oip.router):
         app.include_router(router)
     return app

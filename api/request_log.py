@@ -14,7 +14,7 @@ log = logging.getLogger("api.access")
 
 HEADER = "x-request-id"
 # Probes and scrapes, every few seconds: logged at debug level only.
-QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}
+QUIET_ROUTES = {"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"}
 # Error bodies are small JSON; a larger body is not read for its code.
 MAX_ERROR_BODY = 64 * 1024
 

@@ -52,6 +52,8 @@ def service_env(work: Path, port: int) -> dict[str, str]:
     return {**os.environ, "CXR_MODELS_DIR": str(work / "models"),
             "CXR_STATE_DIR": str(work / "state"), "CXR_DATA_DIR": str(work / "data"),
             "CXR_PORT": str(port), "CXR_LOG_LEVEL": "warning", "TF_CPP_MIN_LOG_LEVEL": "2",
+            # Float, as the ceilings here are; bench/precision_benchmark.py measures INT8.
+            "CXR_INFERENCE_PRECISION": "float",
             "CXR_API_KEYS": json.dumps([{"name": "bench", "role": "admin",
                                          "sha256": key_digest(BENCH_KEY)}])}
 
@@ -126,7 +128,8 @@ def ceiling(models_dir: Path, version: str,
     registry = LocalRegistry(models_dir)
     rows, forwards = [], {}
     for runtime in ("tensorflow", "onnx", "tensorflow+xla"):
-        loaded = load_version(registry, version, runtime=runtime.split("+")[0])  # type: ignore[arg-type]
+        loaded = load_version(registry, version, runtime=runtime.split("+")[0],  # type: ignore[arg-type]
+                              precision="float")
         if runtime == "tensorflow+xla":
             loaded = replace(loaded, forward=compiled_forward(
                 loaded.model, loaded.image_size, loaded.shift is not None, xla=True))
@@ -137,16 +140,22 @@ def ceiling(models_dir: Path, version: str,
                 0, 255, (batch, size, size, 3)).astype(np.float32))
             loaded.forward(x)
             repeats = max(2, 16 // batch)
-            times = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                loaded.forward(x)
-                times.append(time.perf_counter() - started)
-            seconds = float(np.median(times))
-            rows.append({"runtime": runtime, "batch": batch, "images_per_s": batch / seconds,
-                         "latency_ms": 1000 * seconds})
-            print(json.dumps(rows[-1]), flush=True)
+            rows.append(timed(runtime, loaded.forward, x, repeats))
     return rows, forwards
+
+
+def timed(name: str, forward: Any, x: np.ndarray, repeats: int) -> dict[str, Any]:
+    """The median of ``repeats`` passes over the batch ``x`` (after one), printed."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        forward(x)
+        times.append(time.perf_counter() - started)
+    seconds = float(np.median(times))
+    row = {"runtime": name, "batch": len(x), "images_per_s": len(x) / seconds,
+           "latency_ms": 1000 * seconds}
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def ceiling_now(forward: Any, batch: int, size: int, seconds: float = 5) -> float:
@@ -168,9 +177,11 @@ def ceiling_now(forward: Any, batch: int, size: int, seconds: float = 5) -> floa
 
 # -- 2-4. load over HTTP ----------------------------------------------------------------------
 async def load(url: str, images: list[bytes], concurrency: int, seconds: float,
-               at: float | None = None, action: Any = None) -> dict[str, Any]:
-    """Send requests from ``concurrency`` clients for ``seconds``; optionally run ``action``
-    ``at`` seconds in. Returns every request's (start, latency, status, version)."""
+               at: float | None = None, action: Any = None,
+               per_request: int = 1) -> dict[str, Any]:
+    """Send requests of ``per_request`` images from ``concurrency`` clients for ``seconds``;
+    optionally run ``action`` ``at`` seconds in. Returns every request's (start, latency,
+    status, version)."""
     records: list[tuple[float, float, int, str]] = []
     limits = httpx.Limits(max_connections=concurrency + 4)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
@@ -181,8 +192,9 @@ async def load(url: str, images: list[bytes], concurrency: int, seconds: float,
             while time.monotonic() - began < seconds:
                 started = time.monotonic()
                 try:
-                    response = await client.post(
-                        "/predict", files={"file": ("x.png", images[i % len(images)])})
+                    files = [("file", (f"{k}.png", images[(i + k) % len(images)]))
+                             for k in range(per_request)]
+                    response = await client.post("/predict", files=files)
                     status = response.status_code
                     version = response.headers.get("x-model-version", "")
                 except httpx.HTTPError:
@@ -202,11 +214,13 @@ async def load(url: str, images: list[bytes], concurrency: int, seconds: float,
     return {"records": records, "elapsed_s": elapsed}
 
 
-def summarize(records: list[tuple[float, float, int, str]], elapsed: float) -> dict[str, Any]:
+def summarize(records: list[tuple[float, float, int, str]], elapsed: float,
+              per_request: int = 1) -> dict[str, Any]:
+    """Requests, errors, images/s and request latency percentiles."""
     ok = [r[1] for r in records if r[2] == 200]
     latencies = np.array(ok) * 1000 if ok else np.array([np.nan])
     return {"requests": len(records), "errors": len(records) - len(ok),
-            "throughput": len(ok) / elapsed,
+            "throughput": len(ok) * per_request / elapsed,
             "p50_ms": float(np.percentile(latencies, 50)),
             "p95_ms": float(np.percentile(latencies, 95)),
             "p99_ms": float(np.percentile(latencies, 99))}

@@ -21,6 +21,11 @@ def key_digest(key: str) -> str:
 
 
 # The test metrics a new version may be compared with the active one on.
+# How the INT8 copy's activation ranges are calibrated (ONNX Runtime's methods).
+Int8Calibration = Literal["minmax", "entropy", "percentile"]
+# "float" never serves an INT8 copy; "int8" serves it wherever a version has one.
+Precision = Literal["auto", "float", "int8"]
+
 PromotionMetric = Literal["balanced_accuracy", "accuracy", "macro_f1"]
 
 class ApiKey(BaseModel):
@@ -76,6 +81,9 @@ class Settings(BaseSettings):
     # Runtime of /predict: "auto" times ONNX Runtime (when the version has an export) against
     # TensorFlow on each version as it loads and keeps the faster.
     inference_runtime: Literal["auto", "tensorflow", "onnx"] = "auto"
+    # "auto" times a version's INT8 copy (where its check kept one) with the float runtimes
+    # and keeps the fastest; "float" never serves INT8 (a clinical study may require it).
+    inference_precision: Precision = "auto"
     # Threads of one forward pass (unset: the runtime's default, all cores) and, for
     # TensorFlow, how many independent operations may run at once.
     inference_threads: int | None = Field(None, ge=1, le=256)
@@ -114,6 +122,15 @@ class Settings(BaseSettings):
     # "onnx" serving can use; off: versions are served by TensorFlow only, and publishing
     # skips the export (seconds to minutes of conversion per version).
     export_onnx: bool = True
+    # And an INT8 copy of the export (worker/publishing/int8.py), kept only when on the
+    # version's test split it agrees with the float model's top-1 on at least
+    # int8_min_agreement of images (and on the shift flag) and its balanced accuracy is at
+    # most int8_max_balanced_accuracy_drop lower; calibrated on that many training images.
+    export_int8: bool = True
+    int8_calibration: Int8Calibration = "minmax"
+    int8_calibration_images: int = Field(64, ge=1, le=4096)
+    int8_min_agreement: float = Field(0.99, ge=0, le=1)
+    int8_max_balanced_accuracy_drop: float = Field(0.005, ge=0, le=1)
     # Mixed float16 on GPUs ("auto": on when every GPU TensorFlow sees has float16 Tensor
     # Cores, compute capability 7.0 or more); never on a CPU. The published model is float32
     # either way.
@@ -129,8 +146,12 @@ class Settings(BaseSettings):
     max_header_fields: int = Field(100, ge=10)
     # The body of a request that is not an upload (JSON: /retrain, /models/{v}/evaluate).
     max_json_bytes: int = Field(1024 * 1024, ge=1024)
+    # The body of a /predict request (all its images together).
     max_image_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(50_000_000, ge=64 * 64)
+    # Images one /predict request may carry (several `file` parts, one answer each; their
+    # bytes together stay within CXR_MAX_IMAGE_BYTES) or one infer request's BYTES input.
+    max_images_per_request: int = Field(32, ge=1, le=1024)
     # Declared pixels of all the images being decoded and prepared at once (two of the
     # largest); a request that would exceed it waits up to decode_wait_s, then gets 503.
     decode_pixel_budget: int = Field(100_000_000, ge=64 * 64)
@@ -165,6 +186,13 @@ class Settings(BaseSettings):
                                                    self.job_heartbeat_timeout_s):
             raise ValueError("CXR_JOB_HEARTBEAT_INTERVAL_S must be at most half of "
                              "CXR_JOB_TAKEOVER_AFTER_S and CXR_JOB_HEARTBEAT_TIMEOUT_S")
+        return self
+
+    @model_validator(mode="after")
+    def _int8_needs_onnx_runtime(self) -> Settings:
+        if self.inference_precision == "int8" and self.inference_runtime == "tensorflow":
+            raise ValueError("CXR_INFERENCE_PRECISION=int8 needs ONNX Runtime: set "
+                             "CXR_INFERENCE_RUNTIME to auto or onnx")
         return self
 
     @model_validator(mode="after")

@@ -73,6 +73,10 @@ class PayloadTooLarge(CxrError):
     code = "payload_too_large"
 
 
+class TooManyImages(CxrError):
+    code = "too_many_images"
+
+
 class ModelNotFound(CxrError):
     code = "model_not_found"
 

@@ -173,6 +173,33 @@ class OnnxExport(Record):
     exporter: str | None = None
 
 
+class Int8Check(Record):
+    """The INT8 copy beside the float export on the version's test split."""
+
+    images: int
+    top1_agreement: float
+    balanced_accuracy_float: float
+    balanced_accuracy_int8: float
+    max_probability_difference: float = Field(description="Calibrated probabilities.")
+    shift_flag_agreement: float | None = None
+    max_shift_score_difference: float | None = None
+
+
+class Int8Export(Record):
+    """The INT8 copy of the ONNX export: its file when its check passed, or why there is
+    none, with the check's figures and the limits it was held to."""
+
+    file: str | None = None
+    error: str | None = None
+    scheme: str | None = None
+    calibration: str | None = Field(None, description="The calibration method.")
+    calibration_images: int | None = None
+    check: Int8Check | None = None
+    min_agreement: float | None = None
+    max_balanced_accuracy_drop: float | None = None
+    seconds: float | None = Field(None, description="Quantizing and checking.")
+
+
 class Promotion(Record):
     """Whether the promotion gate activated the version at publish time, and why."""
 
@@ -232,6 +259,7 @@ class ManifestDraft(Record):
         None, description="How the version marks its own answers unreliable.")
     chest_xray_gate: GateRecord | None = None
     onnx: OnnxExport | None = None
+    int8: Int8Export | None = None
     external_evaluations: dict[str, ExternalFigures] | None = None
 
     def seal(self, version: str, files: dict[str, str], model_sha256: str) -> Manifest:
@@ -282,6 +310,14 @@ class ModelList(BaseModel):
     active: str | None
     versions: list[ModelSummary]
     serving: ServingState
+
+
+class VersionDetail(Manifest):
+    """A version's manifest and, when this API process serves it, how."""
+
+    serving: ServingState | None = Field(
+        None, description="Set when this process serves the version: its runtime and "
+        "precision.")
 
 
 class EvaluatedDataset(DatasetRecord):

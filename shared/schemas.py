@@ -224,6 +224,8 @@ class DatasetList(BaseModel):
 class ServingState(BaseModel):
     version: str | None = Field(description="The version this API process is serving.")
     load_error: str | None = Field(None, description="Why the active version is not served.")
+    runtime: str | None = Field(None, description="'tensorflow' or 'onnx'.")
+    precision: str | None = Field(None, description="'float32' or 'int8'.")
 
 
 class DistributionShift(BaseModel):
@@ -277,6 +279,28 @@ class Prediction(BaseModel):
     distribution_shift: DistributionShift | None = Field(
         None, description="Absent for versions published without a shift reference.")
     explanation: Explanation | None = Field(None, description="Only with ?explain=true.")
+    precision: Literal["float32", "int8"] = Field(
+        "float32", description="The arithmetic of the pass that answered: int8 for the "
+        "version's checked INT8 copy (see its manifest's `int8`); heat maps are always "
+        "float32.")
+
+
+class ImageAnswer(BaseModel):
+    """One image of a request with several: its answer, or the error it alone would get."""
+
+    index: int = Field(description="Its position among the request's `file` parts, from 0.")
+    filename: str | None = None
+    status: int = Field(description="200, or the status a request with this image alone "
+                        "would have got.")
+    prediction: Prediction | None = None
+    error: ErrorDetail | None = None
+
+
+class Predictions(BaseModel):
+    """The answers to a request with several images, in the order they were sent."""
+
+    model_version: str
+    images: list[ImageAnswer]
 
 
 class Health(BaseModel):
@@ -287,6 +311,7 @@ class Readiness(BaseModel):
     ready: bool
     model_version: str | None
     model_runtime: str | None = Field(None, description="'tensorflow' or 'onnx'.")
+    model_precision: str | None = Field(None, description="'float32' or 'int8'.")
     model_batch_size: int | None = Field(
         None, description="The largest batch gathered for the model: the size measured "
         "fastest per image in its runtime at load, capped by CXR_BATCH_MAX_SIZE.")

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from tests.helpers.env import PROCESS_ENV, REPO
+from shared.config import Settings
+from shared.registry.local import LocalRegistry
+from tests.helpers.env import PROCESS_ENV, REPO, sample_files
+from tests.helpers.versions import publish_random
 
 
 def _cxr(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -79,3 +84,69 @@ def test_a_new_key_is_printed_once_with_the_settings_entry_that_admits_it() -> N
     found = match_key(key, settings.api_keys)
     assert found is not None and (found.name, found.role) == ("ops", "reader")
     assert _cxr("key", "--role", "root", env=dict(os.environ)).returncode != 0
+
+
+@pytest.fixture
+def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """`cxr` in this process (a subprocess would import TensorFlow again), with a random
+    version active in the test's settings."""
+    import cxr_cli
+
+    publish_random(LocalRegistry(settings.models_dir), seed=3, activate=True)
+    monkeypatch.setattr(cxr_cli, "get_settings", lambda: settings)
+    return CliRunner()
+
+
+def test_predict_a_folder_answers_each_image_and_one_bad_file_fails_alone(
+    cli: CliRunner, radiography_root: Path, tmp_path: Path
+) -> None:
+    from cxr_cli import app
+
+    folder = tmp_path / "films"
+    folder.mkdir()
+    names = []
+    for label, paths in sample_files(radiography_root, 1).items():
+        if label in ("COVID", "Normal"):
+            (folder / paths[0].name).write_bytes(paths[0].read_bytes())
+            names.append(paths[0].name)
+    (folder / "notes.png").write_bytes(b"hello")
+    (folder / "readme.txt").write_text("not an image: skipped")
+    names = sorted([*names, "notes.png"])
+
+    table = cli.invoke(app, ["predict", str(folder)])
+    assert table.exit_code == 1, table.output
+    rows = [line for line in table.stdout.splitlines() if str(folder) in line]
+    assert [line.split()[0] for line in rows] == [str(folder / n) for n in names]
+    assert sum("error: invalid_image" in line for line in rows) == 1
+    assert all(re.search(r"\b(a|b|c)\s+\d+\.\d%", line) for line in rows
+               if "notes.png" not in line)
+    assert table.stderr.strip() == "1 of 3 images failed"
+
+    listed = cli.invoke(app, ["predict", "--json", str(folder)])
+    assert listed.exit_code == 1
+    entries = json.loads(listed.stdout)
+    assert [e["file"] for e in entries] == [str(folder / n) for n in names]
+    failed = [e for e in entries if "error" in e]
+    assert [(e["file"], e["error"]["code"]) for e in failed] == [
+        (str(folder / "notes.png"), "invalid_image")]
+    assert all(set(e["prediction"]["probabilities"]) == {"a", "b", "c"}
+               for e in entries if "prediction" in e)
+
+
+def test_predict_one_file_prints_its_json_as_before(
+    cli: CliRunner, radiography_root: Path, tmp_path: Path
+) -> None:
+    from cxr_cli import app
+
+    image = sample_files(radiography_root, 1)["COVID"][0]
+    for args in (["predict", str(image)], ["predict", "--json", str(image)]):
+        result = cli.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        answer = json.loads(result.stdout)
+        assert set(answer["probabilities"]) == {"a", "b", "c"}
+        assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"hello")
+    refused = cli.invoke(app, ["predict", str(bad)])
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert refused.stderr.startswith("error: invalid_image:")

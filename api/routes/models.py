@@ -11,7 +11,7 @@ from api.enqueue import enqueue
 from api.errors import responses
 from shared.datasets import dataset_path, discover
 from shared.errors import ModelNotFound
-from shared.manifest import ExternalReport, Manifest, ModelList
+from shared.manifest import ExternalReport, ModelList, VersionDetail
 from shared.registry.files import CARD_HTML, CARD_MD, CURVES_FILE, RELIABILITY_FILE
 from shared.schemas import EvaluationParams, EvaluationRequest, JobAccepted, ServingState
 from shared.task_queue import EVALUATE_TASK
@@ -26,7 +26,9 @@ router = APIRouter(
 def _serving(server: ModelServerDep) -> ServingState:
     current = server.current
     return ServingState(version=current.version if current else None,
-                        load_error=server.load_error)
+                        load_error=server.load_error,
+                        runtime=current.runtime if current else None,
+                        precision=current.precision if current else None)
 
 
 @router.get("", response_model=ModelList)
@@ -38,10 +40,13 @@ def list_models(registry: RegistryDep, server: ModelServerDep) -> ModelList:
                      serving=_serving(server))
 
 
-@router.get("/{version}", response_model=Manifest, responses=responses(404, 422))
-def get_model(version: str, registry: RegistryDep) -> Manifest:
-    """The full manifest of a version."""
-    return registry.manifest(version)
+@router.get("/{version}", response_model=VersionDetail, responses=responses(404, 422))
+def get_model(version: str, registry: RegistryDep, server: ModelServerDep) -> VersionDetail:
+    """The full manifest of a version, and how this process serves it (when it does)."""
+    manifest = registry.manifest(version)
+    current = server.current
+    serving = _serving(server) if current and current.version == version else None
+    return VersionDetail(**manifest.model_dump(), serving=serving)
 
 
 @router.get("/{version}/evaluations", response_model=list[ExternalReport],

@@ -1,98 +1,81 @@
-"""Predictions from the active model version, batched across concurrent requests."""
+"""Predictions from the active model version, batched across images and requests."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, File, Query, Response, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from api.auth import Reader
 from api.body_guard import GuardedRoute, limited_to
-from api.decode_budget import PixelBudget
-from api.deps import BatcherDep, DecodeBudgetDep, MetricsDep, ModelServerDep, SettingsDep
-from api.errors import responses
-from api.serving import ModelServer
+from api.deps import MetricsDep, PredictorDep, SettingsDep
+from api.errors import responses, status_of
 from shared.config import Settings
-from shared.errors import PayloadTooLarge
-from shared.ml.explain import explain as explain_prediction
-from shared.ml.preprocessing import DecodedImage, declared_pixels, decode_image
-from shared.ml.served import ServedVersion, with_check
-from shared.schemas import ChestXrayCheck, Prediction
+from shared.errors import PayloadTooLarge, TooManyImages
+from shared.schemas import ErrorDetail, ImageAnswer, Prediction, Predictions
 
 router = APIRouter(route_class=GuardedRoute, tags=["predict"], dependencies=Reader)
 
 
-def _budgeted(data: bytes, settings: Settings, budget: PixelBudget) -> Any:
-    """The budget held for the image's declared pixels while it is decoded and prepared (one
-    over CXR_MAX_IMAGE_PIXELS is refused by the decoder at once: it holds nothing)."""
-    pixels = declared_pixels(data)
-    return budget.hold(pixels if pixels <= settings.max_image_pixels else 0)
-
-
-def _decode(data: bytes, settings: Settings, server: ModelServer
-            ) -> tuple[ServedVersion, DecodedImage]:
-    """Take the serving version (one for the whole request, even across a swap) and decode
-    as it was trained; without one, bad input still fails first."""
-    model = server.current
-    if model is None:
-        decode_image(data, settings.max_image_pixels)
-        model = server.model()
-    return model, model.decode(data, settings.max_image_pixels)
-
-
-def _prepare(data: bytes, settings: Settings, server: ModelServer, budget: PixelBudget
-             ) -> tuple[ServedVersion, np.ndarray, ChestXrayCheck | None]:
-    """Decode, prepare as the serving version was trained and pass it through the
-    chest-radiograph gate."""
-    with _budgeted(data, settings, budget):
-        model, image = _decode(data, settings, server)
-        return model, *model.screen(image, settings.xray_gate)
-
-
-def _explain(data: bytes, settings: Settings, server: ModelServer, budget: PixelBudget,
-             class_name: str | None) -> tuple[ServedVersion, Prediction]:
-    with _budgeted(data, settings, budget):
-        model, image = _decode(data, settings, server)
-        _, check = model.screen(image, settings.xray_gate)
-        return model, with_check(explain_prediction(model, image.gray, class_name), check)
+async def _read(files: list[UploadFile], settings: Settings) -> list[bytes]:
+    if len(files) > settings.max_images_per_request:
+        raise TooManyImages(f"{len(files)} images in one request; the limit is "
+                            f"{settings.max_images_per_request} (CXR_MAX_IMAGES_PER_REQUEST)")
+    images, left = [], settings.max_image_bytes
+    for upload in files:
+        data = await upload.read(left + 1)
+        left -= len(data)
+        if left < 0:
+            raise PayloadTooLarge(f"images are limited to {settings.max_image_bytes} bytes "
+                                  "per request, all of them together")
+        images.append(data)
+    return images
 
 
 @limited_to("max_image_bytes")
-@router.post("/predict", response_model=Prediction,
+@router.post("/predict", response_model=Prediction | Predictions,
              responses=responses(400, 401, 413, 415, 422, 503))
 async def predict_image(
     response: Response,
-    server: ModelServerDep,
     settings: SettingsDep,
-    batcher: BatcherDep,
+    predictor: PredictorDep,
     metrics: MetricsDep,
-    budget: DecodeBudgetDep,
-    file: Annotated[UploadFile, File(description="A chest X-ray: PNG, JPEG or DICOM.")],
+    file: Annotated[list[UploadFile], File(description=(
+        "A chest X-ray: PNG, JPEG or DICOM. Several `file` parts (up to "
+        "CXR_MAX_IMAGES_PER_REQUEST) get one answer each, in order."))],
     explain: Annotated[bool, Query(
         description="Also return a Grad-CAM heat map of where the network looked.")] = False,
     explain_class: Annotated[str | None, Query(
         description="The class to map (default: the predicted one); implies explain.")] = None,
-) -> Prediction:
-    """Classify one chest X-ray with the active model version; an image that is not a chest
-    radiograph gets 422 not_a_chest_xray, and an answer that should not be read as a finding
-    says so (`reliable`, `reasons`)."""
-    data = await file.read(settings.max_image_bytes + 1)
-    if len(data) > settings.max_image_bytes:
-        raise PayloadTooLarge(f"images are limited to {settings.max_image_bytes} bytes")
-    if explain or explain_class is not None:
-        # A gradient pass of its own, outside the batcher: it needs the Keras model.
-        model, prediction = await run_in_threadpool(_explain, data, settings, server,
-                                                    budget, explain_class)
-    else:
-        # Decoding runs in the threadpool, in parallel with the batcher's forward pass.
-        with batcher.arriving():
-            model, pixels, check = await run_in_threadpool(_prepare, data, settings, server,
-                                                               budget)
-            future = batcher.submit(model, pixels)
-        prediction = with_check(await asyncio.wrap_future(future), check)
-    metrics.predicted(prediction.label)
+) -> Prediction | Predictions:
+    """Classify chest X-rays with the active model version.
+
+    One image: its answer, or its error as the request's (an image that is not a chest
+    radiograph gets 422 not_a_chest_xray). Several: 200 with one entry per image in order,
+    each its answer or the error it alone would have got, all answered by one version. An
+    answer that should not be read as a finding says so (`reliable`, `reasons`)."""
+    images = await _read(file, settings)
+    explaining = explain or explain_class is not None
+    if len(images) == 1:
+        if explaining:
+            model, prediction = await predictor.explain(images[0], class_name=explain_class)
+        else:
+            model, prediction = await predictor.predict(images[0])
+        metrics.predicted(prediction.label)
+        response.headers["X-Model-Version"] = model.version
+        return prediction
+    model = predictor.server.model()
+    answers = await predictor.predict_each(images, model, explaining, explain_class)
+    entries = []
+    for index, (upload, answer) in enumerate(zip(file, answers, strict=True)):
+        if isinstance(answer, Prediction):
+            metrics.predicted(answer.label)
+            entries.append(ImageAnswer(index=index, filename=upload.filename, status=200,
+                                       prediction=answer))
+        else:
+            entries.append(ImageAnswer(index=index, filename=upload.filename,
+                                       status=status_of(answer),
+                                       error=ErrorDetail(code=answer.code,
+                                                         message=answer.message)))
     response.headers["X-Model-Version"] = model.version
-    return prediction
+    return Predictions(model_version=model.version, images=entries)

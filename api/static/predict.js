@@ -1,12 +1,14 @@
-// Predict: choose or drop an X-ray, see each class's probability and the heat map.
+// Predict: choose or drop an X-ray, see each class's probability and the heat map; choose
+// or drop several, see a table with a row for each.
 
-import { $, api, el, pct, say, sayError } from "./common.js";
+import { $, ApiError, api, el, pct, say, sayError, sentence } from "./common.js";
 
 const predictStatus = $("predict-status");
 const preview = $("preview");
 const previewNote = $("preview-note");
 const heatToggle = $("heatmap-toggle");
 let chosen = null; // the File to predict
+let several = []; // the Files to predict in one request, when more than one is chosen
 let objectUrl = null;
 let explanation = null;
 let predictRun = 0; // answers to older requests are dropped
@@ -39,8 +41,16 @@ function showNote(text) {
   $("preview-caption").textContent = "";
 }
 
-async function choose(file) {
-  if (!file) return;
+async function choose(files) {
+  if (!files || !files.length) return;
+  if (files.length > 1) {
+    await chooseSeveral(Array.from(files));
+    return;
+  }
+  const file = files[0];
+  several = [];
+  $("batch").hidden = true;
+  $("predict-result").hidden = false;
   chosen = file;
   explanation = null;
   heatToggle.checked = false;
@@ -104,6 +114,10 @@ function showExplanation() {
 }
 
 async function predict() {
+  if (several.length) {
+    await predictSeveral();
+    return;
+  }
   if (!chosen) {
     say(predictStatus, "Choose an image first.", "error");
     return;
@@ -133,20 +147,27 @@ const REASONS = {
   version_not_better_than_chance: "this model version is no better than chance on its test images",
 };
 
+// The label as a finding, or for an answer that is not one, plainly.
+function labelOf(answer, id) {
+  return answer.reliable === false
+    ? el("span", { id, className: "unreliable-label", text: answer.label })
+    : el("strong", { id, text: answer.label });
+}
+
+const reasonsOf = (answer) => (answer.reasons || []).map((code) => REASONS[code] || code);
+
 function renderLabel(answer) {
   const line = $("label-line");
   const box = $("unreliable");
   const unreliable = answer.reliable === false;
   if (!unreliable) {
-    line.replaceChildren("Predicted class: ", el("strong", { id: "predicted-label",
-                                                              text: answer.label }));
+    line.replaceChildren("Predicted class: ", labelOf(answer, "predicted-label"));
     box.hidden = true;
     return;
   }
   // The probabilities stay visible, but the label is not presented as a finding.
-  line.replaceChildren("No finding. Most probable class: ",
-    el("span", { id: "predicted-label", className: "unreliable-label", text: answer.label }));
-  const why = (answer.reasons || []).map((code) => REASONS[code] || code);
+  line.replaceChildren("No finding. Most probable class: ", labelOf(answer, "predicted-label"));
+  const why = reasonsOf(answer);
   box.hidden = false;
   box.replaceChildren(el("strong", { text: "Not reliable: " }),
     `${why.join("; ")}. Do not read this answer as a diagnosis.`);
@@ -180,8 +201,78 @@ function renderPrediction(answer, headerVersion) {
   }
 }
 
+// ---- several images: one request without heat maps, a table of their answers -----------
+
+async function chooseSeveral(files) {
+  several = files;
+  chosen = null;
+  $("predict-result").hidden = true; // the preview and heat map are for one image
+  $("batch-body").replaceChildren();
+  $("batch").hidden = true;
+  await predictSeveral();
+}
+
+async function predictSeveral() {
+  const run = ++predictRun;
+  const form = new FormData();
+  for (const file of several) form.append("file", file, file.name);
+  say(predictStatus, `Predicting ${several.length} images…`, "busy");
+  $("batch").setAttribute("aria-busy", "true");
+  try {
+    const response = await api("/predict", { method: "POST", body: form });
+    const answer = await response.json();
+    if (run !== predictRun) return;
+    if (!Array.isArray(answer.images)) {
+      throw new ApiError(0, null, "This service answers one image per request: " +
+                         "choose one file.");
+    }
+    renderSeveral(answer);
+  } catch (error) {
+    if (run !== predictRun) return;
+    // common.js words every 413 as one file too large; this one is a count.
+    sayError(predictStatus, error.code === "too_many_images"
+      ? new ApiError(413, error.code, `${several.length} files are more than this service ` +
+                     "takes in one request: choose fewer.")
+      : error);
+  } finally {
+    if (run === predictRun) $("batch").removeAttribute("aria-busy");
+  }
+}
+
+function batchRow(entry) {
+  const name = el("th", { scope: "row", text: entry.filename || `Image ${entry.index + 1}` });
+  if (!entry.prediction) {
+    const error = entry.error || {};
+    const code = error.code ? [" ", el("small", { className: "code", text: `(${error.code})` })]
+                            : [];
+    return el("tr", { className: "failed" }, name,
+      el("td", { colspan: "3" }, el("strong", { text: "Error: " }), sentence(error.message),
+         ...code));
+  }
+  const answer = entry.prediction;
+  return el("tr", {}, name,
+    el("td", {}, labelOf(answer)),
+    el("td", { className: "num", text: pct(answer.probabilities[answer.label]) }),
+    el("td", { text: answer.reliable === false
+      ? `Not reliable: ${reasonsOf(answer).join("; ")}.` : "Reliable" }));
+}
+
+function renderSeveral(answer) {
+  const entries = answer.images;
+  $("batch-body").replaceChildren(...entries.map(batchRow));
+  $("batch-version").textContent = answer.model_version;
+  $("batch").hidden = false;
+  const failed = entries.filter((entry) => !entry.prediction).length;
+  const unreliable = entries.filter((e) => e.prediction && e.prediction.reliable === false);
+  const parts = [`${entries.length - failed} of ${entries.length} images answered by model ` +
+                 `version ${answer.model_version}`];
+  if (failed) parts.push(`${failed} failed`);
+  if (unreliable.length) parts.push(`${unreliable.length} not reliable`);
+  say(predictStatus, `${parts.join("; ")}.`, failed || unreliable.length ? "warn" : "ok");
+}
+
 export function initPredict() {
-  $("predict-file").addEventListener("change", (event) => choose(event.target.files[0]));
+  $("predict-file").addEventListener("change", (event) => choose(event.target.files));
   heatToggle.addEventListener("change", showExplanation);
   $("predict-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -199,7 +290,7 @@ export function initPredict() {
     const files = event.dataTransfer && event.dataTransfer.files;
     if (files && files.length) {
       $("predict-file").files = files;
-      choose(files[0]);
+      choose(files);
     }
   });
 }

@@ -153,6 +153,6 @@ def explain(loaded: ServedVersion, gray: np.ndarray, class_name: str | None = No
     answer = loaded.answer(loaded.calibrated(activation.probabilities[None],
                                              activation.features, pixels[None]), 0)
     image_png, overlay_png = render(prepared, activation.heatmap)
-    return answer.model_copy(update={"explanation": Explanation(
+    return answer.model_copy(update={"precision": "float32", "explanation": Explanation(
         layer=CAM_LAYER, class_name=loaded.classes[activation.index], image_png=image_png,
         overlay_png=overlay_png, grid=np.round(activation.heatmap, 4).tolist())})

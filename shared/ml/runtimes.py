@@ -1,9 +1,10 @@
 """The forward pass of a version in the runtime that serves it fastest on this machine.
 
-Two runtimes: TensorFlow (the Keras model as one ``tf.function`` graph) or ONNX Runtime (the
-version's ``model.onnx``, exported and checked by the worker). ``"auto"`` times both on the
-version itself while warming up and keeps the faster, so the choice is measured on the
-machine that serves, not guessed.
+Three forward passes: TensorFlow (the Keras model as one ``tf.function`` graph), ONNX Runtime
+on the version's ``model.onnx`` (exported and checked by the worker), and ONNX Runtime on its
+INT8 copy ``model.int8.onnx`` (kept only where its check passed). ``"auto"`` times each the
+version has on the version itself while warming up and keeps the fastest, so the choice is
+measured on the machine that serves, not guessed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
+from shared.config import Precision
 from shared.ml.preprocessing import to_model_input
 from shared.ml.shift import STATS_LAYOUT, feature_model
 
@@ -24,6 +26,12 @@ log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "tensorflow", "onnx"]
 Forward = Callable[[np.ndarray], Any]
+INT8 = "onnx-int8"  # the candidate name of the INT8 copy in ONNX Runtime
+
+
+def runtime_and_precision(candidate: str) -> tuple[str, str]:
+    """What a candidate forward pass is called where clients read it."""
+    return ("onnx", "int8") if candidate == INT8 else (candidate, "float32")
 
 
 def compiled_forward(model: Any, size: int, with_features: bool, xla: bool = False,
@@ -123,22 +131,13 @@ def pick_runtime(profiles: dict[str, dict[int, float]]) -> tuple[str, int]:
     return runtime, preferred_batch(profiles[runtime])
 
 
-def choose_runtime(model: Any, size: int, layout: str | None, onnx_file: Path | None,
-                   preference: Runtime, threads: int | None = None,
-                   batch_sizes: Sequence[int] = (1,), timings: Timings | None = None,
-                   name: str = "") -> RuntimeChoice:
-    """The forward pass of ``model`` (with shift features when ``layout`` is given) and its
-    preferred batch size, both measured here.
-
-    Every runtime the version can use (its ONNX export; TensorFlow) is timed at every batch
-    size it will be served at, which also warms each one up. 'auto' keeps the one
-    ``pick_runtime`` picks; 'onnx' falls back to TensorFlow, with a warning,
-    for a version that has no export. On a 2-core CPU ONNX Runtime is fastest at batch 1 and
-    TensorFlow at batch 8 or so, so the batch size the batcher gathers is the chosen
-    runtime's own, not a fixed one. With ``timings``, a graph timed before is only warmed
-    up, at the batch sizes it will be sent.
-    """
-    with_features = layout is not None
+def candidate_names(preference: Runtime, precision: Precision, onnx_file: Path | None,
+                    int8_file: Path | None, name: str = "") -> list[str]:
+    """The forward passes a version may be served with, under the settings' preferences."""
+    if precision == "int8":
+        if int8_file is not None:
+            return [INT8]
+        log.warning("version %s has no INT8 copy: serving it in float", name)
     names: list[str] = []
     if preference in ("auto", "onnx") and onnx_file is not None:
         names.append("onnx")
@@ -146,11 +145,35 @@ def choose_runtime(model: Any, size: int, layout: str | None, onnx_file: Path | 
         if preference == "onnx":
             log.warning("version %s has no ONNX export: serving it with TensorFlow", name)
         names.append("tensorflow")
+    if precision == "auto" and preference != "tensorflow" and int8_file is not None:
+        names.append(INT8)
+    return names
+
+
+def choose_runtime(model: Any, size: int, layout: str | None, onnx_file: Path | None,
+                   preference: Runtime, threads: int | None = None,
+                   batch_sizes: Sequence[int] = (1,), timings: Timings | None = None,
+                   name: str = "", int8_file: Path | None = None,
+                   precision: Precision = "auto") -> RuntimeChoice:
+    """The forward pass of ``model`` (with shift features when ``layout`` is given) and its
+    preferred batch size, both measured here.
+
+    Every runtime the version can use (its ONNX export and INT8 copy; TensorFlow) is timed at
+    every batch size it will be served at, which also warms each one up. 'auto' keeps the one
+    ``pick_runtime`` picks; 'onnx' falls back to TensorFlow, with a warning, for a version
+    that has no export. On a 2-core CPU ONNX Runtime is fastest at batch 1 and
+    TensorFlow at batch 8 or so, so the batch size the batcher gathers is the chosen
+    runtime's own, not a fixed one. With ``timings``, a graph timed before is only warmed
+    up, at the batch sizes it will be sent.
+    """
+    with_features = layout is not None
+    names = candidate_names(preference, precision, onnx_file, int8_file, name)
 
     def make(runtime: str) -> Forward:
-        if runtime == "onnx":
-            assert onnx_file is not None
-            return OnnxForward(onnx_file, with_features, threads)
+        if runtime in ("onnx", INT8):
+            path = onnx_file if runtime == "onnx" else int8_file
+            assert path is not None
+            return OnnxForward(path, with_features, threads)
         return compiled_forward(model, size, with_features, layout=layout or STATS_LAYOUT)
 
     graph = (size, with_features, tuple(names), tuple(sorted(set(batch_sizes))),

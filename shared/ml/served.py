@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.config import Precision
 from shared.errors import ModelLoadFailed, NotAChestXray
 from shared.ml.calibration import apply_temperature
 from shared.ml.chest_gate import ChestGate
@@ -29,10 +30,10 @@ from shared.ml.preprocessing import (
     to_model_input,
 )
 from shared.ml.reliability import ReliabilityRecord, reasons
-from shared.ml.runtimes import Forward, Runtime, Timings, choose_runtime
+from shared.ml.runtimes import Forward, Runtime, Timings, choose_runtime, runtime_and_precision
 from shared.ml.shift import ShiftReference, input_features
 from shared.registry import Registry
-from shared.registry.files import GATE_FILE, ONNX_FILE, SHIFT_FILE
+from shared.registry.files import GATE_FILE, INT8_FILE, ONNX_FILE, SHIFT_FILE
 from shared.schemas import ChestXrayCheck, DistributionShift, Prediction
 
 
@@ -55,6 +56,7 @@ class ServedVersion:
     model: Any
     forward: Forward = field(repr=False)
     runtime: str = "tensorflow"
+    precision: str = "float32"  # or "int8": the version's checked INT8 copy
     # The largest batch worth gathering for this version in its runtime.
     batch_size: int = 1
     # Fitted on the validation split at training time; 1.0 leaves the softmax as it is.
@@ -134,7 +136,7 @@ class ServedVersion:
                           probabilities=probabilities, model_version=self.version,
                           reliable=not why, reasons=why, distribution_shift=shift,
                           confidence_threshold=self.reliability.confidence_threshold
-                          if self.reliability else None)
+                          if self.reliability else None, precision=self.precision)
 
 
 def with_check(prediction: Prediction, check: ChestXrayCheck | None) -> Prediction:
@@ -151,13 +153,17 @@ def serve_model(version: str, classes: list[str], image_size: int, model: Any, *
                 shift: ShiftReference | None = None, gate: ChestGate | None = None,
                 reliability: ReliabilityRecord | None = None, onnx_file: Path | None = None,
                 runtime: Runtime = "tensorflow", warm_batch_sizes: Sequence[int] = (1,),
-                threads: int | None = None, timings: Timings | None = None) -> ServedVersion:
+                threads: int | None = None, timings: Timings | None = None,
+                int8_file: Path | None = None, precision: Precision = "auto") -> ServedVersion:
     """A model ready to answer: its runtime and batch size chosen by timing every batch size
     it will be asked for, which also warms each one up, so no request pays for a first call."""
     choice = choose_runtime(model, image_size, shift.layout if shift else None, onnx_file,
-                            runtime, threads, warm_batch_sizes, timings, name=version)
+                            runtime, threads, warm_batch_sizes, timings, name=version,
+                            int8_file=int8_file, precision=precision)
+    served_runtime, served_precision = runtime_and_precision(choice.runtime)
     return ServedVersion(version=version, classes=classes, image_size=image_size, model=model,
-                         forward=choice.forward, runtime=choice.runtime,
+                         forward=choice.forward, runtime=served_runtime,
+                         precision=served_precision,
                          batch_size=choice.batch_size, temperature=temperature,
                          options=options or PreprocessOptions(), shift=shift, gate=gate,
                          reliability=reliability)
@@ -165,7 +171,8 @@ def serve_model(version: str, classes: list[str], image_size: int, model: Any, *
 
 def load_version(registry: Registry, version: str, runtime: Runtime = "tensorflow",
                  warm_batch_sizes: Sequence[int] = (1,), threads: int | None = None,
-                 timings: Timings | None = None) -> ServedVersion:
+                 timings: Timings | None = None, precision: Precision = "auto"
+                 ) -> ServedVersion:
     """A published version, after verifying the checksum of every file it reads."""
     try:
         manifest = registry.manifest(version)
@@ -175,6 +182,8 @@ def load_version(registry: Registry, version: str, runtime: Runtime = "tensorflo
                                   f"{manifest.preprocessing!r}, which this service lacks")
         shift_file = registry.verified_file(version, SHIFT_FILE)
         gate_file = registry.verified_file(version, GATE_FILE)
+        int8_file = (registry.verified_file(version, INT8_FILE)
+                     if runtime != "tensorflow" and precision != "float" else None)
         served = serve_model(
             version, list(manifest.classes), manifest.image_size,
             load_model(registry.verified_model_path(version)),
@@ -184,8 +193,8 @@ def load_version(registry: Registry, version: str, runtime: Runtime = "tensorflo
             reliability=manifest.reliability,
             onnx_file=registry.verified_file(version, ONNX_FILE)
             if runtime != "tensorflow" else None,
-            runtime=runtime, warm_batch_sizes=warm_batch_sizes, threads=threads,
-            timings=timings)
+            int8_file=int8_file, runtime=runtime, warm_batch_sizes=warm_batch_sizes,
+            threads=threads, timings=timings, precision=precision)
         size = served.image_size
         n_out = served.infer(np.zeros((1, size, size, 3), np.float32)).probabilities.shape[-1]
     except ModelLoadFailed:

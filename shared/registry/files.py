@@ -6,6 +6,7 @@ from __future__ import annotations
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"  # written last: its presence is the commit
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
 SHIFT_FILE = "shift.npz"
 GATE_FILE = "xray_gate.npz"
 CURVES_FILE = "curves.png"

@@ -128,7 +128,8 @@ def test_retrain_queues_a_job_that_can_be_cancelled_before_it_runs(
 def test_models_when_empty_and_unknown_versions(client: TestClient) -> None:
     listing = client.get("/models").json()
     assert listing == {"active": None, "versions": [],
-                       "serving": {"version": None, "load_error": None}}
+                       "serving": {"version": None, "load_error": None, "runtime": None,
+                                   "precision": None}}
     _error(client.get("/models/20260101-000000-abcdef"), 404, "model_not_found")
     _error(client.get("/models/../../etc/passwd"), 404, "not_found")
     _error(client.post("/models/nonsense/activate"), 404, "model_not_found")
@@ -265,3 +266,39 @@ def test_a_large_image_is_decoded_as_the_serving_version_was_trained(
         # what the version computes from the reduced decode, not from the full-size one
         assert max(abs(got[c] - reduced[c]) for c in got) < 1e-6, (explain, got, reduced)
         assert max(abs(got[c] - full[c]) for c in got) > 1e-5, (explain, got, full)
+
+
+def test_several_images_get_one_answer_each_in_order_and_a_bad_one_fails_alone(
+        settings: Settings, radiography_root: Path) -> None:
+    registry = LocalRegistry(settings.models_dir)
+    version = publish_random(registry, seed=9, activate=True)
+    films = [files[0].read_bytes() for files in sample_files(radiography_root, 1).values()]
+    parts = [("file", (f"{i}.png", data)) for i, data in enumerate(films)]
+    parts.insert(1, ("file", ("notes.png", b"just some text, not an image")))
+    limited = settings.model_copy(update={"max_images_per_request": len(parts)})
+    with TestClient(create_app(limited), headers=AS_ADMIN) as client:
+        wait_ready(client)
+        singles = [client.post("/predict", files={"file": ("x.png", data)}).json()
+                   for data in films]
+        response = client.post("/predict", files=parts)
+        assert response.status_code == 200, response.text
+        assert response.headers["X-Model-Version"] == version
+        body = response.json()
+        assert body["model_version"] == version
+        entries = body["images"]
+        assert [e["filename"] for e in entries] == ["0.png", "notes.png", "1.png", "2.png"]
+        assert [e["index"] for e in entries] == [0, 1, 2, 3]
+        bad = entries.pop(1)
+        assert bad["status"] == 400 and bad["prediction"] is None
+        assert bad["error"]["code"] == "invalid_image" and bad["error"]["message"]
+        for entry, single in zip(entries, singles, strict=True):
+            assert entry["status"] == 200 and entry["error"] is None
+            answer = entry["prediction"]
+            assert answer["label"] == single["label"]
+            for label, p in single["probabilities"].items():
+                assert answer["probabilities"][label] == pytest.approx(p, abs=1e-5)
+        too_many = client.post("/predict", files=[*parts, parts[0]])
+        _error(too_many, 413, "too_many_images")
+        explained = client.post("/predict?explain=true", files=parts[2:]).json()["images"]
+        assert [e["prediction"]["explanation"]["class_name"] == e["prediction"]["label"]
+                for e in explained] == [True, True]

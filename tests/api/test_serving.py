@@ -20,7 +20,7 @@ from shared.registry.local import LocalRegistry
 from shared.registry.objects import ObjectStoreRegistry
 from tests.helpers.env import sample_files
 from tests.helpers.services import S3Server
-from tests.helpers.versions import publish_random, wait_ready
+from tests.helpers.versions import Trained, publish_random, wait_ready, with_int8_copy
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +227,26 @@ def test_an_unreachable_store_answers_503_and_keeps_serving(
         assert listed.headers["Retry-After"]
         answer = client.post("/predict", files={"file": ("x.png", image, "image/png")})
         assert answer.status_code == 200 and answer.headers["X-Model-Version"] == version
+
+
+def test_the_api_says_which_precision_serves_and_answers(
+        trained: Trained, tmp_path: Path, settings: Settings) -> None:
+    registry, version = with_int8_copy(trained, tmp_path / "int8")
+    image = next((trained.dataset / "Normal" / "images").iterdir()).read_bytes()
+    for precision, expected in (("int8", "int8"), ("float", "float32")):
+        chosen = settings.model_copy(update={"models_dir": registry.root,
+                                             "inference_precision": precision})
+        with TestClient(create_app(chosen)) as client:
+            wait_ready(client)
+            ready = client.get("/readyz").json()
+            assert (ready["model_runtime"] == "onnx") if expected == "int8" else True
+            assert ready["model_precision"] == expected
+            serving = client.get(f"/models/{version}").json()["serving"]
+            assert serving["precision"] == expected
+            assert client.get("/models").json()["serving"]["precision"] == expected
+            answer = client.post("/predict", files={"file": ("x.png", image)}).json()
+            assert answer["precision"] == expected
+            # heat maps come from the float Keras model whatever serves plain answers
+            explained = client.post("/predict?explain=true",
+                                    files={"file": ("x.png", image)}).json()
+            assert explained["precision"] == "float32" and explained["explanation"]

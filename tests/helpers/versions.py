@@ -165,3 +165,59 @@ def wait_ready(client: TestClient, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not ready after {timeout} s: {client.get('/readyz').text}")
         time.sleep(0.1)
+
+
+def republish(source: Registry, version: str, target: Registry, extra: dict[str, Path],
+              activate: bool = True, **updates: Any) -> str:
+    """``version`` of ``source`` published again into ``target`` with ``extra`` files beside
+    its own and ``updates`` to its manifest (a version as a later worker would have made it)."""
+    from shared.manifest import Manifest
+
+    manifest = source.manifest(version)
+    staging = target.new_staging()
+    for name in manifest.files:
+        path = source.verified_file(version, name)
+        assert path is not None
+        shutil.copy(path, staging / name)
+    for name, path in extra.items():
+        shutil.copy(path, staging / name)
+    sealed_only = set(Manifest.model_fields) - set(ManifestDraft.model_fields)
+    draft_ = ManifestDraft.model_validate(manifest.model_dump(exclude=sealed_only))
+    return target.publish(staging, draft_.model_copy(update=updates), activate=activate)
+
+
+def int8_data(trained: Trained, loaded: Any) -> Any:
+    """Every image of the trained version's dataset, prepared as the version was trained: a
+    third as training images (calibration), and all of them as the test split."""
+    import numpy as np
+
+    from worker.publishing.int8 import Int8Data
+
+    pixels, labels = [], []
+    for label, name in enumerate(loaded.classes):
+        for path in sorted((trained.dataset / name / "images").iterdir()):
+            pixels.append(loaded.pixels(loaded.decode(path.read_bytes(), 10**8).gray))
+            labels.append(label)
+    x, y = np.stack(pixels), np.array(labels)
+    return Int8Data({"train": x[0::3], "test": x}, {"train": y[0::3], "test": y},
+                    loaded.temperature, loaded.shift)
+
+
+def with_int8_copy(trained: Trained, root: Path) -> tuple[LocalRegistry, str]:
+    """The suite's trained version published again into ``root`` with an INT8 copy kept
+    whatever its check says (limits at their loosest): a version whose check passed,
+    without training one."""
+    from shared.ml.served import load_version
+    from shared.registry.files import INT8_FILE, ONNX_FILE
+    from worker.publishing.int8 import Int8Policy, export_int8
+
+    loaded = load_version(trained.registry, trained.version)
+    float_file = trained.registry.verified_file(trained.version, ONNX_FILE)
+    assert float_file is not None
+    folder = root / "int8"
+    folder.mkdir(parents=True)
+    record = export_int8(folder, float_file, int8_data(trained, loaded),
+                         Int8Policy(min_agreement=0.0, max_balanced_accuracy_drop=1.0))
+    registry = LocalRegistry(root / "models")
+    return registry, republish(trained.registry, trained.version, registry,
+                               {INT8_FILE: folder / INT8_FILE}, int8=record)

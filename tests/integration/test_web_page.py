@@ -105,17 +105,24 @@ def expected_console(problems: list[str]) -> list[str]:
 
 def drop_file(page: Page, name: str, data: bytes, mime: str) -> None:
     """Drag and drop ``data`` onto the drop zone, as a person would."""
+    drop_files(page, [(name, data, mime)])
+
+
+def drop_files(page: Page, files: list[tuple[str, bytes, str]]) -> None:
+    """Drag and drop several files (name, data, type) onto the drop zone at once."""
     page.locator("#drop-zone").evaluate(
-        """(zone, [name, b64, mime]) => {
-            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        """(zone, files) => {
             const transfer = new DataTransfer();
-            transfer.items.add(new File([bytes], name, { type: mime }));
+            for (const [name, b64, mime] of files) {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                transfer.items.add(new File([bytes], name, { type: mime }));
+            }
             zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true,
                                                           cancelable: true }));
             zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true,
                                                       cancelable: true }));
         }""",
-        [name, base64.b64encode(data).decode(), mime])
+        [[name, base64.b64encode(data).decode(), mime] for name, data, mime in files])
 
 
 def answer_from(page: Page, version: str, timeout_s: float = 60) -> None:
@@ -150,6 +157,7 @@ def check_heat_map(page: Page) -> bool:
 
 def test_predict_a_real_x_ray_and_see_every_class_and_the_heat_map(
     site: tuple[Service, str], browser: Browser, radiography_root: Path, artifacts: Path,
+    tmp_path: Path,
 ) -> None:
     service, version = site
     page, problems = open_page(browser, service, key=None)  # predicting needs no key
@@ -188,6 +196,30 @@ def test_predict_a_real_x_ray_and_see_every_class_and_the_heat_map(
     expect(status).to_contain_text("Error:")
     expect(status.locator(".code")).to_have_text("(invalid_image)")
     assert "{" not in status.inner_text()
+
+    # Several files: one request without heat maps, a row for each in the order chosen, and
+    # the bad one fails alone.
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"hello")
+    films = sample_files(radiography_root, 1)
+    chosen = [films["COVID"][0], bad, films["Normal"][0]]
+    with page.expect_request(re.compile(r"/predict$")):
+        page.get_by_label("Chest X-ray: PNG, JPEG or DICOM (.dcm)").set_input_files(chosen)
+    rows = page.locator("#batch-body tr")
+    expect(rows).to_have_count(3, timeout=SLOW)
+    expect(rows.locator("th")).to_have_text([path.name for path in chosen])
+    for row in (rows.nth(0), rows.nth(2)):
+        assert row.locator("td strong").inner_text() in {"a", "b", "c"}  # reliable: bold
+        expect(row.locator("td.num")).to_have_text(re.compile(r"^\d+\.\d%$"))
+    expect(rows.nth(1)).to_contain_text("Error: Not a readable")
+    expect(rows.nth(1).locator(".code")).to_have_text("(invalid_image)")
+    expect(status).to_contain_text(f"2 of 3 images answered by model version {version}")
+    expect(page.locator("#predict-result")).to_be_hidden()
+    page.locator("#predict").screenshot(path=artifacts / "predict-several.png")
+    drop_files(page, [("chest.dcm", dicom, "application/dicom"),
+                      ("normal.png", films["Normal"][0].read_bytes(), "image/png")])
+    expect(rows.locator("th")).to_have_text(["chest.dcm", "normal.png"], timeout=SLOW)
+    expect(rows.locator("td strong")).to_have_count(2)
     page.screenshot(path=artifacts / "page.png", full_page=True)
     assert expected_console(problems) == []
 
@@ -234,6 +266,15 @@ def test_an_unreliable_answer_and_a_refused_photograph_are_shown_as_such(
         expect(page.locator("#probabilities li")).to_have_count(3)  # still visible
         expect(page.locator("#models-body")).to_contain_text("No better than chance")
         page.locator("#predict").screenshot(path=artifacts / "unreliable.png")
+
+        # In the table of several answers, no label is a finding either.
+        films = sample_files(radiography_root, 2)["Normal"]
+        page.get_by_label("Chest X-ray: PNG, JPEG or DICOM (.dcm)").set_input_files(films)
+        rows = page.locator("#batch-body tr")
+        expect(rows.locator(".unreliable-label")).to_have_count(2, timeout=SLOW)
+        expect(rows.locator("strong")).to_have_count(0)
+        expect(rows.nth(0)).to_contain_text("Not reliable: ")
+        expect(rows.nth(1)).to_contain_text("no better than chance")
 
         buffer = io.BytesIO()
         from PIL import Image

@@ -18,6 +18,7 @@ from shared.manifest import (
     DatasetRecord,
     ExternalFigures,
     GateRecord,
+    Int8Export,
     ManifestDraft,
     OnnxExport,
     Promotion,
@@ -40,6 +41,7 @@ from shared.registry.files import (
 from shared.schemas import TrainingParams
 from worker.evaluation.scores import reliability_diagram
 from worker.publishing import onnx_export
+from worker.publishing.int8 import DEFAULT_POLICY, Int8Data, Int8Policy, export_int8
 from worker.publishing.model_card import card_html, card_markdown
 from worker.training.fit import TrainingResult
 
@@ -147,8 +149,20 @@ def _verifier(expected: np.ndarray, inputs: np.ndarray) -> Any:
     return verify
 
 
+def _int8(result: TrainingResult, staging: Path, onnx: OnnxExport,
+          policy: Int8Policy | None) -> Int8Export:
+    if policy is None:
+        return Int8Export(error="not made: CXR_EXPORT_INT8 is off")
+    if onnx.file is None:
+        return Int8Export(error="not made: no ONNX export to quantize")
+    data = Int8Data(result.pixels, result.labels, result.temperature, result.shift,
+                    seed=result.split.seed or 0)
+    return export_int8(staging, staging / onnx.file, data, policy)
+
+
 def publish_result(registry: Registry, result: TrainingResult, manifest: ManifestDraft,
-                   activate: bool, export_onnx: bool = True) -> str:
+                   activate: bool, export_onnx: bool = True,
+                   int8_policy: Int8Policy | None = DEFAULT_POLICY) -> str:
     """Save into staging, verify by reloading, and publish atomically (and activate)."""
     registry.clean_staging()  # what crashed publishes left, hours ago
     staging = registry.new_staging()
@@ -165,7 +179,8 @@ def publish_result(registry: Registry, result: TrainingResult, manifest: Manifes
                                                                   result.temperature))
         onnx = (onnx_export.export(result.model, staging, result.sample_inputs) if export_onnx
                 else OnnxExport(error="not exported: CXR_EXPORT_ONNX is off"))
-        manifest = manifest.model_copy(update={"onnx": onnx})
+        manifest = manifest.model_copy(update={"onnx": onnx, "int8": _int8(
+            result, staging, onnx, int8_policy)})
         # Called, not predict(): a few images need no traced function (a second or so each).
         expected = np.asarray(result.model(result.sample_inputs, training=False))
         verify = _verifier(expected, result.sample_inputs)

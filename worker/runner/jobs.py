@@ -22,6 +22,7 @@ from shared.registry import open_registry
 from shared.schemas import EvaluationParams, JobProgress, JobState, JobStatus, TrainingParams
 from worker.context import JobContext
 from worker.evaluation.external import evaluate_external, evaluate_loaded, unpublished
+from worker.publishing.int8 import Int8Policy
 from worker.publishing.promotion import chance_reason, gate
 from worker.publishing.publish import build_manifest, publish_result
 from worker.runner import job_metrics as metrics
@@ -248,4 +249,6 @@ def train_and_publish(dataset: Dataset, params: TrainingParams, context: JobCont
                               parent=active.version if active else None, promotion=promotion,
                               external=external)
     return publish_result(registry, result, manifest, activate=promotion.activated,
-                          export_onnx=settings.export_onnx)
+                          export_onnx=settings.export_onnx,
+                          int8_policy=Int8Policy.from_settings(settings)
+                          if settings.export_int8 else None)

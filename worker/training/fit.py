@@ -58,6 +58,10 @@ class TrainingResult:
     gate: ChestGate | None  # None: too few training images to fit one
     reliability: ReliabilityRecord
     sample_inputs: np.ndarray
+    # Each split's prepared pixels and labels: the INT8 copy is calibrated on training images
+    # and checked on the test split.
+    pixels: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
     phases: list[Phase] = field(default_factory=list)
 
 
@@ -274,7 +278,8 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
         model=model, history=progress.history, split=summary, test=data.splits["test"],
         metrics=metrics, test_probabilities=raw, temperature=temperature, shift=reference,
         gate=gate, reliability=reliability,
-        sample_inputs=next(iter(test))[0].numpy()[:4], phases=phases,
+        sample_inputs=next(iter(test))[0].numpy()[:4], pixels=data.arrays, labels=labels,
+        phases=phases,
     )
 
 

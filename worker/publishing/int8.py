@@ -1,0 +1,205 @@
+"""An INT8 copy of each version's ONNX export, kept only when it answers as the float model does.
+
+ONNX Runtime's static quantization (QDQ format, per-channel weights, activation ranges
+calibrated on a seeded sample of the version's own training images) makes the copy of the
+convolutional base; the head, whose features the shift score also reads, stays in float.
+Before the version is published the copy is scored beside the float export on the version's
+test split: top-1 agreement, balanced accuracy of each, the largest probability difference,
+and whether the shift score (the version's one reference, on each model's features) flags
+the same images. It is kept only within the limits
+(``CXR_INT8_MIN_AGREEMENT``, ``CXR_INT8_MAX_BALANCED_ACCURACY_DROP``); otherwise the version is
+published without it, with the figures and the reason in its manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.config import Int8Calibration, Settings
+from shared.errors import is_out_of_space
+from shared.manifest import Int8Check, Int8Export
+from shared.ml.calibration import apply_temperature
+from shared.ml.preprocessing import to_model_input
+from shared.ml.runtimes import OnnxForward
+from shared.ml.shift import ShiftReference, input_features
+from shared.registry.files import INT8_FILE
+
+log = logging.getLogger(__name__)
+
+# The convolutional base in INT8 (unsigned activations and signed weights: the pair ONNX
+# Runtime's x86 kernels, VNNI, are fastest at); the head in float. Quantizing every op also
+# put the softmax on 256 levels and the shift statistics' squares on a coarse grid: on a
+# weak 224 px version, top-1 agreement fell to 91% against 99% with the head in float, at
+# the same speed (bench/results/findings.md).
+QUANTIZED_OPS = ["Conv", "Relu", "MaxPool"]
+SCHEME = ("static QDQ (ONNX Runtime) of the convolutional base (Conv, Relu, MaxPool): "
+          "per-channel int8 weights, uint8 activations; pooling, statistics, dense layer "
+          "and softmax in float")
+CHUNK = 16  # images per pass while calibrating and checking
+
+
+@dataclass(frozen=True)
+class Int8Policy:
+    """How the copy is made and when it is kept."""
+
+    calibration: Int8Calibration = "minmax"
+    calibration_images: int = 64
+    min_agreement: float = 0.99
+    max_balanced_accuracy_drop: float = 0.005
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Int8Policy:
+        return cls(settings.int8_calibration, settings.int8_calibration_images,
+                   settings.int8_min_agreement, settings.int8_max_balanced_accuracy_drop)
+
+
+DEFAULT_POLICY = Int8Policy()
+
+
+@dataclass(frozen=True)
+class Int8Data:
+    """What the copy is calibrated (``train``) and checked (``test``) on: the version's pixels
+    and labels by split, its temperature and shift reference, and the sampling seed."""
+
+    pixels: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    temperature: float
+    shift: ShiftReference | None
+    seed: int = 0
+
+
+def calibration_sample(pixels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A seeded sample of ``count`` images (all of them when there are fewer), in order."""
+    if len(pixels) <= count:
+        return pixels
+    chosen = np.random.default_rng(seed).choice(len(pixels), size=count, replace=False)
+    return pixels[np.sort(chosen)]
+
+
+def quantize(float_file: Path, target: Path, calibration: np.ndarray,
+             method: Int8Calibration) -> None:
+    """Write the statically quantized copy of ``float_file`` to ``target``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    name = OnnxForward(float_file, with_features=True).input
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            # One image a batch: the histogram methods (entropy, percentile) fail on batches
+            # of unequal sizes in ONNX Runtime 1.32.
+            self.batches = ({name: to_model_input(image[None])} for image in calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        # Shape inference and graph fusions first, as ONNX Runtime's guide prescribes.
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(float_file), str(prepared))
+        quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=methods[method])
+
+
+def _pass(model: Any, pixels: np.ndarray, temperature: float
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Features and calibrated probabilities of every image, a chunk at a time."""
+    features, probabilities = [], []
+    for chunk in _chunks(pixels):
+        f, raw = model(to_model_input(chunk))
+        features.append(np.asarray(f))
+        probabilities.append(apply_temperature(np.asarray(raw), temperature))
+    return np.concatenate(features), np.concatenate(probabilities)
+
+
+def compare(float_model: Any, int8_model: Any, data: Int8Data) -> Int8Check:
+    """The copy's answers beside the float model's on the test split."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    pixels, labels = data.pixels["test"], data.labels["test"]
+    ff, pf = _pass(float_model, pixels, data.temperature)
+    fq, pq = _pass(int8_model, pixels, data.temperature)
+    top_f, top_q = pf.argmax(1), pq.argmax(1)
+    flag_agreement = score_gap = None
+    if data.shift is not None:
+        inputs = input_features(pixels) if data.shift.needs_inputs else None
+        sf, sq = data.shift.scores(ff, inputs), data.shift.scores(fq, inputs)
+        threshold = data.shift.threshold
+        flag_agreement = float(np.mean((sf > threshold) == (sq > threshold)))
+        score_gap = float(np.max(np.abs(sf - sq)))
+    return Int8Check(
+        images=len(pf), top1_agreement=float(np.mean(top_f == top_q)),
+        balanced_accuracy_float=float(balanced_accuracy_score(labels, top_f)),
+        balanced_accuracy_int8=float(balanced_accuracy_score(labels, top_q)),
+        max_probability_difference=float(np.max(np.abs(pf - pq))),
+        shift_flag_agreement=flag_agreement, max_shift_score_difference=score_gap)
+
+
+def refusals(check: Int8Check, policy: Int8Policy) -> list[str]:
+    """Why the copy may not serve; empty when it may."""
+    why = []
+    if check.top1_agreement < policy.min_agreement:
+        why.append(f"top-1 agreement {check.top1_agreement:.2%} is below "
+                   f"{policy.min_agreement:.2%}")
+    drop = check.balanced_accuracy_float - check.balanced_accuracy_int8
+    if drop > policy.max_balanced_accuracy_drop + 1e-9:  # a drop at the limit is within it
+        why.append(f"balanced accuracy drops by {100 * drop:.2f} points, more than "
+                   f"{100 * policy.max_balanced_accuracy_drop:.2f}")
+    if check.shift_flag_agreement is not None and check.shift_flag_agreement < policy.min_agreement:
+        why.append(f"the shift flag agrees on {check.shift_flag_agreement:.2%} of images, "
+                   f"below {policy.min_agreement:.2%}")
+    return why
+
+
+def export_int8(folder: Path, float_file: Path, data: Int8Data, policy: Int8Policy
+                ) -> Int8Export:
+    """Make ``folder/model.int8.onnx``, check it, and keep it only within the policy's limits;
+    returns what the manifest records."""
+    calibration = calibration_sample(data.pixels["train"], policy.calibration_images, data.seed)
+    made = Int8Export(scheme=SCHEME, calibration=policy.calibration,
+                      calibration_images=len(calibration), min_agreement=policy.min_agreement,
+                      max_balanced_accuracy_drop=policy.max_balanced_accuracy_drop)
+    if len(data.labels["test"]) == 0:
+        return made.model_copy(update={"error": "not kept: no test images to check it on"})
+    target = folder / INT8_FILE
+    started = time.monotonic()
+    try:
+        quantize(float_file, target, calibration, policy.calibration)
+        check = compare(OnnxForward(float_file, with_features=True),
+                        OnnxForward(target, with_features=True), data)
+    except Exception as exc:  # the quantizer fails in many ways; the version still serves
+        if is_out_of_space(exc):
+            raise
+        log.warning("no INT8 copy: %s", exc)
+        target.unlink(missing_ok=True)
+        return made.model_copy(update={"error": f"quantization failed: {exc}"})
+    made = made.model_copy(update={"check": check,
+                                   "seconds": round(time.monotonic() - started, 1)})
+    if why := refusals(check, policy):
+        target.unlink()
+        log.info("INT8 copy not kept: %s", "; ".join(why))
+        return made.model_copy(update={"error": "not kept: " + "; ".join(why)})
+    return made.model_copy(update={"file": INT8_FILE})
+
+
+def _chunks(pixels: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, len(pixels), CHUNK):
+        yield pixels[start:start + CHUNK]
