@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
@@ -81,6 +82,10 @@ class ProtocolRoute(GuardedRoute):
                 return await handler(request)
             except CxrError as exc:
                 return _refused(exc)
+            except RequestValidationError as exc:
+                message = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}"
+                                    for e in exc.errors())
+                return refusal(422, "validation_error", f"validation_error: {message}")
             except HTTPException as exc:  # the body limit's, met while the body streams in
                 code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
                 return refusal(exc.status_code, code, f"{code}: {exc.detail}")

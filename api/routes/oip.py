@@ -71,8 +71,9 @@ MODEL = "cxr"
 INPUT = "IMAGE"
 
 TAGS: list[str | Enum] = ["open inference protocol"]
+# 422: what FastAPI would document for any route with a path parameter, in this shape.
 router = APIRouter(route_class=ProtocolRoute, prefix="/v2", tags=TAGS, dependencies=Reader,
-                   responses=errors(401))
+                   responses=errors(401, 422))
 # Liveness and readiness need no key, as /healthz and /readyz: probes carry none.
 health_router = APIRouter(route_class=ProtocolRoute, prefix="/v2", tags=TAGS)
 

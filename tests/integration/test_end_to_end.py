@@ -52,6 +52,7 @@ def test_upload_retrain_evaluate_hot_reload_and_roll_back(
         ready = client.get("/readyz").json()
         # CXR_INFERENCE_RUNTIME=auto timed both runtimes on this version and kept one
         assert ready.pop("model_runtime") in {"tensorflow", "onnx"}
+        assert ready.pop("model_precision") == "float32"  # no export, so no INT8 copy
         # ... and gathers batches of the size it measured fastest per image (of those it
         # timed: powers of two up to the default cap of 16)
         assert ready.pop("model_batch_size") in {1, 2, 4, 8, 16}

@@ -11,7 +11,13 @@ import pytest
 
 from shared.errors import ModelLoadFailed
 from shared.ml.modeling import ModelConfig, build_model
-from shared.ml.runtimes import choose_runtime, pick_runtime, preferred_batch, warm_batch_sizes
+from shared.ml.runtimes import (
+    choose_runtime,
+    pick_runtime,
+    preferred_batch,
+    runtime_and_precision,
+    warm_batch_sizes,
+)
 from shared.ml.served import load_version
 from shared.registry import Registry
 from shared.registry.files import MODEL_FILE, ONNX_FILE
@@ -71,11 +77,13 @@ def test_a_graph_timed_before_is_not_timed_again(
     timings: dict = {}  # type: ignore[type-arg]
     first = load_version(registry, version, runtime="auto", warm_batch_sizes=(1, 2),
                          timings=timings)
-    assert list(timings.values()) == [(first.runtime, first.batch_size)]
+    assert [(runtime_and_precision(name), batch) for name, batch in timings.values()] == [
+        ((first.runtime, first.precision), first.batch_size)]
     caplog.set_level("INFO", logger="shared.ml.runtimes")
     again = load_version(registry, version, runtime="auto", warm_batch_sizes=(1, 2),
                          timings=timings)
-    assert (again.runtime, again.batch_size) == (first.runtime, first.batch_size)
+    assert (again.runtime, again.precision, again.batch_size) == (
+        first.runtime, first.precision, first.batch_size)
     assert "as timed for the same graph before" in caplog.text
     pixels = np.random.default_rng(4).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(again.probabilities(pixels), first.probabilities(pixels),
@@ -89,8 +97,10 @@ def test_the_export_is_checked_and_both_runtimes_agree(published: tuple[Registry
     assert report.max_difference is not None and report.max_difference < 1e-4
     pixels = np.random.default_rng(1).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
     tf_model = load_version(registry, version, runtime="tensorflow")
-    onnx_model = load_version(registry, version, runtime="onnx", warm_batch_sizes=(1, 2, 4))
+    onnx_model = load_version(registry, version, runtime="onnx", warm_batch_sizes=(1, 2, 4),
+                              precision="float")
     assert (tf_model.runtime, onnx_model.runtime) == ("tensorflow", "onnx")
+    assert onnx_model.precision == "float32"
     np.testing.assert_allclose(onnx_model.probabilities(pixels), tf_model.probabilities(pixels),
                                atol=1e-5)
     # the graph gives what Keras' own call gives
