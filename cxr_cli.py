@@ -33,9 +33,33 @@ app = typer.Typer(help="cxr-service: chest X-ray classification with VGG16.",
                   no_args_is_help=True, add_completion=False)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"cxr-service {version('cxr-service')}")
+        except PackageNotFoundError:  # a checkout that was never installed
+            typer.echo("cxr-service (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the installed version and exit.")] = False,
+) -> None:
+    """cxr-service: chest X-ray classification with VGG16."""
+
+
 @app.command()
-def serve() -> None:
-    """Run the HTTP API (uvicorn) on CXR_HOST:CXR_PORT."""
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [CXR_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535,
+                                             help="Port to listen on [CXR_PORT].")] = None,
+) -> None:
+    """Run the HTTP API (uvicorn) on CXR_HOST:CXR_PORT (8000 on 127.0.0.1 by default)."""
     import uvicorn
 
     from api.http_protocol import bounded_protocol
@@ -44,7 +68,8 @@ def serve() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     # log_config=None: uvicorn's lines go through ours; the API logs its own access lines.
-    uvicorn.run("api.main:create_app", factory=True, host=settings.host, port=settings.port,
+    uvicorn.run("api.main:create_app", factory=True, host=host or settings.host,
+                port=port or settings.port,
                 log_level=settings.log_level, log_config=None, access_log=False,
                 http=bounded_protocol(settings.max_header_bytes, settings.max_header_fields))
 

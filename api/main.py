@@ -8,6 +8,7 @@ from functools import partial
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from threadpoolctl import threadpool_limits
 
 from api import errors
@@ -65,7 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; settings default to the environment's."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    app = FastAPI(
+    # /docs and /redoc from Swagger UI's and ReDoc's files in the package, not a CDN: the
+    # pages render where the API runs without internet access.
+    app = FastAPIOffline(
         title="cxr-service",
         summary="Chest X-ray classification (VGG16 transfer learning) with retraining.",
         version="0.1.0",

@@ -11,6 +11,11 @@
 Writes bench/results/precision_224px.{json,md} and prints the table.
 
     .venv/bin/python bench/precision_benchmark.py        # also run by make bench-serve
+    .venv/bin/python bench/precision_benchmark.py --reuse /tmp/cxr-precision-bench-XXXX
+
+``--reuse`` takes the version an earlier run trained (the earliest in its folder) and makes
+its publish-time INT8 copy and check again with this code, on its own split (recomputed: the
+split is seeded), publishing it again with the copy where the check keeps it.
 """
 
 from __future__ import annotations
@@ -70,6 +75,38 @@ def train(work: Path, size: int, per_class: int, epochs: int) -> tuple[str, floa
     return version, time.monotonic() - started
 
 
+def publish_check_again(work: Path) -> tuple[str, Any]:
+    """The earliest version in ``work``, published again with its INT8 copy made and checked
+    as the worker would now; the new version and the check's record."""
+    from shared.config import Settings
+    from shared.datasets import discover
+    from shared.ml.shift import ShiftReference
+    from shared.registry.local import LocalRegistry
+    from shared.schemas import TrainingParams
+    from tests.helpers.versions import republish
+    from worker.publishing.int8 import Int8Data, Int8Policy, export_int8
+    from worker.training.fit import prepare_data
+
+    registry = LocalRegistry(work / "models")
+    manifest = min(registry.versions(), key=lambda m: m.created_at)
+    assert manifest.training is not None and manifest.training.seed is not None
+    params = TrainingParams.model_validate(
+        manifest.training.model_dump(include=set(TrainingParams.model_fields)))
+    settings = Settings()
+    prepared = prepare_data(discover(work / "train"), params, manifest.training.seed,
+                            settings.max_image_pixels)
+    shift = registry.verified_file(manifest.version, "shift.npz")
+    float_file = registry.verified_file(manifest.version, "model.onnx")
+    assert shift is not None and float_file is not None
+    data = Int8Data(prepared.arrays, {k: s.labels for k, s in prepared.splits.items()},
+                    manifest.temperature, ShiftReference.load(shift), seed=manifest.training.seed)
+    folder = work / "int8-publish"
+    folder.mkdir(exist_ok=True)
+    record = export_int8(folder, float_file, data, Int8Policy.from_settings(settings))
+    extra = {"model.int8.onnx": folder / "model.int8.onnx"} if record.file else {}
+    return republish(registry, manifest.version, registry, extra, int8=record), record
+
+
 def int8_data(models: Path, version: str, work: Path, count: int) -> Any:
     """The version's training images (for calibrating), and radiographs it never saw (a
     holdout of our own, for comparing methods)."""
@@ -106,7 +143,7 @@ def calibration_methods(models: Path, version: str, data: Any, work: Path
     rows = []
     for method in ("minmax", "percentile", "entropy"):
         folder = work / f"int8-{method}"
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)
         started = time.monotonic()
         record = export_int8(folder, float_file, data,
                              Int8Policy(calibration=method, min_agreement=0.0,
@@ -225,12 +262,19 @@ def main() -> None:
     parser.add_argument("--levels", default="1,4,16,64")
     parser.add_argument("--batches", default="1,2,4,8,16,32")
     parser.add_argument("--port", type=int, default=8393)
+    parser.add_argument("--reuse", type=Path, help="the folder of an earlier run")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    work = Path(tempfile.mkdtemp(prefix="cxr-precision-bench-"))
-    version, train_s = train(work, args.size, args.per_class, args.epochs)
     from shared.registry.local import LocalRegistry
 
+    if args.reuse:
+        work = args.reuse
+        version, _ = publish_check_again(work)
+        trained = f"trained by an earlier run in {work}"
+    else:
+        work = Path(tempfile.mkdtemp(prefix="cxr-precision-bench-"))
+        version, train_s = train(work, args.size, args.per_class, args.epochs)
+        trained = f"{train_s:.0f} s"
     registry = LocalRegistry(work / "models")
     registry.activate(version)
     manifest = registry.manifest(version)
@@ -238,7 +282,7 @@ def main() -> None:
                               "batches": [int(x) for x in args.batches.split(",")]}
     result["training"] = (
         f"{args.per_class} radiographs a class at {args.size} px, random init, "
-        f"{args.epochs} epochs (whole network), {train_s:.0f} s; test balanced accuracy "
+        f"{args.epochs} epochs (whole network), {trained}; test balanced accuracy "
         f"{manifest.metrics.test.balanced_accuracy if manifest.metrics.test else None}")
     result["publish_check"] = manifest.int8.model_dump() if manifest.int8 else None
     print(json.dumps({"training": result["training"], "int8": result["publish_check"]}),

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from shared.config import Settings
+from shared.registry.local import LocalRegistry
 from tests.helpers.env import (
     API_KEYS,
     IMAGE_DATASET,
@@ -24,7 +25,13 @@ from tests.helpers.env import (
     TINY_VERSIONS_ENV,
 )
 from tests.helpers.services import S3Server, SmallDisk
-from tests.helpers.versions import Trained, copy_tiny, shared_trained, train_once
+from tests.helpers.versions import (
+    Trained,
+    copy_tiny,
+    shared_trained,
+    train_once,
+    with_int8_copy,
+)
 
 os.environ.update(TINY_VERSIONS_ENV)
 
@@ -61,6 +68,15 @@ def trained(radiography_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
         return train_once(radiography_root, tmp_path_factory.mktemp("trained"))
     # the workers' temp folders share a parent: one of them trains, the others reuse it
     return shared_trained(radiography_root, tmp_path_factory.getbasetemp().parent / "trained")
+
+
+@pytest.fixture(scope="session")
+def int8_copy(trained: Trained, tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[LocalRegistry, str]:
+    """The trained version published again with an INT8 copy kept (read it, never change it)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return with_int8_copy(trained, tmp_path_factory.mktemp("int8-copy"))
+    return with_int8_copy(trained, tmp_path_factory.getbasetemp().parent / "int8-copy")
 
 
 @pytest.fixture

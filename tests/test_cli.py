@@ -150,3 +150,13 @@ def test_predict_one_file_prints_its_json_as_before(
     refused = cli.invoke(app, ["predict", str(bad)])
     assert refused.exit_code == 2 and refused.stdout == ""
     assert refused.stderr.startswith("error: invalid_image:")
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    from cxr_cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"cxr-service {version('cxr-service')}"

@@ -1,7 +1,7 @@
 """Static checks of the container files: Dockerfile.api, Dockerfile.worker, the script they
 install the dependencies with, docker-compose.yml, docker/nginx.conf, .env.example and
-.dockerignore. No Docker engine is needed; hadolint and check-jsonschema come with the dev
-extra, nginx (for `nginx -t`) from the system.
+.dockerignore, and the package's licence. No Docker engine is needed; hadolint and
+check-jsonschema come with the dev extra, nginx (for `nginx -t`) from the system.
 """
 
 from __future__ import annotations
@@ -371,3 +371,14 @@ def test_dockerignore() -> None:
     for package, patterns in setuptools.get("package-data", {}).items():
         needed += [f"{package.replace('.', '/')}/{pattern}" for pattern in patterns]
     assert not [path for path in needed if ignored(path)]
+
+
+def test_the_licence_is_an_spdx_expression_with_its_file() -> None:
+    from packaging.licenses import canonicalize_license_expression
+
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    # a table ({text = ...}) is the deprecated form setuptools warns about on every install
+    assert isinstance(project["license"], str)
+    assert canonicalize_license_expression(project["license"]) == "MIT"
+    assert project["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")

@@ -20,7 +20,7 @@ from shared.registry.local import LocalRegistry
 from shared.registry.objects import ObjectStoreRegistry
 from tests.helpers.env import sample_files
 from tests.helpers.services import S3Server
-from tests.helpers.versions import Trained, publish_random, wait_ready, with_int8_copy
+from tests.helpers.versions import Trained, publish_random, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -230,23 +230,20 @@ def test_an_unreachable_store_answers_503_and_keeps_serving(
 
 
 def test_the_api_says_which_precision_serves_and_answers(
-        trained: Trained, tmp_path: Path, settings: Settings) -> None:
-    registry, version = with_int8_copy(trained, tmp_path / "int8")
+        trained: Trained, int8_copy: tuple[LocalRegistry, str], settings: Settings) -> None:
+    # (CXR_INFERENCE_PRECISION=float never serving it: tests/worker/publishing/test_int8.py)
+    registry, version = int8_copy
     image = next((trained.dataset / "Normal" / "images").iterdir()).read_bytes()
-    for precision, expected in (("int8", "int8"), ("float", "float32")):
-        chosen = settings.model_copy(update={"models_dir": registry.root,
-                                             "inference_precision": precision})
-        with TestClient(create_app(chosen)) as client:
-            wait_ready(client)
-            ready = client.get("/readyz").json()
-            assert (ready["model_runtime"] == "onnx") if expected == "int8" else True
-            assert ready["model_precision"] == expected
-            serving = client.get(f"/models/{version}").json()["serving"]
-            assert serving["precision"] == expected
-            assert client.get("/models").json()["serving"]["precision"] == expected
-            answer = client.post("/predict", files={"file": ("x.png", image)}).json()
-            assert answer["precision"] == expected
-            # heat maps come from the float Keras model whatever serves plain answers
-            explained = client.post("/predict?explain=true",
-                                    files={"file": ("x.png", image)}).json()
-            assert explained["precision"] == "float32" and explained["explanation"]
+    chosen = settings.model_copy(update={"models_dir": registry.root,
+                                         "inference_precision": "int8"})
+    with TestClient(create_app(chosen)) as client:
+        wait_ready(client)
+        ready = client.get("/readyz").json()
+        assert (ready["model_runtime"], ready["model_precision"]) == ("onnx", "int8")
+        assert client.get(f"/models/{version}").json()["serving"]["precision"] == "int8"
+        assert client.get("/models").json()["serving"]["precision"] == "int8"
+        answer = client.post("/predict", files={"file": ("x.png", image)}).json()
+        assert answer["precision"] == "int8"
+        # heat maps come from the float Keras model whatever serves plain answers
+        explained = client.post("/predict?explain=true", files={"file": ("x.png", image)})
+        assert explained.json()["precision"] == "float32" and explained.json()["explanation"]

@@ -83,8 +83,10 @@ class Service:
 
     def start(self, name: str) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
+        # The API's port as a user gives it on the command line (no CXR_PORT is set).
+        options = ["--port", self.url.rsplit(":", 1)[1]] if name == "serve" else []
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "cxr_cli", name], cwd=REPO, env=self.env,
+            [sys.executable, "-m", "cxr_cli", name, *options], cwd=REPO, env=self.env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self) -> None:
@@ -127,7 +129,7 @@ def start_service(tmp_path: Path, broker_url: str | None,
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
     env.update({
-        "CXR_PORT": str(port), "CXR_DATA_DIR": str(tmp_path / "data"),
+        "CXR_DATA_DIR": str(tmp_path / "data"),
         "CXR_MODELS_DIR": str(tmp_path / "models"), "CXR_STATE_DIR": str(tmp_path / "state"),
         "CXR_RELOAD_INTERVAL_S": "0.5", "CXR_LOG_LEVEL": "info",
         "TF_CPP_MIN_LOG_LEVEL": "2", "CXR_API_KEYS": API_KEYS_ENV, **PROCESS_ENV,

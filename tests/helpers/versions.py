@@ -206,7 +206,19 @@ def int8_data(trained: Trained, loaded: Any) -> Any:
 def with_int8_copy(trained: Trained, root: Path) -> tuple[LocalRegistry, str]:
     """The suite's trained version published again into ``root`` with an INT8 copy kept
     whatever its check says (limits at their loosest): a version whose check passed,
-    without training one."""
+    without training one. Made once for the suite's processes (the first to ask makes it)."""
+    from filelock import FileLock
+
+    record = root / "int8-copy.json"
+    with FileLock(f"{root}.lock"):
+        if not record.is_file():
+            registry, version = _make_int8_copy(trained, root)
+            record.write_text(json.dumps({"version": version}))
+            return registry, version
+    return LocalRegistry(root / "models"), json.loads(record.read_text())["version"]
+
+
+def _make_int8_copy(trained: Trained, root: Path) -> tuple[LocalRegistry, str]:
     from shared.ml.served import load_version
     from shared.registry.files import INT8_FILE, ONNX_FILE
     from worker.publishing.int8 import Int8Policy, export_int8

@@ -332,6 +332,16 @@ def test_the_page_copes_with_a_service_without_heat_maps_or_job_history(
     assert 1 <= seen <= 3
     expect(page.locator("#chart circle.train")).to_have_count(2 * seen)
     assert expected_console(problems) == []
+    # The API's documentation renders with the network cut off (this context refuses all
+    # that is not the service's): Swagger UI's and ReDoc's files come with the package.
+    docs = page.context.new_page()
+    docs.goto(service.url + "/docs")
+    expect(docs.locator(".swagger-ui .info .title")).to_contain_text("cxr-service",
+                                                                      timeout=SLOW)
+    expect(docs.locator(".opblock-summary-path", has_text="/predict").first).to_be_visible()
+    docs.goto(service.url + "/redoc")
+    expect(docs.locator("h1").first).to_contain_text("cxr-service", timeout=SLOW)
+    expect(docs.get_by_text("/retrain").first).to_be_attached()
 
 
 def start_training(page: Page, **fields: Any) -> None:

@@ -99,7 +99,9 @@ def trained(radiography_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
         (root / "data" / label).mkdir(parents=True)
         for path in files:
             shutil.copy(path, root / "data" / label / path.name)
-    settings = Settings(models_dir=root / "models", state_dir=root / "state")
+    # No ONNX export (nor INT8 copy): the shift score is read from the Keras model here.
+    settings = Settings(models_dir=root / "models", state_dir=root / "state",
+                        export_onnx=False)
     params = TrainingParams(dataset="data", epochs=4, image_size=48, base_weights="none",
                             batch_size=16, seed=3, learning_rate=1e-4,
                             early_stopping_patience=0)

@@ -15,7 +15,7 @@ from shared.ml.runtimes import INT8, candidate_names
 from shared.ml.served import ServedVersion, load_version
 from shared.registry.files import INT8_FILE, ONNX_FILE
 from shared.registry.local import LocalRegistry
-from tests.helpers.versions import Trained, int8_data, with_int8_copy
+from tests.helpers.versions import Trained, int8_data
 from worker.publishing.int8 import Int8Data, Int8Policy, export_int8, refusals
 
 
@@ -25,12 +25,6 @@ def float_version(trained: Trained) -> tuple[ServedVersion, Path, Int8Data]:
     float_file = trained.registry.verified_file(trained.version, ONNX_FILE)
     assert float_file is not None
     return loaded, float_file, int8_data(trained, loaded)
-
-
-@pytest.fixture(scope="module")
-def int8_registry(trained: Trained, tmp_path_factory: pytest.TempPathFactory
-                  ) -> tuple[LocalRegistry, str]:
-    return with_int8_copy(trained, tmp_path_factory.mktemp("int8"))
 
 
 def test_each_published_version_records_its_check_and_keeps_the_copy_only_within_limits(
@@ -51,8 +45,8 @@ def test_each_published_version_records_its_check_and_keeps_the_copy_only_within
 
 
 def test_a_copy_within_the_limits_is_kept_with_its_figures(
-        int8_registry: tuple[LocalRegistry, str], trained: Trained) -> None:
-    registry, version = int8_registry
+        int8_copy: tuple[LocalRegistry, str], trained: Trained) -> None:
+    registry, version = int8_copy
     manifest = registry.manifest(version)
     record = manifest.int8
     assert record is not None and record.file == INT8_FILE and record.error is None
@@ -102,9 +96,9 @@ def test_the_runtimes_considered_follow_the_precision_setting(tmp_path: Path) ->
 
 
 def test_a_kept_copy_serves_the_float_answers_and_float_never_serves_it(
-        int8_registry: tuple[LocalRegistry, str],
+        int8_copy: tuple[LocalRegistry, str],
         float_version: tuple[ServedVersion, Path, Int8Data]) -> None:
-    registry, version = int8_registry
+    registry, version = int8_copy
     float_model, _, data = float_version
     int8 = load_version(registry, version, runtime="auto", precision="int8")
     assert (int8.runtime, int8.precision) == ("onnx", "int8")

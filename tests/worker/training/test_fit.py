@@ -174,8 +174,8 @@ def test_the_onnx_export_serves_the_same_answer(trained: Trained) -> None:
     assert manifest.onnx.max_difference is not None and manifest.onnx.max_difference < 1e-4
     image = decode_grayscale(next((trained.dataset / "Normal" / "images").iterdir()).read_bytes())
     keras_answer = load_version(trained.registry, trained.version).predict(image)
-    onnx = load_version(trained.registry, trained.version, runtime="onnx")
-    assert onnx.runtime == "onnx"
+    onnx = load_version(trained.registry, trained.version, runtime="onnx", precision="float")
+    assert (onnx.runtime, onnx.precision) == ("onnx", "float32")
     answer = onnx.predict(image)
     assert answer.label == keras_answer.label
     for label, p in keras_answer.probabilities.items():
