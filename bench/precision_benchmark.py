@@ -212,7 +212,16 @@ def service(url: str, images: list[bytes], levels: list[int], seconds: float, na
 
 
 def markdown(result: dict[str, Any]) -> str:
+    check = (result.get("publish_check") or {}).get("check") or {}
     lines = [f"Version: {result['training']}", "",
+             f"Publish check on the version's test split ({check.get('images')} images): "
+             f"top-1 agreement {check.get('top1_agreement', 0):.2%}, balanced accuracy "
+             f"{check.get('balanced_accuracy_float', 0):.3f} float and "
+             f"{check.get('balanced_accuracy_int8', 0):.3f} INT8, largest probability "
+             f"difference {check.get('max_probability_difference', 0):.4f}, shift flags "
+             f"agree on {check.get('shift_flag_agreement') or 0:.2%}; kept: "
+             f"{(result.get('publish_check') or {}).get('file') is not None}.", "",
+             "Each calibration method on radiographs the version never saw:", "",
              "| method | agreement | BA float | BA int8 | max prob diff | shift flags agree |"
              " seconds |", "|---|---|---|---|---|---|---|"]
     for r in result["calibration"]:
