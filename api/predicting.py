@@ -23,7 +23,7 @@ from api.serving import ModelServer
 from shared.config import Settings
 from shared.errors import CxrError, NoActiveModel
 from shared.ml.explain import explain as explain_prediction
-from shared.ml.preprocessing import declared_pixels, decode_image
+from shared.ml.preprocessing import DecodedImage, declared_pixels, decode_image
 from shared.ml.served import ServedVersion, with_check
 from shared.schemas import ChestXrayCheck, Prediction
 
@@ -53,20 +53,24 @@ class Predictor:
             current = self.server.model()
         return current
 
+    def _screened(self, data: bytes, model: ServedVersion | None
+                  ) -> tuple[ServedVersion, DecodedImage, np.ndarray, ChestXrayCheck | None]:
+        """Decoded and prepared as the version was trained, through the gate (call it
+        holding the budget)."""
+        model = self._version(data, model)
+        image = model.decode(data, self.settings.max_image_pixels)
+        return model, image, *model.screen(image, self.settings.xray_gate)
+
     def _prepare(self, data: bytes, model: ServedVersion | None
                  ) -> tuple[ServedVersion, np.ndarray, ChestXrayCheck | None]:
-        """Decode and prepare as the version was trained, and pass the gate."""
         with self._budgeted(data):
-            model = self._version(data, model)
-            image = model.decode(data, self.settings.max_image_pixels)
-            return model, *model.screen(image, self.settings.xray_gate)
+            model, _, pixels, check = self._screened(data, model)
+            return model, pixels, check
 
     def _explain(self, data: bytes, model: ServedVersion | None, class_name: str | None
                  ) -> tuple[ServedVersion, Prediction]:
         with self._budgeted(data):
-            model = self._version(data, model)
-            image = model.decode(data, self.settings.max_image_pixels)
-            _, check = model.screen(image, self.settings.xray_gate)
+            model, image, _, check = self._screened(data, model)
             return model, with_check(explain_prediction(model, image.gray, class_name), check)
 
     async def predict(self, data: bytes, model: ServedVersion | None = None

@@ -85,8 +85,9 @@ def calibration_sample(pixels: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 
 def quantize(float_file: Path, target: Path, calibration: np.ndarray,
-             method: Int8Calibration) -> None:
-    """Write the statically quantized copy of ``float_file`` to ``target``."""
+             method: Int8Calibration, input_name: str) -> None:
+    """Write the statically quantized copy of ``float_file`` (whose input is ``input_name``)
+    to ``target``."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -98,13 +99,12 @@ def quantize(float_file: Path, target: Path, calibration: np.ndarray,
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    name = OnnxForward(float_file, with_features=True).input
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             # One image a batch: the histogram methods (entropy, percentile) fail on batches
             # of unequal sizes in ONNX Runtime 1.32.
-            self.batches = ({name: to_model_input(image[None])} for image in calibration)
+            self.batches = ({input_name: to_model_input(image[None])} for image in calibration)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
@@ -182,9 +182,9 @@ def export_int8(folder: Path, float_file: Path, data: Int8Data, policy: Int8Poli
     target = folder / INT8_FILE
     started = time.monotonic()
     try:
-        quantize(float_file, target, calibration, policy.calibration)
-        check = compare(OnnxForward(float_file, with_features=True),
-                        OnnxForward(target, with_features=True), data)
+        float_model = OnnxForward(float_file, with_features=True)
+        quantize(float_file, target, calibration, policy.calibration, float_model.input)
+        check = compare(float_model, OnnxForward(target, with_features=True), data)
     except Exception as exc:  # the quantizer fails in many ways; the version still serves
         if is_out_of_space(exc):
             raise
