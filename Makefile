@@ -2,31 +2,51 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+UV_VERSION := 0.13.9
+# What running needs, and what testing needs beside it.
+RUN_EXTRAS := --extra api --extra worker
+TEST_EXTRAS := $(RUN_EXTRAS) --extra dev
 
-.PHONY: setup run api worker test lint bench-serve bench-soak bench-replicas clean
+.PHONY: setup setup-run run api worker test lint bench-serve bench-soak bench-replicas lock clean
 
-# uv installs what pip would, from its cache in seconds instead of a minute (TensorFlow).
-$(STAMP): pyproject.toml
+$(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode --quiet -e ".[api,worker,dev]"
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 
-setup: $(STAMP)
+# Exactly the versions in uv.lock (uv installs from its cache in seconds where pip takes a
+# minute for TensorFlow). --locked: a lock that pyproject.toml has outgrown is an error, not
+# a silent re-resolve. --inexact: the two targets share the environment without undoing
+# each other.
+SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --inexact --compile-bytecode \
+	--quiet
+
+$(VENV)/.run-stamp: pyproject.toml uv.lock | $(BIN)/uv
+	$(SYNC) $(RUN_EXTRAS)
+	touch $@
+
+$(VENV)/.test-stamp: pyproject.toml uv.lock | $(BIN)/uv
+	$(SYNC) $(TEST_EXTRAS)
+	touch $@
+
+setup-run: $(VENV)/.run-stamp
+setup: $(VENV)/.test-stamp
+
+## uv.lock anew from pyproject.toml, after a change of dependencies.
+lock: | $(BIN)/uv
+	$(BIN)/uv lock
 
 ## The API on http://$${CXR_HOST:-127.0.0.1}:$${CXR_PORT:-8000} and one training worker.
-run: $(STAMP)
+run: $(VENV)/.run-stamp
 	TF_CPP_MIN_LOG_LEVEL=$${TF_CPP_MIN_LOG_LEVEL:-2} CXR_LOG_FORMAT=$${CXR_LOG_FORMAT:-text} \
 		$(BIN)/cxr up
 
-api: $(STAMP)
+api: $(VENV)/.run-stamp
 	$(BIN)/cxr serve
 
-worker: $(STAMP)
+worker: $(VENV)/.run-stamp
 	$(BIN)/cxr worker
 
-lint: $(STAMP)
+lint: $(VENV)/.test-stamp
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
@@ -34,26 +54,28 @@ lint: $(STAMP)
 ## on TEST_WORKERS processes (pytest-xdist; TEST_WORKERS=0 runs it in this one). Three on two
 ## cores: the service tests spend much of their time waiting on the processes they start.
 ## One thread per pool: with several processes to a core, pools that spin waste it.
+## loadgroup: a module marked xdist_group runs on one worker, which starts its service once;
+## the rest go one test at a time in the order tests/conftest.py gives (not reordered).
 TEST_WORKERS ?= 3
 TEST_THREADS := TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=1 \
 	OPENBLAS_NUM_THREADS=1
 test: lint
 	TF_CPP_MIN_LOG_LEVEL=2 $(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) \
-		--maxschedchunk 1
+		--dist loadgroup --no-loadscope-reorder
 
 ## /predict against the model's ceiling and a naive server (bench/serve_benchmark.py), then
 ## INT8 against float32 on a version trained at 224 px (bench/precision_benchmark.py); minutes.
-bench-serve: $(STAMP)
+bench-serve: $(VENV)/.test-stamp
 	$(BIN)/python bench/serve_benchmark.py
 	$(BIN)/python bench/precision_benchmark.py
 
 ## Minutes of mixed valid and invalid requests with hot swaps: no 5xx, stable memory (bench/soak.py).
-bench-soak: $(STAMP)
+bench-soak: $(VENV)/.test-stamp
 	$(BIN)/python bench/soak.py
 
 ## Two API replicas on one object-storage registry (moto S3): publish, first serve, hot swaps
 ## under load at 224 px (bench/replicas.py; needs Redis on 127.0.0.1:6379, uses db 14).
-bench-replicas: $(STAMP)
+bench-replicas: $(VENV)/.test-stamp
 	$(BIN)/python bench/replicas.py
 
 clean:

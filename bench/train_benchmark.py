@@ -42,6 +42,12 @@ class Clock:
         print(json.dumps(row), flush=True)
         return False
 
+    def batch_end(self, progress: Any) -> None:
+        return None
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        return None
+
     def cancel_requested(self) -> bool:
         return False
 

@@ -10,7 +10,11 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def _in_working_dir(*parts: str) -> Path:
+    # Where the command starts, never where the code is installed: a `pip install .` must
+    # not write models into site-packages.
+    return Path.cwd().joinpath(*parts)
 
 BaseWeights = Literal["imagenet", "file", "none"]
 
@@ -56,9 +60,10 @@ class Settings(BaseSettings):
     api_keys: list[ApiKey] = []
     require_key_for_reads: bool = False
 
-    data_dir: Path = PROJECT_ROOT / "var" / "data"
-    models_dir: Path = PROJECT_ROOT / "models"
-    state_dir: Path = PROJECT_ROOT / "var" / "state"
+    # Unset: models/, var/data/ and var/state/ under the directory the command starts in.
+    data_dir: Path = Field(default_factory=lambda: _in_working_dir("var", "data"))
+    models_dir: Path = Field(default_factory=lambda: _in_working_dir("models"))
+    state_dir: Path = Field(default_factory=lambda: _in_working_dir("var", "state"))
     # The registry on S3-compatible object storage instead of models_dir, shared by API
     # replicas and workers on several hosts: s3://bucket/prefix. Credentials come the standard
     # AWS ways (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance role).
@@ -164,6 +169,12 @@ class Settings(BaseSettings):
     # Uncompressed over compressed size of one zip member: PNGs and JPEGs barely deflate,
     # uncompressed DICOMs a few times; a zip bomb a thousand times and more.
     max_zip_compression_ratio: float = Field(100.0, ge=1)
+
+    @field_validator("data_dir", "models_dir", "state_dir", "model_cache_dir", "base_weights_file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # fixed when the settings load, so a later change of directory moves nothing
+        return value.expanduser().absolute() if value is not None else None
 
     @field_validator("models_uri", "s3_endpoint_url", mode="before")
     @classmethod

@@ -9,11 +9,17 @@ older than the worker that wrote a version still reads it.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import PromotionMetric
-from shared.ml.reliability import ReliabilityRecord, ReliableSubset, RiskCoveragePoint
+from shared.ml.reliability import (
+    ReliabilityRecord,
+    ReliableSubset,
+    RiskCoveragePoint,
+    above_chance,
+)
 from shared.schemas import ServingState, TrainingParams
 
 
@@ -136,12 +142,19 @@ class DatasetRecord(Record):
     counts: dict[str, int] = Field(default_factory=dict)
 
 
+TemperatureBound = Literal["lower", "upper"]
+
+
 class Calibration(Record):
     method: str = "temperature"
     temperature: float = 1.0
     fitted_on: str = "validation"
     ece_before: float | None = None
     ece_after: float | None = None
+    at_bound: TemperatureBound | None = Field(
+        None, description="The bound of the temperature search the fit ended at: the best "
+        "temperature lies beyond it, so the probabilities are not calibrated. Null when the "
+        "fit ended inside, and for versions published before it was recorded.")
 
 
 class ShiftRecord(Record):
@@ -281,12 +294,20 @@ class Manifest(ManifestDraft):
         return self.calibration.temperature if self.calibration else 1.0
 
     def summary(self) -> ModelSummary:
+        test, chance = self.metrics.test, 1 / len(self.classes)
+        if self.reliability:
+            interval = self.reliability.balanced_accuracy_ci
+            beats_chance: bool | None = self.reliability.better_than_chance
+        else:  # published before the record: its test interval alone tells
+            interval = test.balanced_accuracy_ci if test else None
+            beats_chance = None if interval is None else above_chance(interval, chance)
         return ModelSummary(version=self.version, created_at=self.created_at,
                             dataset=self.dataset.name, classes=self.classes,
                             image_size=self.image_size, metrics=self.metrics,
                             parent=self.parent, promotion=self.promotion,
-                            better_than_chance=self.reliability.better_than_chance
-                            if self.reliability else None)
+                            test_images=test.images if test else None,
+                            balanced_accuracy_ci=interval, chance=chance,
+                            better_than_chance=beats_chance, calibration=self.calibration)
 
 
 class ModelSummary(BaseModel):
@@ -301,9 +322,15 @@ class ModelSummary(BaseModel):
     parent: str | None = None
     promotion: Promotion | None = Field(
         None, description="Whether the gate activated this version at publish time, and why.")
+    test_images: int | None = Field(None, description="Images in its held-out test split.")
+    balanced_accuracy_ci: list[float] | None = Field(
+        None, description="95% bootstrap interval of its test balanced accuracy.")
+    chance: float = Field(description="The balanced accuracy of chance: 1 / classes.")
     better_than_chance: bool | None = Field(
         None, description="Its test balanced accuracy interval lies above chance; null for "
-        "versions published without the record.")
+        "versions published with neither the interval nor the record.")
+    calibration: Calibration | None = Field(
+        None, description="Its temperature, and whether the fit ended at a bound.")
 
 
 class ModelList(BaseModel):

@@ -88,9 +88,7 @@ def settings(tmp_path: Path) -> Settings:
                     export_onnx=False)
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A clean Redis database for one test (db 15 by default)."""
+def _clean_redis() -> Iterator[str]:
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
     try:
         client.ping()
@@ -101,6 +99,18 @@ def redis_url() -> Iterator[str]:
     client.flushdb()
     yield REDIS_URL
     client.flushdb()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A clean Redis database for one test (db 15 by default)."""
+    yield from _clean_redis()
+
+
+@pytest.fixture(scope="module")
+def module_redis_url() -> Iterator[str]:
+    """A clean Redis database for a module whose tests share one service."""
+    yield from _clean_redis()
 
 
 @pytest.fixture
@@ -150,11 +160,12 @@ def s3_server() -> Iterator[S3Server]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest tests first, so that pytest-xdist (handing out one test at a time,
-    --maxschedchunk 1 in the Makefile) spreads them over its workers and the short ones fill
-    the gaps, instead of one long test ending the run alone: one test of the shared trained
-    version (one worker trains it while the others start services), the tests that start
-    services, those that train, then the rest."""
+    """The longest tests first, so that pytest-xdist (handing out a few tests at a time in
+    this order, and a module marked xdist_group whole: the Makefile's --dist loadgroup)
+    spreads them over its workers and the short ones fill the gaps, instead of one long test
+    ending the run alone: one test of the shared trained version (one worker trains it while
+    the others start services), the tests that start services, those that train, then the
+    rest."""
     first_trained = next((item for item in items if "trained" in item.fixturenames), None)
 
     def rank(item: pytest.Item) -> int:

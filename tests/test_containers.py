@@ -1,5 +1,5 @@
-"""Static checks of the container files: Dockerfile.api, Dockerfile.worker, the script they
-install the dependencies with, docker-compose.yml, docker/nginx.conf, .env.example and
+"""Static checks of the container files: Dockerfile.api, Dockerfile.worker, the lock they
+install the dependencies from, docker-compose.yml, docker/nginx.conf, .env.example and
 .dockerignore, and the package's licence. No Docker engine is needed; hadolint and
 check-jsonschema come with the dev extra, nginx (for `nginx -t`) from the system.
 """
@@ -26,7 +26,6 @@ from tests.helpers.env import REQUIRE_SERVICES
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = {"api": ROOT / "Dockerfile.api", "worker": ROOT / "Dockerfile.worker"}
 KINDS = sorted(DOCKERFILES)
-REQUIREMENTS_SCRIPT = "docker/requirements_from_pyproject.py"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 PYPROJECT = ROOT / "pyproject.toml"
@@ -166,33 +165,64 @@ def test_settings_paths_are_shared_volumes_owned_by_the_user(variable: str) -> N
         assert volume_mounts(service(name)).get(path) == volume, name
 
 
-# === docker/requirements_from_pyproject.py ======================================================
-def requirements(*groups: str, cwd: Path = ROOT, tf: str = "") -> list[str]:
-    result = run([sys.executable, ROOT / REQUIREMENTS_SCRIPT, *groups], cwd, TENSORFLOW_EXTRAS=tf)
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr)
-    return result.stdout.splitlines()
+# === the lock: uv.lock ==========================================================================
+def uv() -> str:
+    return tool("uv")
+
+
+def exported(*extras: str) -> dict[str, str]:
+    """Name -> pinned version of what the Dockerfiles' dependency step installs for ``extras``,
+    each with its hashes."""
+    flags = [arg for extra in extras for arg in ("--extra", extra)]
+    result = run([uv(), "export", "--frozen", "--no-emit-project", "--no-header", *flags])
+    assert result.returncode == 0, result.stderr
+    pins = re.findall(r"^([A-Za-z0-9][\w.-]*)==([^ ;\\]+)", result.stdout, re.M)
+    assert pins and result.stdout.count("--hash=sha256:") >= len(pins), result.stdout[:500]
+    return {canonical(name): version for name, version in pins}
+
+
+def canonical(requirement: str) -> str:
+    """A requirement's project name as the lock spells it (PEP 503)."""
+    name = re.match(r"[A-Za-z0-9][\w.-]*", requirement)
+    assert name, requirement
+    return re.sub(r"[-_.]+", "-", name[0]).lower()
+
+
+def test_the_lock_is_current_with_pyproject() -> None:
+    # --offline: the check needs no index, only what uv.lock and its cache hold
+    result = run([uv(), "lock", "--check", "--offline"])
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_requirements_of_the_real_pyproject(kind: str) -> None:
+def test_each_image_installs_its_extras_from_the_lock(kind: str) -> None:
+    (arg,) = [a for a in all_of(kind, "ARG") if a.startswith("PROJECT_EXTRAS=")]
+    assert arg == f"PROJECT_EXTRAS={kind}"
+    assert values(kind, "ARG")["UV_VERSION"] == make_variable("UV_VERSION")
+    install = dockerfile(kind)[step(kind, "--require-hashes")][1]
+    assert "uv export --frozen --no-emit-project" in install and "$PROJECT_EXTRAS" in install
+    assert "--no-deps --require-hashes" in install
+    assert step(kind, "COPY pyproject.toml uv.lock") < step(kind, "--require-hashes")
     project = tomllib.loads(PYPROJECT.read_text())["project"]
-    expected = [*project["dependencies"], *project["optional-dependencies"][kind]]
-    assert requirements(kind) == expected
-    (tensorflow,) = [line for line in expected if re.match(r"tensorflow(?![\w.-])", line)]
-    cuda = tensorflow.replace("tensorflow", "tensorflow[and-cuda]", 1)
-    assert "[" not in tensorflow
-    assert requirements(kind, tf="and-cuda") == [cuda if r == tensorflow else r for r in expected]
+    direct = [*project["dependencies"], *project["optional-dependencies"][kind]]
+    pins = exported(kind)
+    assert {canonical(r) for r in direct} <= set(pins), {canonical(r) for r in direct} - set(pins)
+    # ... and nothing of the other image's or the test tools
+    foreign = {"api": {"matplotlib", "scikit-learn", "tf2onnx"}, "worker": {"uvicorn"}}[kind]
+    assert not (foreign | {"pytest", "playwright"}) & set(pins)
 
 
-def test_requirements_several_groups_and_errors(tmp_path: Path) -> None:
-    base, api, worker = requirements(), requirements("api"), requirements("worker")
-    assert requirements("api,worker") == requirements("api", "worker") == api + worker[len(base) :]
-    with pytest.raises(RuntimeError, match="no optional-dependencies group 'wrker'"):
-        requirements("api", "wrker")
-    (tmp_path / "pyproject.toml").write_text('[project]\ndependencies = ["numpy"]\n')
-    with pytest.raises(RuntimeError, match="tensorflow is not a dependency"):
-        requirements(cwd=tmp_path, tf="and-cuda")
+def test_the_gpu_worker_adds_cuda_from_the_lock() -> None:
+    assert service("worker-gpu")["build"]["args"]["PROJECT_EXTRAS"] == "worker gpu"
+    cpu, gpu = exported("worker"), exported("worker", "gpu")
+    assert gpu["tensorflow"] == cpu["tensorflow"]
+    assert not [name for name in cpu if name.startswith("nvidia-")]
+    assert "nvidia-cudnn-cu12" in gpu
+
+
+def make_variable(name: str) -> str:
+    (value,) = re.findall(rf"^{name} :?= *(\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    return value
 
 
 # === docker-compose.yml =========================================================================
@@ -357,14 +387,14 @@ def ignored(path: str) -> bool:
 
 
 def test_dockerignore() -> None:
-    """Out: local state, caches, secrets, tests. In: the requirements script and everything the
-    package build reads."""
+    """Out: local state, caches, secrets, tests. In: the lock and everything the package build
+    reads."""
     for path in (".venv/bin/python", ".git/HEAD", ".env", "models/v1/model.keras", "tests/x.py"):
         assert ignored(path), path
     assert ignored("api/__pycache__/main.cpython-311.pyc") and ignored("cxr.egg-info/PKG-INFO")
     setuptools = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]
-    needed = [REQUIREMENTS_SCRIPT, "pyproject.toml", "README.md", "api/models.py"]
-    needed += [f"{module}.py" for module in setuptools["py-modules"]]
+    needed = ["uv.lock", "pyproject.toml", "README.md", "LICENSE", "api/models.py"]
+    needed += [f"{module}.py" for module in setuptools.get("py-modules", [])]
     for package in setuptools["packages"]:
         folder = ROOT / package.replace(".", "/")
         needed += [p.relative_to(ROOT).as_posix() for p in folder.glob("*.py")]

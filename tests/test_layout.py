@@ -79,8 +79,8 @@ def _module_name(path: Path) -> str:
 
 def _import_graph() -> dict[str, set[str]]:
     """Each project module -> the project modules it imports, at the top or in a function."""
-    files = [p for package in ("api", "shared", "worker") for p in (REPO / package).rglob("*.py")]
-    files.append(REPO / "cxr_cli.py")
+    files = [p for package in ("api", "shared", "worker", "cxr_cli")
+             for p in (REPO / package).rglob("*.py")]
     modules = {_module_name(p): p for p in files}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():

@@ -11,8 +11,35 @@ from shared.config import Settings
 from shared.schemas import JobProgress
 
 
-class Reporter(Protocol):
+@dataclass(frozen=True)
+class BatchProgress:
+    """One training batch done: where it stands in its epoch, with the epoch's running loss
+    and accuracy (Keras' averages over the batches so far)."""
+
+    epoch: int  # from 1, counted on across phases as JobProgress.epoch is
+    epochs: int
+    phase: str
+    batch: int  # batches done in this epoch
+    batches: int | None  # the epoch's batches; None when Keras does not know them
+    loss: float | None = None
+    accuracy: float | None = None
+
+
+class PhaseReporter(Protocol):
+    """Where the steps after training (evaluation, calibration, exports) report how far
+    they are."""
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        """``done`` of ``total`` steps of the named phase; done is 0 as the phase starts."""
+        ...
+
+
+class Reporter(PhaseReporter, Protocol):
     """Where training reports progress and learns that it should stop."""
+
+    def batch_end(self, progress: BatchProgress) -> None:
+        """Record a training batch; called after every one, so it must be cheap."""
+        ...
 
     def epoch_end(self, progress: JobProgress) -> bool:
         """Record an epoch; True when the job should stop."""
@@ -21,6 +48,19 @@ class Reporter(Protocol):
     def cancel_requested(self) -> bool:
         """Whether someone asked the job to stop; cheap enough to ask after every batch."""
         ...
+
+
+class Steps:
+    """One phase's steps, reported as they are done; to nobody without a reporter."""
+
+    def __init__(self, reporter: PhaseReporter | None, name: str, total: int) -> None:
+        self.reporter, self.name, self.total, self.done = reporter, name, total, 0
+        self.advance(0)
+
+    def advance(self, steps: int = 1) -> None:
+        self.done += steps
+        if self.reporter is not None:
+            self.reporter.phase(self.name, self.done, self.total)
 
 
 @dataclass(frozen=True)

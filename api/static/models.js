@@ -1,12 +1,13 @@
 // Models: every published version, its metrics, curves and card; activate one.
 
-import { $, api, el, getJson, pct, say, sayError, sentence } from "./common.js";
+import { $, api, el, getJson, pct, say, sayError } from "./common.js";
 
 const modelsStatus = $("models-status");
 const expanded = new Set();
 const boxes = new Map();
 let reloadChecks = 0;
 let reloadTimer = null;
+let latest = null; // the last list fetched: predictions read their version's record from it
 
 function metric(summary, name) {
   const test = summary.metrics && summary.metrics.test;
@@ -14,45 +15,56 @@ function metric(summary, name) {
   return el("td", { className: "num", text: typeof value === "number" ? pct(value) : "n/a" });
 }
 
-// A version whose test balanced accuracy interval reaches down to chance (1 / classes).
-function chanceLevel(summary) {
-  if (summary.better_than_chance === false) return true;
-  const test = summary.metrics && summary.metrics.test;
-  const ci = test && test.balanced_accuracy_ci;
-  return Array.isArray(ci) && ci[0] <= 1 / summary.classes.length;
-}
-
+// The balanced accuracy with what reading it needs: its 95% interval against chance, and
+// how many test images it rests on.
 function balancedCell(summary) {
   const cell = metric(summary, "balanced_accuracy");
-  const test = summary.metrics && summary.metrics.test;
-  const ci = test && test.balanced_accuracy_ci;
+  const ci = summary.balanced_accuracy_ci;
   if (Array.isArray(ci)) {
-    cell.append(el("span", { className: "small block",
-      text: `95% CI ${pct(ci[0])}–${pct(ci[1])}; chance ${pct(1 / summary.classes.length)}` }));
+    const reaches = summary.better_than_chance === false;
+    cell.append(el("span", { className: reaches ? "small block includes-chance" : "small block",
+      text: `95% interval ${pct(ci[0])}–${pct(ci[1])}${reaches ? ", includes chance" : ""}` }));
   }
-  if (test && typeof test.images === "number") {
-    cell.append(el("span", { className: "small block", text: `${test.images} test images` }));
-  }
+  cell.append(el("span", { className: "small block", text: `chance ${pct(summary.chance)}` }),
+    el("span", { className: "small block test-size",
+      text: typeof summary.test_images === "number" ? `${summary.test_images} test images`
+                                                    : "test images not recorded" }));
   return cell;
 }
 
+// Why a version's probabilities are not calibrated, or null when nothing says so.
+export function calibrationWarning(summary) {
+  const calibration = summary && summary.calibration;
+  if (!calibration || !calibration.at_bound) return null;
+  return `Temperature ${calibration.temperature.toFixed(2)} at the ${calibration.at_bound} ` +
+    "bound of its fit: this version's probabilities are not calibrated.";
+}
+
+// What the gate decided when the version was published: a past event, labelled as such.
+function publication(promotion) {
+  return el("span", { className: "small block publication" },
+    el("span", { className: "label", text: "At publication: " }),
+    `${promotion.activated ? "activated" : "not activated"} (${promotion.reason}).`);
+}
+
+// The version's state now, its warnings, and what the gate said at publication.
 function statusCell(summary, list) {
-  const cell = el("td");
-  if (summary.version === list.active) {
-    cell.append(el("span", { className: "badge active" },
-      el("span", { "aria-hidden": "true", text: "★ " }), "Active"));
-  } else if (summary.promotion && summary.promotion.activated === false) {
-    cell.append(el("span", { className: "badge", text: "Candidate" }));
-  }
-  if (chanceLevel(summary)) {
+  const cell = el("td", {}, summary.version === list.active
+    ? el("span", { className: "badge active" },
+         el("span", { "aria-hidden": "true", text: "★ " }), "Active")
+    : el("span", { className: "state", text: "Not active" }));
+  if (summary.better_than_chance === false) {
     cell.append(el("span", { className: "badge warn", text: "No better than chance" }));
+  }
+  const uncalibrated = calibrationWarning(summary);
+  if (uncalibrated) {
+    cell.append(el("span", { className: "badge warn", text: "Not calibrated" }),
+                el("span", { className: "small block calibration", text: uncalibrated }));
   }
   if (summary.version === list.serving.version) {
     cell.append(el("span", { className: "small block", text: "served by this process" }));
   }
-  if (summary.promotion && summary.promotion.reason && summary.version !== list.active) {
-    cell.append(el("span", { className: "small block", text: sentence(summary.promotion.reason) }));
-  }
+  if (summary.promotion) cell.append(publication(summary.promotion));
   return cell;
 }
 
@@ -144,6 +156,7 @@ function scheduleReloadCheck(list) {
 }
 
 function renderModels(list) {
+  latest = list;
   scheduleReloadCheck(list);
   // Unchanged lists are not redrawn: that would reload every open model card.
   const key = JSON.stringify(list);
@@ -157,12 +170,20 @@ function renderModels(list) {
       text: "No version published yet: train one below." })));
   }
   list.versions.forEach((summary, index) => body.append(...versionRows(summary, list, index)));
+  renderSummary(list);
+  restore();
+}
+
+// The lines above the table, redrawn with it.
+function renderSummary(list) {
+  const count = list.versions.length;
+  $("models-summary").textContent = `${count} version${count === 1 ? "" : "s"} published; ` +
+    `active: ${list.active || "none"}.`;
   const serving = list.serving || {};
   const parts = [serving.version ? `This API process serves version ${serving.version}.`
                                  : "This API process serves no version yet."];
   if (serving.load_error) parts.push(`The active version failed to load: ${serving.load_error}`);
   $("serving").textContent = parts.join(" ");
-  restore();
 }
 
 // A redraw replaces the buttons: keyboard focus goes back to the same button of the same
@@ -185,13 +206,18 @@ export async function loadModels(quiet = false) {
   try {
     const list = await getJson("/models");
     renderModels(list);
-    if (!quiet) say(modelsStatus, `${list.versions.length} version(s); active: ` +
-                    `${list.active || "none"}.`);
+    if (!quiet) say(modelsStatus, "List loaded.", "ok");
     return list;
   } catch (error) {
     sayError(modelsStatus, error);
     return null;
   }
+}
+
+// A version's summary, from the last list or, for a version newer than it, a fresh one.
+export async function versionSummary(version) {
+  const known = (list) => list && list.versions.find((summary) => summary.version === version);
+  return known(latest) || known(await loadModels(true));
 }
 
 async function activateVersion(version) {

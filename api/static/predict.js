@@ -2,11 +2,13 @@
 // or drop several, see a table with a row for each.
 
 import { $, ApiError, api, el, pct, say, sayError, sentence } from "./common.js";
+import { calibrationWarning, versionSummary } from "./models.js";
 
 const predictStatus = $("predict-status");
 const preview = $("preview");
 const previewNote = $("preview-note");
 const heatToggle = $("heatmap-toggle");
+const heatView = $("heatmap-view");
 let chosen = null; // the File to predict
 let several = []; // the Files to predict in one request, when more than one is chosen
 let objectUrl = null;
@@ -55,6 +57,7 @@ async function choose(files) {
   explanation = null;
   heatToggle.checked = false;
   heatToggle.disabled = true;
+  heatView.hidden = true;
   $("heatmap-help").textContent = HEAT_HELP;
   $("answer").hidden = true; // the last answer was about another image
   if (objectUrl) URL.revokeObjectURL(objectUrl);
@@ -82,7 +85,9 @@ function renderBars(probabilities, label) {
   });
 }
 
-function renderShift(shift) {
+// An image like the training ones is reassurance only for an answer that is otherwise
+// reliable: a version at chance, say, is no better on familiar images.
+function renderShift(shift, reliable) {
   const box = $("shift");
   if (!shift) {
     box.hidden = true;
@@ -95,22 +100,31 @@ function renderShift(shift) {
     box.replaceChildren(el("strong", { text: "Unusual image. " }),
       "It lies outside what this model was trained on: do not trust these " +
       `probabilities (${numbers}).`);
-  } else {
+  } else if (reliable) {
     box.className = "shift ok";
     box.replaceChildren(`Similar to the training images (${numbers}).`);
+  } else {
+    box.className = "shift ok";
+    box.replaceChildren(`Not flagged as unusual (${numbers}), but that does not make this ` +
+                        "answer reliable: see above.");
   }
 }
 
+// The X-ray as the model saw it, and beside it the heat map over it with its colour scale.
 function showExplanation() {
-  if (!explanation) return;
-  const overlay = heatToggle.checked;
-  const data = overlay ? explanation.overlay_png : explanation.image_png;
-  showImage(`data:image/png;base64,${data}`,
-    overlay ? `Heat map of the regions that drove the class ${explanation.class_name}, ` +
-              "over the X-ray as the model saw it"
-            : "The X-ray as the model saw it, in gray",
-    overlay ? `Heat map for ${explanation.class_name} (layer ${explanation.layer})`
-            : "The X-ray as the model saw it");
+  showImage(`data:image/png;base64,${explanation.image_png}`,
+            "The X-ray as the model saw it, in gray", "The X-ray as the model saw it");
+  const heatmap = $("heatmap");
+  heatmap.src = `data:image/png;base64,${explanation.overlay_png}`;
+  heatmap.alt = `Heat map of the regions that drove the class ${explanation.class_name}, ` +
+                "over the X-ray as the model saw it";
+  $("heatmap-caption").textContent =
+    `Heat map for ${explanation.class_name} (layer ${explanation.layer})`;
+  heatView.hidden = !heatToggle.checked;
+}
+
+function toggleHeatMap() {
+  heatView.hidden = !(explanation && heatToggle.checked);
 }
 
 async function predict() {
@@ -130,13 +144,22 @@ async function predict() {
   try {
     const response = await api("/predict?explain=true", { method: "POST", body: form });
     const answer = await response.json();
+    const version = answer.model_version || response.headers.get("X-Model-Version");
+    const summary = await versionSummary(version);
     if (run !== predictRun) return;
-    renderPrediction(answer, response.headers.get("X-Model-Version"));
+    renderPrediction(judged(answer, summary), version, summary);
   } catch (error) {
     if (run === predictRun) sayError(predictStatus, error);
   } finally {
-    if (run === predictRun) $("predict-result").removeAttribute("aria-busy");
+    if (run === predictRun) requestDone();
   }
+}
+
+// A request answered or failed: the button now offers to ask again.
+function requestDone() {
+  $("predict-result").removeAttribute("aria-busy");
+  $("batch").removeAttribute("aria-busy");
+  $("predict-button").textContent = "Predict again";
 }
 
 // Each reason an answer is not a finding, in words.
@@ -156,6 +179,15 @@ function labelOf(answer, id) {
 
 const reasonsOf = (answer) => (answer.reasons || []).map((code) => REASONS[code] || code);
 
+// The answer with its version's own record applied where the service did not apply it
+// (versions published before the record, judged by their test interval).
+function judged(answer, summary) {
+  const reasons = answer.reasons || [];
+  const atChance = summary && summary.better_than_chance === false;
+  if (!atChance || reasons.includes("version_not_better_than_chance")) return answer;
+  return { ...answer, reliable: false, reasons: [...reasons, "version_not_better_than_chance"] };
+}
+
 function renderLabel(answer) {
   const line = $("label-line");
   const box = $("unreliable");
@@ -173,12 +205,15 @@ function renderLabel(answer) {
     `${why.join("; ")}. Do not read this answer as a diagnosis.`);
 }
 
-function renderPrediction(answer, headerVersion) {
+function renderPrediction(answer, version, summary) {
   $("answer").hidden = false;
   renderLabel(answer);
-  renderBars(answer.probabilities, answer.label);
-  renderShift(answer.distribution_shift);
-  const version = answer.model_version || headerVersion;
+  // Only a finding's class stands out among the bars.
+  renderBars(answer.probabilities, answer.reliable === false ? null : answer.label);
+  const uncalibrated = calibrationWarning(summary);
+  $("calibration-note").hidden = !uncalibrated;
+  $("calibration-note").textContent = uncalibrated || "";
+  renderShift(answer.distribution_shift, answer.reliable !== false);
   $("answer-version").textContent = version;
   explanation = answer.explanation && answer.explanation.image_png ? answer.explanation : null;
   heatToggle.disabled = !explanation;
@@ -226,7 +261,9 @@ async function predictSeveral() {
       throw new ApiError(0, null, "This service answers one image per request: " +
                          "choose one file.");
     }
-    renderSeveral(answer);
+    const summary = await versionSummary(answer.model_version);
+    if (run !== predictRun) return;
+    renderSeveral(answer, summary);
   } catch (error) {
     if (run !== predictRun) return;
     // common.js words every 413 as one file too large; this one is a count.
@@ -235,7 +272,7 @@ async function predictSeveral() {
                      "takes in one request: choose fewer.")
       : error);
   } finally {
-    if (run === predictRun) $("batch").removeAttribute("aria-busy");
+    if (run === predictRun) requestDone();
   }
 }
 
@@ -257,8 +294,9 @@ function batchRow(entry) {
       ? `Not reliable: ${reasonsOf(answer).join("; ")}.` : "Reliable" }));
 }
 
-function renderSeveral(answer) {
-  const entries = answer.images;
+function renderSeveral(answer, summary) {
+  const entries = answer.images.map((entry) => (entry.prediction
+    ? { ...entry, prediction: judged(entry.prediction, summary) } : entry));
   $("batch-body").replaceChildren(...entries.map(batchRow));
   $("batch-version").textContent = answer.model_version;
   $("batch").hidden = false;
@@ -273,7 +311,7 @@ function renderSeveral(answer) {
 
 export function initPredict() {
   $("predict-file").addEventListener("change", (event) => choose(event.target.files));
-  heatToggle.addEventListener("change", showExplanation);
+  heatToggle.addEventListener("change", toggleHeatMap);
   $("predict-form").addEventListener("submit", (event) => {
     event.preventDefault();
     predict();

@@ -43,7 +43,7 @@ async function start(event) {
     button.disabled = true;
     say(retrainStatus, "Queuing the job…", "busy");
     const accepted = await getJson("/retrain", { method: "POST", json: params });
-    say(retrainStatus, `Job ${accepted.job_id} queued.`, "ok");
+    say(retrainStatus, `Job ${accepted.job_id} queued: waiting for a worker.`, "busy");
     watch(accepted.job_id);
   } catch (error) {
     sayError(retrainStatus, error);
@@ -107,6 +107,28 @@ function splitError(text) {
                : new ApiError(0, "", sentence(text || "the job failed"));
 }
 
+// The form's line for a job that did not fail.
+function formLine(status, progress) {
+  const job = `Job ${status.job_id}`;
+  switch (status.state) {
+    case "queued": return [`${job} queued: waiting for a worker.`, "busy"];
+    case "running": return [progress.epoch > 0
+      ? `${job} running: epoch ${progress.epoch} of ${progress.epochs} done.`
+      : `${job} running: the first epoch is under way.`, "busy"];
+    case "succeeded": return [`${job} succeeded: published version ${status.model_version}.`,
+                              "ok"];
+    case "cancelled": return [`${job} cancelled: nothing was published.`, "warn"];
+    default: return [`${job}: ${status.state}.`, "info"];
+  }
+}
+
+// The form's line follows the job it started to its end; a failure's error, which names
+// the alternatives (other base weights, say), is shown beside the form that can change them.
+function sayFormStatus(status, progress) {
+  if (status.state === "failed") sayError(retrainStatus, splitError(status.error));
+  else say(retrainStatus, ...formLine(status, progress));
+}
+
 async function renderJob(status, current) {
   const progress = status.progress || { epoch: 0, epochs: 0 };
   const history = historyOf(progress, current);
@@ -119,6 +141,7 @@ async function renderJob(status, current) {
   $("job-cancel").hidden = !["queued", "running"].includes(status.state);
   drawChart(history, progress.epochs);
   renderHistory(history);
+  sayFormStatus(status, progress);
   if (status.state === "succeeded") {
     const list = await loadModels(true);
     const v = status.model_version;

@@ -32,8 +32,9 @@ POOL_LAYER = "avg_pool"
 DROPOUT_LAYER = "head_dropout"
 OUTPUT_LAYER = "predictions"
 ALTERNATIVES = (
-    "use base_weights 'none' (train from scratch), or 'file' with CXR_BASE_WEIGHTS_FILE "
-    "pointing to a local VGG16 no-top weights file (and CXR_BASE_WEIGHTS_SHA256)"
+    "offline, set base_weights to 'none' (a random start; `--base-weights none` on the command "
+    "line), or to 'file' with CXR_BASE_WEIGHTS_FILE pointing to a local VGG16 no-top weights "
+    "file (and CXR_BASE_WEIGHTS_SHA256)"
 )
 
 

@@ -51,6 +51,11 @@ class ReliabilityRecord(BaseModel):
     test: ReliableSubset | None = None
 
 
+def above_chance(interval: list[float] | None, chance: float) -> bool:
+    """Whether a balanced accuracy interval lies above chance; False when it is undefined."""
+    return interval is not None and interval[0] > chance
+
+
 def reasons(top_probability: float, shifted: bool,
             record: ReliabilityRecord | None) -> list[UnreliableReason]:
     """Why an answer is not a finding; empty when it may be read as one."""

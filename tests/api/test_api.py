@@ -125,6 +125,21 @@ def test_retrain_queues_a_job_that_can_be_cancelled_before_it_runs(
     _error(client.get("/jobs/unknown"), 404, "job_not_found")
 
 
+def test_the_models_list_gives_each_version_its_test_size_interval_chance_and_calibration(
+        client: TestClient, settings: Settings) -> None:
+    """What the page's models table and prediction read of each version."""
+    registry = LocalRegistry(settings.models_dir)
+    publish_random(registry, seed=3, extra={
+        "metrics": {"test": {"images": 15, "balanced_accuracy": 0.33,
+                             "balanced_accuracy_ci": [0.13, 0.6]}},
+        "calibration": {"temperature": 19.9999, "at_bound": "upper"}})
+    (summary,) = client.get("/models").json()["versions"]
+    assert summary["test_images"] == 15 and summary["balanced_accuracy_ci"] == [0.13, 0.6]
+    assert summary["chance"] == pytest.approx(1 / 3)
+    assert summary["better_than_chance"] is False  # its interval includes chance
+    assert summary["calibration"]["at_bound"] == "upper"
+
+
 def test_models_when_empty_and_unknown_versions(client: TestClient) -> None:
     listing = client.get("/models").json()
     assert listing == {"active": None, "versions": [],

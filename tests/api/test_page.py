@@ -69,3 +69,42 @@ def test_the_page_is_open_when_reads_need_a_key(settings: Settings) -> None:
     closed = TestClient(create_app(settings.model_copy(update={"require_key_for_reads": True})))
     assert closed.get("/").status_code == 200 and closed.get("/static/app.js").status_code == 200
     assert closed.get("/datasets").status_code == 401
+
+
+def test_the_heat_maps_colour_bar_is_the_colormap_the_server_draws_it_with() -> None:
+    """The bar's CSS gradient, read as the browser interpolates it, is explain.py's map."""
+    import numpy as np
+
+    from shared.ml.explain import _hot
+
+    css = (STATIC / "style.css").read_text()
+    gradient = re.search(r"\.colour-bar \{[^}]*linear-gradient\(to right,([^;]*)\);", css)
+    assert gradient, "no colour bar gradient in style.css"
+    stops = [(float(at) / 100, [int(c) for c in rgb])
+             for *rgb, at in re.findall(r"rgb\((\d+), (\d+), (\d+)\) ([\d.]+)%",
+                                        gradient.group(1))]
+    assert stops[0][0] == 0 and stops[-1][0] == 1
+    values = np.linspace(0, 1, 61)
+    positions = [at for at, _ in stops]
+    drawn = np.stack([np.interp(values, positions, [rgb[i] for _, rgb in stops])
+                      for i in range(3)], axis=-1)
+    assert np.abs(drawn - _hot(values) * 255).max() < 1
+
+
+def test_the_retrain_form_starts_from_imagenet_and_says_what_to_pick_offline() -> None:
+    from shared.schemas import TrainingParams
+
+    html = (STATIC / "index.html").read_text()
+    select = re.search(r'<select id="retrain-base-weights".*?</select>', html, re.S)
+    assert select and re.search(r'<option value="imagenet" selected>', select.group(0))
+    assert TrainingParams.model_fields["base_weights"].default == "imagenet"  # one default
+    found = re.search(r'<p id="weights-help"[^>]*>(.*?)</p>', html, re.S)
+    assert found
+    help_text = " ".join(found.group(1).split())
+    assert "Without internet" in help_text
+    assert '"none (random start)"' in help_text and '"file"' in help_text
+
+
+def test_the_predict_button_does_not_say_again_before_any_prediction() -> None:
+    html = (STATIC / "index.html").read_text()
+    assert '<button type="submit" id="predict-button">Predict</button>' in html

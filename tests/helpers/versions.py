@@ -8,7 +8,7 @@ import json
 import shutil
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from shared.registry.files import MODEL_FILE
 from shared.registry.local import LocalRegistry
 from shared.schemas import JobProgress, TrainingParams
 from tests.helpers.env import sample_files
+from worker.context import BatchProgress
 
 # Two epochs at 32 px from a random base: seconds, and enough to exercise every step.
 TINY: dict[str, Any] = {"epochs": 2, "fine_tune_epochs": 1, "image_size": 32,
@@ -36,11 +37,20 @@ TINY: dict[str, Any] = {"epochs": 2, "fine_tune_epochs": 1, "image_size": 32,
 
 
 class Recorder:
-    """A reporter that keeps every epoch's progress and can ask to cancel after some."""
+    """A reporter that keeps every batch's and epoch's progress and every phase step, and
+    can ask to cancel after some epochs."""
 
     def __init__(self, cancel_after_epochs: int | None = None) -> None:
         self.progress: list[JobProgress] = []
+        self.batches: list[BatchProgress] = []
+        self.phases: list[tuple[str, int, int]] = []
         self.cancel_after = cancel_after_epochs
+
+    def batch_end(self, progress: BatchProgress) -> None:
+        self.batches.append(progress)
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        self.phases.append((name, done, total))
 
     def epoch_end(self, progress: JobProgress) -> bool:
         self.progress.append(progress)
@@ -90,11 +100,15 @@ def shared_trained(radiography: Path, root: Path) -> Trained:
             trained = train_once(radiography, root)
             record.write_text(json.dumps({
                 "params": trained.params.model_dump(mode="json"), "version": trained.version,
-                "progress": [p.model_dump(mode="json") for p in trained.recorder.progress]}))
+                "progress": [p.model_dump(mode="json") for p in trained.recorder.progress],
+                "batches": [asdict(b) for b in trained.recorder.batches],
+                "phases": trained.recorder.phases}))
             return trained
     saved = json.loads(record.read_text())
     recorder = Recorder()
     recorder.progress = [JobProgress.model_validate(p) for p in saved["progress"]]
+    recorder.batches = [BatchProgress(**b) for b in saved["batches"]]
+    recorder.phases = [(name, done, total) for name, done, total in saved["phases"]]
     return Trained(root / "tiny", TrainingParams.model_validate(saved["params"]),
                    _trained_settings(root), recorder, saved["version"])
 

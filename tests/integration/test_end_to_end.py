@@ -1,4 +1,6 @@
-"""The mission end to end over HTTP: upload, retrain, publish, hot reload, roll back."""
+"""The mission end to end over HTTP: upload, retrain, publish, hot reload, roll back; bad
+input refused and a running job cancelled on the way. One flow per broker: each service start
+costs tens of core-seconds, so the checks share one."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers.env import sample_files
@@ -17,7 +20,7 @@ from tests.helpers.services import Service
 pytestmark = pytest.mark.integration
 
 
-def test_upload_retrain_evaluate_hot_reload_and_roll_back(
+def test_upload_refuse_bad_input_cancel_retrain_evaluate_hot_reload_and_roll_back(
     service: Service, radiography_root: Path, image_dataset_root: Path
 ) -> None:
     image = sample_files(radiography_root, 20)["COVID"][-1].read_bytes()
@@ -27,6 +30,8 @@ def test_upload_retrain_evaluate_hot_reload_and_roll_back(
                               files={"file": ("tiny.zip", dataset_zip(radiography_root, 12))})
         assert created.status_code == 201, created.text
         assert created.json()["classes"] == {"COVID": 12, "Normal": 12, "Viral Pneumonia": 12}
+        bad_input_is_refused(client, service, image)
+        cancelled = a_cancelled_running_job_publishes_nothing(client, service)
 
         first = retrain(client, seed=1)
         assert first["progress"]["epoch"] == first["progress"]["epochs"] == 2
@@ -90,56 +95,47 @@ def test_upload_retrain_evaluate_hot_reload_and_roll_back(
         activated = client.post(f"/models/{v1}/activate")
         assert activated.status_code == 200 and activated.json()["active"] == v1
         served_version(client, image, v1, timeout=15)
-        assert [j["model_version"] for j in client.get("/jobs").json()["jobs"]] == [
-            v3, v2, v1, v1]  # the third is the evaluation of v1
+        jobs = client.get("/jobs").json()["jobs"]
+        # newest first; the third is the evaluation of v1
+        assert [j["model_version"] for j in jobs] == [v3, v2, v1, v1, None]
+        assert jobs[-1]["job_id"] == cancelled
 
 
-def test_bad_input_is_refused_and_the_service_keeps_working(service: Service,
-                                                            radiography_root: Path) -> None:
-    image = sample_files(radiography_root, 1)["Normal"][0].read_bytes()
-    with service.client() as client:
-        client.post("/datasets", data={"name": "tiny"},
-                    files={"file": ("tiny.zip", dataset_zip(radiography_root, 6))})
-        evil = io.BytesIO()
-        with zipfile.ZipFile(evil, "w") as archive:
-            archive.writestr("COVID/a.png", image)
-            archive.writestr("../../escape.png", image)
-        cases = [
-            (client.post("/predict", files={"file": ("e.png", b"")}), 400, "invalid_image"),
-            (client.post("/predict", files={"file": ("t.png", b"hello")}), 400, "invalid_image"),
-            (predict(client, image[: len(image) // 3]), 400, "invalid_image"),
-            (client.post("/retrain", json={"dataset": "nope"}), 404, "dataset_not_found"),
-            (client.post("/retrain", json={"dataset": "tiny", "epochs": 10_000}), 422,
-             "validation_error"),
-            (client.post("/retrain", json={"dataset": "tiny", "batch_size": -1}), 422,
-             "validation_error"),
-            (client.post("/datasets", data={"name": "evil"}, files={"file": evil.getvalue()}),
-             422, "invalid_dataset"),
-        ]
-        for response, status, code in cases:
-            assert response.status_code == status, response.text
-            assert response.json()["error"]["code"] == code
-        assert not (service.workdir / "escape.png").exists()
-        assert not (service.workdir / "data" / "evil").exists()
-        assert client.get("/healthz").status_code == 200
-
-        job = retrain(client, seed=3)
-        served_version(client, image, job["model_version"])
+def bad_input_is_refused(client: httpx.Client, service: Service, image: bytes) -> None:
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("COVID/a.png", image)
+        archive.writestr("../../escape.png", image)
+    cases = [
+        (client.post("/predict", files={"file": ("e.png", b"")}), 400, "invalid_image"),
+        (client.post("/predict", files={"file": ("t.png", b"hello")}), 400, "invalid_image"),
+        (predict(client, image[: len(image) // 3]), 400, "invalid_image"),
+        (client.post("/retrain", json={"dataset": "nope"}), 404, "dataset_not_found"),
+        (client.post("/retrain", json={"dataset": "tiny", "epochs": 10_000}), 422,
+         "validation_error"),
+        (client.post("/retrain", json={"dataset": "tiny", "batch_size": -1}), 422,
+         "validation_error"),
+        (client.post("/datasets", data={"name": "evil"}, files={"file": evil.getvalue()}),
+         422, "invalid_dataset"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+    assert not (service.workdir / "escape.png").exists()
+    assert not (service.workdir / "data" / "evil").exists()
+    assert client.get("/healthz").status_code == 200  # and the flow's retrains still run
 
 
-def test_cancelling_a_running_job_publishes_nothing(service: Service,
-                                                    radiography_root: Path) -> None:
-    with service.client() as client:
-        client.post("/datasets", data={"name": "tiny"},
-                    files={"file": ("tiny.zip", dataset_zip(radiography_root, 12))})
-        accepted = client.post("/retrain", json={"dataset": "tiny", **TINY, "epochs": 200})
-        job_id = accepted.json()["job_id"]
-        deadline = time.monotonic() + 120
-        while client.get(f"/jobs/{job_id}").json()["progress"]["epoch"] < 1:
-            assert time.monotonic() < deadline, service.logs()
-            time.sleep(0.3)
-        assert client.delete(f"/jobs/{job_id}").status_code == 200
-        job = wait_job(client, job_id, timeout=60)
-        assert job["state"] == "cancelled" and job["model_version"] is None
-        assert job["progress"]["epoch"] < 200
-        assert client.get("/models").json()["versions"] == []
+def a_cancelled_running_job_publishes_nothing(client: httpx.Client, service: Service) -> str:
+    accepted = client.post("/retrain", json={"dataset": "tiny", **TINY, "epochs": 200})
+    job_id: str = accepted.json()["job_id"]
+    deadline = time.monotonic() + 120
+    while client.get(f"/jobs/{job_id}").json()["progress"]["epoch"] < 1:
+        assert time.monotonic() < deadline, service.logs()
+        time.sleep(0.3)
+    assert client.delete(f"/jobs/{job_id}").status_code == 200
+    job = wait_job(client, job_id, timeout=60)
+    assert job["state"] == "cancelled" and job["model_version"] is None
+    assert job["progress"]["epoch"] < 200
+    assert client.get("/models").json()["versions"] == []
+    return job_id

@@ -3,7 +3,8 @@
 Playwright drives Debian's Chromium (`apt-get install chromium`; `playwright install` is not
 needed). Every request the page makes to anywhere but the service is refused, so the page is
 shown to work offline. Screenshots of each section are kept under $CXR_TEST_ARTIFACTS (or the
-test's tmp_path), never in the repository.
+test's tmp_path), never in the repository. The tests share one service, started with the
+versions they need; each one activates its own first and opens a page of its own.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from shared.registry.local import LocalRegistry
@@ -31,7 +32,9 @@ try:
 except ImportError:  # the dev extra is not installed
     sync_playwright = None
 
-pytestmark = pytest.mark.integration
+# One pytest-xdist worker runs them all, so that they share one service, when the suite
+# runs with --dist loadgroup (with --dist load each worker that gets one starts its own).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("web_page")]
 
 CHROMIUM = Path(os.environ.get("CXR_TEST_CHROMIUM", "/usr/bin/chromium"))
 SLOW = 60_000  # ms: a first prediction loads the model; a job starts a training process
@@ -63,20 +66,75 @@ def artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def site(tmp_path: Path, redis_url: str) -> Iterator[tuple[Service, str]]:
-    """The service, serving a random-weight version (classes a, b, c) from the start."""
-    registry = LocalRegistry(tmp_path / "models")
-    first = publish_random(registry, seed=1)
-    registry.activate(first)
-    service = start_service(tmp_path, redis_url)
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{service.url}/readyz", timeout=5).status_code != 200:
-        if time.monotonic() > deadline:
-            service.stop()
-            raise AssertionError(f"the API never loaded {first}:\n{service.logs()}")
-        time.sleep(0.3)
-    yield service, first
+# Activated at its publication because nothing was active: a reason about that moment only.
+FIRST_PROMOTION = {"mode": "if_better", "metric": "balanced_accuracy", "margin": 0.0,
+                   "activated": True, "reason": "no active version yet"}
+# 15 test images at chance, as a tiny training gives: the interval is wide and includes it.
+AT_CHANCE_METRICS = {"test": {"images": 15, "balanced_accuracy": 0.33,
+                              "balanced_accuracy_ci": [0.13, 0.6]}}
+# A proxy nobody listens on: downloads fail at once, as on a machine offline.
+NOWHERE = "http://127.0.0.1:9"
+
+
+@dataclass(frozen=True)
+class Site:
+    """The module's service and the random-weight versions (classes a, b, c) it started with:
+    ``reliable``, with nothing recorded against it, answers findings; ``at_chance`` knows it
+    is no better than chance and has a chest-radiograph gate; ``unrecorded`` was published
+    before that record, so only its test interval says it is at chance, and its temperature
+    ended at the fit's upper bound."""
+
+    service: Service
+    reliable: str
+    at_chance: str
+    unrecorded: str
+
+    def serve(self, version: str) -> None:
+        """Activate ``version`` and wait until the API answers with it: each test starts
+        from the version it needs, whatever the tests before it activated."""
+        with self.service.client() as client:
+            assert client.post(f"/models/{version}/activate").status_code == 200
+            deadline = time.monotonic() + 60
+            while client.get("/readyz").json().get("model_version") != version:
+                assert time.monotonic() < deadline, self.service.logs()
+                time.sleep(0.3)
+
+
+def chest_gate(radiography_root: Path) -> bytes:
+    """A chest-radiograph gate fitted on real films, as a version's file."""
+    from shared.ml.preprocessing import load_pixels
+    from worker.evaluation.gate_fitting import fit_gate
+
+    films = [load_pixels(p.read_bytes(), 32)[..., 0]
+             for paths in sample_files(radiography_root, 40).values() for p in paths]
+    return fit_gate(films[::2], films[1::2], seed=0).to_bytes()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, module_redis_url: str,
+         radiography_root: Path) -> Iterator[Site]:
+    from shared.ml.reliability import ReliabilityRecord
+    from shared.registry.files import GATE_FILE
+
+    root = tmp_path_factory.mktemp("web_page")
+    registry = LocalRegistry(root / "models")
+    record = ReliabilityRecord(confidence_threshold=0.0, confidence_coverage=0.95,
+                               chance=1 / 3, balanced_accuracy_ci=[0.2, 0.5],
+                               better_than_chance=False)
+    site_versions = {
+        "reliable": publish_random(registry, seed=1, extra={"promotion": FIRST_PROMOTION}),
+        "at_chance": publish_random(registry, seed=2, files={
+            GATE_FILE: chest_gate(radiography_root)}, extra={
+            "reliability": record.model_dump(), "metrics": AT_CHANCE_METRICS}),
+        "unrecorded": publish_random(registry, seed=3, extra={
+            "metrics": AT_CHANCE_METRICS,
+            "calibration": {"temperature": 19.9999, "at_bound": "upper"}}),
+    }
+    registry.activate(site_versions["reliable"])
+    # Offline, with nothing in Keras' cache: an ImageNet job fails for want of weights.
+    offline = {"KERAS_HOME": str(root / "keras"), "HTTP_PROXY": NOWHERE, "HTTPS_PROXY": NOWHERE}
+    service = start_service(root, module_redis_url, extra_env=offline)
+    yield Site(service, **site_versions)
     service.stop()
 
 
@@ -139,35 +197,49 @@ def answer_from(page: Page, version: str, timeout_s: float = 60) -> None:
 
 
 def check_heat_map(page: Page) -> bool:
-    """Toggle the heat map with the keyboard if the service explains; say if it did."""
+    """Show the heat map with the keyboard if the service explains: beside the X-ray, which
+    stays, with its colour scale. Say if it did."""
     toggle = page.get_by_label("Show heat map")
-    preview = page.locator("#preview")
+    preview, heat_map = page.locator("#preview"), page.locator("#heatmap")
     if not toggle.is_enabled():
         expect(page.locator("#heatmap-help")).to_contain_text("no heat map")
         return False
     gray = preview.get_attribute("src")
     assert gray and gray.startswith("data:image/png;base64,")
+    expect(heat_map).to_be_hidden()
     toggle.focus()
     page.keyboard.press("Space")
     expect(toggle).to_be_checked()
-    expect(preview).not_to_have_attribute("src", gray)
-    expect(preview).to_have_attribute("alt", re.compile("Heat map"))
+    expect(heat_map).to_be_visible()
+    expect(heat_map).to_have_attribute("alt", re.compile("Heat map"))
+    expect(preview).to_be_visible()
+    expect(preview).to_have_attribute("src", gray)
+    x_ray, heat = preview.bounding_box(), heat_map.bounding_box()
+    assert x_ray and heat and heat["x"] >= x_ray["x"] + x_ray["width"], (x_ray, heat)
+    assert heat["y"] == pytest.approx(x_ray["y"], abs=1)
+    assert heat["width"] == pytest.approx(x_ray["width"], abs=1)  # the same size
+    expect(page.get_by_role("img", name=re.compile("^Colour scale"))).to_be_visible()
+    expect(page.locator("#heatmap-view .scale-labels")).to_have_text(
+        re.compile(r"^0: low attention\s+1: high attention$"))
     return True
 
 
-def test_predict_a_real_x_ray_and_see_every_class_and_the_heat_map(
-    site: tuple[Service, str], browser: Browser, radiography_root: Path, artifacts: Path,
-    tmp_path: Path,
+def test_predict_a_real_x_ray_and_see_every_class_and_the_heat_map_beside_it(
+    site: Site, browser: Browser, radiography_root: Path, artifacts: Path, tmp_path: Path,
 ) -> None:
-    service, version = site
+    service, version = site.service, site.reliable
+    site.serve(version)
     page, problems = open_page(browser, service, key=None)  # predicting needs no key
-    expect(page.locator("#models-body tr[data-version]")).to_have_count(1)
+    expect(page.locator(f'#models-body tr[data-version="{version}"]')).to_be_visible()
+    button = page.locator("#predict-button")
+    expect(button).to_have_text("Predict")  # nothing to predict again yet
 
     image = sample_files(radiography_root, 1)["COVID"][0]
     page.get_by_label("Chest X-ray: PNG, JPEG or DICOM (.dcm)").set_input_files(image)
     expect(page.locator("#preview")).to_have_attribute("src", re.compile("^(blob|data):"))
     expect(page.locator("#predict-status")).to_contain_text("from model version", timeout=SLOW)
-    label = page.locator("#predicted-label").inner_text()
+    expect(button).to_have_text("Predict again")
+    label = page.locator("#label-line strong#predicted-label").inner_text()  # a finding
     assert label in {"a", "b", "c"}
     # one labelled bar per class, with its percentage as text
     for name in ("a", "b", "c"):
@@ -224,69 +296,88 @@ def test_predict_a_real_x_ray_and_see_every_class_and_the_heat_map(
     assert expected_console(problems) == []
 
 
-def test_an_unreliable_answer_and_a_refused_photograph_are_shown_as_such(
-    tmp_path: Path, redis_url: str, browser: Browser, radiography_root: Path, artifacts: Path,
+def with_shift(route: Route) -> None:
+    """The service's answer with an unflagged shift score added: a version with a shift
+    reference (the random versions here have none)."""
+    response = route.fetch()
+    if response.status != 200:
+        route.fulfill(response=response)
+        return
+    body = response.json()
+    body["distribution_shift"] = {"score": 1.0, "threshold": 3.0, "flagged": False}
+    route.fulfill(response=response, json=body)
+
+
+def test_answers_of_a_version_at_chance_are_no_finding_and_its_numbers_say_why(
+    site: Site, browser: Browser, radiography_root: Path, artifacts: Path,
 ) -> None:
     """A version that knows it is no better than chance (a random one, recorded so) and has
-    a chest-radiograph gate fitted on real films: its answers are no finding."""
+    a chest-radiograph gate fitted on real films: its answers are no finding, an unflagged
+    shift score is no reassurance, and a photograph is refused. A version published before
+    that record is judged by its test interval alone."""
     import io
 
+    from PIL import Image
     from skimage import data as samples
 
-    from shared.ml.preprocessing import load_pixels
-    from shared.ml.reliability import ReliabilityRecord
-    from shared.registry.files import GATE_FILE
-    from worker.evaluation.gate_fitting import fit_gate
+    site.serve(site.at_chance)
+    page, problems = open_page(browser, site.service, key=None)
+    # Dropped, not chosen: Chromium hands a route no body of a file read from disk.
+    page.route(re.compile(r"/predict\?explain=true$"), with_shift)
+    film = sample_files(radiography_root, 1)["Normal"][0].read_bytes()
+    drop_file(page, "normal.png", film, "image/png")
+    status = page.locator("#predict-status")
+    expect(status).to_contain_text("No reliable answer", timeout=SLOW)
+    expect(page.locator("#label-line")).to_contain_text("No finding. Most probable class:")
+    expect(page.locator("#label-line strong")).to_have_count(0)  # the label is not bold
+    expect(page.locator("#unreliable")).to_contain_text("no better than chance")
+    expect(page.locator("#probabilities li")).to_have_count(3)  # still visible
+    expect(page.locator("#probabilities li.predicted")).to_have_count(0)  # none stands out
+    shift = page.locator("#shift")
+    expect(shift).to_contain_text("does not make this answer reliable")
+    expect(shift).not_to_contain_text("Similar to the training images")
+    page.locator("#predict").screenshot(path=artifacts / "unreliable.png")
 
-    films = [load_pixels(p.read_bytes(), 32)[..., 0]
-             for paths in sample_files(radiography_root, 40).values() for p in paths]
-    gate = fit_gate(films[::2], films[1::2], seed=0)
-    record = ReliabilityRecord(confidence_threshold=0.0, confidence_coverage=0.95,
-                               chance=1 / 3, balanced_accuracy_ci=[0.2, 0.5],
-                               better_than_chance=False)
-    registry = LocalRegistry(tmp_path / "models")
-    version = publish_random(registry, seed=2, extra={"reliability": record.model_dump()},
-                             files={GATE_FILE: gate.to_bytes()})
-    registry.activate(version)
-    service = start_service(tmp_path, redis_url)
-    try:
-        with service.client() as client:
-            deadline = time.monotonic() + 60
-            while client.get("/readyz").status_code != 200:
-                assert time.monotonic() < deadline, service.logs()
-                time.sleep(0.3)
-        page, problems = open_page(browser, service, key=None)
-        image = sample_files(radiography_root, 1)["Normal"][0]
-        page.get_by_label("Chest X-ray: PNG, JPEG or DICOM (.dcm)").set_input_files(image)
-        status = page.locator("#predict-status")
-        expect(status).to_contain_text("No reliable answer", timeout=SLOW)
-        expect(page.locator("#label-line")).to_contain_text("No finding. Most probable class:")
-        expect(page.locator("#label-line strong")).to_have_count(0)  # the label is not bold
-        expect(page.locator("#unreliable")).to_contain_text("no better than chance")
-        expect(page.locator("#probabilities li")).to_have_count(3)  # still visible
-        expect(page.locator("#models-body")).to_contain_text("No better than chance")
-        page.locator("#predict").screenshot(path=artifacts / "unreliable.png")
+    # Its numbers in Models: the test size, the interval and chance beside each other.
+    row = page.locator(f'#models-body tr[data-version="{site.at_chance}"]')
+    expect(row).to_contain_text("No better than chance")
+    expect(row.locator(".includes-chance")).to_have_text(
+        "95% interval 20.0%–50.0%, includes chance")
+    expect(row).to_contain_text("chance 33.3%")
+    expect(row.locator(".test-size")).to_have_text("15 test images")
 
-        # In the table of several answers, no label is a finding either.
-        films = sample_files(radiography_root, 2)["Normal"]
-        page.get_by_label("Chest X-ray: PNG, JPEG or DICOM (.dcm)").set_input_files(films)
-        rows = page.locator("#batch-body tr")
-        expect(rows.locator(".unreliable-label")).to_have_count(2, timeout=SLOW)
-        expect(rows.locator("strong")).to_have_count(0)
-        expect(rows.nth(0)).to_contain_text("Not reliable: ")
-        expect(rows.nth(1)).to_contain_text("no better than chance")
+    # In the table of several answers, no label is a finding either.
+    films = sample_files(radiography_root, 2)["Normal"]
+    page.get_by_label("Chest X-ray: PNG, JPEG or DICOM (.dcm)").set_input_files(films)
+    rows = page.locator("#batch-body tr")
+    expect(rows.locator(".unreliable-label")).to_have_count(2, timeout=SLOW)
+    expect(rows.locator("strong")).to_have_count(0)
+    expect(rows.nth(0)).to_contain_text("Not reliable: ")
+    expect(rows.nth(1)).to_contain_text("no better than chance")
 
-        buffer = io.BytesIO()
-        from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(samples.camera()).save(buffer, format="PNG")
+    drop_file(page, "camera.png", buffer.getvalue(), "image/png")
+    expect(status.locator(".code")).to_have_text("(not_a_chest_xray)", timeout=SLOW)
+    expect(status).to_contain_text("does not look like a chest radiograph")
+    expect(page.locator("#answer")).to_be_hidden()
 
-        Image.fromarray(samples.camera()).save(buffer, format="PNG")
-        drop_file(page, "camera.png", buffer.getvalue(), "image/png")
-        expect(status.locator(".code")).to_have_text("(not_a_chest_xray)", timeout=SLOW)
-        expect(status).to_contain_text("does not look like a chest radiograph")
-        expect(page.locator("#answer")).to_be_hidden()
-        assert expected_console(problems) == []
-    finally:
-        service.stop()
+    # A version without the record, whose service calls its answers reliable: the page
+    # reads its interval, and its temperature pinned at the fit's upper bound.
+    site.serve(site.unrecorded)
+    drop_file(page, "normal.png", film, "image/png")
+    expect(page.locator("#answer-version")).to_have_text(site.unrecorded, timeout=SLOW)
+    expect(page.locator("#label-line")).to_contain_text("No finding. Most probable class:")
+    expect(page.locator("#label-line strong")).to_have_count(0)
+    expect(page.locator("#unreliable")).to_contain_text("no better than chance")
+    expect(page.locator("#calibration-note")).to_contain_text(
+        "upper bound of its fit: this version's probabilities are not calibrated")
+    row = page.locator(f'#models-body tr[data-version="{site.unrecorded}"]')
+    expect(row).to_contain_text("Not calibrated")
+    expect(row.locator(".includes-chance")).to_have_text(
+        "95% interval 13.0%–60.0%, includes chance")
+    page.locator("#predict").screenshot(path=artifacts / "unrecorded.png")
+    assert expected_console(problems) == []
 
 
 def without(key: str) -> Callable[[Route], None]:
@@ -302,9 +393,10 @@ def without(key: str) -> Callable[[Route], None]:
 
 
 def test_the_page_copes_with_a_service_without_heat_maps_or_job_history(
-    site: tuple[Service, str], browser: Browser, radiography_root: Path,
+    site: Site, browser: Browser, radiography_root: Path,
 ) -> None:
-    service, _ = site
+    service = site.service
+    site.serve(site.reliable)
     page, problems = open_page(browser, service, key=ADMIN_KEY)
     page.route(re.compile(r"/predict\?explain=true$"), without("explanation"))
     dicom = make_dicom(gray_of(sample_files(radiography_root, 1)["COVID"][0].read_bytes()), 8)
@@ -351,10 +443,12 @@ def start_training(page: Page, **fields: Any) -> None:
 
 
 def test_upload_train_watch_activate_and_predict_from_the_new_version(
-    site: tuple[Service, str], browser: Browser, radiography_root: Path, tmp_path: Path,
-    artifacts: Path,
+    site: Site, browser: Browser, radiography_root: Path, tmp_path: Path, artifacts: Path,
 ) -> None:
-    service, first = site
+    service, first = site.service, site.reliable
+    site.serve(first)
+    with service.client() as client:
+        published = len(client.get("/models").json()["versions"])
     page, problems = open_page(browser, service, key=None)
     archive = tmp_path / "tiny.zip"
     archive.write_bytes(dataset_zip(radiography_root, 12))
@@ -375,15 +469,25 @@ def test_upload_train_watch_activate_and_predict_from_the_new_version(
     expect(page.locator("#datasets-body")).to_contain_text("COVID 12, Normal 12")
     expect(page.get_by_label("Dataset", exact=True)).to_have_value("tiny")
 
-    # Weights the server cannot load: the API's refusal in plain words.
-    page.get_by_label("Base weights").select_option("file")
-    start_training(page)
-    expect(page.locator("#retrain-status .code")).to_have_text("(weights_unavailable)")
-    page.get_by_label("Base weights").select_option("none")
-
-    # TINY of the end-to-end test: 32 px, 2 epochs, a random base, batch 8.
+    # ImageNet by default, as in the paper; offline its job fails, and the job's error,
+    # which names the alternatives, shows beside the form.
+    weights, form_status = page.get_by_label("Base weights"), page.locator("#retrain-status")
+    expect(weights).to_have_value("imagenet")
+    expect(page.locator("#weights-help")).to_contain_text('pick "none (random start)" or "file"')
     start_training(page, **{"Epochs": 2, "Fine-tune epochs": 1, "Image size (pixels)": 32,
                             "Batch size": 8})
+    expect(page.locator("#job-state")).to_have_text("failed", timeout=SLOW)
+    expect(form_status.locator(".code")).to_have_text("(weights_unavailable)")
+    expect(form_status).to_contain_text("'none'")  # the alternatives
+    # Weights the server cannot load: the API's refusal in plain words.
+    weights.select_option("file")
+    start_training(page)
+    expect(form_status).to_contain_text("needs CXR_BASE_WEIGHTS_FILE")
+    expect(form_status.locator(".code")).to_have_text("(weights_unavailable)")
+    weights.select_option("none")
+
+    # TINY of the end-to-end test: 32 px, 2 epochs, a random base, batch 8.
+    start_training(page)
     expect(page.locator("#job-state")).to_have_text("succeeded", timeout=240_000)
     expect(page.locator("#job-epoch")).to_have_text("2 / 2")
     expect(page.locator("#job-progress")).to_have_attribute("value", "2")
@@ -397,13 +501,18 @@ def test_upload_train_watch_activate_and_predict_from_the_new_version(
     new = re.search(r"published version (\S+?)\.", job_status.inner_text())
     assert new, job_status.inner_text()
     version = new.group(1)
+    # The form's line followed the job to its end, and the line above the models table
+    # counts the new version with the table.
+    expect(form_status).to_contain_text(f"succeeded: published version {version}.")
+    expect(page.locator("#models-body tr[data-version]")).to_have_count(published + 1)
+    expect(page.locator("#models-summary")).to_contain_text(f"{published + 1} versions")
     page.locator("#train").screenshot(path=artifacts / "train.png")
 
-    # The new version appears in Models: a candidate (its classes differ from the active
-    # version's), with curves and card; activated from the keyboard.
+    # The new version appears in Models: not activated at publication (its classes differ
+    # from the active version's), with curves and card; activated from the keyboard.
     row = page.locator(f'#models-body tr[data-version="{version}"]')
-    expect(row).to_contain_text("Candidate")
-    expect(page.locator("#models-body tr[data-version]")).to_have_count(2)
+    expect(row.locator(".state")).to_have_text("Not active")
+    expect(row.locator(".publication")).to_contain_text("At publication: not activated (")
     row.get_by_role("button", name="Details").click()
     details = page.locator("#models-body tr.details:not([hidden])")
     expect(details.get_by_role("img", name=re.compile("Loss and accuracy"))).to_be_visible()
@@ -419,6 +528,11 @@ def test_upload_train_watch_activate_and_predict_from_the_new_version(
     expect(row.get_by_role("button", name="Details")).to_be_focused()
     expect(details.get_by_role("img", name=re.compile("Loss and accuracy"))).to_be_visible()
     expect(frame.locator("h1")).to_contain_text(version, timeout=SLOW)
+    # The version it replaced is not active now; why it was activated is a past event.
+    old = page.locator(f'#models-body tr[data-version="{first}"]')
+    expect(old.locator(".state")).to_have_text("Not active")
+    expect(old.locator(".publication")).to_have_text(
+        "At publication: activated (no active version yet).")
     page.locator("#models").screenshot(path=artifacts / "models.png")
 
     # Predict again: the answer comes from the new version, with its classes.
@@ -430,11 +544,13 @@ def test_upload_train_watch_activate_and_predict_from_the_new_version(
     assert first != version
     page.locator("#predict").screenshot(path=artifacts / "predict-new-version.png")
 
-    # A long job, cancelled from the page.
+    # A long job, followed by the form's line, cancelled from the page.
     start_training(page, **{"Epochs": 200})
     expect(page.locator("#job-state")).to_have_text("running", timeout=SLOW)
+    expect(form_status).to_contain_text(re.compile(r"running: (epoch \d+ of 200|the first)"))
     page.get_by_role("button", name="Cancel the job").click()
     expect(page.locator("#job-state")).to_have_text("cancelled", timeout=SLOW)
     expect(page.locator("#job-status")).to_contain_text("nothing was published")
+    expect(form_status).to_contain_text("cancelled: nothing was published")
     page.screenshot(path=artifacts / "page.png", full_page=True)
     assert expected_console(problems) == []

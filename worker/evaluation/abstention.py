@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
-from shared.ml.reliability import ReliabilityRecord, ReliableSubset, RiskCoveragePoint, reasons
+from shared.ml.reliability import (
+    ReliabilityRecord,
+    ReliableSubset,
+    RiskCoveragePoint,
+    above_chance,
+    reasons,
+)
 
 BOOTSTRAP_RESAMPLES = 1000
 COVERAGE_POINTS = tuple(round(0.1 * k, 1) for k in range(1, 11))
@@ -97,6 +103,6 @@ def fit_reliability(val_probabilities: np.ndarray, test_labels: np.ndarray,
     record = ReliabilityRecord(
         confidence_threshold=confidence_threshold(val_probabilities, coverage),
         confidence_coverage=coverage, chance=chance, balanced_accuracy_ci=interval,
-        better_than_chance=interval is not None and interval[0] > chance)
+        better_than_chance=above_chance(interval, chance))
     return record.model_copy(update={"test": reliable_subset(
         test_labels, test_probabilities, test_shifted, record)})

@@ -11,7 +11,8 @@ from shared.manifest import EvaluatedDataset, ExternalReport, GateCount, ShiftBr
 from shared.ml.served import ServedVersion, load_version, serve_model
 from shared.registry import Registry
 from shared.schemas import TrainingParams
-from worker.evaluation.abstention import reliable_subset
+from worker.context import PhaseReporter, Steps
+from worker.evaluation.abstention import balanced_accuracy_interval, reliable_subset
 from worker.evaluation.scores import summarize
 from worker.training.fit import TrainingResult
 
@@ -19,11 +20,12 @@ BATCH = 32
 
 
 def evaluate_external(registry: Registry, version: str, dataset: Dataset, dataset_name: str,
-                      max_pixels: int) -> ExternalReport:
+                      max_pixels: int, reporter: PhaseReporter | None = None) -> ExternalReport:
     """The version's calibrated predictions on every image of ``dataset``, summarized."""
     # Classes the version lacks fail before the version is loaded (seconds, and memory).
     match_classes(dataset.classes, list(registry.manifest(version).classes))
-    return evaluate_loaded(load_version(registry, version), dataset, dataset_name, max_pixels)
+    return evaluate_loaded(load_version(registry, version), dataset, dataset_name, max_pixels,
+                           reporter)
 
 
 def unpublished(result: TrainingResult, params: TrainingParams,
@@ -35,11 +37,13 @@ def unpublished(result: TrainingResult, params: TrainingParams,
 
 
 def evaluate_loaded(model: ServedVersion, dataset: Dataset, dataset_name: str,
-                    max_pixels: int) -> ExternalReport:
-    """``evaluate_external`` on a loaded (or not yet published) model."""
+                    max_pixels: int, reporter: PhaseReporter | None = None) -> ExternalReport:
+    """``evaluate_external`` on a loaded (or not yet published) model; the images scored are
+    reported as the phase "evaluation on <dataset_name>"."""
     version = model.version
     mapping = match_classes(dataset.classes, model.classes)
     paths = [(path, mapping[label]) for label, files in dataset.files.items() for path in files]
+    steps = Steps(reporter, f"evaluation on {dataset_name}", len(paths))
     probabilities, scores, refused = [], [], []
     for start in range(0, len(paths), BATCH):
         # "warn": every image is scored, and the gate's verdict is counted beside it
@@ -50,10 +54,14 @@ def evaluate_loaded(model: ServedVersion, dataset: Dataset, dataset_name: str,
         probabilities.append(result.probabilities)
         if result.shift_scores is not None:
             scores.append(result.shift_scores)
+        steps.advance(len(screened))
     labels = np.array([y for _, y in paths], dtype=np.int64)
     all_probabilities = np.concatenate(probabilities)
     shift = _shift_breakdown(model, labels, all_probabilities, scores)
     metrics = summarize(labels, all_probabilities, model.classes)
+    # the test split's interval comes from the reliability record; another set needs its own
+    metrics = metrics.model_copy(update={"balanced_accuracy_ci": balanced_accuracy_interval(
+        labels, all_probabilities.argmax(axis=1))})
     present = sorted(set(mapping.values()))
     return ExternalReport(
         version=version, evaluated_at=datetime.now(UTC),

@@ -18,7 +18,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from shared.manifest import ClassRates, ConfusionMatrix, SplitMetrics
+from shared.manifest import ClassRates, ConfusionMatrix, SplitMetrics, TemperatureBound
 from shared.ml.calibration import apply_temperature
 
 ECE_BINS = 15
@@ -26,6 +26,8 @@ CONFIDENCE_LEVEL = 0.95
 # Wide enough for any plausible network (Guo et al. 2017 report T of about 1..3) while keeping
 # the bounded search away from T -> 0, where softmax(log p / T) degenerates to one-hot.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
+# The bounded search stops within its tolerance (xatol 1e-4) of an end, never on it.
+BOUND_TOLERANCE = 1e-3
 _TINY = np.finfo(np.float64).tiny
 
 
@@ -126,6 +128,17 @@ def fit_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
         lambda t: negative_log_likelihood(labels, apply_temperature(probabilities, t)),
         bounds=TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-4})
     return float(result.x)
+
+
+def temperature_at_bound(temperature: float) -> TemperatureBound | None:
+    """The end of TEMPERATURE_BOUNDS a fitted temperature stopped at, if any: the best
+    temperature lies beyond it, so the fit did not calibrate the probabilities."""
+    low, high = TEMPERATURE_BOUNDS
+    if temperature <= low + BOUND_TOLERANCE:
+        return "lower"
+    if temperature >= high - BOUND_TOLERANCE:
+        return "upper"
+    return None
 
 
 def reliability_diagram(labels: np.ndarray, probabilities: np.ndarray, path: Path,

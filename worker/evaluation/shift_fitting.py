@@ -10,6 +10,7 @@ from sklearn.covariance import LedoitWolf
 
 from shared.ml.modeling import BLOCK_POOLS
 from shared.ml.shift import INPUT, Detector, Energy, ShiftReference
+from worker.context import Steps
 
 # Which detectors a version fits: feature statistics of the middle blocks, the input's
 # low-level features and the logits' energy: together they separated each external set from
@@ -20,14 +21,18 @@ WITH_ENERGY = True
 QUANTILE = 0.96
 
 
-def features_and_probabilities(extractor: Any, batches: Any) -> tuple[np.ndarray, np.ndarray]:
+def features_and_probabilities(extractor: Any, batches: Any, steps: Steps | None = None
+                               ) -> tuple[np.ndarray, np.ndarray]:
     """One pass of ``shared.ml.shift.feature_model(model)`` over (input, label) batches: the
-    shift features and the (uncalibrated) class probabilities of every image."""
+    shift features and the (uncalibrated) class probabilities of every image, each batch's
+    images counted as ``steps`` done."""
     features, probabilities = [], []
     for x, _ in batches:
         f, p = extractor(x, training=False)
         features.append(np.asarray(f))
         probabilities.append(np.asarray(p))
+        if steps is not None:
+            steps.advance(len(probabilities[-1]))
     return np.concatenate(features), np.concatenate(probabilities)
 
 

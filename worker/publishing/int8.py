@@ -31,6 +31,7 @@ from shared.ml.preprocessing import to_model_input
 from shared.ml.runtimes import OnnxForward
 from shared.ml.shift import ShiftReference, input_features
 from shared.registry.files import INT8_FILE
+from worker.context import PhaseReporter, Steps
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,9 @@ def calibration_sample(pixels: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 
 def quantize(float_file: Path, target: Path, calibration: np.ndarray,
-             method: Int8Calibration, input_name: str) -> None:
+             method: Int8Calibration, input_name: str, steps: Steps | None = None) -> None:
     """Write the statically quantized copy of ``float_file`` (whose input is ``input_name``)
-    to ``target``."""
+    to ``target``; each calibration image read counts as a step done."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -107,7 +108,10 @@ def quantize(float_file: Path, target: Path, calibration: np.ndarray,
             self.batches = ({input_name: to_model_input(image[None])} for image in calibration)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
+            batch = next(self.batches, None)
+            if batch is not None and steps is not None:
+                steps.advance()
+            return batch
 
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         # Shape inference and graph fusions first, as ONNX Runtime's guide prescribes.
@@ -119,7 +123,7 @@ def quantize(float_file: Path, target: Path, calibration: np.ndarray,
                         calibrate_method=methods[method])
 
 
-def _pass(model: Any, pixels: np.ndarray, temperature: float
+def _pass(model: Any, pixels: np.ndarray, temperature: float, steps: Steps | None
           ) -> tuple[np.ndarray, np.ndarray]:
     """Features and calibrated probabilities of every image, a chunk at a time."""
     features, probabilities = [], []
@@ -127,16 +131,20 @@ def _pass(model: Any, pixels: np.ndarray, temperature: float
         f, raw = model(to_model_input(chunk))
         features.append(np.asarray(f))
         probabilities.append(apply_temperature(np.asarray(raw), temperature))
+        if steps is not None:
+            steps.advance(len(chunk))
     return np.concatenate(features), np.concatenate(probabilities)
 
 
-def compare(float_model: Any, int8_model: Any, data: Int8Data) -> Int8Check:
-    """The copy's answers beside the float model's on the test split."""
+def compare(float_model: Any, int8_model: Any, data: Int8Data,
+            steps: Steps | None = None) -> Int8Check:
+    """The copy's answers beside the float model's on the test split; each image passed
+    through either model counts as a step done."""
     from sklearn.metrics import balanced_accuracy_score
 
     pixels, labels = data.pixels["test"], data.labels["test"]
-    ff, pf = _pass(float_model, pixels, data.temperature)
-    fq, pq = _pass(int8_model, pixels, data.temperature)
+    ff, pf = _pass(float_model, pixels, data.temperature, steps)
+    fq, pq = _pass(int8_model, pixels, data.temperature, steps)
     top_f, top_q = pf.argmax(1), pq.argmax(1)
     flag_agreement = score_gap = None
     if data.shift is not None:
@@ -169,10 +177,11 @@ def refusals(check: Int8Check, policy: Int8Policy) -> list[str]:
     return why
 
 
-def export_int8(folder: Path, float_file: Path, data: Int8Data, policy: Int8Policy
-                ) -> Int8Export:
+def export_int8(folder: Path, float_file: Path, data: Int8Data, policy: Int8Policy,
+                reporter: PhaseReporter | None = None) -> Int8Export:
     """Make ``folder/model.int8.onnx``, check it, and keep it only within the policy's limits;
-    returns what the manifest records."""
+    returns what the manifest records. Its images (calibrating, then checking with both
+    models) are reported as the phase "int8 copy"."""
     calibration = calibration_sample(data.pixels["train"], policy.calibration_images, data.seed)
     made = Int8Export(scheme=SCHEME, calibration=policy.calibration,
                       calibration_images=len(calibration), min_agreement=policy.min_agreement,
@@ -181,10 +190,11 @@ def export_int8(folder: Path, float_file: Path, data: Int8Data, policy: Int8Poli
         return made.model_copy(update={"error": "not kept: no test images to check it on"})
     target = folder / INT8_FILE
     started = time.monotonic()
+    steps = Steps(reporter, "int8 copy", len(calibration) + 2 * len(data.labels["test"]))
     try:
         float_model = OnnxForward(float_file, with_features=True)
-        quantize(float_file, target, calibration, policy.calibration, float_model.input)
-        check = compare(float_model, OnnxForward(target, with_features=True), data)
+        quantize(float_file, target, calibration, policy.calibration, float_model.input, steps)
+        check = compare(float_model, OnnxForward(target, with_features=True), data, steps)
     except Exception as exc:  # the quantizer fails in many ways; the version still serves
         if is_out_of_space(exc):
             raise

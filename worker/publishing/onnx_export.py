@@ -20,6 +20,7 @@ from shared.manifest import OnnxExport
 from shared.ml.runtimes import OnnxForward
 from shared.ml.shift import feature_model
 from shared.registry.files import ONNX_FILE
+from worker.context import PhaseReporter, Steps
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,20 @@ log = logging.getLogger(__name__)
 TOLERANCE = 1e-4
 
 
-def export(model: Any, folder: Path, inputs: np.ndarray) -> OnnxExport:
-    """Write ``folder/model.onnx`` and check it; returns what the manifest records."""
+def export(model: Any, folder: Path, inputs: np.ndarray,
+           reporter: PhaseReporter | None = None) -> OnnxExport:
+    """Write ``folder/model.onnx`` and check it; returns what the manifest records. The
+    two steps, converting and checking, are reported as the phase "onnx export"."""
+    steps = Steps(reporter, "onnx export", 2)
     net = feature_model(model)
     expected = [np.asarray(t) for t in net(inputs, training=False)]  # also builds the graph
     path = folder / ONNX_FILE
     try:
         net.export(str(path), format="onnx", verbose=False)
+        steps.advance()
         got = OnnxForward(path, with_features=True)(inputs)
         gap = _gap(expected, got)
+        steps.advance()
     except Exception as exc:  # tf2onnx fails in many ways; the version is still servable
         if is_out_of_space(exc):  # but the disk will not hold the rest of it either
             raise

@@ -39,7 +39,8 @@ from shared.registry.files import (
     SHIFT_FILE,
 )
 from shared.schemas import TrainingParams
-from worker.evaluation.scores import reliability_diagram
+from worker.context import PhaseReporter, Steps
+from worker.evaluation.scores import reliability_diagram, temperature_at_bound
 from worker.publishing import onnx_export
 from worker.publishing.int8 import DEFAULT_POLICY, Int8Data, Int8Policy, export_int8
 from worker.publishing.model_card import card_html, card_markdown
@@ -115,6 +116,7 @@ def build_manifest(result: TrainingResult, params: TrainingParams, dataset: Data
         split=result.split,
         metrics=result.metrics,
         calibration=Calibration(temperature=result.temperature,
+                                at_bound=temperature_at_bound(result.temperature),
                                 ece_before=test.ece_uncalibrated if test else None,
                                 ece_after=test.ece if test else None),
         history=result.history,
@@ -150,42 +152,55 @@ def _verifier(expected: np.ndarray, inputs: np.ndarray) -> Any:
 
 
 def _int8(result: TrainingResult, staging: Path, onnx: OnnxExport,
-          policy: Int8Policy | None) -> Int8Export:
+          policy: Int8Policy | None, reporter: PhaseReporter | None) -> Int8Export:
     if policy is None:
         return Int8Export(error="not made: CXR_EXPORT_INT8 is off")
     if onnx.file is None:
         return Int8Export(error="not made: no ONNX export to quantize")
     data = Int8Data(result.pixels, result.labels, result.temperature, result.shift,
                     seed=result.split.seed or 0)
-    return export_int8(staging, staging / onnx.file, data, policy)
+    return export_int8(staging, staging / onnx.file, data, policy, reporter)
+
+
+def _save(result: TrainingResult, staging: Path) -> None:
+    """The model and the files drawn from the training result: curves, shift reference,
+    gate, reliability diagram."""
+    save_for_serving(result.model, staging / MODEL_FILE)
+    fine_tune_from = result.phases[0].epochs_run if len(result.phases) > 1 else None
+    plot_curves(result.history, staging / CURVES_FILE, fine_tune_from)
+    (staging / SHIFT_FILE).write_bytes(result.shift.to_bytes())
+    if result.gate is not None:
+        (staging / GATE_FILE).write_bytes(result.gate.to_bytes())
+    reliability_diagram(result.test.labels, result.test_probabilities,
+                        staging / RELIABILITY_FILE, title="test split reliability",
+                        probabilities_after=apply_temperature(result.test_probabilities,
+                                                              result.temperature))
 
 
 def publish_result(registry: Registry, result: TrainingResult, manifest: ManifestDraft,
                    activate: bool, export_onnx: bool = True,
-                   int8_policy: Int8Policy | None = DEFAULT_POLICY) -> str:
-    """Save into staging, verify by reloading, and publish atomically (and activate)."""
+                   int8_policy: Int8Policy | None = DEFAULT_POLICY,
+                   reporter: PhaseReporter | None = None) -> str:
+    """Save into staging, verify by reloading, and publish atomically (and activate); each
+    step (saving, the exports, publishing) is reported as a phase."""
     registry.clean_staging()  # what crashed publishes left, hours ago
     staging = registry.new_staging()
     try:
-        save_for_serving(result.model, staging / MODEL_FILE)
-        fine_tune_from = result.phases[0].epochs_run if len(result.phases) > 1 else None
-        plot_curves(result.history, staging / CURVES_FILE, fine_tune_from)
-        (staging / SHIFT_FILE).write_bytes(result.shift.to_bytes())
-        if result.gate is not None:
-            (staging / GATE_FILE).write_bytes(result.gate.to_bytes())
-        reliability_diagram(result.test.labels, result.test_probabilities,
-                            staging / RELIABILITY_FILE, title="test split reliability",
-                            probabilities_after=apply_temperature(result.test_probabilities,
-                                                                  result.temperature))
-        onnx = (onnx_export.export(result.model, staging, result.sample_inputs) if export_onnx
-                else OnnxExport(error="not exported: CXR_EXPORT_ONNX is off"))
+        saving = Steps(reporter, "saving", 1)
+        _save(result, staging)
+        saving.advance()
+        onnx = (onnx_export.export(result.model, staging, result.sample_inputs, reporter)
+                if export_onnx else OnnxExport(error="not exported: CXR_EXPORT_ONNX is off"))
         manifest = manifest.model_copy(update={"onnx": onnx, "int8": _int8(
-            result, staging, onnx, int8_policy)})
+            result, staging, onnx, int8_policy, reporter)})
+        steps = Steps(reporter, "publishing", 1)
         # Called, not predict(): a few images need no traced function (a second or so each).
         expected = np.asarray(result.model(result.sample_inputs, training=False))
         verify = _verifier(expected, result.sample_inputs)
-        return registry.publish(staging, manifest, verify=verify, activate=activate,
-                                render=write_card)
+        version = registry.publish(staging, manifest, verify=verify, activate=activate,
+                                   render=write_card)
+        steps.advance()
+        return version
     except OSError as exc:
         if is_out_of_space(exc):
             raise StorageFull(f"the models folder ran out of space while publishing: {exc}; "

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from shared.manifest import ExternalFigures
 from shared.ml.modeling import resolve_base_weights
 from shared.registry import open_registry
 from shared.schemas import EvaluationParams, JobProgress, JobState, JobStatus, TrainingParams
-from worker.context import JobContext
+from worker.context import BatchProgress, JobContext
 from worker.evaluation.external import evaluate_external, evaluate_loaded, unpublished
 from worker.publishing.int8 import Int8Policy
 from worker.publishing.promotion import chance_reason, gate
@@ -41,6 +41,13 @@ class StoreReporter:
     def __init__(self, store: JobStore, job_id: str) -> None:
         self.store, self.job_id = store, job_id
         self.cancelled = threading.Event()
+
+    def batch_end(self, progress: BatchProgress) -> None:
+        """Nothing: the store keeps epochs; a batch's progress is for a console."""
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        if done == 0:  # the log says where a job is after training, not every step
+            log.info("%s started", name, extra={"phase": name, "steps": total})
 
     def epoch_end(self, progress: JobProgress) -> bool:
         metrics.epoch_done()
@@ -160,7 +167,7 @@ def run_evaluation(job_id: str, settings: Settings, store: JobStore | None = Non
         registry = open_registry(settings)
         dataset = discover(dataset_path(settings.data_dir, params.dataset), min_classes=1)
         report = evaluate_external(registry, params.version, dataset, params.dataset,
-                                   settings.max_image_pixels)
+                                   settings.max_image_pixels, reporter)
         registry.save_evaluation(params.version, report)
         return params.version
 
@@ -218,24 +225,31 @@ def _train_and_publish(reporter: StoreReporter, settings: Settings,
 
 
 def _external_figures(result: TrainingResult, params: TrainingParams, classes: list[str],
-                      context: JobContext) -> dict[str, ExternalFigures]:
+                      external: Mapping[str, Dataset], context: JobContext
+                      ) -> dict[str, ExternalFigures]:
     """The trained model scored on each of the request's external datasets."""
-    if not params.external_datasets:
+    if not external:
         return {}
     model = unpublished(result, params, classes)
-    return {name: evaluate_loaded(
-        model, discover(dataset_path(context.settings.data_dir, name), min_classes=1), name,
-        context.max_pixels).figures() for name in params.external_datasets}
+    return {name: evaluate_loaded(model, dataset, name, context.max_pixels,
+                                  context.reporter).figures()
+            for name, dataset in external.items()}
 
 
-def train_and_publish(dataset: Dataset, params: TrainingParams, context: JobContext) -> str:
-    """Train on a discovered dataset and publish the result (activated if the gate agrees)."""
+def train_and_publish(dataset: Dataset, params: TrainingParams, context: JobContext,
+                      external: Mapping[str, Dataset] | None = None) -> str:
+    """Train on a discovered dataset and publish the result (activated if the gate agrees).
+    ``external``: the sets of ``params.external_datasets`` by name, discovered (the command
+    line's folders); when not given, they are found under CXR_DATA_DIR."""
     params, settings, reporter = params.seeded(), context.settings, context.reporter
     weights = resolve_base_weights(params.base_weights, settings)  # fails before any work
+    if external is None:  # found before training, so that a missing one fails at once
+        external = {name: discover(dataset_path(settings.data_dir, name), min_classes=1)
+                    for name in params.external_datasets}
     result = train_model(dataset, params, weights, context, Runtime.from_settings(settings))
     if reporter.cancel_requested():
         raise JobCancelled("cancelled before publishing")
-    external = _external_figures(result, params, dataset.classes, context)
+    figures = _external_figures(result, params, dataset.classes, external, context)
     if reporter.cancel_requested():
         raise JobCancelled("cancelled before publishing")
     registry = open_registry(settings)
@@ -247,8 +261,8 @@ def train_and_publish(dataset: Dataset, params: TrainingParams, context: JobCont
                      else None)
     manifest = build_manifest(result, params, dataset, weights,
                               parent=active.version if active else None, promotion=promotion,
-                              external=external)
+                              external=figures)
     return publish_result(registry, result, manifest, activate=promotion.activated,
                           export_onnx=settings.export_onnx,
                           int8_policy=Int8Policy.from_settings(settings)
-                          if settings.export_int8 else None)
+                          if settings.export_int8 else None, reporter=reporter)

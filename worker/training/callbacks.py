@@ -10,7 +10,12 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 from shared.schemas import EpochMetrics, JobProgress
-from worker.context import Reporter
+from worker.context import BatchProgress, Reporter
+
+
+def _finite(logs: dict[str, Any], key: str) -> float | None:
+    value = float(logs[key]) if key in logs else math.nan
+    return value if math.isfinite(value) else None
 
 
 def progress_callback(reporter: Reporter, total_epochs: int, phase: str) -> Any:
@@ -18,8 +23,17 @@ def progress_callback(reporter: Reporter, total_epochs: int, phase: str) -> Any:
 
     class Progress(keras.callbacks.Callback):
         cancelled = False
+        _epoch = 0
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._epoch = epoch
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = logs or {}
+            reporter.batch_end(BatchProgress(
+                epoch=self._epoch + 1, epochs=total_epochs, phase=phase, batch=batch + 1,
+                batches=self.params.get("steps"), loss=_finite(logs, "loss"),
+                accuracy=_finite(logs, "accuracy")))
             # Keras 3 checks stop_training after every batch: a cancel stops the next one.
             if reporter.cancel_requested():
                 self._stop()

@@ -19,7 +19,7 @@ from shared.ml.modeling import OUTPUT_LAYER, ModelConfig, build_model, set_phase
 from shared.ml.reliability import ReliabilityRecord
 from shared.ml.shift import ShiftReference, block_slices, feature_model, input_features
 from shared.schemas import TrainingParams
-from worker.context import JobContext, Reporter
+from worker.context import JobContext, Reporter, Steps
 from worker.data.pipeline import (
     Split,
     augmentation,
@@ -243,11 +243,15 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
     # one pass per split gives both the shift features and the probabilities
     with runtime.scope():
         extractor = feature_model(model)
+    passes = Steps(reporter, "evaluation", sum(len(split) for split in labels.values()))
     train_features, _ = features_and_probabilities(
-        extractor, data.pipeline("train", params.batch_size))
-    val_features, val_raw = features_and_probabilities(extractor, val)
-    test_features, raw = features_and_probabilities(extractor, test)
+        extractor, data.pipeline("train", params.batch_size), passes)
+    val_features, val_raw = features_and_probabilities(extractor, val, passes)
+    test_features, raw = features_and_probabilities(extractor, test, passes)
+    # temperature, shift reference, reliability record, chest-radiograph gate
+    calibration = Steps(reporter, "calibration", 4)
     temperature = fit_temperature(labels["validation"], val_raw)
+    calibration.advance()
     test_metrics = test_report(labels["test"], raw, temperature, dataset.classes)
     calibrated_test = apply_temperature(raw, temperature)
     sources = data.splits["test"].sources
@@ -260,17 +264,20 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
         dense=tuple(model.get_layer(OUTPUT_LAYER).get_weights()))
     test_scores = reference.scores(test_features, inputs["test"])
     reference = replace(reference, test_scores=test_scores)
+    calibration.advance()
     flagged = test_scores > reference.threshold
     reliability = fit_reliability(
         apply_temperature(val_raw, temperature), labels["test"],
         calibrated_test, flagged, len(dataset.classes),
         params.confidence_coverage, seed)
+    calibration.advance()
     metrics = Metrics(test=test_metrics.model_copy(update={
         "shift_flag_rate": float(flagged.mean()) if len(flagged) else None,
         "balanced_accuracy_ci": reliability.balanced_accuracy_ci}), test_by_source=test_by_source)
     gate = (fit_gate(list(data.arrays["train"][..., 0]),
                      list(data.arrays["validation"][..., 0]), seed)
             if len(labels["train"]) >= params.gate_min_images else None)
+    calibration.advance()
     summary = split_summary(data.splits, dataset.classes, seed, data.details, loss_weights)
     phases = [Phase.model_validate(phase | {"runtime": runtime.describe()})
               for phase in progress.phases_done]

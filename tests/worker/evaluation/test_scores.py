@@ -19,6 +19,7 @@ from worker.evaluation.scores import (
     negative_log_likelihood,
     reliability_diagram,
     summarize,
+    temperature_at_bound,
     wilson_interval,
 )
 
@@ -168,6 +169,19 @@ def test_temperature_scaling_repairs_an_over_confident_model() -> None:
 def test_temperature_of_a_calibrated_model_is_about_one() -> None:
     labels, probabilities = sharpened(seed=4, power=1.0)
     assert fit_temperature(labels, probabilities) == pytest.approx(1.0, abs=0.1)
+    assert temperature_at_bound(fit_temperature(labels, probabilities)) is None
+
+
+def test_a_fit_that_ends_at_a_bound_of_its_search_says_which() -> None:
+    # Confident answers unrelated to the labels: the best temperature is infinite.
+    rng = np.random.default_rng(0)
+    guesses, labels = rng.dirichlet([0.2] * 3, size=60), rng.integers(0, 3, 60)
+    assert temperature_at_bound(fit_temperature(labels, guesses)) == "upper"
+    # Always right but hardly more probable than the rest: the best temperature is zero.
+    labels = np.arange(30) % 3
+    timid = np.full((30, 3), 0.3)
+    timid[np.arange(30), labels] = 0.4
+    assert temperature_at_bound(fit_temperature(labels, timid)) == "lower"
 
 
 @pytest.mark.parametrize("with_after", [False, True])

@@ -39,6 +39,7 @@ from shared.schemas import JobProgress, TrainingParams
 from tests.helpers.versions import TINY, Recorder, Trained
 from worker.context import JobContext
 from worker.data.pipeline import load_split_pixels, make_pipeline, split_dataset
+from worker.evaluation.scores import temperature_at_bound
 from worker.runner.jobs import train_and_publish
 
 
@@ -119,6 +120,7 @@ def test_the_trained_version_is_complete_and_sealed(trained: Trained) -> None:
     calibration = manifest.calibration
     assert calibration is not None and calibration.temperature > 0
     assert calibration.fitted_on == "validation" and calibration.ece_after == test.ece
+    assert calibration.at_bound == temperature_at_bound(calibration.temperature)
 
 
 def test_a_version_no_better_than_chance_is_published_but_not_activated(
@@ -202,6 +204,20 @@ def test_the_schedule_runtime_and_preprocessing_are_recorded(trained: Trained) -
         assert runtime["precision_policy"] == "float32" and runtime["strategy"] == "default"
     assert all(p.last and p.last.val_balanced_accuracy is not None and p.last.elapsed_s
                for p in trained.recorder.progress)
+    # every batch reports where it stands in its epoch, and every step after training its own
+    # progress, from its start (0 done) to its end
+    assert manifest.split.train is not None
+    batches = -(-sum(manifest.split.train.counts.values()) // trained.params.batch_size)
+    assert [(b.epoch, b.batch) for b in trained.recorder.batches] == [
+        (epoch, batch) for epoch in (1, 2, 3) for batch in range(1, batches + 1)]
+    assert all(b.batches == batches and b.epochs == 3 and b.phase == "full" and b.loss
+               for b in trained.recorder.batches)
+    phases = trained.recorder.phases
+    assert [name for name, done, _ in phases if done == 0] == [
+        "evaluation", "calibration", "saving", "onnx export", "int8 copy", "publishing"]
+    assert [name for name, done, total in phases if done == total > 0] == [
+        "evaluation", "calibration", "saving", "onnx export", "int8 copy", "publishing"]
+    assert ("evaluation", 36, 36) in phases
     # every new version decodes large images at reduced size
     options = PreprocessOptions(equalize="clahe", crop_border=0.05, reduce_large=True)
     assert manifest.preprocessing_options == options.as_dict()

@@ -1,0 +1,141 @@
+"""`cxr predict`: classify local images with a published version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Column
+
+from cxr_cli.models import chosen_version
+from cxr_cli.output import answer_console, table
+from cxr_cli.runtime import Verbose, load_settings, start_tensorflow
+from shared.errors import CxrError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from shared.config import Settings
+    from shared.ml.served import ServedVersion
+    from shared.schemas import ChestXrayCheck, Prediction
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
+PREDICT_CHUNK = 16  # images decoded and passed at once: bounds memory on a large folder
+
+
+def _images(paths: list[Path]) -> list[Path]:
+    """Each path, a folder standing for the image files in it (sorted, not recursive)."""
+    images: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            images.append(path)
+            continue
+        found = sorted(p for p in path.iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise typer.BadParameter(f"no .png, .jpg, .jpeg or .dcm file in {path}")
+        images.extend(found)
+    return images
+
+
+def _screened(model: ServedVersion, path: Path, settings: Settings
+              ) -> tuple[np.ndarray, ChestXrayCheck | None]:
+    try:
+        image = model.decode(path.read_bytes(), settings.max_image_pixels)
+    except OSError as exc:  # one unreadable file fails alone, as a bad image does
+        from shared.errors import InvalidImage
+
+        raise InvalidImage(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return model.screen(image, settings.xray_gate)
+
+
+def _answers(model: ServedVersion, paths: list[Path], settings: Settings
+             ) -> list[Prediction | CxrError]:
+    """Each image's answer or its own error, in order; one forward pass per chunk."""
+    import numpy as np
+
+    from shared.ml.served import with_check
+
+    answers: list[Prediction | CxrError] = []
+    for start in range(0, len(paths), PREDICT_CHUNK):
+        chunk: list[Prediction | CxrError | None] = []
+        good: list[tuple[int, np.ndarray, ChestXrayCheck | None]] = []
+        for path in paths[start:start + PREDICT_CHUNK]:
+            try:
+                good.append((len(chunk), *_screened(model, path, settings)))
+                chunk.append(None)
+            except CxrError as exc:
+                chunk.append(exc)
+        if good:
+            batch = model.predict_batch(np.stack([pixels for _, pixels, _ in good]))
+            for (i, _, check), answer in zip(good, batch, strict=True):
+                chunk[i] = with_check(answer, check)
+        answers.extend(a for a in chunk if a is not None)
+    return answers
+
+
+def _print_table(paths: list[Path], answers: list[Prediction | CxrError]) -> None:
+    console = answer_console()
+    # Folded, not cut with an ellipsis: a file name is only useful whole.
+    shown = table(console, Column("File", overflow="fold"), "Label",
+                  Column("Probability", justify="right"), Column("Reliable", overflow="fold"))
+    for path, answer in zip(paths, answers, strict=True):
+        if isinstance(answer, CxrError):
+            shown.add_row(str(path), "-", "-", f"error: {answer.code}: {answer.message}")
+            continue
+        reliable = "yes" if answer.reliable else "no: " + ", ".join(answer.reasons)
+        top = answer.probabilities[answer.label]
+        shown.add_row(str(path), answer.label, f"{top:.1%}", reliable)
+    console.print(shown)
+
+
+def _print_json(paths: list[Path], answers: list[Prediction | CxrError]) -> None:
+    entries = [{"file": str(path), "error": {"code": a.code, "message": a.message}}
+               if isinstance(a, CxrError) else
+               {"file": str(path), "prediction": a.model_dump(mode="json")}
+               for path, a in zip(paths, answers, strict=True)]
+    typer.echo(json.dumps(entries, indent=2))
+
+
+def _print_one(answer: Prediction | CxrError) -> None:
+    """One image answers as it always has (scripts read this JSON); its error is the
+    command's."""
+    if isinstance(answer, CxrError):
+        raise answer
+    typer.echo(answer.model_dump_json(indent=2))
+    if not answer.reliable:
+        typer.echo(f"not a finding: {', '.join(answer.reasons)}", err=True)
+
+
+def predict(
+    files: Annotated[list[Path], typer.Argument(
+        exists=True, help="Images, or folders of them (.png .jpg .jpeg .dcm, not recursive).")],
+    version: Annotated[str | None, typer.Option(
+        help="The version to ask; the active one if omitted.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON even for several images: one "
+                                                          "{file, prediction|error} each.")]
+    = False,
+    verbose: Verbose = False,
+) -> None:
+    """Classify images with the active (or a given) version: one image prints its JSON,
+    several a table; exit 1 if any image failed."""
+    from shared.registry import open_registry
+
+    settings = load_settings()
+    registry = open_registry(settings)
+    chosen = chosen_version(registry, version, "--version")
+    paths = _images(files)
+    start_tensorflow(verbose)
+    from shared.ml.served import load_version
+
+    answers = _answers(load_version(registry, chosen), paths, settings)
+    if len(answers) == 1:
+        _print_one(answers[0])
+        return
+    (_print_json if as_json else _print_table)(paths, answers)
+    failed = sum(isinstance(a, CxrError) for a in answers)
+    if failed:
+        typer.echo(f"{failed} of {len(answers)} images failed", err=True)
+        raise typer.Exit(1)
