@@ -25,7 +25,7 @@ EXTRA_MODULES = {
     "api": ("fastapi", "uvicorn", "multipart", "fastapi_offline", "threadpoolctl",
             "onnxruntime"),
     "worker": ("matplotlib", "sklearn", "imagehash", "markdown_it", "tf2onnx", "onnx",
-               "onnxruntime"),
+               "onnxruntime", "sympy"),
 }
 
 

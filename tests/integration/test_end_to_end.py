@@ -1,6 +1,8 @@
 """The mission end to end over HTTP: upload, retrain, publish, hot reload, roll back; bad
 input refused and a running job cancelled on the way. One flow per broker: each service start
-costs tens of core-seconds, so the checks share one."""
+costs tens of core-seconds, so the checks share one. On the embedded broker the flow stops at
+the first version: what differs between brokers is queueing and the job store, and each job
+costs a TensorFlow start in a fresh process."""
 
 from __future__ import annotations
 
@@ -63,42 +65,51 @@ def test_upload_refuse_bad_input_cancel_retrain_evaluate_hot_reload_and_roll_bac
         assert ready.pop("model_batch_size") in {1, 2, 4, 8, 16}
         assert ready == {"ready": True, "model_version": v1, "model_error": None, "broker": "ok"}
 
-        external_zip = io.BytesIO()
-        with zipfile.ZipFile(external_zip, "w") as archive:
-            for folder in ("COVID", "NORMAL", "VIRAL_PNEUMONIA"):
-                for path in sorted((image_dataset_root / folder).iterdir())[:5]:
-                    archive.write(path, f"{folder}/{path.name}")
-        assert client.post("/datasets", data={"name": "external"},
-                           files={"file": external_zip.getvalue()}).status_code == 201
-        queued = client.post(f"/models/{v1}/evaluate", json={"dataset": "external"})
-        assert queued.status_code == 202, queued.text
-        evaluation = wait_job(client, queued.json()["job_id"])
-        assert evaluation["state"] == "succeeded" and evaluation["kind"] == "evaluate"
-        [report] = client.get(f"/models/{v1}/evaluations").json()
-        assert report["kind"] == "external" and report["metrics"]["images"] == 15
-        assert report["dataset"]["class_mapping"]["VIRAL_PNEUMONIA"] == "Viral Pneumonia"
-        assert report["distribution_shift"]["images"] == 15
-        assert client.post(f"/models/{v1}/evaluate", json={"dataset": "nope"}).status_code == 404
+        if "CXR_BROKER_URL" in service.env:  # the rest is the API's and the registry's work,
+            # the same on either broker: once is enough
+            evaluate_replace_and_roll_back(client, image_dataset_root, image, v1, cancelled)
+        else:
+            assert [j["job_id"] for j in client.get("/jobs").json()["jobs"]][-1] == cancelled
 
-        v2 = retrain(client, seed=2, activate="always")["model_version"]
-        assert v2 != v1
-        served_version(client, image, v2)
-        assert client.get(f"/models/{v2}").json()["parent"] == v1
 
-        v3 = retrain(client, seed=3, activate="never")["model_version"]
-        listing = client.get("/models").json()
-        assert listing["active"] == v2
-        candidate = next(m for m in listing["versions"] if m["version"] == v3)
-        assert candidate["promotion"]["activated"] is False
-        assert "candidate" in candidate["promotion"]["reason"]
+def evaluate_replace_and_roll_back(client: httpx.Client, image_dataset_root: Path,
+                                   image: bytes, v1: str, cancelled: str) -> None:
+    external_zip = io.BytesIO()
+    with zipfile.ZipFile(external_zip, "w") as archive:
+        for folder in ("COVID", "NORMAL", "VIRAL_PNEUMONIA"):
+            for path in sorted((image_dataset_root / folder).iterdir())[:5]:
+                archive.write(path, f"{folder}/{path.name}")
+    assert client.post("/datasets", data={"name": "external"},
+                       files={"file": external_zip.getvalue()}).status_code == 201
+    queued = client.post(f"/models/{v1}/evaluate", json={"dataset": "external"})
+    assert queued.status_code == 202, queued.text
+    evaluation = wait_job(client, queued.json()["job_id"])
+    assert evaluation["state"] == "succeeded" and evaluation["kind"] == "evaluate"
+    [report] = client.get(f"/models/{v1}/evaluations").json()
+    assert report["kind"] == "external" and report["metrics"]["images"] == 15
+    assert report["dataset"]["class_mapping"]["VIRAL_PNEUMONIA"] == "Viral Pneumonia"
+    assert report["distribution_shift"]["images"] == 15
+    assert client.post(f"/models/{v1}/evaluate", json={"dataset": "nope"}).status_code == 404
 
-        activated = client.post(f"/models/{v1}/activate")
-        assert activated.status_code == 200 and activated.json()["active"] == v1
-        served_version(client, image, v1, timeout=15)
-        jobs = client.get("/jobs").json()["jobs"]
-        # newest first; the third is the evaluation of v1
-        assert [j["model_version"] for j in jobs] == [v3, v2, v1, v1, None]
-        assert jobs[-1]["job_id"] == cancelled
+    v2 = retrain(client, seed=2, activate="always")["model_version"]
+    assert v2 != v1
+    served_version(client, image, v2)
+    assert client.get(f"/models/{v2}").json()["parent"] == v1
+
+    v3 = retrain(client, seed=3, activate="never")["model_version"]
+    listing = client.get("/models").json()
+    assert listing["active"] == v2
+    candidate = next(m for m in listing["versions"] if m["version"] == v3)
+    assert candidate["promotion"]["activated"] is False
+    assert "candidate" in candidate["promotion"]["reason"]
+
+    activated = client.post(f"/models/{v1}/activate")
+    assert activated.status_code == 200 and activated.json()["active"] == v1
+    served_version(client, image, v1, timeout=15)
+    jobs = client.get("/jobs").json()["jobs"]
+    # newest first; the third is the evaluation of v1
+    assert [j["model_version"] for j in jobs] == [v3, v2, v1, v1, None]
+    assert jobs[-1]["job_id"] == cancelled
 
 
 def bad_input_is_refused(client: httpx.Client, service: Service, image: bytes) -> None:
