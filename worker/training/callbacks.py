@@ -84,8 +84,10 @@ def epoch_logs_callback(model: Any, val: Any, labels: np.ndarray, started: float
             if logs is None:
                 return
             if len(labels):
-                # the whole classifier, also while only its head is being fitted; called on
-                # each batch, not predict(): no function to trace for it (a tiny job's 0.3 s)
+                # the model being fitted on its own validation input: the classifier on images,
+                # or its head on cached features (the same answers, without running the frozen
+                # base again each epoch); called on each batch, not predict(): no function to
+                # trace for it (a tiny job's 0.3 s)
                 predicted = np.concatenate([np.asarray(model(x, training=False)).argmax(axis=1)
                                             for x, _ in val])
                 logs["val_balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted))

@@ -123,7 +123,7 @@ def _fit_phases(model: Any, data: Prepared, params: TrainingParams, reporter: Re
     import keras
 
     started = time.monotonic()
-    val, val_labels = data.pipeline("validation", params.batch_size), data.labels("validation")
+    val_labels = data.labels("validation")
     for index, (phase, learning_rate, epochs) in enumerate(plan_phases(params)):
         if index < progress.phase:
             continue  # finished before a resume
@@ -138,7 +138,7 @@ def _fit_phases(model: Any, data: Prepared, params: TrainingParams, reporter: Re
         runtime.build_for_fit(fitted, train)
         start = len(progress.history.get("loss", []))
         divergence = divergence_callback()
-        callbacks = [divergence, epoch_logs_callback(model, val, val_labels, started),
+        callbacks = [divergence, epoch_logs_callback(fitted, fit_val, val_labels, started),
                      checkpoints.epoch_callback(checkpoint_dir, progress, model),
                      *_callbacks(reporter, params, phase, started)]
         if params.lr_schedule == "cosine":
