@@ -293,21 +293,31 @@ class Manifest(ManifestDraft):
     def temperature(self) -> float:
         return self.calibration.temperature if self.calibration else 1.0
 
+    @property
+    def effective_reliability(self) -> ReliabilityRecord | None:
+        """The version's record; for one published before the record, what its test interval
+        alone says (whether it beats chance; no confidence threshold), so that its answers are
+        marked as any other version's are."""
+        test = self.metrics.test
+        if self.reliability is not None or test is None or test.balanced_accuracy_ci is None:
+            return self.reliability
+        chance = 1 / len(self.classes)
+        return ReliabilityRecord(
+            confidence_threshold=None, confidence_coverage=1.0, chance=chance,
+            balanced_accuracy_ci=test.balanced_accuracy_ci,
+            better_than_chance=above_chance(test.balanced_accuracy_ci, chance))
+
     def summary(self) -> ModelSummary:
-        test, chance = self.metrics.test, 1 / len(self.classes)
-        if self.reliability:
-            interval = self.reliability.balanced_accuracy_ci
-            beats_chance: bool | None = self.reliability.better_than_chance
-        else:  # published before the record: its test interval alone tells
-            interval = test.balanced_accuracy_ci if test else None
-            beats_chance = None if interval is None else above_chance(interval, chance)
+        test, record = self.metrics.test, self.effective_reliability
         return ModelSummary(version=self.version, created_at=self.created_at,
                             dataset=self.dataset.name, classes=self.classes,
                             image_size=self.image_size, metrics=self.metrics,
                             parent=self.parent, promotion=self.promotion,
                             test_images=test.images if test else None,
-                            balanced_accuracy_ci=interval, chance=chance,
-                            better_than_chance=beats_chance, calibration=self.calibration)
+                            balanced_accuracy_ci=record.balanced_accuracy_ci if record else None,
+                            chance=1 / len(self.classes),
+                            better_than_chance=record.better_than_chance if record else None,
+                            calibration=self.calibration)
 
 
 class ModelSummary(BaseModel):

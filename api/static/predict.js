@@ -147,7 +147,7 @@ async function predict() {
     const version = answer.model_version || response.headers.get("X-Model-Version");
     const summary = await versionSummary(version);
     if (run !== predictRun) return;
-    renderPrediction(judged(answer, summary), version, summary);
+    renderPrediction(answer, version, summary);
   } catch (error) {
     if (run === predictRun) sayError(predictStatus, error);
   } finally {
@@ -178,15 +178,6 @@ function labelOf(answer, id) {
 }
 
 const reasonsOf = (answer) => (answer.reasons || []).map((code) => REASONS[code] || code);
-
-// The answer with its version's own record applied where the service did not apply it
-// (versions published before the record, judged by their test interval).
-function judged(answer, summary) {
-  const reasons = answer.reasons || [];
-  const atChance = summary && summary.better_than_chance === false;
-  if (!atChance || reasons.includes("version_not_better_than_chance")) return answer;
-  return { ...answer, reliable: false, reasons: [...reasons, "version_not_better_than_chance"] };
-}
 
 function renderLabel(answer) {
   const line = $("label-line");
@@ -261,9 +252,7 @@ async function predictSeveral() {
       throw new ApiError(0, null, "This service answers one image per request: " +
                          "choose one file.");
     }
-    const summary = await versionSummary(answer.model_version);
-    if (run !== predictRun) return;
-    renderSeveral(answer, summary);
+    renderSeveral(answer);
   } catch (error) {
     if (run !== predictRun) return;
     // common.js words every 413 as one file too large; this one is a count.
@@ -294,9 +283,8 @@ function batchRow(entry) {
       ? `Not reliable: ${reasonsOf(answer).join("; ")}.` : "Reliable" }));
 }
 
-function renderSeveral(answer, summary) {
-  const entries = answer.images.map((entry) => (entry.prediction
-    ? { ...entry, prediction: judged(entry.prediction, summary) } : entry));
+function renderSeveral(answer) {
+  const entries = answer.images;
   $("batch-body").replaceChildren(...entries.map(batchRow));
   $("batch-version").textContent = answer.model_version;
   $("batch").hidden = false;

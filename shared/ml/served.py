@@ -190,7 +190,7 @@ def load_version(registry: Registry, version: str, runtime: Runtime = "tensorflo
             temperature=manifest.temperature, options=options,
             shift=ShiftReference.load(shift_file) if shift_file is not None else None,
             gate=ChestGate.load(gate_file) if gate_file is not None else None,
-            reliability=manifest.reliability,
+            reliability=manifest.effective_reliability,
             onnx_file=registry.verified_file(version, ONNX_FILE)
             if runtime != "tensorflow" else None,
             int8_file=int8_file, runtime=runtime, warm_batch_sizes=warm_batch_sizes,

@@ -28,6 +28,15 @@ def test_a_summary_carries_the_test_size_interval_chance_and_calibration() -> No
     assert summary.better_than_chance is False
 
 
+def test_a_version_published_before_the_record_marks_its_answers_by_its_interval() -> None:
+    from shared.ml.reliability import reasons
+
+    record = sealed(metrics=AT_CHANCE).effective_reliability
+    assert record is not None and record.confidence_threshold is None
+    # what the served version tells every client (/predict, /v2, the CLI), not the page alone
+    assert reasons(0.99, False, record) == ["version_not_better_than_chance"]
+
+
 def test_the_reliability_record_decides_over_the_metrics_when_a_version_has_one() -> None:
     record = ReliabilityRecord(confidence_threshold=None, confidence_coverage=0.95,
                                chance=1 / 3, balanced_accuracy_ci=[0.5, 0.9],
