@@ -10,8 +10,9 @@ from fastapi import Request
 from shared import logs
 from shared.errors import BrokerUnavailable
 from shared.job_store import JobStore
-from shared.schemas import EvaluationParams, JobAccepted, JobState, TrainingParams
+from shared.schemas import EvaluationParams, JobAccepted, JobState
 from shared.task_queue import TRAINING_QUEUE
+from shared.training_params import TrainingParams
 
 
 def enqueue(task: str, params: TrainingParams | EvaluationParams, request: Request,

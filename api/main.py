@@ -22,9 +22,9 @@ from api.serving import ModelServer
 from api.versions_cache import VersionCache
 from shared.config import Settings, get_settings
 from shared.job_store import open_job_store
+from shared.loading import load_version
 from shared.logs import configure_logging
 from shared.ml.runtimes import configure_tensorflow_threads, warm_batch_sizes
-from shared.ml.served import load_version
 from shared.registry import open_registry
 from shared.task_queue import make_celery
 

@@ -17,7 +17,8 @@ import weakref
 from collections.abc import Callable
 
 from shared.errors import CxrError, NoActiveModel, RegistryUnavailable
-from shared.ml.served import ServedVersion, load_version
+from shared.loading import load_version
+from shared.ml.served import ServedVersion
 from shared.registry import ActivePointer, Registry
 
 log = logging.getLogger(__name__)

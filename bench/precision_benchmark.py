@@ -5,7 +5,7 @@
 2. calibration: the INT8 check of each calibration method on the same version and holdout;
 3. ceilings: the forward pass called directly in each runtime and precision (TensorFlow
    float32, ONNX Runtime float32 and INT8, and TensorFlow with oneDNN bfloat16), batch 1 to 32;
-4. service: `cxr serve` with CXR_INFERENCE_PRECISION=auto and =float at concurrency 1, 4, 16,
+4. service: `cxr serve` with CXR_INFERENCE_PRECISION=auto and =float32 at concurrency 1, 4, 16,
    64, and requests of 8 images against requests of one at the same concurrency.
 
 Writes bench/results/precision_224px.{json,md} and prints the table.
@@ -55,7 +55,7 @@ def train(work: Path, size: int, per_class: int, epochs: int) -> tuple[str, floa
     """A version trained and published in process, as a worker does; its seconds."""
     from shared.config import Settings
     from shared.datasets import discover
-    from shared.schemas import TrainingParams
+    from shared.training_params import TrainingParams
     from tests.helpers.versions import Recorder
     from worker.context import JobContext
     from worker.runner.jobs import train_and_publish
@@ -82,7 +82,7 @@ def publish_check_again(work: Path) -> tuple[str, Any]:
     from shared.datasets import discover
     from shared.ml.shift import ShiftReference
     from shared.registry.local import LocalRegistry
-    from shared.schemas import TrainingParams
+    from shared.training_params import TrainingParams
     from tests.helpers.versions import republish
     from worker.publishing.int8 import Int8Data, Int8Policy, export_int8
     from worker.training.fit import prepare_data
@@ -110,7 +110,7 @@ def publish_check_again(work: Path) -> tuple[str, Any]:
 def int8_data(models: Path, version: str, work: Path, count: int) -> Any:
     """The version's training images (for calibrating), and radiographs it never saw (a
     holdout of our own, for comparing methods)."""
-    from shared.ml.served import load_version
+    from shared.loading import load_version
     from shared.registry.local import LocalRegistry
     from worker.publishing.int8 import Int8Data
 
@@ -172,8 +172,8 @@ def bf16_forward(model: Any, size: int, layout: str) -> Any:
 
 def ceilings(models: Path, version: str, int8_file: Path, batches: list[int]
              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from shared.loading import load_version
     from shared.ml.runtimes import OnnxForward, compiled_forward
-    from shared.ml.served import load_version
     from shared.registry.local import LocalRegistry
 
     loaded = load_version(LocalRegistry(models), version)
@@ -321,7 +321,7 @@ def main() -> None:
     images = request_images(60)
     url = f"http://127.0.0.1:{args.port}"
     result["service"] = []
-    for name, precision in (("auto", "auto"), ("float", "float")):
+    for name, precision in (("auto", "auto"), ("float32", "float32")):
         env = {**service_env(work, args.port), "CXR_INFERENCE_PRECISION": precision}
         server = start([sys.executable, "-m", "cxr_cli", "serve"], env, url)
         try:

@@ -113,8 +113,9 @@ def publish(registry: Any, size: int, count: int) -> tuple[list[str], list[dict[
     """``count`` random-weight versions, published without activating; their figures."""
     import keras
 
+    from shared.checksums import sha256_file
     from shared.manifest import DatasetRecord, ManifestDraft
-    from shared.ml.modeling import ModelConfig, build_model, sha256_file
+    from shared.ml.modeling import ModelConfig, build_model
     from shared.registry.files import MODEL_FILE
 
     versions, rows = [], []

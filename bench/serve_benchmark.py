@@ -53,7 +53,7 @@ def service_env(work: Path, port: int) -> dict[str, str]:
             "CXR_STATE_DIR": str(work / "state"), "CXR_DATA_DIR": str(work / "data"),
             "CXR_PORT": str(port), "CXR_LOG_LEVEL": "warning", "TF_CPP_MIN_LOG_LEVEL": "2",
             # Float, as the ceilings here are; bench/precision_benchmark.py measures INT8.
-            "CXR_INFERENCE_PRECISION": "float",
+            "CXR_INFERENCE_PRECISION": "float32",
             "CXR_API_KEYS": json.dumps([{"name": "bench", "role": "admin",
                                          "sha256": key_digest(BENCH_KEY)}])}
 
@@ -120,16 +120,16 @@ def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
 def ceiling(models_dir: Path, version: str,
             batches: list[int]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of (runtime, batch, images/s, latency), and each runtime's forward pass."""
+    from shared.loading import load_version
     from shared.ml.preprocessing import to_model_input
     from shared.ml.runtimes import compiled_forward
-    from shared.ml.served import load_version
     from shared.registry.local import LocalRegistry
 
     registry = LocalRegistry(models_dir)
     rows, forwards = [], {}
     for runtime in ("tensorflow", "onnx", "tensorflow+xla"):
         loaded = load_version(registry, version, runtime=runtime.split("+")[0],  # type: ignore[arg-type]
-                              precision="float")
+                              precision="float32")
         if runtime == "tensorflow+xla":
             loaded = replace(loaded, forward=compiled_forward(
                 loaded.model, loaded.image_size, loaded.shift is not None, xla=True))

@@ -142,8 +142,8 @@ def main() -> None:
     from sklearn.metrics import roc_auc_score
 
     from shared.datasets import discover
+    from shared.loading import load_version
     from shared.ml.preprocessing import load_pixels
-    from shared.ml.served import load_version
     from shared.registry.local import LocalRegistry
     from worker.data.pipeline import load_split_pixels, split_dataset
 

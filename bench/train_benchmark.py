@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from shared.config import Settings
     from shared.datasets import discover
     from shared.registry.local import LocalRegistry
-    from shared.schemas import TrainingParams
+    from shared.training_params import TrainingParams
     from worker.context import JobContext
     from worker.evaluation.external import evaluate_external
     from worker.runner.jobs import train_and_publish
@@ -101,8 +101,9 @@ def non_radiographs(registry: Any, version: str) -> dict[str, Any]:
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
+    from shared.loading import load_version
     from shared.ml.preprocessing import DecodedImage, colourfulness, decode_image
-    from shared.ml.served import load_version, with_check
+    from shared.ml.served import with_check
 
     model = load_version(registry, version)
     folder = Path(skimage.data.__file__).parent

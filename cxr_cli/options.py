@@ -13,7 +13,7 @@ import typer
 from pydantic.fields import FieldInfo
 from rich.markup import escape
 
-from shared.schemas import TrainingParams
+from shared.training_params import TrainingParams
 
 # The fields the command line gives as folders: the datasets trained on (the first is
 # `dataset`, the others `datasets`) and the external sets scored before publishing.

@@ -128,7 +128,7 @@ def predict(
     chosen = chosen_version(registry, version, "--version")
     paths = _images(files)
     start_tensorflow(verbose)
-    from shared.ml.served import load_version
+    from shared.loading import load_version
 
     answers = _answers(load_version(registry, chosen), paths, settings)
     if len(answers) == 1:

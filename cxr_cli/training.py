@@ -14,7 +14,7 @@ from cxr_cli.options import cli_words, option_name, with_training_options
 from cxr_cli.progress import ConsoleReporter
 from cxr_cli.runtime import Verbose, load_settings, start_tensorflow
 from shared.errors import InvalidDataset, WeightsUnavailable
-from shared.schemas import TrainingParams
+from shared.training_params import TrainingParams
 
 if TYPE_CHECKING:
     from shared.datasets import Dataset

@@ -24,13 +24,18 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-# The test metrics a new version may be compared with the active one on.
 # How the INT8 copy's activation ranges are calibrated (ONNX Runtime's methods).
 Int8Calibration = Literal["minmax", "entropy", "percentile"]
-# "float" never serves an INT8 copy; "int8" serves it wherever a version has one.
-Precision = Literal["auto", "float", "int8"]
-
+# The arithmetic /predict may answer in, named as answers name it: "float32" never serves an
+# INT8 copy; "int8" serves it wherever a version has one; "auto" times both.
+Precision = Literal["auto", "float32", "int8"]
+# The runtime of /predict's forward pass: "auto" times each a version has.
+InferenceRuntime = Literal["auto", "tensorflow", "onnx"]
+# The test metrics a new version may be compared with the active one on.
 PromotionMetric = Literal["balanced_accuracy", "accuracy", "macro_f1"]
+# One image's pixels, as decoded; more is refused before decoding (CXR_MAX_IMAGE_PIXELS).
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+
 
 class ApiKey(BaseModel):
     """One API key as the server knows it: the sha256 of the key, never the key itself."""
@@ -85,9 +90,9 @@ class Settings(BaseSettings):
     batch_max_delay_ms: float = Field(5.0, ge=0, le=1000)
     # Runtime of /predict: "auto" times ONNX Runtime (when the version has an export) against
     # TensorFlow on each version as it loads and keeps the faster.
-    inference_runtime: Literal["auto", "tensorflow", "onnx"] = "auto"
+    inference_runtime: InferenceRuntime = "auto"
     # "auto" times a version's INT8 copy (where its check kept one) with the float runtimes
-    # and keeps the fastest; "float" never serves INT8 (a clinical study may require it).
+    # and keeps the fastest; "float32" never serves INT8 (a clinical study may require it).
     inference_precision: Precision = "auto"
     # Threads of one forward pass (unset: the runtime's default, all cores) and, for
     # TensorFlow, how many independent operations may run at once.
@@ -153,7 +158,7 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(1024 * 1024, ge=1024)
     # The body of a /predict request (all its images together).
     max_image_bytes: int = Field(32 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(50_000_000, ge=64 * 64)
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=64 * 64)
     # Images one /predict request may carry (several `file` parts, one answer each; their
     # bytes together stay within CXR_MAX_IMAGE_BYTES) or one infer request's BYTES input.
     max_images_per_request: int = Field(32, ge=1, le=1024)
@@ -180,6 +185,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("inference_precision", mode="before")
+    @classmethod
+    def _float_is_float32(cls, value: object) -> object:
+        # "float" was this setting's name for float32 before answers named it so; still read
+        return "float32" if value == "float" else value
 
     @field_validator("broker_url")
     @classmethod

@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from shared.config import DEFAULT_MAX_IMAGE_PIXELS
 from shared.errors import (
     CxrError,
     DatasetExists,
@@ -34,7 +35,7 @@ from shared.errors import (
     is_out_of_space,
 )
 from shared.ml.dicom import decode_dicom, is_dicom
-from shared.ml.preprocessing import ACCEPTED_FORMATS, DEFAULT_MAX_PIXELS
+from shared.ml.preprocessing import ACCEPTED_FORMATS
 from shared.schemas import DatasetInfo
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
@@ -184,7 +185,7 @@ def list_datasets(data_dir: Path) -> list[DatasetInfo]:
 class ZipLimits:
     max_members: int
     max_uncompressed_bytes: int
-    max_image_pixels: int = DEFAULT_MAX_PIXELS  # for DICOM members, decoded at unpacking
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # for DICOM members, decoded at unpacking
     max_compression_ratio: float = 100.0  # of any one member: zip bombs
 
 

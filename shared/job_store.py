@@ -20,14 +20,8 @@ import redis
 
 from shared.config import Settings
 from shared.errors import JobNotCancellable, JobNotFound
-from shared.schemas import (
-    EpochPoint,
-    EvaluationParams,
-    JobProgress,
-    JobState,
-    JobStatus,
-    TrainingParams,
-)
+from shared.schemas import EpochPoint, EvaluationParams, JobProgress, JobState, JobStatus
+from shared.training_params import TrainingParams
 
 Mutation = Callable[["JobRecord"], None]
 

@@ -20,7 +20,8 @@ from shared.ml.reliability import (
     RiskCoveragePoint,
     above_chance,
 )
-from shared.schemas import ServingState, TrainingParams
+from shared.schemas import ServingState
+from shared.training_params import TrainingParams
 
 
 class Record(BaseModel):

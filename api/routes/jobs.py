@@ -11,8 +11,9 @@ from api.enqueue import enqueue
 from api.errors import responses
 from shared.datasets import combine, dataset_path, discover
 from shared.errors import WeightsUnavailable
-from shared.schemas import JobAccepted, JobList, JobStatus, TrainingParams
+from shared.schemas import JobAccepted, JobList, JobStatus
 from shared.task_queue import TRAIN_TASK
+from shared.training_params import TrainingParams
 
 # Reads answer 401 without a key when CXR_REQUIRE_KEY_FOR_READS is on, and every route 503
 # while the job store (Redis) is unreachable.

@@ -6,11 +6,11 @@ parent process, the CLI's help) do not pay for TensorFlow.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shared.checksums import sha256_file
 from shared.config import BaseWeights, Settings
 from shared.errors import WeightsUnavailable
 
@@ -44,14 +44,6 @@ class ModelConfig:
     image_size: int
     dropout: float = 0.5
     weights_path: Path | None = None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_base_weights(choice: BaseWeights, settings: Settings) -> Path | None:

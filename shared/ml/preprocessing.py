@@ -24,13 +24,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from skimage import exposure  # imported eagerly: a few ms (-X importtime), it loads lazily
 
+from shared.config import DEFAULT_MAX_IMAGE_PIXELS
 from shared.errors import ImageTooLarge, InvalidImage, UnsupportedImageFormat
 from shared.ml.dicom import decode_dicom, is_dicom
 
 PREPROCESSING_ID = "gray3-bilinear-vgg16caffe-v1"
 # MPO is a camera's multi-picture JPEG: Pillow reads its first picture, a plain JPEG.
 ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "MPO"})
-DEFAULT_MAX_PIXELS = 50_000_000
 MAX_CROP_BORDER = 0.2
 # With reduce_large, a large image is decoded and box-reduced by whole factors while its
 # (cropped) shorter side stays at least this many times the model's input, so the resize that
@@ -130,7 +130,7 @@ class DecodedImage:
     colourfulness: float = 0.0  # mean chroma on 0..255; 0 for grey files and DICOM
 
 
-def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                      floor: int = 0) -> np.ndarray:
     """Decode an image file, PNG, JPEG or DICOM (told apart by content), to a float32 HxW
     array in [0, 255]."""
@@ -152,7 +152,7 @@ def declared_pixels(data: bytes) -> int:
         return 0
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                  floor: int = 0) -> DecodedImage:
     """Decode an image file as ``decode_grayscale`` does, keeping its colourfulness.
 
@@ -289,7 +289,7 @@ def gray_to_pixels(gray: np.ndarray, size: int,
     return resize_to_rgb(gray, size)
 
 
-def load_pixels(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+def load_pixels(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                 options: PreprocessOptions | None = None) -> np.ndarray:
     """File bytes decoded (at reduced size where ``options`` say so), then
     ``gray_to_pixels``."""

@@ -9,12 +9,9 @@ gate doubts it is a chest radiograph and is set to warn rather than refuse.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
-UnreliableReason = Literal["not_a_chest_xray", "shifted", "low_confidence",
-                           "version_not_better_than_chance"]
+from shared.schemas import UnreliableReason
 
 
 class RiskCoveragePoint(BaseModel):

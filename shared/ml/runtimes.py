@@ -14,17 +14,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 
-from shared.config import Precision
+from shared.config import InferenceRuntime, Precision
 from shared.ml.preprocessing import to_model_input
 from shared.ml.shift import STATS_LAYOUT, feature_model
 
 log = logging.getLogger(__name__)
 
-Runtime = Literal["auto", "tensorflow", "onnx"]
 Forward = Callable[[np.ndarray], Any]
 INT8 = "onnx-int8"  # the candidate name of the INT8 copy in ONNX Runtime
 
@@ -131,7 +130,7 @@ def pick_runtime(profiles: dict[str, dict[int, float]]) -> tuple[str, int]:
     return runtime, preferred_batch(profiles[runtime])
 
 
-def candidate_names(preference: Runtime, precision: Precision, onnx_file: Path | None,
+def candidate_names(preference: InferenceRuntime, precision: Precision, onnx_file: Path | None,
                     int8_file: Path | None, name: str = "") -> list[str]:
     """The forward passes a version may be served with, under the settings' preferences."""
     if precision == "int8":
@@ -151,7 +150,7 @@ def candidate_names(preference: Runtime, precision: Precision, onnx_file: Path |
 
 
 def choose_runtime(model: Any, size: int, layout: str | None, onnx_file: Path | None,
-                   preference: Runtime, threads: int | None = None,
+                   preference: InferenceRuntime, threads: int | None = None,
                    batch_sizes: Sequence[int] = (1,), timings: Timings | None = None,
                    name: str = "", int8_file: Path | None = None,
                    precision: Precision = "auto") -> RuntimeChoice:

@@ -2,8 +2,8 @@
 
 One forward pass gives the class probabilities (temperature-calibrated) and, when the version
 has a shift reference, the features that score how far the image lies from the training
-distribution. ``load_version`` builds one from the registry; ``serve_model`` from a model in
-memory (a trained model before it is published).
+distribution. ``serve_model`` builds one from a model in memory (a trained model before it
+is published); ``shared.loading.load_version`` from the registry.
 """
 
 from __future__ import annotations
@@ -16,24 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from shared.config import Precision
-from shared.errors import ModelLoadFailed, NotAChestXray
+from shared.config import InferenceRuntime, Precision
+from shared.errors import NotAChestXray
 from shared.ml.calibration import apply_temperature
 from shared.ml.chest_gate import ChestGate
-from shared.ml.modeling import load_model
 from shared.ml.preprocessing import (
     DecodedImage,
     PreprocessOptions,
     decode_image,
     gray_to_pixels,
-    preprocessing_id,
     to_model_input,
 )
 from shared.ml.reliability import ReliabilityRecord, reasons
-from shared.ml.runtimes import Forward, Runtime, Timings, choose_runtime, runtime_and_precision
+from shared.ml.runtimes import Forward, Timings, choose_runtime, runtime_and_precision
 from shared.ml.shift import ShiftReference, input_features
-from shared.registry import Registry
-from shared.registry.files import GATE_FILE, INT8_FILE, ONNX_FILE, SHIFT_FILE
 from shared.schemas import ChestXrayCheck, DistributionShift, Prediction
 
 
@@ -152,7 +148,7 @@ def serve_model(version: str, classes: list[str], image_size: int, model: Any, *
                 temperature: float = 1.0, options: PreprocessOptions | None = None,
                 shift: ShiftReference | None = None, gate: ChestGate | None = None,
                 reliability: ReliabilityRecord | None = None, onnx_file: Path | None = None,
-                runtime: Runtime = "tensorflow", warm_batch_sizes: Sequence[int] = (1,),
+                runtime: InferenceRuntime = "tensorflow", warm_batch_sizes: Sequence[int] = (1,),
                 threads: int | None = None, timings: Timings | None = None,
                 int8_file: Path | None = None, precision: Precision = "auto") -> ServedVersion:
     """A model ready to answer: its runtime and batch size chosen by timing every batch size
@@ -167,41 +163,3 @@ def serve_model(version: str, classes: list[str], image_size: int, model: Any, *
                          batch_size=choice.batch_size, temperature=temperature,
                          options=options or PreprocessOptions(), shift=shift, gate=gate,
                          reliability=reliability)
-
-
-def load_version(registry: Registry, version: str, runtime: Runtime = "tensorflow",
-                 warm_batch_sizes: Sequence[int] = (1,), threads: int | None = None,
-                 timings: Timings | None = None, precision: Precision = "auto"
-                 ) -> ServedVersion:
-    """A published version, after verifying the checksum of every file it reads."""
-    try:
-        manifest = registry.manifest(version)
-        options = PreprocessOptions.from_dict(manifest.preprocessing_options or {})
-        if (manifest.preprocessing or preprocessing_id(options)) != preprocessing_id(options):
-            raise ModelLoadFailed(f"version {version} was trained with preprocessing "
-                                  f"{manifest.preprocessing!r}, which this service lacks")
-        shift_file = registry.verified_file(version, SHIFT_FILE)
-        gate_file = registry.verified_file(version, GATE_FILE)
-        int8_file = (registry.verified_file(version, INT8_FILE)
-                     if runtime != "tensorflow" and precision != "float" else None)
-        served = serve_model(
-            version, list(manifest.classes), manifest.image_size,
-            load_model(registry.verified_model_path(version)),
-            temperature=manifest.temperature, options=options,
-            shift=ShiftReference.load(shift_file) if shift_file is not None else None,
-            gate=ChestGate.load(gate_file) if gate_file is not None else None,
-            reliability=manifest.effective_reliability,
-            onnx_file=registry.verified_file(version, ONNX_FILE)
-            if runtime != "tensorflow" else None,
-            int8_file=int8_file, runtime=runtime, warm_batch_sizes=warm_batch_sizes,
-            threads=threads, timings=timings, precision=precision)
-        size = served.image_size
-        n_out = served.infer(np.zeros((1, size, size, 3), np.float32)).probabilities.shape[-1]
-    except ModelLoadFailed:
-        raise
-    except Exception as exc:  # a bad artifact can fail in many ways; all mean "not served"
-        raise ModelLoadFailed(f"version {version} could not be loaded: {exc}") from exc
-    if n_out != len(served.classes):
-        raise ModelLoadFailed(f"version {version} outputs {n_out} classes, manifest lists "
-                              f"{len(served.classes)}")
-    return served

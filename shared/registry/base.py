@@ -16,9 +16,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from shared.checksums import sha256_file
 from shared.errors import ManifestUnreadable, ModelNotFound, RegistryError
 from shared.manifest import ExternalReport, Manifest, ManifestDraft
-from shared.ml.modeling import sha256_file
 from shared.registry.files import MANIFEST_FILE, MODEL_FILE
 
 ACTIVE_FILE = "ACTIVE"

@@ -20,9 +20,9 @@ import secrets
 import time
 from pathlib import Path
 
+from shared.checksums import sha256_file
 from shared.errors import ModelNotFound, RegistryError
 from shared.manifest import ExternalReport, Manifest
-from shared.ml.modeling import sha256_file
 from shared.registry.base import (
     ACTIVE_FILE,
     EVALUATIONS_DIR,

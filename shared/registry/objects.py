@@ -33,9 +33,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shared.checksums import sha256_file
 from shared.errors import ManifestUnreadable, ModelNotFound, RegistryError, RegistryUnavailable
 from shared.manifest import ExternalReport, Manifest
-from shared.ml.modeling import sha256_file
 from shared.registry.base import (
     ACTIVE_FILE,
     EVALUATIONS_DIR,

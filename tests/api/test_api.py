@@ -260,8 +260,8 @@ def test_a_large_image_is_decoded_as_the_serving_version_was_trained(
 
     from PIL import Image
 
+    from shared.loading import load_version
     from shared.ml.preprocessing import PreprocessOptions, decode_image, preprocessing_id
-    from shared.ml.served import load_version
 
     registry = LocalRegistry(settings.models_dir)
     options = PreprocessOptions(reduce_large=True)

@@ -15,8 +15,9 @@ from fastapi.testclient import TestClient
 from api.batching import Batcher
 from api.main import create_app
 from shared.config import Settings
+from shared.loading import load_version
 from shared.ml.preprocessing import decode_grayscale
-from shared.ml.served import ServedVersion, load_version
+from shared.ml.served import ServedVersion
 from shared.registry import Registry
 from shared.registry.local import LocalRegistry
 from shared.schemas import Prediction

@@ -22,8 +22,8 @@ from tritonclient.utils import InferenceServerException
 
 from api.main import create_app
 from shared.config import Settings
+from shared.loading import load_version
 from shared.ml.modeling import ModelConfig, build_model
-from shared.ml.served import load_version
 from shared.ml.shift import Detector, ShiftReference, block_slices
 from shared.registry.files import SHIFT_FILE
 from shared.registry.local import LocalRegistry

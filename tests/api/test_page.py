@@ -92,7 +92,7 @@ def test_the_heat_maps_colour_bar_is_the_colormap_the_server_draws_it_with() -> 
 
 
 def test_the_retrain_form_starts_from_imagenet_and_says_what_to_pick_offline() -> None:
-    from shared.schemas import TrainingParams
+    from shared.training_params import TrainingParams
 
     html = (STATIC / "index.html").read_text()
     select = re.search(r'<select id="retrain-base-weights".*?</select>', html, re.S)

@@ -119,9 +119,9 @@ def test_no_request_fails_during_repeated_swaps(registry: Registry) -> None:
 
 
 def test_served_probabilities_are_the_temperature_scaled_ones(tmp_path: Path) -> None:
+    from shared.loading import load_version
     from shared.ml.calibration import apply_temperature
     from shared.ml.preprocessing import to_model_input
-    from shared.ml.served import load_version
 
     local = LocalRegistry(tmp_path)
     version = publish_random(local, 6, extra={"calibration": {"temperature": 2.5}})
@@ -231,7 +231,7 @@ def test_an_unreachable_store_answers_503_and_keeps_serving(
 
 def test_the_api_says_which_precision_serves_and_answers(
         trained: Trained, int8_copy: tuple[LocalRegistry, str], settings: Settings) -> None:
-    # (CXR_INFERENCE_PRECISION=float never serving it: tests/worker/publishing/test_int8.py)
+    # (CXR_INFERENCE_PRECISION=float32 never serving it: tests/worker/publishing/test_int8.py)
     registry, version = int8_copy
     image = next((trained.dataset / "Normal" / "images").iterdir()).read_bytes()
     chosen = settings.model_copy(update={"models_dir": registry.root,

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from shared.config import Settings
 from shared.errors import JobCancelled
-from shared.schemas import TrainingParams
+from shared.training_params import TrainingParams
 from tests.helpers.cli import one_line_error, run_cxr
 from tests.helpers.env import PROCESS_ENV
 

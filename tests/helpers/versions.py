@@ -27,7 +27,8 @@ from shared.ml.modeling import ModelConfig, build_model
 from shared.registry import Registry
 from shared.registry.files import MODEL_FILE
 from shared.registry.local import LocalRegistry
-from shared.schemas import JobProgress, TrainingParams
+from shared.schemas import JobProgress
+from shared.training_params import TrainingParams
 from tests.helpers.env import sample_files
 from worker.context import BatchProgress
 
@@ -233,7 +234,7 @@ def with_int8_copy(trained: Trained, root: Path) -> tuple[LocalRegistry, str]:
 
 
 def _make_int8_copy(trained: Trained, root: Path) -> tuple[LocalRegistry, str]:
-    from shared.ml.served import load_version
+    from shared.loading import load_version
     from shared.registry.files import INT8_FILE, ONNX_FILE
     from worker.publishing.int8 import Int8Policy, export_int8
 

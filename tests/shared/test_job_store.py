@@ -14,7 +14,8 @@ import redis
 from shared.config import Settings
 from shared.errors import JobNotCancellable, JobNotFound
 from shared.job_store import JobStore, RedisJobStore, SqliteJobStore, open_job_store
-from shared.schemas import EpochMetrics, EpochPoint, JobProgress, JobState, TrainingParams
+from shared.schemas import EpochMetrics, EpochPoint, JobProgress, JobState
+from shared.training_params import TrainingParams
 
 StoreFactory = Callable[[float], JobStore]
 PARAMS = TrainingParams(dataset="tiny", epochs=3, fine_tune_epochs=2, image_size=32)

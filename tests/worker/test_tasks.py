@@ -11,7 +11,8 @@ import pytest
 
 from shared.config import get_settings
 from shared.job_store import open_job_store
-from shared.schemas import JobState, TrainingParams
+from shared.schemas import JobState
+from shared.training_params import TrainingParams
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 import numpy as np
 
 from shared.datasets import Dataset, match_classes
+from shared.loading import load_version
 from shared.manifest import EvaluatedDataset, ExternalReport, GateCount, ShiftBreakdown
-from shared.ml.served import ServedVersion, load_version, serve_model
+from shared.ml.served import ServedVersion, serve_model
 from shared.registry import Registry
-from shared.schemas import TrainingParams
+from shared.training_params import TrainingParams
 from worker.context import PhaseReporter, Steps
 from worker.evaluation.abstention import balanced_accuracy_interval, reliable_subset
 from worker.evaluation.scores import summarize

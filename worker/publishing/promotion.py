@@ -6,9 +6,9 @@ import numpy as np
 
 from shared.config import PromotionMetric
 from shared.errors import CxrError
+from shared.loading import load_version
 from shared.manifest import Promotion, SplitMetrics
 from shared.ml.reliability import ReliabilityRecord
-from shared.ml.served import load_version
 from shared.registry import ActivePointer, Registry
 from worker.data.pipeline import Split, load_split_pixels
 from worker.evaluation.scores import summarize

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.checksums import sha256_file
 from shared.datasets import Dataset
 from shared.errors import RegistryError, StorageFull, is_out_of_space
 from shared.manifest import (
@@ -26,7 +27,7 @@ from shared.manifest import (
     TrainingRecord,
 )
 from shared.ml.calibration import apply_temperature
-from shared.ml.modeling import load_model, save_for_serving, sha256_file
+from shared.ml.modeling import load_model, save_for_serving
 from shared.ml.preprocessing import preprocessing_id
 from shared.registry import Registry
 from shared.registry.files import (
@@ -38,7 +39,7 @@ from shared.registry.files import (
     RELIABILITY_FILE,
     SHIFT_FILE,
 )
-from shared.schemas import TrainingParams
+from shared.training_params import TrainingParams
 from worker.context import PhaseReporter, Steps
 from worker.evaluation.scores import reliability_diagram, temperature_at_bound
 from worker.publishing import onnx_export

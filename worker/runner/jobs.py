@@ -19,7 +19,8 @@ from shared.logs import log_context
 from shared.manifest import ExternalFigures
 from shared.ml.modeling import resolve_base_weights
 from shared.registry import open_registry
-from shared.schemas import EvaluationParams, JobProgress, JobState, JobStatus, TrainingParams
+from shared.schemas import EvaluationParams, JobProgress, JobState, JobStatus
+from shared.training_params import TrainingParams
 from worker.context import BatchProgress, JobContext
 from worker.evaluation.external import evaluate_external, evaluate_loaded, unpublished
 from worker.publishing.int8 import Int8Policy

@@ -18,7 +18,7 @@ from shared.ml.chest_gate import ChestGate
 from shared.ml.modeling import OUTPUT_LAYER, ModelConfig, build_model, set_phase
 from shared.ml.reliability import ReliabilityRecord
 from shared.ml.shift import ShiftReference, block_slices, feature_model, input_features
-from shared.schemas import TrainingParams
+from shared.training_params import TrainingParams
 from worker.context import JobContext, Reporter, Steps
 from worker.data.pipeline import (
     Split,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.checksums import sha256_file
 from shared.config import Settings
 from shared.errors import WeightsUnavailable
 from shared.ml import modeling
@@ -19,7 +20,6 @@ from shared.ml.modeling import (
     resolve_base_weights,
     save_for_serving,
     set_phase,
-    sha256_file,
 )
 
 

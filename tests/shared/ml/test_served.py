@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from shared.errors import ModelLoadFailed
+from shared.loading import load_version
 from shared.ml.modeling import ModelConfig, build_model
 from shared.ml.runtimes import (
     choose_runtime,
@@ -18,7 +19,6 @@ from shared.ml.runtimes import (
     runtime_and_precision,
     warm_batch_sizes,
 )
-from shared.ml.served import load_version
 from shared.registry import Registry
 from shared.registry.files import MODEL_FILE, ONNX_FILE
 from shared.registry.local import LocalRegistry
@@ -98,7 +98,7 @@ def test_the_export_is_checked_and_both_runtimes_agree(published: tuple[Registry
     pixels = np.random.default_rng(1).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
     tf_model = load_version(registry, version, runtime="tensorflow")
     onnx_model = load_version(registry, version, runtime="onnx", warm_batch_sizes=(1, 2, 4),
-                              precision="float")
+                              precision="float32")
     assert (tf_model.runtime, onnx_model.runtime) == ("tensorflow", "onnx")
     assert onnx_model.precision == "float32"
     np.testing.assert_allclose(onnx_model.probabilities(pixels), tf_model.probabilities(pixels),

@@ -13,11 +13,11 @@ from PIL import Image, ImageOps
 
 from shared.config import Settings
 from shared.datasets import discover
-from shared.ml.served import load_version
+from shared.loading import load_version
 from shared.ml.shift import INPUT, LEGACY_LAYOUT, ShiftReference
 from shared.registry import Registry
 from shared.registry.local import LocalRegistry
-from shared.schemas import TrainingParams
+from shared.training_params import TrainingParams
 from tests.helpers.env import sample_files
 from tests.helpers.versions import Recorder
 from worker.context import JobContext

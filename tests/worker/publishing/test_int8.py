@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from shared.config import Settings
+from shared.loading import load_version
 from shared.manifest import Int8Check
 from shared.ml.runtimes import INT8, candidate_names
-from shared.ml.served import ServedVersion, load_version
+from shared.ml.served import ServedVersion
 from shared.registry.files import INT8_FILE, ONNX_FILE
 from shared.registry.local import LocalRegistry
 from tests.helpers.versions import Trained, int8_data
@@ -87,7 +88,7 @@ def test_refusals_name_each_limit_crossed() -> None:
 def test_the_runtimes_considered_follow_the_precision_setting(tmp_path: Path) -> None:
     onnx, int8 = tmp_path / "a.onnx", tmp_path / "b.onnx"
     assert candidate_names("auto", "auto", onnx, int8) == ["onnx", "tensorflow", INT8]
-    assert INT8 not in candidate_names("auto", "float", onnx, int8)
+    assert INT8 not in candidate_names("auto", "float32", onnx, int8)
     assert INT8 not in candidate_names("tensorflow", "auto", onnx, int8)
     assert candidate_names("auto", "int8", onnx, int8) == [INT8]
     assert candidate_names("auto", "int8", onnx, None) == ["onnx", "tensorflow"]
@@ -110,6 +111,6 @@ def test_a_kept_copy_serves_the_float_answers_and_float_never_serves_it(
         for label, p in want.probabilities.items():
             assert abs(answer.probabilities[label] - p) < 0.05
         assert answer.distribution_shift is not None
-    strict = load_version(registry, version, runtime="auto", precision="float")
+    strict = load_version(registry, version, runtime="auto", precision="float32")
     assert strict.precision == "float32" and strict.runtime in ("onnx", "tensorflow")
     assert {a.precision for a in strict.predict_batch(pixels)} == {"float32"}

@@ -15,7 +15,8 @@ import pytest
 from shared.config import Settings
 from shared.errors import InvalidDataset, JobCancelled
 from shared.job_store import SqliteJobStore
-from shared.schemas import EvaluationParams, JobState, TrainingParams
+from shared.schemas import EvaluationParams, JobState
+from shared.training_params import TrainingParams
 from worker.runner.jobs import (
     StoreReporter,
     _work,

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.schemas import JobProgress, TrainingParams
+from shared.schemas import JobProgress
+from shared.training_params import TrainingParams
 from tests.helpers.env import REPO
 from tests.helpers.versions import Recorder
 from worker.training import checkpoints

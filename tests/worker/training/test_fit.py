@@ -14,6 +14,7 @@ from PIL import Image
 from shared.config import Settings
 from shared.datasets import discover
 from shared.errors import JobCancelled, NotAChestXray, TrainingDiverged
+from shared.loading import load_version
 from shared.manifest import BaseWeightsRecord, Manifest
 from shared.ml.preprocessing import (
     DecodedImage,
@@ -22,7 +23,6 @@ from shared.ml.preprocessing import (
     load_pixels,
     to_model_input,
 )
-from shared.ml.served import load_version
 from shared.registry.files import (
     CARD_HTML,
     CARD_MD,
@@ -35,7 +35,8 @@ from shared.registry.files import (
     SHIFT_FILE,
 )
 from shared.registry.local import LocalRegistry
-from shared.schemas import JobProgress, TrainingParams
+from shared.schemas import JobProgress
+from shared.training_params import TrainingParams
 from tests.helpers.versions import TINY, Recorder, Trained
 from worker.context import JobContext
 from worker.data.pipeline import load_split_pixels, make_pipeline, split_dataset
@@ -176,7 +177,7 @@ def test_the_onnx_export_serves_the_same_answer(trained: Trained) -> None:
     assert manifest.onnx.max_difference is not None and manifest.onnx.max_difference < 1e-4
     image = decode_grayscale(next((trained.dataset / "Normal" / "images").iterdir()).read_bytes())
     keras_answer = load_version(trained.registry, trained.version).predict(image)
-    onnx = load_version(trained.registry, trained.version, runtime="onnx", precision="float")
+    onnx = load_version(trained.registry, trained.version, runtime="onnx", precision="float32")
     assert (onnx.runtime, onnx.precision) == ("onnx", "float32")
     answer = onnx.predict(image)
     assert answer.label == keras_answer.label
@@ -298,7 +299,7 @@ def test_pretrained_weights_train_the_head_then_fine_tune_block5(
 ) -> None:
     import keras
 
-    from shared.ml.modeling import sha256_file
+    from shared.checksums import sha256_file
 
     weights = tmp_path / "vgg16_notop.weights.h5"
     keras.applications.VGG16(include_top=False, weights=None,
