@@ -7,7 +7,8 @@ UV_VERSION := 0.13.9
 RUN_EXTRAS := --extra api --extra worker
 TEST_EXTRAS := $(RUN_EXTRAS) --extra dev
 
-.PHONY: setup setup-run run api worker test lint bench-serve bench-soak bench-replicas lock clean
+.PHONY: setup setup-run run api worker test check lint bench-serve bench-soak bench-replicas \
+	lock clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -59,9 +60,16 @@ lint: $(VENV)/.test-stamp
 TEST_WORKERS ?= 3
 TEST_THREADS := TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=1 \
 	OPENBLAS_NUM_THREADS=1
+PYTEST := TF_CPP_MIN_LOG_LEVEL=2 $(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) \
+	--dist loadgroup --no-loadscope-reorder
 test: lint
-	TF_CPP_MIN_LOG_LEVEL=2 $(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) \
-		--dist loadgroup --no-loadscope-reorder
+	$(PYTEST)
+
+## The fast loop while editing: lint, type-check and the tests that run in process, without
+## those that start services (integration), train in the test (trains) or need the version the
+## suite trains once (trained_version). Not a substitute for `make test`, which CI runs.
+check: lint
+	$(PYTEST) -m "not integration and not trains and not trained_version"
 
 ## /predict against the model's ceiling and a naive server (bench/serve_benchmark.py), then
 ## INT8 against float32 on a version trained at 224 px (bench/precision_benchmark.py); minutes.

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 from celery import Celery
 from fastapi import Depends, Request
 
-from api.batching import Batcher
-from api.decode_budget import PixelBudget
-from api.metrics import Metrics
-from api.predicting import Predictor
-from api.serving import ModelServer
-from api.versions_cache import VersionCache
+from api.inference.batching import Batcher
+from api.inference.decode_budget import PixelBudget
+from api.inference.predicting import Predictor
+from api.inference.serving import ModelServer
+from api.inference.versions_cache import VersionCache
+from api.metrics import ServiceMetrics
 from shared.config import Settings
 from shared.job_store import JobStore
 from shared.registry import Registry
@@ -36,7 +36,7 @@ ModelServerDep = Annotated[ModelServer, Depends(_from_state("model_server"))]
 JobStoreDep = Annotated[JobStore, Depends(_from_state("jobs"))]
 QueueDep = Annotated[Celery, Depends(_from_state("queue"))]
 BatcherDep = Annotated[Batcher, Depends(_from_state("batcher"))]
-MetricsDep = Annotated[Metrics, Depends(_from_state("metrics"))]
+ServiceMetricsDep = Annotated[ServiceMetrics, Depends(_from_state("metrics"))]
 DecodeBudgetDep = Annotated[PixelBudget, Depends(_from_state("decode_budget"))]
 VersionCacheDep = Annotated[VersionCache, Depends(_from_state("version_cache"))]
 

@@ -11,15 +11,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from threadpoolctl import threadpool_limits
 
-from api import errors
-from api.batching import Batcher
-from api.decode_budget import PixelBudget
-from api.metrics import Metrics, RequestMetrics
-from api.redirects import RelativeRedirects
-from api.request_log import AccessLog
-from api.routes import datasets, health, jobs, metrics, models, oip, page, predict
-from api.serving import ModelServer
-from api.versions_cache import VersionCache
+from api.inference.batching import Batcher
+from api.inference.decode_budget import PixelBudget
+from api.inference.serving import ModelServer
+from api.inference.versions_cache import VersionCache
+from api.metrics import ServiceMetrics
+from api.oip import routes as oip
+from api.plumbing import errors
+from api.plumbing.redirects import RelativeRedirects
+from api.plumbing.request_log import AccessLog
+from api.plumbing.request_metrics import RequestMetrics
+from api.routes import datasets, health, jobs, metrics, models, page, predict
 from shared.config import Settings, get_settings
 from shared.job_store import open_job_store
 from shared.loading import load_version
@@ -44,7 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                      precision=settings.inference_precision,
                      warm_batch_sizes=warm_batch_sizes(settings.batch_max_size),
                      threads=settings.inference_threads, timings={})
-    observer: Metrics = app.state.metrics
+    observer: ServiceMetrics = app.state.metrics
     server = ModelServer(app.state.registry, settings.reload_interval_s, loader,
                          on_load=observer.model_loaded)
     app.state.model_server = server
@@ -77,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.decode_budget = PixelBudget(settings.decode_pixel_budget, settings.decode_wait_s,
                                            settings.release_memory_after_pixels)
-    app.state.metrics = Metrics(jobs=lambda: getattr(app.state, "jobs", None))
+    app.state.metrics = ServiceMetrics(jobs=lambda: getattr(app.state, "jobs", None))
     errors.install(app)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -86,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(RelativeRedirects)
     # Added last, so outermost: they also see what the routes refuse.
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(RequestMetrics, observer=app.state.metrics)
     app.add_middleware(AccessLog)
     for router in (predict.router, datasets.router, jobs.router, models.router, health.router,
                    metrics.router, page.router, oip.health_router, oip.router):

@@ -1,16 +1,15 @@
-"""Prometheus metrics, served at ``GET /metrics`` (``api/routes/metrics.py``).
+"""The service's Prometheus metrics, served at ``GET /metrics`` (``api/routes/metrics.py``).
 
 Each app has its own ``CollectorRegistry`` (on ``app.state.metrics``), never the process-wide
-default one, so several apps in one process (the tests) do not clash. Request series are
-labelled by route template (``/models/{version}``), never by path, so their number stays
-bounded however clients spell URLs; a request no route matched is ``unmatched``.
+default one, so several apps in one process (the tests) do not clash. Requests are counted by
+the middleware in ``api/plumbing/request_metrics.py``; batches, loads and predictions by the
+hooks the batcher, the model server and the predict routes call.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Sequence
 
@@ -18,7 +17,6 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import CxrError
 from shared.job_store import JobStore
@@ -28,9 +26,6 @@ from shared.schemas import JobState
 log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
-UNMATCHED = "unmatched"
-# Any other method a client invents is counted as "other": labels stay bounded.
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The job gauge counts the states of this many most recent jobs, read at each scrape.
 JOBS_SCRAPED = 100
 
@@ -64,8 +59,9 @@ class JobStateCollector(Collector):
             "cxr_jobs", f"Jobs by state among the {JOBS_SCRAPED} most recent.", labels=["state"])
 
 
-class Metrics:
-    """Every series of one app, and the hooks that the batcher and the model server call."""
+class ServiceMetrics:
+    """Every series of one app, and the hooks that the request middleware, the batcher and
+    the model server call."""
 
     def __init__(self, jobs: Callable[[], JobStore | None]) -> None:
         self.registry = CollectorRegistry()
@@ -90,14 +86,21 @@ class Metrics:
                                    ["label"], registry=r)
         r.register(JobStateCollector(jobs))
 
+    def request_answered(self, method: str, route: str, status: int, seconds: float) -> None:
+        """A request was answered (``api.plumbing.request_metrics.RequestObserver``); the
+        scrapes themselves are not counted."""
+        if route != METRICS_PATH:
+            self.requests.labels(method, route, str(status)).inc()
+            self.request_seconds.labels(method, route).observe(seconds)
+
     def batch_started(self, size: int, waits: Sequence[float]) -> None:
-        """The batcher is about to run a forward pass (``api.batching.BatchObserver``)."""
+        """A forward pass is about to run (``api.inference.batching.BatchObserver``)."""
         self.batch_size.observe(size)
         for wait in waits:
             self.queue_wait.observe(wait)
 
     def model_loaded(self, model: ServedVersion, seconds: float) -> None:
-        """The model server swapped in ``model`` (``api.serving.ModelServer``)."""
+        """The model server swapped in ``model`` (``api.inference.serving.ModelServer``)."""
         self.model_load.observe(seconds)
         self.model_info.clear()  # only the served version has a series
         self.model_info.labels(model.version, model.runtime).set(1)
@@ -105,33 +108,3 @@ class Metrics:
     def predicted(self, label: str) -> None:
         self.predictions.labels(label).inc()
 
-
-class RequestMetrics:
-    """ASGI middleware: counts and times each HTTP request by method, route and status."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start, status = time.perf_counter(), 500  # 500 unless an answer started
-
-        async def send_seeing_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_seeing_status)
-        finally:
-            # The router sets scope["route"] in place once a route matched the path.
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            if route != METRICS_PATH:
-                method = scope["method"] if scope["method"] in METHODS else "other"
-                self.metrics.requests.labels(method, route, str(status)).inc()
-                self.metrics.request_seconds.labels(method, route).observe(
-                    time.perf_counter() - start)

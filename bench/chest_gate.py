@@ -11,23 +11,18 @@ drawn here), and of the 200 LFW faces skimage ships, it refuses or lets through.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
+import common
 import numpy as np
-
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
-SETS = {"covid19-image-dataset": DATA / "covid19-image-dataset",
-        "hannover": DATA / "covid-external" / "hannover",
-        "siim-bimcv-ricord": DATA / "covid-external" / "siim-bimcv-ricord"}
+from common import EXTERNAL, RADIOGRAPHY
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = common.parser(__doc__)
+    common.add_size(parser, 64)
+    common.add_seed(parser, 0)
     args = parser.parse_args()
 
     import skimage.data
@@ -41,13 +36,13 @@ def main() -> None:
         image = decode_image(path.read_bytes())
         return resize_to_rgb(image.gray, args.size)[..., 0], image.colourfulness
 
-    films = sorted((DATA / "covid19-radiography").glob("*/images/*.png"))
+    films = sorted(RADIOGRAPHY.glob("*/images/*.png"))
     np.random.default_rng(args.seed).shuffle(films)  # type: ignore[arg-type]
     n = len(films)
     parts = {"train": films[:int(0.7 * n)], "validation": films[int(0.7 * n):int(0.85 * n)],
              "test": films[int(0.85 * n):]}
     loaded = {name: [load(p) for p in paths] for name, paths in parts.items()}
-    for name, root in SETS.items():
+    for name, root in EXTERNAL.items():
         loaded[name] = [load(p) for p in sorted(root.rglob("*"))
                         if p.suffix.lower() in (".png", ".jpg", ".jpeg")]
     started = time.monotonic()

@@ -11,14 +11,14 @@ Usage: .venv/bin/python bench/dedup_threshold.py [--copies 200] [--seed 0]
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
+from common import RADIOGRAPHY
 from PIL import Image
 
 from worker.data.dedup import (
@@ -31,9 +31,6 @@ from worker.data.dedup import (
 )
 from worker.data.splits import connected_groups
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "covid19-radiography"
-RESULTS = REPO / "bench" / "results"
 THRESHOLDS = range(17)
 COPY_KINDS = ("jpeg", "resize", "crop")
 # name -> (indices into DEFAULT_KINDS, indices into DEFAULT_ZOOMS)
@@ -129,10 +126,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def load_real() -> tuple[list[Path], np.ndarray, list[str]]:
     """Every image of the radiography copy and its integer class."""
-    classes = sorted(d.name for d in DATA.iterdir() if (d / "images").is_dir())
+    classes = sorted(d.name for d in RADIOGRAPHY.iterdir() if (d / "images").is_dir())
     paths, labels = [], []
     for label, name in enumerate(classes):
-        found = sorted((DATA / name / "images").glob("*.png"))
+        found = sorted((RADIOGRAPHY / name / "images").glob("*.png"))
         paths += found
         labels += [label] * len(found)
     return paths, np.array(labels), classes
@@ -150,9 +147,9 @@ def hash_all(real: list[Path], copies: list[Path]) -> tuple[np.ndarray, dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = common.parser(__doc__)
     parser.add_argument("--copies", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    common.add_seed(parser, 0)
     args = parser.parse_args()
     real, labels, classes = load_real()
     rng = np.random.default_rng(args.seed)
@@ -180,8 +177,7 @@ def main() -> None:
         print(f"### {name} (pairwise {pairs_s:.1f} s; nearest-neighbour distance among real "
               f"images: median {np.median(pairs['nearest']):.0f}, histogram 0..16,>16 = "
               f"{nearest.tolist()})\n\n{markdown(rows)}\n")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "dedup_threshold.json").write_text(json.dumps(report, indent=2))
+    common.save("dedup_threshold", report)
 
 
 if __name__ == "__main__":

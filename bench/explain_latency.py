@@ -9,23 +9,17 @@ Prints the medians and writes JSON under bench/results/.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
+import common
 import numpy as np
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data" / "covid19-radiography" / "COVID" / "images"
+from common import CLASSES, RADIOGRAPHY
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=224)
+    parser = common.parser(__doc__)
+    common.add_size(parser, 224)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
 
@@ -35,8 +29,9 @@ def main() -> None:
     from shared.ml.served import serve_model
 
     model = build_model(ModelConfig(num_classes=3, image_size=args.size))
-    loaded = serve_model("bench", ["COVID", "Normal", "Viral Pneumonia"], args.size, model)
-    gray = decode_grayscale(sorted(DATA.iterdir())[0].read_bytes(), 10**8)
+    loaded = serve_model("bench", list(CLASSES), args.size, model)
+    gray = decode_grayscale(sorted((RADIOGRAPHY / "COVID" / "images").iterdir())[0].read_bytes(),
+                            10**8)
     pixels = loaded.pixels(gray)[None]
     loaded.infer(pixels), explain(loaded, gray)  # trace, build and warm both paths
 
@@ -54,11 +49,9 @@ def main() -> None:
     for name, value in medians.items():
         print(f"  {name}: {value:.0f} ms")
     print(f"  ratio: {explained / forward:.2f}x")
-    results = REPO / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"explain_{args.size}px.json").write_text(json.dumps(
-        {"size": args.size, "repeats": args.repeats, "median_ms": medians,
-         "all_ms": {k: list(np.round(v, 1)) for k, v in timings.items()}}, indent=2))
+    common.save(f"explain_{args.size}px", {
+        "size": args.size, "repeats": args.repeats, "median_ms": medians,
+        "all_ms": {k: list(np.round(v, 1)) for k, v in timings.items()}})
 
 
 if __name__ == "__main__":

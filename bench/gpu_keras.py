@@ -21,16 +21,14 @@ schedule, and reports validation balanced accuracy against wall time and the tes
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import RADIOGRAPHY
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -39,9 +37,7 @@ def export(out: Path, size: int, seed: int) -> None:
     from shared.datasets import discover
     from worker.data.pipeline import load_split_pixels, split_dataset
 
-    dataset = discover(
-        Path(__file__).resolve().parents[2] / "shared" / "data" / "covid19-radiography"
-    )
+    dataset = discover(RADIOGRAPHY)
     splits, details = split_dataset(dataset, 0.15, 0.15, seed)
     arrays: dict[str, Any] = {"classes": np.array(dataset.classes)}
     for name, split in splits.items():
@@ -249,15 +245,15 @@ def train(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = common.parser(__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("export")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=1)
+    common.add_size(p, 64)
+    common.add_seed(p, 1)
     p = sub.add_parser("steps")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--size", type=int, default=224)
+    common.add_size(p, 224)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--policies", default=",".join(POLICIES))
@@ -269,7 +265,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--policy", default="mixed_bfloat16")
-    p.add_argument("--seed", type=int, default=1)
+    common.add_seed(p, 1)
     args = parser.parse_args()
     if args.command == "export":
         export(args.out, args.size, args.seed)

@@ -14,7 +14,6 @@ Prints a table and writes bench/results/hostile_inputs.json.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import socket
@@ -25,9 +24,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import common
 import httpx
 from PIL import Image
-from serve_benchmark import REPO, RESULTS, service_env, start
+from serve_benchmark import service_env, start
 
 MiB = 1024 * 1024
 
@@ -84,7 +84,7 @@ def raw_send(port: int, head: bytes, body_bytes: int, fill: bytes = b"\0",
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--header-mb", type=int, default=128)
     parser.add_argument("--json-mb", type=int, default=300)
     parser.add_argument("--images", type=int, default=8)
@@ -93,7 +93,6 @@ def main() -> None:
     parser.add_argument("--full-decode", action="store_true",
                         help="serve a version recorded before reduced decoding")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
     from shared.ml.preprocessing import PreprocessOptions, preprocessing_id
     from shared.registry.local import LocalRegistry
     from tests.helpers.versions import publish_random
@@ -149,9 +148,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     print(json.dumps(figures, indent=1))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"hostile_inputs_{args.format.lower()}_{figures['decode']}.json"
-    (RESULTS / name).write_text(json.dumps(figures, indent=1))
+    common.save(f"hostile_inputs_{args.format.lower()}_{figures['decode']}", figures, indent=1)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ split is seeded), publishing it again with the copy where the check keeps it.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -30,15 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import common
 import httpx
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from serve_benchmark import (  # noqa: E402
-    DATA,
-    RESULTS,
+from common import CLASSES, RADIOGRAPHY
+from serve_benchmark import (
     ceiling_now,
     load,
     request_images,
@@ -48,8 +43,6 @@ from serve_benchmark import (  # noqa: E402
     timed,
 )
 
-CLASSES = ("COVID", "Normal", "Viral Pneumonia")
-
 
 def train(work: Path, size: int, per_class: int, epochs: int) -> tuple[str, float]:
     """A version trained and published in process, as a worker does; its seconds."""
@@ -58,12 +51,12 @@ def train(work: Path, size: int, per_class: int, epochs: int) -> tuple[str, floa
     from shared.training_params import TrainingParams
     from tests.helpers.versions import Recorder
     from worker.context import JobContext
-    from worker.runner.jobs import train_and_publish
+    from worker.runner.retrain import train_and_publish
 
     data = work / "train"
     for label in CLASSES:
         (data / label / "images").mkdir(parents=True)
-        for path in sorted((DATA / label / "images").iterdir())[200:200 + per_class]:
+        for path in sorted((RADIOGRAPHY / label / "images").iterdir())[200:200 + per_class]:
             (data / label / "images" / path.name).write_bytes(path.read_bytes())
     settings = Settings(models_dir=work / "models", state_dir=work / "state",
                         promotion_refuse_chance=False)
@@ -82,23 +75,22 @@ def publish_check_again(work: Path) -> tuple[str, Any]:
     from shared.datasets import discover
     from shared.ml.shift import ShiftReference
     from shared.registry.local import LocalRegistry
-    from shared.training_params import TrainingParams
     from tests.helpers.versions import republish
+    from worker.data.prepared import prepare_data
     from worker.publishing.int8 import Int8Data, Int8Policy, export_int8
-    from worker.training.fit import prepare_data
 
     registry = LocalRegistry(work / "models")
     manifest = min(registry.versions(), key=lambda m: m.created_at)
     assert manifest.training is not None and manifest.training.seed is not None
-    params = TrainingParams.model_validate(
-        manifest.training.model_dump(include=set(TrainingParams.model_fields)))
+    params = manifest.training_params()
+    assert params is not None
     settings = Settings()
     prepared = prepare_data(discover(work / "train"), params, manifest.training.seed,
                             settings.max_image_pixels)
     shift = registry.verified_file(manifest.version, "shift.npz")
     float_file = registry.verified_file(manifest.version, "model.onnx")
     assert shift is not None and float_file is not None
-    data = Int8Data(prepared.arrays, {k: s.labels for k, s in prepared.splits.items()},
+    data = Int8Data(prepared.arrays["train"], prepared.arrays["test"], prepared.labels("test"),
                     manifest.temperature, ShiftReference.load(shift), seed=manifest.training.seed)
     folder = work / "int8-publish"
     folder.mkdir(exist_ok=True)
@@ -126,9 +118,9 @@ def int8_data(models: Path, version: str, work: Path, count: int) -> Any:
         return prepared([p for c in CLASSES for p in paths[c]]), labels
 
     train = split({c: sorted((work / "train" / c / "images").iterdir()) for c in CLASSES})
-    test = split({c: sorted((DATA / c / "images").iterdir())[400:400 + count] for c in CLASSES})
-    return Int8Data({"train": train[0], "test": test[0]}, {"train": train[1], "test": test[1]},
-                    loaded.temperature, loaded.shift)
+    test = split({c: sorted((RADIOGRAPHY / c / "images").iterdir())[400:400 + count]
+                  for c in CLASSES})
+    return Int8Data(train[0], test[0], test[1], loaded.temperature, loaded.shift)
 
 
 def calibration_methods(models: Path, version: str, data: Any, work: Path
@@ -262,18 +254,15 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=224)
+    parser = common.parser(__doc__)
+    common.add_size(parser, 224)
     parser.add_argument("--per-class", type=int, default=150)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--holdout-per-class", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--levels", default="1,4,16,64")
-    parser.add_argument("--batches", default="1,2,4,8,16,32")
-    parser.add_argument("--port", type=int, default=8393)
+    common.add_load(parser, seconds=15, batches="1,2,4,8,16,32")
+    common.add_port(parser, 8393)
     parser.add_argument("--reuse", type=Path, help="the folder of an earlier run")
     args = parser.parse_args()
-    levels = [int(x) for x in args.levels.split(",")]
     from shared.registry.local import LocalRegistry
 
     if args.reuse:
@@ -288,7 +277,7 @@ def main() -> None:
     registry.activate(version)
     manifest = registry.manifest(version)
     result: dict[str, Any] = {"size": args.size, "cpus": os.cpu_count(), "version": version,
-                              "batches": [int(x) for x in args.batches.split(",")]}
+                              "batches": args.batches}
     result["training"] = (
         f"{args.per_class} radiographs a class at {args.size} px, random init, "
         f"{args.epochs} epochs (whole network), {trained}; test balanced accuracy "
@@ -329,17 +318,15 @@ def main() -> None:
             if name == "auto":
                 result["served"] = (f"{ready['model_runtime']} {ready['model_precision']}, "
                                     f"batches of up to {ready['model_batch_size']}")
-            result["service"] += service(url, images, levels, args.seconds, name, recheck)
+            result["service"] += service(url, images, args.levels, args.seconds, name,
+                                         recheck)
             result["service"] += service(url, images, [4, 16], args.seconds, name, recheck,
                                          per_request=8)
         finally:
             server.terminate()
             server.wait(30)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"precision_{args.size}px"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
     text = markdown(result)
-    (RESULTS / f"{stem}.md").write_text(text)
+    common.save(f"precision_{args.size}px", result, text, default=str)
     print(text)
 
 

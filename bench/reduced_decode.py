@@ -11,25 +11,23 @@ Prints a table and writes bench/results/reduced_decode.json.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import sys
 import time
 
+import common
 import numpy as np
+from common import RADIOGRAPHY
 from PIL import Image
-from serve_benchmark import REPO, RESULTS
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--films", type=int, default=8)
     parser.add_argument("--sides", type=int, nargs="+", default=[2400, 4000])
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
     from shared.ml.preprocessing import PreprocessOptions, load_pixels
-    from tests.helpers.env import RADIOGRAPHY, sample_files
+    from tests.helpers.env import sample_files
     from tests.helpers.memory import decode_peak_growth_mib
 
     films = sample_files(RADIOGRAPHY, args.films)["COVID"]
@@ -67,9 +65,7 @@ def main() -> None:
     peaks = {f"{fmt}_{'reduced' if reduce else 'full'}": decode_peak_growth_mib(fmt, reduce)
              for fmt in ("PNG", "JPEG") for reduce in (False, True)}
     print("peak memory growth decoding one 7000x7000 image for 224 px, MiB:", json.dumps(peaks))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "reduced_decode.json").write_text(
-        json.dumps({"rows": rows, "peak_growth_mib_7000px": peaks}, indent=1))
+    common.save("reduced_decode", {"rows": rows, "peak_growth_mib_7000px": peaks}, indent=1)
 
 
 if __name__ == "__main__":

@@ -55,15 +55,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import common
 import httpx
 import numpy as np
-from serve_benchmark import REPO, RESULTS, request_images
+from common import CLASSES, REPO
+from serve_benchmark import request_images
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "cxr-bench", "AWS_SECRET_ACCESS_KEY": "cxr-bench-secret",
           "AWS_DEFAULT_REGION": "us-east-1"}
 REDIS_URL = "redis://127.0.0.1:6379/14"  # db 15 is the test suite's
 BUCKET = "cxr-replicas"
-CLASSES = ["COVID", "Normal", "Viral Pneumonia"]
 LOADING = re.compile(r"^loading model version (\S+)$")
 SERVING = re.compile(r"^now serving model version (\S+) \((\S+)\) after loading for ([\d.]+) s$")
 
@@ -128,7 +129,7 @@ def publish(registry: Any, size: int, count: int) -> tuple[list[str], list[dict[
         saved = time.perf_counter()
         sha256_file(staging / MODEL_FILE)
         hashed = time.perf_counter()
-        manifest = ManifestDraft(created_at=datetime.now(UTC), classes=CLASSES,
+        manifest = ManifestDraft(created_at=datetime.now(UTC), classes=list(CLASSES),
                                  image_size=size, dataset=DatasetRecord(name="random-init"))
         version = registry.publish(staging, manifest, activate=False)
         done = time.perf_counter()
@@ -426,8 +427,8 @@ def sequence(text: str) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=224)
+    parser = common.parser(__doc__)
+    common.add_size(parser, 224)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--sequence", type=sequence, default=[2, 3, 1, 3],
                         help="versions (1-3) activated in turn under load, after 1")
@@ -473,9 +474,7 @@ def main() -> None:
         "totals": totals, "log_problems": log_problems(apis),
         "problems": [r for api in apis for r in api.records if r["status"] != 200][:50]}
     result["failures"] = failures(result)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "replicas.json" if args.size == 224 else f"replicas_{args.size}px.json"
-    (RESULTS / name).write_text(json.dumps(result, indent=2))
+    common.save("replicas" if args.size == 224 else f"replicas_{args.size}px", result)
     print(table(result))
     sys.exit(1 if result["failures"] else 0)
 

@@ -18,7 +18,6 @@ Writes JSON, Markdown and a plot under bench/results/ and prints the table.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -31,17 +30,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import common
 import httpx
 import numpy as np
+from common import CLASSES, RADIOGRAPHY, REPO, RESULTS
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "covid19-radiography"
-RESULTS = REPO / "bench" / "results"
 # An admin key of this run's own, for activating versions (CXR_API_KEYS below).
 BENCH_KEY = secrets.token_urlsafe(24)
 ADMIN = {"X-API-Key": BENCH_KEY}
 VGG16_GFLOP_224 = 30.7  # multiply-adds x2 of the convolutional base at 224x224
-sys.path.insert(0, str(REPO))
 
 
 # -- setup ------------------------------------------------------------------------------------
@@ -60,9 +57,9 @@ def service_env(work: Path, port: int) -> dict[str, str]:
 
 def train_versions(work: Path, env: dict[str, str], size: int, n: int) -> list[str]:
     tiny = work / "tiny"
-    for label in ("COVID", "Normal", "Viral Pneumonia"):
+    for label in CLASSES:
         (tiny / label).mkdir(parents=True, exist_ok=True)
-        for path in sorted((DATA / label / "images").iterdir())[:8]:
+        for path in sorted((RADIOGRAPHY / label / "images").iterdir())[:8]:
             (tiny / label / path.name).write_bytes(path.read_bytes())
     for seed in range(n):
         subprocess.run([sys.executable, "-m", "cxr_cli", "train", "--data", str(tiny),
@@ -75,8 +72,8 @@ def train_versions(work: Path, env: dict[str, str], size: int, n: int) -> list[s
 
 
 def request_images(count: int) -> list[bytes]:
-    paths = [p for label in ("COVID", "Normal", "Viral Pneumonia")
-             for p in sorted((DATA / label / "images").iterdir())[100:100 + count // 3 + 1]]
+    paths = [p for label in CLASSES
+             for p in sorted((RADIOGRAPHY / label / "images").iterdir())[100:100 + count // 3 + 1]]
     return [p.read_bytes() for p in paths[:count]]
 
 
@@ -350,15 +347,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--levels", default="1,4,16,64")
-    parser.add_argument("--batches", default="1,2,4,8,16,32,64")
+    parser = common.parser(__doc__)
+    common.add_size(parser, 224)
+    common.add_load(parser, seconds=20, batches="1,2,4,8,16,32,64")
     parser.add_argument("--reloads", type=int, default=20)
-    parser.add_argument("--port", type=int, default=8391)
+    common.add_port(parser, 8391)
     args = parser.parse_args()
-    levels = [int(x) for x in args.levels.split(",")]
     work = Path(tempfile.mkdtemp(prefix="cxr-serve-bench-"))
     env = service_env(work, args.port)
     versions = train_versions(work, env, args.size, 2)
@@ -368,8 +362,7 @@ def main() -> None:
     images = request_images(60)
     result: dict[str, Any] = {"size": args.size, "cpus": os.cpu_count(),
                               "gemm_gflops": gemm_gflops()}
-    result["ceiling"], forwards = ceiling(work / "models", versions[0],
-                                          [int(x) for x in args.batches.split(",")])
+    result["ceiling"], forwards = ceiling(work / "models", versions[0], args.batches)
     fastest = max(result["ceiling"], key=lambda r: r["images_per_s"])
     result["recheck"] = {"runtime": fastest["runtime"], "batch": fastest["batch"]}
 
@@ -382,7 +375,7 @@ def main() -> None:
         ready = httpx.get(f"{url}/readyz").json()
         result["served_runtime"] = ready.get("model_runtime")
         result["served_batch_size"] = ready.get("model_batch_size")
-        result["service"] = sweep(url, images, levels, args.seconds, "service", recheck)
+        result["service"] = sweep(url, images, args.levels, args.seconds, "service", recheck)
         result["hot_swap"] = hot_swap(url, images, versions[1], args.seconds * 1.5)
         print(json.dumps(result["hot_swap"]), flush=True)
         result["memory"] = reload_memory(url, server.pid, versions, args.reloads)
@@ -394,15 +387,12 @@ def main() -> None:
     naive = start([sys.executable, "bench/naive_server.py",
                    str(work / "models" / versions[0]), str(args.port + 1)], env, naive_url)
     try:
-        result["naive"] = sweep(naive_url, images, levels, args.seconds, "naive", recheck)
+        result["naive"] = sweep(naive_url, images, args.levels, args.seconds, "naive", recheck)
     finally:
         naive.terminate()
         naive.wait(30)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"serve_{args.size}px"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    text = markdown(result)
-    (RESULTS / f"{stem}.md").write_text(text)
+    stem, text = f"serve_{args.size}px", markdown(result)
+    common.save(stem, result, text)
     plot(result, RESULTS / f"{stem}.png")
     print(text)
 

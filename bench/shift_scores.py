@@ -14,19 +14,13 @@ and 99th percentiles; writes bench/results/shift_scores.json.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
+from common import EXTERNAL, RADIOGRAPHY, RESULTS
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
-RESULTS = REPO / "bench" / "results"
-EXTERNAL = {"covid19-image-dataset": DATA / "covid19-image-dataset",
-            "hannover": DATA / "covid-external" / "hannover",
-            "siim-bimcv-ricord": DATA / "covid-external" / "siim-bimcv-ricord"}
 LAYERS = ("block1_pool", "block2_pool", "block3_pool", "block4_pool", "block5_pool")
 
 
@@ -134,7 +128,7 @@ def _combined(scores: dict[str, dict[str, np.ndarray]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--models", type=Path, required=True)
     parser.add_argument("--version", required=True)
     args = parser.parse_args()
@@ -152,7 +146,7 @@ def main() -> None:
     manifest = registry.manifest(args.version)
     training = manifest.training
     assert training is not None and manifest.split.seed is not None
-    splits, _ = split_dataset(discover(DATA / "covid19-radiography"),
+    splits, _ = split_dataset(discover(RADIOGRAPHY),
                               training.validation_fraction, training.test_fraction,
                               manifest.split.seed)
     size, options = loaded.image_size, loaded.options
@@ -189,11 +183,10 @@ def main() -> None:
         print(f"{score:22s} test@95 {row['test_flagged']['0.95']:.3f}  " + "  ".join(
             f"{n[:10]} auc {row[n]['auroc']:.3f} f95 {row[n]['flagged@0.95']:.3f}"
             for n in EXTERNAL), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    common.save("shift_scores", report)
     np.savez(RESULTS / "shift_scores.npz", **{f"{set_name}|{score}": values
                                               for set_name, row in scores.items()
                                               for score, values in row.items()})
-    (RESULTS / "shift_scores.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import common
 import httpx
 import numpy as np
 from serve_benchmark import (
-    RESULTS,
     activate_and_wait,
     request_images,
     rss_mb,
@@ -299,16 +299,16 @@ def failures(result: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--minutes", type=float, default=5)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--size", type=int, default=64)
+    common.add_size(parser, 64)
     parser.add_argument("--versions", type=int, default=2, choices=(2, 3))
     parser.add_argument("--swaps", type=int, default=2)
     parser.add_argument("--warmup", type=float, default=20,
                         help="seconds, left out of the memory figures")
     parser.add_argument("--rss-every", type=float, default=3, help="seconds between samples")
-    parser.add_argument("--port", type=int, default=8392)
+    common.add_port(parser, 8392)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cxr-soak-"))
     env = service_env(work, args.port)
@@ -337,11 +337,8 @@ def main() -> None:
         "problems": [r for r in records if r["broken"] or r["status"] >= 500][:50],
         "server_errors": server_errors(log)[:200]}
     result["failures"] = failures(result)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"soak_{args.size}px"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
     text = markdown(result)
-    (RESULTS / f"{stem}.md").write_text(text)
+    common.save(f"soak_{args.size}px", result, text)
     print(text)
     sys.exit(1 if result["failures"] else 0)
 

@@ -20,12 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
-RESULTS = REPO / "bench" / "results"
-EXTERNAL = {"covid19-image-dataset": DATA / "covid19-image-dataset",
-            "hannover": DATA / "covid-external" / "hannover",
-            "siim-bimcv-ricord": DATA / "covid-external" / "siim-bimcv-ricord"}
+import common
+from common import EXTERNAL, RADIOGRAPHY, RESULTS
 
 
 class Clock:
@@ -59,7 +55,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from shared.training_params import TrainingParams
     from worker.context import JobContext
     from worker.evaluation.external import evaluate_external
-    from worker.runner.jobs import train_and_publish
+    from worker.runner.retrain import train_and_publish
 
     work = Path(tempfile.mkdtemp(prefix="cxr-train-bench-"))
     settings = Settings(models_dir=work / "models", state_dir=work / "state")
@@ -72,7 +68,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         activate="always")
     clock = Clock()
     started = time.monotonic()
-    version = train_and_publish(discover(DATA / "covid19-radiography"), params,
+    version = train_and_publish(discover(RADIOGRAPHY), params,
                                 JobContext(settings, clock))
     total_s = time.monotonic() - started
     registry = LocalRegistry(settings.models_dir)
@@ -96,27 +92,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def non_radiographs(registry: Any, version: str) -> dict[str, Any]:
     """What the version does with the photographs and drawings scikit-image and scikit-learn
     ship: how many its gate refuses, and what it would have called the others."""
-    import numpy as np
+    import io
+
     import skimage.data
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
     from shared.loading import load_version
-    from shared.ml.preprocessing import DecodedImage, colourfulness, decode_image
-    from shared.ml.served import with_check
+    from shared.ml.screening import ImageLimits
+    from shared.schemas import Prediction
 
     model = load_version(registry, version)
     folder = Path(skimage.data.__file__).parent
-    images = {p.name: decode_image(p.read_bytes()) for p in sorted(folder.iterdir())
-              if p.suffix in (".png", ".jpg")}
+    files: dict[str, bytes] = {p.name: p.read_bytes() for p in sorted(folder.iterdir())
+                               if p.suffix in (".png", ".jpg")}
     for i, array in enumerate(load_sample_images().images):
-        picture = Image.fromarray(array)
-        images[f"sklearn-{i}"] = DecodedImage(np.asarray(picture.convert("L"), np.float32),
-                                              colourfulness(picture))
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, "PNG")
+        files[f"sklearn-{i}"] = buffer.getvalue()
     answers = {}
-    for name, image in images.items():
-        pixels, check = model.screen(image, "warn")
-        answer = with_check(model.predict_batch(pixels[None])[0], check)
+    # "warn": every image is answered, the gate's verdict beside it
+    for name, answer in zip(files, model.answer_images(files.values(), ImageLimits(gate="warn")),
+                            strict=True):
+        if not isinstance(answer, Prediction):
+            raise answer
         answers[name] = {"label": answer.label, "refused": "not_a_chest_xray" in answer.reasons,
                          "reliable": answer.reliable, "reasons": answer.reasons}
     labels = [a["label"] for a in answers.values()]
@@ -222,8 +221,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=64)
+    parser = common.parser(__doc__)
+    common.add_size(parser, 64)
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--batch", type=int, default=32)
@@ -231,18 +230,16 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=0)
     parser.add_argument("--schedule", choices=("constant", "cosine"), default="cosine")
     parser.add_argument("--warmup", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=1)
+    common.add_seed(parser, 1)
     parser.add_argument("--equalize", default="none")
     parser.add_argument("--crop-border", type=float, default=0.0)
     parser.add_argument("--intensity-augmentation", action="store_true")
     args = parser.parse_args()
     result = run(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     stem = (f"train_{args.size}px_{args.equalize}_crop{args.crop_border}_{args.schedule}"
             + ("_intensity" if args.intensity_augmentation else ""))
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
     text = markdown(result)
-    (RESULTS / f"{stem}.md").write_text(text)
+    common.save(stem, result, text)
     plot(result, RESULTS / f"{stem}.png")
     print(text)
 

@@ -37,11 +37,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
+from common import RADIOGRAPHY, REPO, RESULTS
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "covid19-radiography"
-RESULTS = REPO / "bench" / "results"
 ONEDNN_LINE = re.compile(r"oneDNN custom operations are (on|off)[^\n]*")
 
 
@@ -63,7 +62,7 @@ def _sample(n: int, seed: int = 0) -> tuple[list[Path], np.ndarray, list[str]]:
     """A seeded sample of n images over all classes, with integer labels."""
     from shared.datasets import discover
 
-    dataset = discover(DATA)
+    dataset = discover(RADIOGRAPHY)
     paths = [p for files in dataset.files.values() for p in files]
     labels = np.array([i for i, files in enumerate(dataset.files.values()) for _ in files],
                       dtype=np.int32)
@@ -382,8 +381,8 @@ def _tables(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=64)
+    parser = common.parser(__doc__)
+    common.add_size(parser, 64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--n", type=int, default=600, help="images decoded and piped")
     parser.add_argument("--steps", type=int, default=10, help="measured training steps")

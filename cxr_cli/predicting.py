@@ -15,14 +15,9 @@ from cxr_cli.runtime import Verbose, load_settings, start_tensorflow
 from shared.errors import CxrError
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from shared.config import Settings
-    from shared.ml.served import ServedVersion
-    from shared.schemas import ChestXrayCheck, Prediction
+    from shared.schemas import Prediction
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
-PREDICT_CHUNK = 16  # images decoded and passed at once: bounds memory on a large folder
 
 
 def _images(paths: list[Path]) -> list[Path]:
@@ -38,42 +33,6 @@ def _images(paths: list[Path]) -> list[Path]:
             raise typer.BadParameter(f"no .png, .jpg, .jpeg or .dcm file in {path}")
         images.extend(found)
     return images
-
-
-def _screened(model: ServedVersion, path: Path, settings: Settings
-              ) -> tuple[np.ndarray, ChestXrayCheck | None]:
-    try:
-        image = model.decode(path.read_bytes(), settings.max_image_pixels)
-    except OSError as exc:  # one unreadable file fails alone, as a bad image does
-        from shared.errors import InvalidImage
-
-        raise InvalidImage(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return model.screen(image, settings.xray_gate)
-
-
-def _answers(model: ServedVersion, paths: list[Path], settings: Settings
-             ) -> list[Prediction | CxrError]:
-    """Each image's answer or its own error, in order; one forward pass per chunk."""
-    import numpy as np
-
-    from shared.ml.served import with_check
-
-    answers: list[Prediction | CxrError] = []
-    for start in range(0, len(paths), PREDICT_CHUNK):
-        chunk: list[Prediction | CxrError | None] = []
-        good: list[tuple[int, np.ndarray, ChestXrayCheck | None]] = []
-        for path in paths[start:start + PREDICT_CHUNK]:
-            try:
-                good.append((len(chunk), *_screened(model, path, settings)))
-                chunk.append(None)
-            except CxrError as exc:
-                chunk.append(exc)
-        if good:
-            batch = model.predict_batch(np.stack([pixels for _, pixels, _ in good]))
-            for (i, _, check), answer in zip(good, batch, strict=True):
-                chunk[i] = with_check(answer, check)
-        answers.extend(a for a in chunk if a is not None)
-    return answers
 
 
 def _print_table(paths: list[Path], answers: list[Prediction | CxrError]) -> None:
@@ -129,8 +88,11 @@ def predict(
     paths = _images(files)
     start_tensorflow(verbose)
     from shared.loading import load_version
+    from shared.ml.screening import ImageLimits
 
-    answers = _answers(load_version(registry, chosen), paths, settings)
+    # Files are read one at a time as their turn comes, and passed a few dozen at once.
+    answers = load_version(registry, chosen).answer_images(paths,
+                                                           ImageLimits.from_settings(settings))
     if len(answers) == 1:
         _print_one(answers[0])
         return

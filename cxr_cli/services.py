@@ -33,7 +33,7 @@ def serve(
     quiet_tensorflow(verbose)
     import uvicorn
 
-    from api.http_protocol import bounded_protocol
+    from api.plumbing.head_limits import bounded_protocol
     from shared.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)

@@ -70,7 +70,7 @@ def _weights_in_cli_words(exc: WeightsUnavailable) -> WeightsUnavailable:
 @with_training_options
 def train(data: Folders, external_data: ExternalFolders = None,
           verbose: Verbose = False, **options: Any) -> None:
-    """Train on local folders and publish the model, activated if the promotion gate
+    """Train on local folders and publish the model, activated if the promotion decision
     agrees (no queue)."""
     require_extras("cxr train", "worker")
     names = [folder_name(folder) for folder in data]
@@ -87,7 +87,7 @@ def train(data: Folders, external_data: ExternalFolders = None,
                      for name, folder in external.items()}
     start_tensorflow(verbose)
     from worker.context import JobContext
-    from worker.runner.jobs import train_and_publish
+    from worker.runner.retrain import train_and_publish
 
     settings = load_settings()
     with ConsoleReporter() as reporter:

@@ -16,6 +16,7 @@ def _in_working_dir(*parts: str) -> Path:
     # not write models into site-packages.
     return Path.cwd().joinpath(*parts)
 
+
 BaseWeights = Literal["imagenet", "file", "none"]
 
 
@@ -33,6 +34,9 @@ Precision = Literal["auto", "float32", "int8"]
 InferenceRuntime = Literal["auto", "tensorflow", "onnx"]
 # The test metrics a new version may be compared with the active one on.
 PromotionMetric = Literal["balanced_accuracy", "accuracy", "macro_f1"]
+# What the chest-radiograph gate's verdict does to an answer: refuse the image (422
+# not_a_chest_xray), warn (answer it, marked not a finding) or nothing (not asked).
+GateMode = Literal["refuse", "warn", "off"]
 # One image's pixels, as decoded; more is refused before decoding (CXR_MAX_IMAGE_PIXELS).
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
@@ -85,7 +89,7 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(2.0, gt=0, le=3600)
     # Dynamic batching of /predict: a batch holds at most this many images (fewer when the
     # version's runtime measured fastest per image at a smaller batch), and waits for company
-    # at most this long, only while other requests are being decoded (api/batching.py).
+    # at most this long, only while other requests are being decoded (api/inference/batching.py).
     batch_max_size: int = Field(16, ge=1, le=256)
     batch_max_delay_ms: float = Field(5.0, ge=0, le=1000)
     # Runtime of /predict: "auto" times ONNX Runtime (when the version has an export) against
@@ -112,16 +116,16 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
     worker_metrics_host: str = "127.0.0.1"
 
-    # Promotion gate: a new version replaces the active one only when not worse than it by
-    # more than the margin on this metric, both measured on the new version's test split.
+    # The promotion decision: a new version replaces the active one only when not worse than
+    # it by more than the margin on this metric, both measured on the new version's test split.
     promotion_metric: PromotionMetric = "balanced_accuracy"
     promotion_margin: float = Field(0.01, ge=0, le=1)
-    # The gate never activates a version whose test balanced accuracy interval includes
+    # The decision never activates a version whose test balanced accuracy interval includes
     # chance (activate "always" and activating by hand still do); false lets it.
     promotion_refuse_chance: bool = True
     # The chest-radiograph gate before classification: refuse (422 not_a_chest_xray), warn
     # (answer, marked unreliable) or off.
-    xray_gate: Literal["refuse", "warn", "off"] = "refuse"
+    xray_gate: GateMode = "refuse"
     # Intra-op threads of a training process; leave a core to the API on a shared machine.
     worker_threads: int | None = Field(None, ge=1, le=256)
     # XLA for training steps; "auto": on with one GPU (where it pays), off on a CPU (where it

@@ -125,6 +125,12 @@ class JobCancelled(CxrError):
     code = "job_cancelled"
 
 
+class JobParamsUnreadable(CxrError):
+    """A job's stored parameters are not what this version of the service runs for its kind."""
+
+    code = "job_params_unreadable"
+
+
 class TrainingDiverged(CxrError):
     code = "training_diverged"
 

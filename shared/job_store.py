@@ -3,7 +3,8 @@
 Celery carries the work; this store is the truth about each job (Celery's result backend
 cannot list jobs or carry a cancellation). It lives next to the broker: Redis when
 CXR_BROKER_URL is Redis, else a SQLite file in CXR_STATE_DIR. Every change is an atomic
-read-modify-write, so a cancel and a worker starting the job cannot both win.
+read-modify-write, so a cancel and a worker starting the job cannot both win. The store
+reads time from its clock alone, so tests can move it instead of sleeping.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from pydantic import ValidationError, ValidationInfo, field_validator
 
 from shared.config import Settings
 from shared.errors import JobNotCancellable, JobNotFound
@@ -24,29 +26,46 @@ from shared.schemas import EpochPoint, EvaluationParams, JobProgress, JobState, 
 from shared.training_params import TrainingParams
 
 Mutation = Callable[["JobRecord"], None]
+Clock = Callable[[], datetime]
+JobParams = TrainingParams | EvaluationParams
+_PARAMS_OF_KIND: dict[str, type[JobParams]] = {"train": TrainingParams,
+                                               "evaluate": EvaluationParams}
+
+
+def utc_now() -> datetime:
+    """The store's clock outside tests: aware UTC wall time, comparable across processes."""
+    return datetime.now(UTC)
 
 
 class JobRecord(JobStatus):
     """What is stored: the public status plus the request and the liveness fields."""
 
-    params: dict[str, Any]
+    # None: stored by another version of the service, with parameters this one cannot read
+    # (its status still lists; a worker fails the job rather than guess).
+    params: JobParams | None
     heartbeat_at: datetime | None = None
     cancel_requested: bool = False
     attempts: int = 0
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params_of_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        # The job's kind names the type, not the shape of the JSON (stored as a plain object).
+        try:
+            return _PARAMS_OF_KIND[info.data.get("kind", "train")].model_validate(value)
+        except ValidationError:
+            return None
 
     def status(self) -> JobStatus:
         return JobStatus.model_validate(self.model_dump(include=set(JobStatus.model_fields)))
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class JobStore(ABC):
     """State transitions of jobs; subclasses provide storage and an atomic update."""
 
-    def __init__(self, heartbeat_timeout_s: float) -> None:
+    def __init__(self, heartbeat_timeout_s: float, *, clock: Clock = utc_now) -> None:
         self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.clock = clock
 
     @abstractmethod
     def _insert(self, record: JobRecord) -> None: ...
@@ -61,7 +80,7 @@ class JobStore(ABC):
     @abstractmethod
     def _recent_ids(self, limit: int) -> list[str]: ...
 
-    def create(self, job_id: str, params: TrainingParams | EvaluationParams,
+    def create(self, job_id: str, params: JobParams,
                request_id: str | None = None) -> JobStatus:
         if isinstance(params, EvaluationParams):
             kind, epochs, version = "evaluate", 1, params.version
@@ -69,7 +88,7 @@ class JobStore(ABC):
             kind, epochs, version = "train", params.total_epochs, None
         record = JobRecord(
             job_id=job_id, kind=kind, state=JobState.queued, dataset=params.dataset,
-            created_at=_now(), params=params.model_dump(),
+            created_at=self.clock(), params=params,
             progress=JobProgress(epochs=epochs), model_version=version, request_id=request_id,
         )
         self._insert(record)
@@ -88,20 +107,24 @@ class JobStore(ABC):
         record = self._load(job_id)
         if record is None:
             raise JobNotFound(f"no job {job_id!r}")
-        if record.state == JobState.running and self._is_stale(record):
-            record = self._update(job_id, self._fail_if_stale)
+        if self._silent(record, self.heartbeat_timeout_s):
+            record = self._update(job_id, self._fail_if_lost)
         return record
 
-    def _is_stale(self, record: JobRecord) -> bool:
+    def _silent(self, record: JobRecord, limit_s: float | None) -> bool:
+        """Whether a running job's worker has reported nothing for over ``limit_s``: the one
+        rule of liveness, for declaring a job lost and for taking it over."""
+        if record.state != JobState.running or limit_s is None:
+            return False
         last = record.heartbeat_at or record.started_at or record.created_at
-        return (_now() - last).total_seconds() > self.heartbeat_timeout_s
+        return (self.clock() - last).total_seconds() > limit_s
 
-    def _fail_if_stale(self, record: JobRecord) -> None:
-        if record.state == JobState.running and self._is_stale(record):
+    def _fail_if_lost(self, record: JobRecord) -> None:
+        if self._silent(record, self.heartbeat_timeout_s):
             record.state = JobState.failed
             record.error = (f"worker lost: no progress reported for over "
                             f"{self.heartbeat_timeout_s:.0f} s")
-            record.finished_at = _now()
+            record.finished_at = self.clock()
 
     def start(self, job_id: str, takeover_after_s: float | None = None,
               max_attempts: int = 1) -> bool:
@@ -111,19 +134,16 @@ class JobStore(ABC):
         started: list[bool] = []
 
         def mutate(record: JobRecord) -> None:
-            last = record.heartbeat_at or record.started_at or record.created_at
-            silent = (_now() - last).total_seconds()
-            dead = (record.state == JobState.running and takeover_after_s is not None
-                    and silent > takeover_after_s)
+            now, dead = self.clock(), self._silent(record, takeover_after_s)
             if dead and record.attempts >= max_attempts:
-                record.state, record.finished_at = JobState.failed, _now()
+                record.state, record.finished_at = JobState.failed, now
                 record.error = f"worker lost {record.attempts} time(s); not retried again"
             started[:] = [record.state == JobState.queued or (
                 dead and record.state == JobState.running)]
             if started[0]:
                 record.state, record.attempts = JobState.running, record.attempts + 1
-                record.started_at = record.started_at or _now()
-                record.heartbeat_at = _now()
+                record.started_at = record.started_at or now
+                record.heartbeat_at = now
 
         self._update(job_id, mutate)
         # Decided inside the atomic update: two tasks for one job cannot both start it.
@@ -139,7 +159,7 @@ class JobStore(ABC):
                     history.append(EpochPoint(epoch=progress.epoch, phase=progress.phase,
                                               **progress.last.model_dump()))
                 record.progress = progress.model_copy(update={"history": history})
-                record.heartbeat_at = _now()
+                record.heartbeat_at = self.clock()
 
         return self._update(job_id, mutate).cancel_requested
 
@@ -147,7 +167,7 @@ class JobStore(ABC):
         """Mark the job alive; returns whether cancellation was requested."""
         def mutate(record: JobRecord) -> None:
             if record.state == JobState.running:
-                record.heartbeat_at = _now()
+                record.heartbeat_at = self.clock()
 
         return self._update(job_id, mutate).cancel_requested
 
@@ -157,7 +177,7 @@ class JobStore(ABC):
         def mutate(record: JobRecord) -> None:
             if not record.state.finished:
                 record.state, record.model_version, record.error = state, model_version, error
-                record.finished_at = _now()
+                record.finished_at = self.clock()
 
         return self._update(job_id, mutate).status()
 
@@ -170,7 +190,7 @@ class JobStore(ABC):
                 raise JobNotCancellable(f"job {job_id} already {record.state.value}")
             record.cancel_requested = True
             if record.state == JobState.queued:
-                record.state, record.finished_at = JobState.cancelled, _now()
+                record.state, record.finished_at = JobState.cancelled, self.clock()
 
         return self._update(job_id, mutate).status()
 
@@ -179,8 +199,9 @@ class RedisJobStore(JobStore):
     PREFIX = "cxr:job:"
     INDEX = "cxr:jobs"
 
-    def __init__(self, client: redis.Redis, heartbeat_timeout_s: float) -> None:
-        super().__init__(heartbeat_timeout_s)
+    def __init__(self, client: redis.Redis, heartbeat_timeout_s: float, *,
+                 clock: Clock = utc_now) -> None:
+        super().__init__(heartbeat_timeout_s, clock=clock)
         self.client = client
 
     def _insert(self, record: JobRecord) -> None:
@@ -215,8 +236,9 @@ class RedisJobStore(JobStore):
 
 
 class SqliteJobStore(JobStore):
-    def __init__(self, path: Path, heartbeat_timeout_s: float) -> None:
-        super().__init__(heartbeat_timeout_s)
+    def __init__(self, path: Path, heartbeat_timeout_s: float, *,
+                 clock: Clock = utc_now) -> None:
+        super().__init__(heartbeat_timeout_s, clock=clock)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         with closing(self._connect()) as conn, conn:
@@ -261,10 +283,11 @@ class SqliteJobStore(JobStore):
         return [r[0] for r in rows]
 
 
-def open_job_store(settings: Settings) -> JobStore:
+def open_job_store(settings: Settings, *, clock: Clock = utc_now) -> JobStore:
     """The store that sits beside the configured broker."""
     if settings.uses_redis:
         client = redis.Redis.from_url(settings.effective_broker_url, socket_timeout=5,
                                       socket_connect_timeout=2)
-        return RedisJobStore(client, settings.job_heartbeat_timeout_s)
-    return SqliteJobStore(settings.state_dir / "jobs.sqlite", settings.job_heartbeat_timeout_s)
+        return RedisJobStore(client, settings.job_heartbeat_timeout_s, clock=clock)
+    return SqliteJobStore(settings.state_dir / "jobs.sqlite", settings.job_heartbeat_timeout_s,
+                          clock=clock)

@@ -108,5 +108,5 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Non
     for name in OWN_HANDLERS:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    # The API logs its own access lines (api.request_log), without the client's address.
+    # The API logs its own access lines (api.plumbing.request_log), without the client's address.
     logging.getLogger("uvicorn.access").propagate = False

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import PromotionMetric
+from shared.ml.preprocessing import Equalization
 from shared.ml.reliability import (
     ReliabilityRecord,
     ReliableSubset,
@@ -22,6 +23,9 @@ from shared.ml.reliability import (
 )
 from shared.schemas import ServingState
 from shared.training_params import TrainingParams
+
+# Request fields a manifest records at its top level (image_size, preprocessing_options).
+WRITTEN_AT_TOP = ("image_size", "equalize", "crop_border", "clahe_clip_limit")
 
 
 class Record(BaseModel):
@@ -111,24 +115,51 @@ class SplitRecord(Record):
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
 
+class DevicesRecord(Record):
+    """How a training phase used its machine (``worker.training.devices``)."""
+
+    gpus: int | None = None
+    threads: int | None = None
+    jit_compile: bool | None = None
+    precision_policy: str | None = None
+    strategy: str | None = None
+    replicas: int | None = None
+    devices: list[str] | None = None
+    onednn: str | None = None
+
+
 class Phase(Record):
     """One training phase: the head on the frozen base, then fine-tuning."""
+
+    # Written and read as "runtime", its key since the first manifests that had it.
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
 
     phase: str
     learning_rate: float
     epochs: int
     epochs_run: int | None = None
     cached_views: int | None = None
-    runtime: dict[str, object] | None = None
+    devices: DevicesRecord | None = Field(None, alias="runtime")
 
 
 class TrainingRecord(TrainingParams):
-    """The retrain request as run (its seed drawn) and its phases."""
+    """The retrain request as run (its seed drawn) and its phases. The image size and the
+    preprocessing are written once, at the manifest's top level: an older manifest's copies
+    here are read and never written again, so no default can contradict them."""
 
     # Lenient: it reads what older workers wrote, which the request schema may now refuse.
     model_config = ConfigDict(extra="allow", strict=False)
 
+    image_size: int | None = Field(None, exclude=True)  # type: ignore[assignment]
+    equalize: Equalization | None = Field(None, exclude=True)  # type: ignore[assignment]
+    crop_border: float | None = Field(None, exclude=True)  # type: ignore[assignment]
+    clahe_clip_limit: float | None = Field(None, exclude=True)  # type: ignore[assignment]
     phases: list[Phase] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, params: TrainingParams, phases: list[Phase]) -> TrainingRecord:
+        """The record of a request as run, without what the top level records."""
+        return cls(**params.model_dump(exclude=set(WRITTEN_AT_TOP)), phases=phases)
 
 
 class BaseWeightsRecord(Record):
@@ -215,7 +246,7 @@ class Int8Export(Record):
 
 
 class Promotion(Record):
-    """Whether the promotion gate activated the version at publish time, and why."""
+    """Whether the promotion decision activated the version at publish time, and why."""
 
     mode: str
     metric: str
@@ -276,6 +307,17 @@ class ManifestDraft(Record):
     int8: Int8Export | None = None
     external_evaluations: dict[str, ExternalFigures] | None = None
 
+    def training_params(self) -> TrainingParams | None:
+        """The request as run, its image size and preprocessing read from the top level
+        (where a new manifest records them once); None when no training is recorded."""
+        if self.training is None:
+            return None
+        options = {key: value for key, value in (self.preprocessing_options or {}).items()
+                   if key in WRITTEN_AT_TOP}
+        return TrainingParams.model_validate(
+            {**self.training.model_dump(include=set(TrainingParams.model_fields)),
+             "image_size": self.image_size, **options})
+
     def seal(self, version: str, files: dict[str, str], model_sha256: str) -> Manifest:
         # Validated again: a draft's own (extra) version or checksums never survive sealing.
         return Manifest.model_validate({**dict(self), "version": version, "files": files,
@@ -332,7 +374,8 @@ class ModelSummary(BaseModel):
     metrics: Metrics
     parent: str | None = None
     promotion: Promotion | None = Field(
-        None, description="Whether the gate activated this version at publish time, and why.")
+        None, description="Whether the promotion decision activated this version at publish "
+        "time, and why.")
     test_images: int | None = Field(None, description="Images in its held-out test split.")
     balanced_accuracy_ci: list[float] | None = Field(
         None, description="95% bootstrap interval of its test balanced accuracy.")

@@ -23,6 +23,7 @@ from tests.helpers.env import (
     REQUIRE_SERVICES,
     S3_ENV,
     TINY_VERSIONS_ENV,
+    real_data,
 )
 from tests.helpers.services import S3Server, SmallDisk
 from tests.helpers.versions import (
@@ -36,22 +37,16 @@ from tests.helpers.versions import (
 os.environ.update(TINY_VERSIONS_ENV)
 
 
-def _need(path: Path) -> Path:
-    if not path.is_dir():
-        pytest.skip(f"real X-rays not found at {path} (../shared/data is absent on this machine)")
-    return path
-
-
 @pytest.fixture(scope="session")
 def radiography_root() -> Path:
     """The COVID-19 Radiography Database copy (<Class>/images/*.png)."""
-    return _need(RADIOGRAPHY)
+    return real_data(RADIOGRAPHY)
 
 
 @pytest.fixture(scope="session")
 def image_dataset_root() -> Path:
     """The small class-folder dataset (JPEG and PNG, RGB or L)."""
-    return _need(IMAGE_DATASET)
+    return real_data(IMAGE_DATASET)
 
 
 @pytest.fixture
@@ -157,6 +152,12 @@ def s3_server() -> Iterator[S3Server]:
     yield server
     process.terminate()
     process.wait(timeout=10)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # Marked here, before `-m` selects: the fixture, not the test, decides.
+    if "trained" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.trained_version)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,13 +1,15 @@
-"""What one job carries through the worker's layers: its settings, where it reports, where
-it keeps its checkpoint."""
+"""What one job carries through the worker's layers: its settings and limits, where it
+reports, where it keeps its checkpoint, and its registry."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
 from shared.config import Settings
+from shared.registry import Registry, open_registry
 from shared.schemas import JobProgress
 
 
@@ -65,11 +67,19 @@ class Steps:
 
 @dataclass(frozen=True)
 class JobContext:
+    """One job's settings, reporter, checkpoint folder and registry."""
+
     settings: Settings
     reporter: Reporter
     # None: no checkpoint (a run that cannot be taken over, as from the CLI)
     checkpoint_dir: Path | None = None
 
+    @cached_property
+    def registry(self) -> Registry:
+        """The settings' registry, opened when the job first needs it, once."""
+        return open_registry(self.settings)
+
     @property
     def max_pixels(self) -> int:
+        """The largest image, in pixels, the job decodes (``CXR_MAX_IMAGE_PIXELS``)."""
         return self.settings.max_image_pixels

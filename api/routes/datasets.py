@@ -9,10 +9,10 @@ from typing import IO, Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile, status
 
-from api.auth import Admin, Reader
-from api.body_guard import GuardedRoute
 from api.deps import SettingsDep
-from api.errors import responses
+from api.plumbing.auth import Admin, Reader
+from api.plumbing.body_guard import GuardedRoute
+from api.plumbing.errors import responses
 from shared.datasets import ZipLimits, dataset_path, discover, list_datasets, unpack_zip
 from shared.errors import DatasetNotFound, InvalidDataset, PayloadTooLarge
 from shared.schemas import NAME_PATTERN, DatasetInfo, DatasetList

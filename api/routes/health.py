@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from api.body_guard import GuardedRoute
 from api.deps import BatcherDep, ModelServerDep, QueueDep
+from api.plumbing.body_guard import GuardedRoute
 from shared.schemas import Health, Readiness
 from shared.task_queue import broker_reachable
 

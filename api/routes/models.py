@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
-from api.auth import Admin, Reader
-from api.body_guard import GuardedRoute
 from api.deps import JobStoreDep, ModelServerDep, QueueDep, RegistryDep, SettingsDep
 from api.enqueue import enqueue
-from api.errors import responses
+from api.plumbing.auth import Admin, Reader
+from api.plumbing.body_guard import GuardedRoute
+from api.plumbing.errors import responses
 from shared.datasets import dataset_path, discover
 from shared.errors import ModelNotFound
 from shared.manifest import ExternalReport, ModelList, VersionDetail

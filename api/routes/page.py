@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException
 
-from api.body_guard import GuardedRoute
+from api.plumbing.body_guard import GuardedRoute
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 # The page's modules (app.js imports the others) and its style sheet.

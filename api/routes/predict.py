@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
 
-from api.auth import Reader
-from api.body_guard import GuardedRoute, limited_to
-from api.deps import MetricsDep, PredictorDep, SettingsDep
-from api.errors import responses, status_of
+from api.deps import PredictorDep, ServiceMetricsDep, SettingsDep
+from api.plumbing.auth import Reader
+from api.plumbing.body_guard import GuardedRoute, limited_to
+from api.plumbing.errors import responses, status_of
 from shared.config import Settings
-from shared.errors import PayloadTooLarge, TooManyImages
+from shared.errors import CxrError, PayloadTooLarge, TooManyImages
 from shared.schemas import ErrorDetail, ImageAnswer, Prediction, Predictions
 
 router = APIRouter(route_class=GuardedRoute, tags=["predict"], dependencies=Reader)
@@ -39,7 +39,7 @@ async def predict_image(
     response: Response,
     settings: SettingsDep,
     predictor: PredictorDep,
-    metrics: MetricsDep,
+    metrics: ServiceMetricsDep,
     file: Annotated[list[UploadFile], File(description=(
         "A chest X-ray: PNG, JPEG or DICOM. Several `file` parts (up to "
         "CXR_MAX_IMAGES_PER_REQUEST) get one answer each, in order."))],
@@ -55,27 +55,21 @@ async def predict_image(
     each its answer or the error it alone would have got, all answered by one version. An
     answer that should not be read as a finding says so (`reliable`, `reasons`)."""
     images = await _read(file, settings)
-    explaining = explain or explain_class is not None
-    if len(images) == 1:
-        if explaining:
-            model, prediction = await predictor.explain(images[0], class_name=explain_class)
-        else:
-            model, prediction = await predictor.predict(images[0])
-        metrics.predicted(prediction.label)
-        response.headers["X-Model-Version"] = model.version
-        return prediction
-    model = predictor.server.model()
-    answers = await predictor.predict_each(images, model, explaining, explain_class)
-    entries = []
-    for index, (upload, answer) in enumerate(zip(file, answers, strict=True)):
+    model = await predictor.serving(images)
+    answers = await predictor.answer(images, model, explain or explain_class is not None,
+                                     explain_class)
+    for answer in answers:
         if isinstance(answer, Prediction):
             metrics.predicted(answer.label)
-            entries.append(ImageAnswer(index=index, filename=upload.filename, status=200,
-                                       prediction=answer))
-        else:
-            entries.append(ImageAnswer(index=index, filename=upload.filename,
-                                       status=status_of(answer),
-                                       error=ErrorDetail(code=answer.code,
-                                                         message=answer.message)))
-    response.headers["X-Model-Version"] = model.version
-    return Predictions(model_version=model.version, images=entries)
+    response.headers["X-Model-Version"] = model.version  # an error's own answer lacks it
+    if len(answers) == 1:
+        (answer,) = answers
+        if isinstance(answer, CxrError):  # one image: its error is the request's
+            raise answer
+        return answer
+    return Predictions(model_version=model.version, images=[
+        ImageAnswer(index=index, filename=upload.filename, status=200, prediction=answer)
+        if isinstance(answer, Prediction) else
+        ImageAnswer(index=index, filename=upload.filename, status=status_of(answer),
+                    error=ErrorDetail(code=answer.code, message=answer.message))
+        for index, (upload, answer) in enumerate(zip(file, answers, strict=True))])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import weakref
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +22,14 @@ from PIL import Image
 
 from shared.errors import ExplanationUnavailable, UnknownClass
 from shared.ml.modeling import BLOCK_POOLS, CAM_LAYER, OUTPUT_LAYER, POOL_LAYER
-from shared.ml.preprocessing import gray_to_pixels, prepare_gray, to_model_input
+from shared.ml.preprocessing import to_model_input
+from shared.ml.screening import Screened
 from shared.ml.served import ServedVersion
 from shared.ml.shift import STATS_LAYOUT, shift_features
 from shared.schemas import Explanation, Prediction
 
 # From the map to the dense layer's input, as build_model wires them (dropout is inert).
-HEAD_LAYERS = (BLOCK_POOLS[-1], POOL_LAYER)
+CAM_HEAD_LAYERS = (BLOCK_POOLS[-1], POOL_LAYER)
 OVERLAY_MAX_SIDE = 512
 # Each served version's Grad-CAM network, built on its first explained request; dropped
 # with the version (written under the version's lock).
@@ -49,8 +51,8 @@ class GradCam:
     """Grad-CAM for a classifier built by ``shared.ml.modeling.build_model``.
 
     The base up to the map runs as one graph, without a gradient tape; only the head (pooling
-    and the dense layer) runs under the tape. Recording the whole VGG16 made the pass 4x a
-    forward pass on a 2-core CPU (bench/explain_latency.py).
+    and the dense layer) runs under the tape: recording the whole VGG16 costs several forward
+    passes (bench/explain_latency.py).
     """
 
     def __init__(self, model: Any, with_features: bool, layout: str = STATS_LAYOUT) -> None:
@@ -59,11 +61,11 @@ class GradCam:
 
         try:
             conv = model.get_layer(CAM_LAYER)
-            self._head = [model.get_layer(name) for name in HEAD_LAYERS]
+            self._head = [model.get_layer(name) for name in CAM_HEAD_LAYERS]
             self._dense = model.get_layer(OUTPUT_LAYER)
         except ValueError as exc:
             raise ExplanationUnavailable(
-                f"this version's network lacks one of {CAM_LAYER}, {HEAD_LAYERS}, "
+                f"this version's network lacks one of {CAM_LAYER}, {CAM_HEAD_LAYERS}, "
                 f"{OUTPUT_LAYER}") from exc
         # The shift features come out of the graph as served (their avg_pool part repeats
         # the head's cheap pooling, outside the tape).
@@ -133,15 +135,15 @@ def render(gray: np.ndarray, heatmap: np.ndarray) -> tuple[str, str]:
             _png((blended * 255 + 0.5).astype(np.uint8)))
 
 
-def explain(loaded: ServedVersion, gray: np.ndarray, class_name: str | None = None) -> Prediction:
-    """The answer for one decoded image with its Grad-CAM map, from one TensorFlow pass of
-    the version's own Keras model (whatever runtime serves its plain predictions)."""
+def explain(loaded: ServedVersion, screened: Screened,
+            class_name: str | None = None) -> Prediction:
+    """The answer for one screened image with its Grad-CAM map, from one TensorFlow pass of
+    the version's own Keras model (whatever runtime serves its plain predictions), drawn on
+    the image as screening prepared it."""
     if class_name is not None and class_name not in loaded.classes:
         raise UnknownClass(f"{class_name!r} is not a class of version {loaded.version}; "
                            f"its classes are {loaded.classes}")
-    # Prepared once: the overlay is drawn on it at full size, the model sees it resized.
-    prepared = prepare_gray(gray, loaded.options)
-    pixels = gray_to_pixels(prepared, loaded.image_size)
+    pixels = screened.pixels
     index = None if class_name is None else loaded.classes.index(class_name)
     with loaded.lock:  # one pass at a time per version, batched predictions included
         cam = _CAMS.get(loaded)
@@ -152,7 +154,26 @@ def explain(loaded: ServedVersion, gray: np.ndarray, class_name: str | None = No
         activation = cam(pixels, index)
     answer = loaded.answer(loaded.calibrated(activation.probabilities[None],
                                              activation.features, pixels[None]), 0)
-    image_png, overlay_png = render(prepared, activation.heatmap)
+    image_png, overlay_png = render(screened.prepared, activation.heatmap)
     return answer.model_copy(update={"precision": "float32", "explanation": Explanation(
         layer=CAM_LAYER, class_name=loaded.classes[activation.index], image_png=image_png,
         overlay_png=overlay_png, grid=np.round(activation.heatmap, 4).tolist())})
+
+
+class GradCamPasses:
+    """Each image answered with its heat map at once, in the thread that submits it: one
+    gradient pass at a time (together they would only fight for cores)."""
+
+    def __init__(self, class_name: str | None = None) -> None:
+        self.class_name = class_name
+
+    def submit(self, model: ServedVersion, screened: Screened) -> Future[Prediction]:
+        future: Future[Prediction] = Future()
+        try:
+            future.set_result(explain(model, screened, self.class_name))
+        except Exception as exc:  # the image's own failure, as a pass's would be
+            future.set_exception(exc)
+        return future
+
+    def flush(self) -> None:
+        """Nothing waits: each image was answered as it came."""

@@ -160,10 +160,9 @@ def choose_runtime(model: Any, size: int, layout: str | None, onnx_file: Path | 
     Every runtime the version can use (its ONNX export and INT8 copy; TensorFlow) is timed at
     every batch size it will be served at, which also warms each one up. 'auto' keeps the one
     ``pick_runtime`` picks; 'onnx' falls back to TensorFlow, with a warning, for a version
-    that has no export. On a 2-core CPU ONNX Runtime is fastest at batch 1 and
-    TensorFlow at batch 8 or so, so the batch size the batcher gathers is the chosen
-    runtime's own, not a fixed one. With ``timings``, a graph timed before is only warmed
-    up, at the batch sizes it will be sent.
+    that has no export. Runtimes are fastest per image at different batch sizes, so the
+    batch the batcher gathers is the chosen runtime's own, measured, not a fixed one. With
+    ``timings``, a graph timed before is only warmed up, at the batch sizes it will be sent.
     """
     with_features = layout is not None
     names = candidate_names(preference, precision, onnx_file, int8_file, name)

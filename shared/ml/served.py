@@ -2,22 +2,26 @@
 
 One forward pass gives the class probabilities (temperature-calibrated) and, when the version
 has a shift reference, the features that score how far the image lies from the training
-distribution. ``serve_model`` builds one from a model in memory (a trained model before it
-is published); ``shared.loading.load_version`` from the registry.
+distribution. The one path from image files to answers is here: ``submit_images`` decodes and
+screens each image as the version was trained and hands it to a ``Passes`` (the API's batcher,
+or the version's own passes in the calling thread: ``answer_images``); ``score`` passes
+prepared pixels in batches. ``serve_model`` builds a version from a model in memory (a trained
+model before it is published); ``shared.loading.load_version`` from the registry.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from shared.config import InferenceRuntime, Precision
-from shared.errors import NotAChestXray
+from shared.config import GateMode, InferenceRuntime, Precision
+from shared.errors import CxrError, NotAChestXray
 from shared.ml.calibration import apply_temperature
 from shared.ml.chest_gate import ChestGate
 from shared.ml.preprocessing import (
@@ -25,12 +29,28 @@ from shared.ml.preprocessing import (
     PreprocessOptions,
     decode_image,
     gray_to_pixels,
+    prepare_gray,
     to_model_input,
 )
 from shared.ml.reliability import ReliabilityRecord, reasons
 from shared.ml.runtimes import Forward, Timings, choose_runtime, runtime_and_precision
+from shared.ml.screening import (
+    Hold,
+    ImageLimits,
+    ImageSource,
+    Screened,
+    checked,
+    failed,
+    no_hold,
+    outcome,
+    read_image,
+)
 from shared.ml.shift import ShiftReference, input_features
-from shared.schemas import ChestXrayCheck, DistributionShift, Prediction
+from shared.schemas import DistributionShift, Prediction
+
+# Images per pass where nobody gathers batches (the command line, evaluations, promotion):
+# bounds the pixels held at once.
+SCORE_BATCH = 32
 
 
 @dataclass
@@ -72,17 +92,46 @@ class ServedVersion:
         """A decoded gray image prepared exactly as this version was trained."""
         return gray_to_pixels(gray, self.image_size, self.options)
 
-    def screen(self, image: DecodedImage, mode: str) -> tuple[np.ndarray, ChestXrayCheck | None]:
-        """The image's pixels and the chest-radiograph gate's verdict on them; with mode
-        'refuse', an image that fails is refused (NotAChestXray) before any diagnosis."""
-        pixels = self.pixels(image.gray)
+    def screen(self, image: DecodedImage, mode: GateMode) -> Screened:
+        """The image prepared as this version was trained, with the chest-radiograph gate's
+        verdict; with mode 'refuse', an image that fails is refused (NotAChestXray) before
+        any diagnosis."""
+        prepared = prepare_gray(image.gray, self.options)  # kept: heat maps are drawn on it
+        pixels = gray_to_pixels(prepared, self.image_size)
         if mode == "off" or self.gate is None:
-            return pixels, None
+            return Screened(prepared, pixels)
         check = self.gate.check(pixels[..., 0], image.colourfulness)
         if not check.passed and mode == "refuse":
             raise NotAChestXray(f"this does not look like a chest radiograph ({check.reason}); "
                                 "no diagnosis is given")
-        return pixels, check
+        return Screened(prepared, pixels, check)
+
+    def screen_file(self, data: bytes, limits: ImageLimits) -> Screened:
+        """An image file decoded, prepared and screened as this version was trained."""
+        return self.screen(self.decode(data, limits.max_pixels), limits.gate)
+
+    def submit_images(self, images: Iterable[ImageSource], limits: ImageLimits,
+                      passes: Passes, hold: Hold = no_hold) -> list[Future[Prediction]]:
+        """Each image screened and handed to ``passes``, one after another in this thread
+        (``hold`` held for each meanwhile): one future per image, in order, holding its
+        answer with the gate's verdict, or the error that image alone gets (a CxrError)."""
+        futures = []
+        for source in images:
+            try:
+                data = read_image(source)
+                with hold(data):
+                    screened = self.screen_file(data, limits)
+                    futures.append(checked(passes.submit(self, screened), screened.check))
+            except CxrError as exc:
+                futures.append(failed(exc))
+        passes.flush()
+        return futures
+
+    def answer_images(self, images: Iterable[ImageSource],
+                      limits: ImageLimits) -> list[Prediction | CxrError]:
+        """Each image's answer or its own error, in order, from passes of up to
+        SCORE_BATCH images in this thread."""
+        return [outcome(f) for f in self.submit_images(images, limits, OwnPasses())]
 
     def infer(self, pixels: np.ndarray) -> Inference:
         """One pass over a batch of (n, size, size, 3) pixels in [0, 255]."""
@@ -93,6 +142,18 @@ class ServedVersion:
             return self.calibrated(np.asarray(outputs), None, pixels)
         features, raw = (np.asarray(t) for t in outputs)
         return self.calibrated(raw, features, pixels)
+
+    def score(self, pixels: np.ndarray, batch_size: int = SCORE_BATCH) -> Inference:
+        """``infer`` over any number of prepared images, in passes of ``batch_size``."""
+        if not len(pixels):
+            return Inference(np.zeros((0, len(self.classes)), np.float32),
+                             None if self.shift is None else np.zeros(0))
+        passes = [self.infer(pixels[i:i + batch_size])
+                  for i in range(0, len(pixels), batch_size)]
+        scores = [p.shift_scores for p in passes]
+        return Inference(np.concatenate([p.probabilities for p in passes]),
+                         None if any(s is None for s in scores)
+                         else np.concatenate([s for s in scores if s is not None]))
 
     def calibrated(self, raw: np.ndarray, features: np.ndarray | None,
                    pixels: np.ndarray) -> Inference:
@@ -106,7 +167,7 @@ class ServedVersion:
         return Inference(probabilities, self.shift.scores(features, inputs))
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        return self.infer(pixels).probabilities
+        return self.score(pixels).probabilities
 
     def predict(self, gray: np.ndarray) -> Prediction:
         """The answer for one decoded image: label, calibrated probabilities, shift."""
@@ -135,13 +196,46 @@ class ServedVersion:
                           if self.reliability else None, precision=self.precision)
 
 
-def with_check(prediction: Prediction, check: ChestXrayCheck | None) -> Prediction:
-    """An answer with the gate's verdict; one that did not pass is not a finding."""
-    if check is None:
-        return prediction
-    why = prediction.reasons if check.passed else ["not_a_chest_xray", *prediction.reasons]
-    return prediction.model_copy(update={"chest_xray": check, "reasons": why,
-                                         "reliable": not why})
+class Passes(Protocol):
+    """Where screened images get their answers: the version's own passes in the calling
+    thread (``OwnPasses``), the API's batcher shared by concurrent requests, or Grad-CAM."""
+
+    def submit(self, model: ServedVersion, screened: Screened) -> Future[Prediction]:
+        """Queue one image; it must not keep ``screened`` beyond what it needs."""
+        ...
+
+    def flush(self) -> None:
+        """Answer whatever is queued, now."""
+        ...
+
+
+class OwnPasses:
+    """Passes of up to ``batch_size`` images, run in the thread that submits them."""
+
+    def __init__(self, batch_size: int = SCORE_BATCH) -> None:
+        self.batch_size = batch_size
+        # Only the pixels wait: a prepared full-size image can be megabytes.
+        self._queued: list[tuple[ServedVersion, np.ndarray, Future[Prediction]]] = []
+
+    def submit(self, model: ServedVersion, screened: Screened) -> Future[Prediction]:
+        future: Future[Prediction] = Future()
+        self._queued.append((model, screened.pixels, future))
+        if len(self._queued) >= self.batch_size:
+            self.flush()
+        return future
+
+    def flush(self) -> None:
+        queued, self._queued = self._queued, []
+        if not queued:
+            return
+        try:
+            answers = queued[0][0].predict_batch(np.stack([pixels for _, pixels, _ in queued]))
+        except Exception as exc:  # the pass failed: each image of it fails with it
+            for _, _, future in queued:
+                future.set_exception(exc)
+            return
+        for (_, _, future), answer in zip(queued, answers, strict=True):
+            future.set_result(answer)
 
 
 def serve_model(version: str, classes: list[str], image_size: int, model: Any, *,

@@ -3,9 +3,9 @@
 ``base.Registry`` holds what every store shares (sealing a staged version, reading
 manifests); ``local.LocalRegistry`` keeps versions in a folder (``CXR_MODELS_DIR``),
 ``objects.ObjectStoreRegistry`` on S3-compatible object storage (``CXR_MODELS_URI``);
-``files`` names the files of a version. Either way, a version is written into a local
-staging folder, checksummed and verified by loading it back before the store commits it,
-and only a committed version can become the active one.
+``files`` names the files of a version. Either way, the worker writes a version into a local
+staging folder and verifies it by loading it back; the store checksums and seals it, commits
+it, and only a committed version can become the active one.
 """
 
 from __future__ import annotations

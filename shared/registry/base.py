@@ -9,7 +9,6 @@ import secrets
 import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,33 +111,21 @@ class Registry(ABC):
     def clean_staging(self, older_than_s: float = STALE_STAGING_S) -> int:
         """Remove what crashed publishes left; returns how many."""
 
-    def publish(
-        self,
-        staging: Path,
-        manifest: ManifestDraft,
-        verify: Callable[[Path], None] | None = None,
-        activate: bool = True,
-        render: Callable[[Path, str, ManifestDraft], None] | None = None,
-    ) -> str:
-        """Seal a staged version, move it into place and (by default) activate it.
-
-        ``render(staging, version, manifest)`` may add files that need the version id (a
-        model card).
-        """
+    def publish(self, staging: Path, manifest: ManifestDraft, version: str | None = None,
+                activate: bool = True) -> str:
+        """Seal a staged version (its files' sha256 in the manifest), commit it and (by
+        default) activate it. ``version``: the id the caller minted (``new_version_id``) for
+        files that name it, such as a model card; a fresh one otherwise."""
         model_file = staging / MODEL_FILE
         if not model_file.is_file():
             raise RegistryError("staging holds no model file")
-        version = new_version_id()
-        if render is not None:
-            render(staging, version, manifest)
+        version = version or new_version_id()
+        if not VERSION_PATTERN.match(version):
+            raise RegistryError(f"{version!r} is not a version id")
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         sealed = manifest.seal(version, files=files, model_sha256=files[MODEL_FILE])
         # Made durable by the store's commit, with the other files.
         (staging / MANIFEST_FILE).write_text(sealed.model_dump_json(indent=2))
-        if verify is not None:
-            verify(model_file)
-        if sha256_file(model_file) != files[MODEL_FILE]:
-            raise RegistryError("model file changed while it was being verified")
         self._commit(staging, version)
         if activate:
             self.activate(version)

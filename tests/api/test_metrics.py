@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
-from api.metrics import Metrics
+from api.metrics import ServiceMetrics
 from shared.config import Settings
 from shared.registry.local import LocalRegistry
 from tests.helpers.env import API_KEYS, AS_ADMIN, sample_files
@@ -105,7 +105,7 @@ def test_metrics_need_a_key_like_reads_and_survive_a_store_outage(tmp_path: Path
 
 
 def test_model_info_names_only_the_served_version() -> None:
-    metrics = Metrics(jobs=lambda: None)
+    metrics = ServiceMetrics(jobs=lambda: None)
     for version in ("v1", "v2"):  # a hot swap
         metrics.model_loaded(SimpleNamespace(version=version, runtime="onnx"), 1.5)  # type: ignore[arg-type]
     samples = parse(generate_latest(metrics.registry).decode())

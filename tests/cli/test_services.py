@@ -11,7 +11,7 @@ from tests.helpers.cli import one_line_error
 
 
 def test_a_new_key_is_printed_once_with_the_settings_entry_that_admits_it() -> None:
-    from api.auth import match_key
+    from api.plumbing.auth import match_key
     from cxr_cli import app
     from shared.config import Settings
 

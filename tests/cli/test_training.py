@@ -114,7 +114,7 @@ def test_train_then_list_predict_and_evaluate_from_the_command_line(
 def test_every_training_parameter_is_an_option_of_train(
     cli: CliRunner, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import worker.runner.jobs
+    import worker.runner.retrain
     from cxr_cli import app
     from cxr_cli.options import option_name
 
@@ -159,7 +159,7 @@ def test_every_training_parameter_is_an_option_of_train(
         asked.update(params=params, external=external)
         raise JobCancelled("stopped by the test")
 
-    monkeypatch.setattr(worker.runner.jobs, "train_and_publish", train_and_publish)
+    monkeypatch.setattr(worker.runner.retrain, "train_and_publish", train_and_publish)
     one_line_error(cli.invoke(app, ["train", *args]), "job_cancelled")
     assert asked["params"] == TrainingParams.model_validate(given)
     assert list(asked["external"]) == ["outside"]

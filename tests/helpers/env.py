@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 from shared.config import ApiKey, key_digest
 
@@ -17,7 +20,8 @@ IMAGE_DATASET = SHARED_DATA / "covid19-image-dataset"
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 REDIS_URL = os.environ.get("CXR_TEST_REDIS_URL",
                            f"redis://127.0.0.1:6379/{15 if _WORKER == 0 else 14 - _WORKER}")
-# CI sets this so that a missing Redis fails the run instead of skipping tests.
+# CI sets this so that missing real data or a missing Redis fails the run instead of
+# skipping tests.
 REQUIRE_SERVICES = os.environ.get("CXR_TEST_REQUIRE_SERVICES") == "1"
 # API keys of the test services: mutating endpoints always need an admin one.
 ADMIN_KEY, READER_KEY = "test-admin-key-7f3c", "test-reader-key-91ab"
@@ -26,8 +30,8 @@ API_KEYS = [ApiKey(name=name, sha256=key_digest(key), role=name)
 API_KEYS_ENV = json.dumps([key.model_dump() for key in API_KEYS])  # CXR_API_KEYS
 AS_ADMIN = {"X-API-Key": ADMIN_KEY}
 # The suite trains versions on a few dozen images, whose test balanced accuracy interval
-# includes chance; the promotion gate would keep every one of them a candidate. The tests of
-# that refusal turn it back on; everything else (in process and in the services it starts)
+# includes chance; the promotion decision would keep every one of them a candidate. The tests
+# of that refusal turn it back on; everything else (in process and in the services it starts)
 # needs its tiny versions activated.
 TINY_VERSIONS_ENV = {"CXR_PROMOTION_REFUSE_CHANCE": "false"}
 # What the processes the suite starts (`cxr serve`, `cxr worker`, `cxr train`) run with
@@ -39,6 +43,22 @@ PROCESS_ENV = {**TINY_VERSIONS_ENV, "CXR_EXPORT_ONNX": "false",
 # S3 credentials of the loopback server; moto accepts any, boto3 needs some.
 S3_ENV = {"AWS_ACCESS_KEY_ID": "cxr-test", "AWS_SECRET_ACCESS_KEY": "cxr-test-secret",
           "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose data or service is absent on this machine; fail it where every one
+    is required (CXR_TEST_REQUIRE_SERVICES=1, as in CI), so that no test hides there."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (CXR_TEST_REQUIRE_SERVICES=1 requires it)", pytrace=False)
+    pytest.skip(reason)
+
+
+def real_data(path: Path) -> Path:
+    """``path``, a folder of real X-rays under ../shared/data, or the test is unavailable."""
+    if not path.is_dir():
+        unavailable(f"real X-rays not found at {path} (../shared/data is absent on this "
+                    "machine)")
+    return path
 
 
 def sample_files(root: Path, per_class: int) -> dict[str, list[Path]]:

@@ -25,6 +25,7 @@ from shared.manifest import (
 )
 from shared.ml.modeling import ModelConfig, build_model
 from shared.registry import Registry
+from shared.registry.base import VERSION_PATTERN
 from shared.registry.files import MODEL_FILE
 from shared.registry.local import LocalRegistry
 from shared.schemas import JobProgress
@@ -117,10 +118,10 @@ def shared_trained(radiography: Path, root: Path) -> Trained:
 def train_once(radiography: Path, root: Path) -> Trained:
     """One tiny training that exercises every recorded option at once: a cosine schedule
     without warm-up, CLAHE and a border crop, a chest-radiograph gate even on 24 training
-    films, and the promotion gate refusing a version no better than chance."""
+    films, and the promotion decision refusing a version no better than chance."""
     from shared.datasets import discover
     from worker.context import JobContext
-    from worker.runner.jobs import train_and_publish
+    from worker.runner.retrain import train_and_publish
 
     dataset = copy_tiny(radiography, root / "tiny")
     params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 3}, learning_rate=1e-3,
@@ -214,8 +215,7 @@ def int8_data(trained: Trained, loaded: Any) -> Any:
             pixels.append(loaded.pixels(loaded.decode(path.read_bytes(), 10**8).gray))
             labels.append(label)
     x, y = np.stack(pixels), np.array(labels)
-    return Int8Data({"train": x[0::3], "test": x}, {"train": y[0::3], "test": y},
-                    loaded.temperature, loaded.shift)
+    return Int8Data(x[0::3], x, y, loaded.temperature, loaded.shift)
 
 
 def with_int8_copy(trained: Trained, root: Path) -> tuple[LocalRegistry, str]:
@@ -248,3 +248,10 @@ def _make_int8_copy(trained: Trained, root: Path) -> tuple[LocalRegistry, str]:
     registry = LocalRegistry(root / "models")
     return registry, republish(trained.registry, trained.version, registry,
                                {INT8_FILE: folder / INT8_FILE}, int8=record)
+
+
+def version_dirs(registry: LocalRegistry) -> list[Path]:
+    """The version folders of a local registry, whether or not they were published whole."""
+    if not registry.root.is_dir():
+        return []
+    return sorted(p for p in registry.root.iterdir() if VERSION_PATTERN.match(p.name))

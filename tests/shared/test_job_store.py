@@ -1,11 +1,14 @@
-"""The job store on both backends (SQLite and Redis): transitions, cancellation and races."""
+"""The job store on both backends (SQLite and Redis): transitions, cancellation and races.
+Time moves on a hand-driven clock: liveness is tested without sleeping."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -14,20 +17,29 @@ import redis
 from shared.config import Settings
 from shared.errors import JobNotCancellable, JobNotFound
 from shared.job_store import JobStore, RedisJobStore, SqliteJobStore, open_job_store
-from shared.schemas import EpochMetrics, EpochPoint, JobProgress, JobState
+from shared.schemas import EpochMetrics, EpochPoint, EvaluationParams, JobProgress, JobState
 from shared.training_params import TrainingParams
+from tests.helpers.clock import ManualClock
 
 StoreFactory = Callable[[float], JobStore]
 PARAMS = TrainingParams(dataset="tiny", epochs=3, fine_tune_epochs=2, image_size=32)
 
 
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
 @pytest.fixture(params=["sqlite", "redis"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    """Builds a store of the parametrized kind with a given heartbeat timeout."""
+def make_store(request: pytest.FixtureRequest, tmp_path: Path,
+               clock: ManualClock) -> StoreFactory:
+    """Builds a store of the parametrized kind with a given heartbeat timeout; the stores of
+    one test share its clock."""
     if request.param == "sqlite":
-        return lambda timeout: SqliteJobStore(tmp_path / "state" / "jobs.sqlite", timeout)
+        return lambda timeout: SqliteJobStore(tmp_path / "state" / "jobs.sqlite", timeout,
+                                              clock=clock)
     url = request.getfixturevalue("redis_url")
-    return lambda timeout: RedisJobStore(redis.Redis.from_url(url), timeout)
+    return lambda timeout: RedisJobStore(redis.Redis.from_url(url), timeout, clock=clock)
 
 
 @pytest.fixture
@@ -55,7 +67,8 @@ def test_create_queues_a_job_with_the_total_epoch_count(store: JobStore) -> None
     assert status.started_at is None and status.finished_at is None
     assert store.get(job_id) == status
     record = store.record(job_id)
-    assert record.params == PARAMS.model_dump()
+    assert record.params == PARAMS  # typed, not a dict
+    assert record.params.model_dump() == PARAMS.model_dump()
     assert record.cancel_requested is False
     no_fine_tune = TrainingParams(dataset="x", epochs=7, fine_tune=False)
     assert store.create(_new_id(), no_fine_tune).progress.epochs == 7
@@ -80,7 +93,7 @@ def test_a_second_start_of_a_running_job_returns_false(store: JobStore) -> None:
     assert store.start(job_id) is False  # a redelivered task must not run it twice
 
 
-def test_report_progress_updates_a_running_job(store: JobStore) -> None:
+def test_report_progress_updates_a_running_job(store: JobStore, clock: ManualClock) -> None:
     job_id = _new_id()
     store.create(job_id, PARAMS)
     early = JobProgress(epoch=1, epochs=5, phase="head")
@@ -91,7 +104,7 @@ def test_report_progress_updates_a_running_job(store: JobStore) -> None:
     progress = JobProgress(epoch=2, epochs=5, phase="head",
                            last=EpochMetrics(loss=0.5, accuracy=0.8, val_loss=0.6,
                                              val_accuracy=0.75))
-    time.sleep(0.01)
+    clock.advance(0.01)
     assert store.report_progress(job_id, progress) is False
     assert store.get(job_id).progress == progress.model_copy(update={"history": [
         EpochPoint(epoch=2, phase="head", loss=0.5, accuracy=0.8, val_loss=0.6,
@@ -200,26 +213,27 @@ def test_unknown_jobs_are_not_found(store: JobStore) -> None:
     assert store.recent() == []
 
 
-def test_recent_lists_newest_first(store: JobStore) -> None:
+def test_recent_lists_newest_first(store: JobStore, clock: ManualClock) -> None:
     ids = []
     for _ in range(4):
         ids.append(_new_id())
         store.create(ids[-1], PARAMS)
-        time.sleep(0.002)
+        clock.advance(0.002)
     assert [s.job_id for s in store.recent()] == ids[::-1]
     assert [s.job_id for s in store.recent(limit=2)] == ids[:1:-1]
     store.start(ids[0])
     assert store.recent()[-1].state == JobState.running
 
 
-def test_a_job_with_a_silent_worker_is_declared_lost(make_store: StoreFactory) -> None:
+def test_a_job_with_a_silent_worker_is_declared_lost(make_store: StoreFactory,
+                                                     clock: ManualClock) -> None:
     store = make_store(0.5)
     queued = _new_id()
     store.create(queued, PARAMS)
     job_id = _running(store)
     fresh = _running(store)
     for _ in range(4):  # 0.6 s of silence from job_id; fresh reports every 0.15 s
-        time.sleep(0.15)
+        clock.advance(0.15)
         store.heartbeat(fresh)
     status = store.get(job_id)
     assert status.state == JobState.failed
@@ -236,11 +250,12 @@ def test_a_job_with_a_silent_worker_is_declared_lost(make_store: StoreFactory) -
     assert {s.job_id: s.state for s in store.recent()}[job_id] == JobState.failed
 
 
-def test_heartbeats_keep_a_long_job_alive(make_store: StoreFactory) -> None:
+def test_heartbeats_keep_a_long_job_alive(make_store: StoreFactory,
+                                          clock: ManualClock) -> None:
     store = make_store(0.6)
     job_id = _running(store)
     for _ in range(6):  # 0.9 s in all, longer than the timeout, but never silent for long
-        time.sleep(0.15)
+        clock.advance(0.15)
         assert store.heartbeat(job_id) is False
         assert store.get(job_id).state == JobState.running
     assert store.get(job_id).state == JobState.running
@@ -319,28 +334,102 @@ def test_open_job_store_uses_redis_for_a_redis_broker(settings: Settings,
     assert not (settings.state_dir / "jobs.sqlite").exists()
 
 
-def test_a_silent_running_job_is_taken_over_while_attempts_remain(store: JobStore) -> None:
+def test_a_silent_running_job_is_taken_over_while_attempts_remain(
+        store: JobStore, clock: ManualClock) -> None:
     job_id = _running(store)
     assert store.record(job_id).attempts == 1
     # alive: its heartbeat is fresh, so a second task must not run it too
     assert store.start(job_id, takeover_after_s=5, max_attempts=2) is False
-    time.sleep(0.3)
+    clock.advance(0.3)
     assert store.start(job_id, takeover_after_s=0.2, max_attempts=2) is True
     record = store.record(job_id)
     assert record.state == JobState.running and record.attempts == 2
-    time.sleep(0.3)
+    clock.advance(0.3)
     # the worker died again: no attempts left, the job ends failed with its reason
     assert store.start(job_id, takeover_after_s=0.2, max_attempts=2) is False
     status = store.get(job_id)
     assert status.state == JobState.failed and "worker lost 2 time(s)" in (status.error or "")
 
 
-def test_a_finished_or_cancelled_job_is_never_taken_over(store: JobStore) -> None:
+def test_a_finished_or_cancelled_job_is_never_taken_over(store: JobStore,
+                                                         clock: ManualClock) -> None:
     done = _running(store)
     store.finish(done, JobState.succeeded, model_version="v")
     queued = _new_id()
     store.create(queued, PARAMS)
     store.cancel(queued)
-    time.sleep(0.3)
+    clock.advance(0.3)
     for job_id in (done, queued):
         assert store.start(job_id, takeover_after_s=0.1, max_attempts=5) is False
+
+
+def test_silence_is_measured_on_the_store_clock_to_the_limit(store: JobStore,
+                                                             clock: ManualClock) -> None:
+    job_id = _running(store)
+    clock.advance(5)
+    assert store.start(job_id, takeover_after_s=5, max_attempts=2) is False  # not over 5 s
+    clock.advance(0.001)
+    assert store.start(job_id, takeover_after_s=5, max_attempts=2) is True
+    assert store.record(job_id).heartbeat_at == clock()
+    clock.advance(59.999)
+    assert store.get(job_id).state == JobState.running  # the store's 60 s, not yet over
+    clock.advance(0.002)
+    assert store.get(job_id).state == JobState.failed
+
+
+def test_an_evaluation_job_keeps_typed_parameters(store: JobStore) -> None:
+    job_id = _new_id()
+    params = EvaluationParams(dataset="other", version="20260101-000000-abcdef")
+    status = store.create(job_id, params)
+    assert (status.kind, status.model_version, status.progress.epochs) == (
+        "evaluate", params.version, 1)
+    assert store.record(job_id).params == params
+    assert isinstance(store.record(_running(store)).params, TrainingParams)
+
+
+def _write_document(store: JobStore, job_id: str, document: str) -> None:
+    """Stores a record's JSON as is, beside the store's own writes."""
+    if isinstance(store, SqliteJobStore):
+        with closing(sqlite3.connect(store.path)) as conn, conn:
+            conn.execute("INSERT INTO jobs VALUES (?, ?, ?)", (job_id, 0.0, document))
+    else:
+        assert isinstance(store, RedisJobStore)
+        store.client.set(store.PREFIX + job_id, document)
+        store.client.zadd(store.INDEX, {job_id: 0.0})
+
+
+def test_records_with_parameters_as_plain_json_objects_read_typed(store: JobStore) -> None:
+    # As the store wrote them before its parameters were typed: a dict dumped in the document.
+    base = {"state": "queued", "progress": {"epoch": 0, "epochs": 5, "phase": None,
+                                            "last": None, "history": []},
+            "error": None, "created_at": "2026-12-06T07:09:30.445206Z", "started_at": None,
+            "finished_at": None, "request_id": None, "heartbeat_at": None,
+            "cancel_requested": False, "attempts": 0}
+    evaluation = EvaluationParams(dataset="other", version="20260101-000000-abcdef")
+    documents = {
+        "train": {**base, "kind": "train", "dataset": "tiny", "model_version": None,
+                  "params": PARAMS.model_dump(mode="json")},
+        "evaluate": {**base, "kind": "evaluate", "dataset": "other",
+                     "model_version": evaluation.version, "params": evaluation.model_dump()},
+    }
+    ids = {kind: _new_id() for kind in documents}
+    for kind, document in documents.items():
+        _write_document(store, ids[kind], json.dumps({"job_id": ids[kind], **document}))
+    assert store.record(ids["train"]).params == PARAMS
+    assert store.record(ids["evaluate"]).params == evaluation
+    assert store.start(ids["train"]) is True  # and they are written back as they were read
+    assert store.record(ids["train"]).params == PARAMS
+    assert {s.job_id for s in store.recent()} == set(ids.values())
+
+
+def test_a_record_whose_parameters_no_longer_read_still_lists(store: JobStore) -> None:
+    # Written by another version of the service: a field this one does not know.
+    job_id = _new_id()
+    document = {"job_id": job_id, "kind": "train", "state": "queued", "dataset": "tiny",
+                "progress": {"epoch": 0, "epochs": 5, "history": []},
+                "created_at": "2026-12-06T07:09:30Z",
+                "params": {**PARAMS.model_dump(mode="json"), "retired_option": 3}}
+    _write_document(store, job_id, json.dumps(document))
+    assert store.record(job_id).params is None
+    assert store.get(job_id).state == JobState.queued
+    assert job_id in {s.job_id for s in store.recent()}

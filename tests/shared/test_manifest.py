@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -56,3 +57,33 @@ def test_a_calibration_recorded_without_its_bound_still_loads() -> None:
     old = Calibration.model_validate({"method": "temperature", "temperature": 1.7,
                                       "fitted_on": "validation"})
     assert old.at_bound is None
+
+
+def test_image_size_and_preprocessing_are_written_once_and_read_back() -> None:
+    from shared.manifest import TrainingRecord
+    from shared.training_params import TrainingParams
+
+    params = TrainingParams(dataset="t", image_size=32, equalize="clahe", crop_border=0.05,
+                            seed=7)
+    options = params.preprocess_options.as_dict()
+    manifest = sealed(size=32, training=TrainingRecord.of(params, []),
+                      preprocessing_options=options)
+    written = json.loads(manifest.model_dump_json())
+    assert written["image_size"] == 32 and written["preprocessing_options"] == options
+    assert not {"image_size", "equalize", "crop_border", "clahe_clip_limit"} & set(
+        written["training"])
+    assert manifest.training_params() == params
+
+
+def test_an_older_manifests_repeated_training_fields_still_read() -> None:
+    old = sealed(size=32, training={"dataset": "t", "image_size": 32, "equalize": "clahe",
+                                    "seed": 7, "phases": [{
+                                        "phase": "full", "learning_rate": 0.001, "epochs": 3,
+                                        "runtime": {"gpus": 0, "replicas": 1,
+                                                    "strategy": "default"}}]})
+    assert old.training is not None
+    devices = old.training.phases[0].devices
+    assert devices is not None and devices.replicas == 1 and devices.strategy == "default"
+    written = json.loads(old.model_dump_json())
+    assert written["training"]["phases"][0]["runtime"]["replicas"] == 1  # the same key
+    assert "image_size" not in written["training"]  # no second copy, and no default shown

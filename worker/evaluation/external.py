@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from shared.datasets import Dataset, match_classes
+from shared.errors import CxrError
 from shared.loading import load_version
 from shared.manifest import EvaluatedDataset, ExternalReport, GateCount, ShiftBreakdown
-from shared.ml.served import ServedVersion, serve_model
+from shared.ml.screening import ImageLimits
+from shared.ml.served import SCORE_BATCH, ServedVersion, serve_model
 from shared.registry import Registry
+from shared.schemas import Prediction
 from shared.training_params import TrainingParams
 from worker.context import PhaseReporter, Steps
 from worker.evaluation.abstention import balanced_accuracy_interval, reliable_subset
+from worker.evaluation.assessment import Assessment
 from worker.evaluation.scores import summarize
-from worker.training.fit import TrainingResult
-
-BATCH = 32
 
 
 def evaluate_external(registry: Registry, version: str, dataset: Dataset, dataset_name: str,
@@ -29,43 +33,63 @@ def evaluate_external(registry: Registry, version: str, dataset: Dataset, datase
                            reporter)
 
 
-def unpublished(result: TrainingResult, params: TrainingParams,
+def unpublished(model: Any, assessment: Assessment, params: TrainingParams,
                 classes: list[str]) -> ServedVersion:
     """A trained model, before it is published, as the API would serve it (TensorFlow)."""
-    return serve_model("unpublished", classes, params.image_size, result.model,
-                       temperature=result.temperature, options=params.preprocess_options,
-                       shift=result.shift, gate=result.gate, reliability=result.reliability)
+    return serve_model("unpublished", classes, params.image_size, model,
+                       temperature=assessment.temperature, options=params.preprocess_options,
+                       shift=assessment.shift, gate=assessment.gate,
+                       reliability=assessment.reliability)
+
+
+@dataclass
+class Answers:
+    """A set's answers as arrays: calibrated probabilities, shift scores (when the version
+    scores shift) and whether the chest-radiograph gate refused each image."""
+
+    probabilities: np.ndarray
+    shift_scores: np.ndarray | None
+    refused: np.ndarray
+
+
+def _answer_all(model: ServedVersion, paths: list[Path], max_pixels: int,
+                steps: Steps) -> Answers:
+    """Every image answered as the API would, its gate's verdict counted rather than acted
+    on ("warn"); an image that fails fails the evaluation with its error."""
+    limits = ImageLimits(max_pixels=max_pixels, gate="warn")
+    answers: list[Prediction] = []
+    for start in range(0, len(paths), SCORE_BATCH):  # each chunk reported as it is done
+        for answer in model.answer_images(paths[start:start + SCORE_BATCH], limits):
+            if isinstance(answer, CxrError):
+                raise answer
+            answers.append(answer)
+        steps.advance(len(paths[start:start + SCORE_BATCH]))
+    shifts = [a.distribution_shift.score for a in answers if a.distribution_shift]
+    return Answers(
+        np.array([[a.probabilities[c] for c in model.classes] for a in answers],
+                 dtype=np.float64).reshape(len(answers), len(model.classes)),
+        np.array(shifts) if model.shift is not None and len(shifts) == len(answers) else None,
+        np.array([a.chest_xray is not None and not a.chest_xray.passed for a in answers]))
 
 
 def evaluate_loaded(model: ServedVersion, dataset: Dataset, dataset_name: str,
                     max_pixels: int, reporter: PhaseReporter | None = None) -> ExternalReport:
     """``evaluate_external`` on a loaded (or not yet published) model; the images scored are
     reported as the phase "evaluation on <dataset_name>"."""
-    version = model.version
     mapping = match_classes(dataset.classes, model.classes)
     paths = [(path, mapping[label]) for label, files in dataset.files.items() for path in files]
     steps = Steps(reporter, f"evaluation on {dataset_name}", len(paths))
-    probabilities, scores, refused = [], [], []
-    for start in range(0, len(paths), BATCH):
-        # "warn": every image is scored, and the gate's verdict is counted beside it
-        screened = [model.screen(model.decode(p.read_bytes(), max_pixels), "warn")
-                    for p, _ in paths[start:start + BATCH]]
-        refused += [check is not None and not check.passed for _, check in screened]
-        result = model.infer(np.stack([pixels for pixels, _ in screened]))
-        probabilities.append(result.probabilities)
-        if result.shift_scores is not None:
-            scores.append(result.shift_scores)
-        steps.advance(len(screened))
+    answers = _answer_all(model, [path for path, _ in paths], max_pixels, steps)
     labels = np.array([y for _, y in paths], dtype=np.int64)
-    all_probabilities = np.concatenate(probabilities)
-    shift = _shift_breakdown(model, labels, all_probabilities, scores)
-    metrics = summarize(labels, all_probabilities, model.classes)
+    probabilities = answers.probabilities
+    shift = _shift_breakdown(model, labels, probabilities, answers.shift_scores)
+    metrics = summarize(labels, probabilities, model.classes)
     # the test split's interval comes from the reliability record; another set needs its own
     metrics = metrics.model_copy(update={"balanced_accuracy_ci": balanced_accuracy_interval(
-        labels, all_probabilities.argmax(axis=1))})
+        labels, probabilities.argmax(axis=1))})
     present = sorted(set(mapping.values()))
     return ExternalReport(
-        version=version, evaluated_at=datetime.now(UTC),
+        version=model.version, evaluated_at=datetime.now(UTC),
         dataset=EvaluatedDataset(
             name=dataset_name, fingerprint=dataset.fingerprint(), layout=dataset.layout,
             counts={label: len(files) for label, files in dataset.files.items()},
@@ -76,21 +100,22 @@ def evaluate_loaded(model: ServedVersion, dataset: Dataset, dataset_name: str,
         sensitivity={model.classes[i]: metrics.per_class[model.classes[i]].sensitivity
                      for i in present},
         chest_xray_gate=None if model.gate is None else GateCount(
-            refused=int(sum(refused)), images=len(refused)),
+            refused=int(answers.refused.sum()), images=len(answers.refused)),
         distribution_shift=shift,
         reliability=None if model.reliability is None else reliable_subset(
-            labels, all_probabilities,
-            np.concatenate(scores) > model.shift.threshold if shift and model.shift else None,
+            labels, probabilities,
+            answers.shift_scores > model.shift.threshold
+            if shift and model.shift and answers.shift_scores is not None else None,
             model.reliability),
     )
 
 
 def _shift_breakdown(model: ServedVersion, labels: np.ndarray, probabilities: np.ndarray,
-                     scores: list[np.ndarray]) -> ShiftBreakdown | None:
+                     scores: np.ndarray | None) -> ShiftBreakdown | None:
     """How many images the shift score flags, and the metrics on each side apart."""
-    if model.shift is None or not scores:
+    if model.shift is None or scores is None or not len(scores):
         return None
-    flagged = np.concatenate(scores) > model.shift.threshold
+    flagged = scores > model.shift.threshold
     parts = {name: summarize(labels[mask], probabilities[mask], model.classes)
              for name, mask in (("flagged", flagged), ("unflagged", ~flagged)) if mask.any()}
     auroc = None
@@ -98,8 +123,7 @@ def _shift_breakdown(model: ServedVersion, labels: np.ndarray, probabilities: np
     if internal is not None and len(internal):
         from sklearn.metrics import roc_auc_score
 
-        all_scores = np.concatenate(scores)
-        auroc = float(roc_auc_score(np.r_[np.zeros(len(internal)), np.ones(len(all_scores))],
-                                    np.r_[internal, all_scores]))
+        auroc = float(roc_auc_score(np.r_[np.zeros(len(internal)), np.ones(len(scores))],
+                                    np.r_[internal, scores]))
     return ShiftBreakdown(threshold=model.shift.threshold, flagged=int(flagged.sum()),
                           images=int(len(flagged)), metrics=parts, auroc_vs_test=auroc)

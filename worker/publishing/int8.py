@@ -67,11 +67,13 @@ DEFAULT_POLICY = Int8Policy()
 
 @dataclass(frozen=True)
 class Int8Data:
-    """What the copy is calibrated (``train``) and checked (``test``) on: the version's pixels
-    and labels by split, its temperature and shift reference, and the sampling seed."""
+    """What the copy is calibrated on (a sample of ``train``, the version's training images)
+    and checked on (``test`` and its labels), with the version's temperature and shift
+    reference, and the sampling seed; pixels as the version was trained."""
 
-    pixels: dict[str, np.ndarray]
-    labels: dict[str, np.ndarray]
+    train: np.ndarray
+    test: np.ndarray
+    test_labels: np.ndarray
     temperature: float
     shift: ShiftReference | None
     seed: int = 0
@@ -142,7 +144,7 @@ def compare(float_model: Any, int8_model: Any, data: Int8Data,
     through either model counts as a step done."""
     from sklearn.metrics import balanced_accuracy_score
 
-    pixels, labels = data.pixels["test"], data.labels["test"]
+    pixels, labels = data.test, data.test_labels
     ff, pf = _pass(float_model, pixels, data.temperature, steps)
     fq, pq = _pass(int8_model, pixels, data.temperature, steps)
     top_f, top_q = pf.argmax(1), pq.argmax(1)
@@ -182,15 +184,15 @@ def export_int8(folder: Path, float_file: Path, data: Int8Data, policy: Int8Poli
     """Make ``folder/model.int8.onnx``, check it, and keep it only within the policy's limits;
     returns what the manifest records. Its images (calibrating, then checking with both
     models) are reported as the phase "int8 copy"."""
-    calibration = calibration_sample(data.pixels["train"], policy.calibration_images, data.seed)
+    calibration = calibration_sample(data.train, policy.calibration_images, data.seed)
     made = Int8Export(scheme=SCHEME, calibration=policy.calibration,
                       calibration_images=len(calibration), min_agreement=policy.min_agreement,
                       max_balanced_accuracy_drop=policy.max_balanced_accuracy_drop)
-    if len(data.labels["test"]) == 0:
+    if len(data.test_labels) == 0:
         return made.model_copy(update={"error": "not kept: no test images to check it on"})
     target = folder / INT8_FILE
     started = time.monotonic()
-    steps = Steps(reporter, "int8 copy", len(calibration) + 2 * len(data.labels["test"]))
+    steps = Steps(reporter, "int8 copy", len(calibration) + 2 * len(data.test_labels))
     try:
         float_model = OnnxForward(float_file, with_features=True)
         quantize(float_file, target, calibration, policy.calibration, float_model.input, steps)

@@ -135,7 +135,7 @@ def _reliability(record: ReliabilityRecord | None, gate: GateRecord | None) -> l
     test = record.test or ReliableSubset(images=0, coverage=0.0)
     verdict = ("lies above chance" if record.better_than_chance else
                "**includes chance: every answer of this version is marked unreliable, and the "
-               "promotion gate does not activate it**")
+               "promotion decision does not activate it**")
     lines = [
         "### When an answer is not a finding", "",
         (f"- An image the chest-radiograph gate refuses gets no diagnosis (threshold "

@@ -1,10 +1,11 @@
-"""The promotion gate: does a new version replace the active one, or wait as a candidate?"""
+"""The promotion decision: does a new version replace the active one, or wait as a
+candidate?"""
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
 
-from shared.config import PromotionMetric
+from shared.config import PromotionMetric, Settings
 from shared.errors import CxrError
 from shared.loading import load_version
 from shared.manifest import Promotion, SplitMetrics
@@ -13,7 +14,30 @@ from shared.registry import ActivePointer, Registry
 from worker.data.pipeline import Split, load_split_pixels
 from worker.evaluation.scores import summarize
 
-BATCH = 32
+
+@dataclass(frozen=True)
+class PromotionRule:
+    """How a new version is judged: the request's ``activate`` mode and the
+    ``CXR_PROMOTION_*`` settings."""
+
+    mode: str
+    metric: PromotionMetric
+    margin: float
+
+    @classmethod
+    def from_settings(cls, mode: str, settings: Settings) -> PromotionRule:
+        return cls(mode, settings.promotion_metric, settings.promotion_margin)
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """A new version as the decision sees it: its test split and classes, its test metrics,
+    and why it is no better than chance (None when it is, or when that is not asked)."""
+
+    test: Split
+    classes: list[str]
+    metrics: SplitMetrics | None
+    chance: str | None = None
 
 
 def score_version_on(registry: Registry, version: str, split: Split, classes: list[str],
@@ -24,9 +48,7 @@ def score_version_on(registry: Registry, version: str, split: Split, classes: li
     if loaded.classes != classes:
         return None
     pixels = load_split_pixels(split, loaded.image_size, max_pixels, loaded.options)
-    probabilities = np.concatenate([loaded.probabilities(pixels[i:i + BATCH])
-                                    for i in range(0, len(pixels), BATCH)])
-    return summarize(split.labels, probabilities, classes).score(metric)
+    return summarize(split.labels, loaded.score(pixels).probabilities, classes).score(metric)
 
 
 def decide(mode: str, metric: PromotionMetric, margin: float, new: float | None,
@@ -75,18 +97,18 @@ def chance_reason(reliability: ReliabilityRecord) -> str | None:
             f"includes chance ({reliability.chance:.3f})")
 
 
-def gate(registry: Registry, mode: str, metric: PromotionMetric, margin: float, test: Split,
-         classes: list[str], new_metrics: SplitMetrics | None, max_pixels: int,
-         chance: str | None = None) -> Promotion:
+def decide_promotion(registry: Registry, rule: PromotionRule, new: Challenger,
+                     max_pixels: int) -> Promotion:
     """Score the active version on the new test split when it matters, then decide."""
     active = registry.active()
-    new = new_metrics.score(metric) if new_metrics else None
-    if mode != "if_better" or active is None or chance is not None:
-        return decide(mode, metric, margin, new, active, None, chance=chance)
+    mode, metric, margin = rule.mode, rule.metric, rule.margin
+    score = new.metrics.score(metric) if new.metrics else None
+    if mode != "if_better" or active is None or new.chance is not None:
+        return decide(mode, metric, margin, score, active, None, chance=new.chance)
     try:
-        active_score = score_version_on(registry, active.version, test, classes, metric,
-                                        max_pixels)
+        active_score = score_version_on(registry, active.version, new.test, new.classes,
+                                        metric, max_pixels)
     except CxrError:
-        return decide(mode, metric, margin, new, active, None, comparable=False)
-    return decide(mode, metric, margin, new, active, active_score,
+        return decide(mode, metric, margin, score, active, None, comparable=False)
+    return decide(mode, metric, margin, score, active, active_score,
                   comparable=active_score is not None)

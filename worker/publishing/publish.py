@@ -1,35 +1,22 @@
-"""Writing a trained model into the registry: model file, curves, manifest, atomic publish."""
+"""Writing a trained model into the registry: model file, curves, exports, card, a reload
+check, then the registry's atomic publish."""
 
 from __future__ import annotations
 
-import platform
-from datetime import UTC, datetime
-from importlib import metadata
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from shared.checksums import sha256_file
-from shared.datasets import Dataset
 from shared.errors import RegistryError, StorageFull, is_out_of_space
-from shared.manifest import (
-    BaseWeightsRecord,
-    Calibration,
-    DatasetRecord,
-    ExternalFigures,
-    GateRecord,
-    Int8Export,
-    ManifestDraft,
-    OnnxExport,
-    Promotion,
-    ShiftRecord,
-    TrainingRecord,
-)
+from shared.manifest import Int8Export, ManifestDraft, OnnxExport, Phase, SplitRecord
 from shared.ml.calibration import apply_temperature
 from shared.ml.modeling import load_model, save_for_serving
-from shared.ml.preprocessing import preprocessing_id
 from shared.registry import Registry
+from shared.registry.base import new_version_id
 from shared.registry.files import (
     CARD_HTML,
     CARD_MD,
@@ -39,15 +26,26 @@ from shared.registry.files import (
     RELIABILITY_FILE,
     SHIFT_FILE,
 )
-from shared.training_params import TrainingParams
 from worker.context import PhaseReporter, Steps
-from worker.evaluation.scores import reliability_diagram, temperature_at_bound
+from worker.evaluation.assessment import Assessment
+from worker.evaluation.scores import reliability_diagram
 from worker.publishing import onnx_export
 from worker.publishing.int8 import DEFAULT_POLICY, Int8Data, Int8Policy, export_int8
 from worker.publishing.model_card import card_html, card_markdown
-from worker.training.fit import TrainingResult
 
-LIBRARIES = ("tensorflow", "keras", "numpy", "pillow", "celery")
+
+@dataclass(frozen=True)
+class TrainedVersion:
+    """What publishing needs of a trained and assessed model: the model, what its files and
+    manifest are drawn from, and the images its INT8 copy is calibrated and checked on."""
+
+    model: Any
+    history: dict[str, list[float]]
+    phases: list[Phase]
+    split: SplitRecord
+    assessment: Assessment
+    sample_inputs: np.ndarray  # a few test images as the model takes them: the reload check
+    int8_data: Int8Data
 
 
 def plot_curves(history: dict[str, list[float]], path: Path, fine_tune_from: int | None) -> None:
@@ -82,67 +80,11 @@ def write_card(folder: Path, version: str, manifest: ManifestDraft) -> None:
     (folder / CARD_HTML).write_text(card_html(markdown, f"Model card {version}"))
 
 
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+def _verifier(model: Any, inputs: np.ndarray) -> Callable[[Path], None]:
+    """A check that a saved model file reproduces ``model``'s outputs on ``inputs``."""
+    # Called, not predict(): a few images need no traced function (a second or so each).
+    expected = np.asarray(model(inputs, training=False))
 
-
-def build_manifest(result: TrainingResult, params: TrainingParams, dataset: Dataset,
-                   weights: Path | None, parent: str | None, promotion: Promotion,
-                   external: dict[str, ExternalFigures] | None = None) -> ManifestDraft:
-    """Everything a user needs to judge and reproduce the version (registry adds checksums)."""
-    test = result.metrics.test
-    return ManifestDraft(
-        created_at=datetime.now(UTC),
-        parent=parent,
-        classes=dataset.classes,
-        image_size=params.image_size,
-        preprocessing=preprocessing_id(params.preprocess_options),
-        preprocessing_options=params.preprocess_options.as_dict(),
-        architecture="vgg16-gap-dropout-dense",
-        training=TrainingRecord(**params.model_dump(), phases=result.phases),
-        base_weights=BaseWeightsRecord(choice=params.base_weights,
-                                       sha256=sha256_file(weights) if weights else None),
-        dataset=DatasetRecord(name=params.dataset, fingerprint=dataset.fingerprint(),
-                              layout=dataset.layout,
-                              counts={k: len(v) for k, v in dataset.files.items()}),
-        sources={name: {label: sum(dataset.sources.get(p) == name for p in paths)
-                        for label, paths in dataset.files.items()}
-                 for name in (params.dataset, *params.datasets)} if dataset.sources else None,
-        split=result.split,
-        metrics=result.metrics,
-        calibration=Calibration(temperature=result.temperature,
-                                at_bound=temperature_at_bound(result.temperature),
-                                ece_before=test.ece_uncalibrated if test else None,
-                                ece_after=test.ece if test else None),
-        history=result.history,
-        libraries=library_versions(),
-        promotion=promotion,
-        distribution_shift=ShiftRecord(
-            method="largest of detectors standardized on validation (median, IQR): "
-                   "Mahalanobis distances to the nearest class mean (Ledoit-Wolf) on block "
-                   "feature statistics and on the input's low-level features; logit energy",
-            features="+".join([d.name for d in result.shift.detectors]
-                              + (["energy"] if result.shift.energy else [])),
-            layout=result.shift.layout, fitted_on="train", threshold=result.shift.threshold,
-            threshold_quantile_of_validation=result.shift.quantile,
-            test_flag_rate=test.shift_flag_rate if test else None),
-        reliability=result.reliability,
-        chest_xray_gate=GateRecord(
-            method="logistic regression of low-level image features, training "
-                   "radiographs against generated non-radiographs; colour images refused",
-            fitted_on="train", threshold=result.gate.threshold) if result.gate else GateRecord(
-            reason=f"not fitted: fewer than {params.gate_min_images} training images"),
-        external_evaluations=external or None,
-    )
-
-
-def _verifier(expected: np.ndarray, inputs: np.ndarray) -> Any:
     def verify(model_file: Path) -> None:
         reloaded = load_model(model_file)
         got = np.asarray(reloaded(inputs, training=False))
@@ -152,33 +94,46 @@ def _verifier(expected: np.ndarray, inputs: np.ndarray) -> Any:
     return verify
 
 
-def _int8(result: TrainingResult, staging: Path, onnx: OnnxExport,
+def _int8(trained: TrainedVersion, staging: Path, onnx: OnnxExport,
           policy: Int8Policy | None, reporter: PhaseReporter | None) -> Int8Export:
     if policy is None:
         return Int8Export(error="not made: CXR_EXPORT_INT8 is off")
     if onnx.file is None:
         return Int8Export(error="not made: no ONNX export to quantize")
-    data = Int8Data(result.pixels, result.labels, result.temperature, result.shift,
-                    seed=result.split.seed or 0)
-    return export_int8(staging, staging / onnx.file, data, policy, reporter)
+    return export_int8(staging, staging / onnx.file, trained.int8_data, policy, reporter)
 
 
-def _save(result: TrainingResult, staging: Path) -> None:
-    """The model and the files drawn from the training result: curves, shift reference,
+def _save(trained: TrainedVersion, staging: Path) -> None:
+    """The model and the files drawn from training and assessment: curves, shift reference,
     gate, reliability diagram."""
-    save_for_serving(result.model, staging / MODEL_FILE)
-    fine_tune_from = result.phases[0].epochs_run if len(result.phases) > 1 else None
-    plot_curves(result.history, staging / CURVES_FILE, fine_tune_from)
-    (staging / SHIFT_FILE).write_bytes(result.shift.to_bytes())
-    if result.gate is not None:
-        (staging / GATE_FILE).write_bytes(result.gate.to_bytes())
-    reliability_diagram(result.test.labels, result.test_probabilities,
-                        staging / RELIABILITY_FILE, title="test split reliability",
-                        probabilities_after=apply_temperature(result.test_probabilities,
-                                                              result.temperature))
+    assessment = trained.assessment
+    save_for_serving(trained.model, staging / MODEL_FILE)
+    fine_tune_from = trained.phases[0].epochs_run if len(trained.phases) > 1 else None
+    plot_curves(trained.history, staging / CURVES_FILE, fine_tune_from)
+    (staging / SHIFT_FILE).write_bytes(assessment.shift.to_bytes())
+    if assessment.gate is not None:
+        (staging / GATE_FILE).write_bytes(assessment.gate.to_bytes())
+    raw = assessment.test_probabilities
+    reliability_diagram(assessment.test_labels, raw, staging / RELIABILITY_FILE,
+                        title="test split reliability",
+                        probabilities_after=apply_temperature(raw, assessment.temperature))
 
 
-def publish_result(registry: Registry, result: TrainingResult, manifest: ManifestDraft,
+def publish_staged(registry: Registry, staging: Path, manifest: ManifestDraft,
+                   verify: Callable[[Path], None], activate: bool) -> str:
+    """Mint the version's id, write its card, check the staged model with ``verify`` (which
+    reloads it), then hand the folder to the registry to seal, commit and activate."""
+    version = new_version_id()
+    write_card(staging, version, manifest)
+    model_file = staging / MODEL_FILE
+    verified = sha256_file(model_file)
+    verify(model_file)
+    if sha256_file(model_file) != verified:
+        raise RegistryError("model file changed while it was being verified")
+    return registry.publish(staging, manifest, version=version, activate=activate)
+
+
+def publish_result(registry: Registry, trained: TrainedVersion, manifest: ManifestDraft,
                    activate: bool, export_onnx: bool = True,
                    int8_policy: Int8Policy | None = DEFAULT_POLICY,
                    reporter: PhaseReporter | None = None) -> str:
@@ -188,18 +143,15 @@ def publish_result(registry: Registry, result: TrainingResult, manifest: Manifes
     staging = registry.new_staging()
     try:
         saving = Steps(reporter, "saving", 1)
-        _save(result, staging)
+        _save(trained, staging)
         saving.advance()
-        onnx = (onnx_export.export(result.model, staging, result.sample_inputs, reporter)
+        onnx = (onnx_export.export(trained.model, staging, trained.sample_inputs, reporter)
                 if export_onnx else OnnxExport(error="not exported: CXR_EXPORT_ONNX is off"))
         manifest = manifest.model_copy(update={"onnx": onnx, "int8": _int8(
-            result, staging, onnx, int8_policy, reporter)})
+            trained, staging, onnx, int8_policy, reporter)})
         steps = Steps(reporter, "publishing", 1)
-        # Called, not predict(): a few images need no traced function (a second or so each).
-        expected = np.asarray(result.model(result.sample_inputs, training=False))
-        verify = _verifier(expected, result.sample_inputs)
-        version = registry.publish(staging, manifest, verify=verify, activate=activate,
-                                   render=write_card)
+        version = publish_staged(registry, staging, manifest,
+                                 _verifier(trained.model, trained.sample_inputs), activate)
         steps.advance()
         return version
     except OSError as exc:

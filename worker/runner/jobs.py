@@ -1,4 +1,6 @@
-"""Running one retrain job end to end: the plain function behind the Celery task."""
+"""Running a job, whatever it does: claimed once, kept alive by one heartbeat, every outcome
+recorded in the store. The plain functions behind the Celery tasks; what a retrain job does
+is ``worker.runner.retrain``."""
 
 from __future__ import annotations
 
@@ -7,32 +9,27 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from shared.config import Settings
-from shared.datasets import Dataset, combine, dataset_path, discover
-from shared.errors import CxrError, JobCancelled, JobNotFound
+from shared.datasets import combine, dataset_path, discover
+from shared.errors import CxrError, JobCancelled, JobNotFound, JobParamsUnreadable
 from shared.job_store import JobStore, open_job_store
 from shared.logs import log_context
-from shared.manifest import ExternalFigures
-from shared.ml.modeling import resolve_base_weights
 from shared.registry import open_registry
 from shared.schemas import EvaluationParams, JobProgress, JobState, JobStatus
 from shared.training_params import TrainingParams
 from worker.context import BatchProgress, JobContext
-from worker.evaluation.external import evaluate_external, evaluate_loaded, unpublished
-from worker.publishing.int8 import Int8Policy
-from worker.publishing.promotion import chance_reason, gate
-from worker.publishing.publish import build_manifest, publish_result
+from worker.evaluation.external import evaluate_external
 from worker.runner import job_metrics as metrics
+from worker.runner import retrain
 from worker.training import checkpoints
-from worker.training.devices import Runtime
-from worker.training.fit import TrainingResult, train_model
 
 log = logging.getLogger(__name__)
-
+Params = TypeVar("Params", TrainingParams, EvaluationParams)
 
 
 class StoreReporter:
@@ -164,7 +161,7 @@ def run_evaluation(job_id: str, settings: Settings, store: JobStore | None = Non
     store = store or open_job_store(settings)
 
     def work(reporter: StoreReporter) -> str:
-        params = EvaluationParams.model_validate(store.record(job_id).params)
+        params = _params(store, job_id, EvaluationParams)
         registry = open_registry(settings)
         dataset = discover(dataset_path(settings.data_dir, params.dataset), min_classes=1)
         report = evaluate_external(registry, params.version, dataset, params.dataset,
@@ -173,6 +170,15 @@ def run_evaluation(job_id: str, settings: Settings, store: JobStore | None = Non
         return params.version
 
     return _run(store, job_id, settings, work, kind="evaluate")
+
+
+def _params(store: JobStore, job_id: str, kind: type[Params]) -> Params:
+    """The job's parameters, if they are those of a ``kind`` job that this version reads."""
+    params = store.record(job_id).params
+    if not isinstance(params, kind):
+        raise JobParamsUnreadable(f"job {job_id} has no {kind.__name__} this version of the "
+                                  "service can read (queued by another version?)")
+    return params
 
 
 def _run(store: JobStore, job_id: str, settings: Settings,
@@ -219,51 +225,8 @@ def _work(store: JobStore, job_id: str, work: Callable[[StoreReporter], str],
 
 def _train_and_publish(reporter: StoreReporter, settings: Settings,
                        checkpoint_dir: Path) -> str:
-    params = TrainingParams.model_validate(reporter.store.record(reporter.job_id).params)
+    params = _params(reporter.store, reporter.job_id, TrainingParams)
     dataset = combine([(name, discover(dataset_path(settings.data_dir, name)))
                        for name in (params.dataset, *params.datasets)])
-    return train_and_publish(dataset, params, JobContext(settings, reporter, checkpoint_dir))
-
-
-def _external_figures(result: TrainingResult, params: TrainingParams, classes: list[str],
-                      external: Mapping[str, Dataset], context: JobContext
-                      ) -> dict[str, ExternalFigures]:
-    """The trained model scored on each of the request's external datasets."""
-    if not external:
-        return {}
-    model = unpublished(result, params, classes)
-    return {name: evaluate_loaded(model, dataset, name, context.max_pixels,
-                                  context.reporter).figures()
-            for name, dataset in external.items()}
-
-
-def train_and_publish(dataset: Dataset, params: TrainingParams, context: JobContext,
-                      external: Mapping[str, Dataset] | None = None) -> str:
-    """Train on a discovered dataset and publish the result (activated if the gate agrees).
-    ``external``: the sets of ``params.external_datasets`` by name, discovered (the command
-    line's folders); when not given, they are found under CXR_DATA_DIR."""
-    params, settings, reporter = params.seeded(), context.settings, context.reporter
-    weights = resolve_base_weights(params.base_weights, settings)  # fails before any work
-    if external is None:  # found before training, so that a missing one fails at once
-        external = {name: discover(dataset_path(settings.data_dir, name), min_classes=1)
-                    for name in params.external_datasets}
-    result = train_model(dataset, params, weights, context, Runtime.from_settings(settings))
-    if reporter.cancel_requested():
-        raise JobCancelled("cancelled before publishing")
-    figures = _external_figures(result, params, dataset.classes, external, context)
-    if reporter.cancel_requested():
-        raise JobCancelled("cancelled before publishing")
-    registry = open_registry(settings)
-    active = registry.active()
-    promotion = gate(registry, params.activate, settings.promotion_metric,
-                     settings.promotion_margin, result.test, dataset.classes,
-                     result.metrics.test, settings.max_image_pixels,
-                     chance_reason(result.reliability) if settings.promotion_refuse_chance
-                     else None)
-    manifest = build_manifest(result, params, dataset, weights,
-                              parent=active.version if active else None, promotion=promotion,
-                              external=figures)
-    return publish_result(registry, result, manifest, activate=promotion.activated,
-                          export_onnx=settings.export_onnx,
-                          int8_policy=Int8Policy.from_settings(settings)
-                          if settings.export_int8 else None, reporter=reporter)
+    return retrain.train_and_publish(dataset, params,
+                                     JobContext(settings, reporter, checkpoint_dir))

@@ -75,8 +75,8 @@ def divergence_callback() -> Any:
 
 
 def epoch_logs_callback(model: Any, val: Any, labels: np.ndarray, started: float) -> Any:
-    """Adds val_balanced_accuracy (the metric time-to-accuracy and the promotion gate are
-    judged on) and elapsed_s to each epoch's logs, before the other callbacks read them."""
+    """Adds val_balanced_accuracy (the metric time-to-accuracy and the promotion decision
+    are judged on) and elapsed_s to each epoch's logs, before the other callbacks read them."""
     import keras
 
     class EpochLogs(keras.callbacks.Callback):

@@ -6,9 +6,10 @@ and recorded in each manifest so a result can be traced to how it was computed.
 
 With more than one GPU the model is mirrored on every one (``tf.distribute.MirroredStrategy``,
 keras-io ``guides/distributed_training_with_tensorflow.py``): models, optimizers and metrics
-are created under :meth:`Runtime.scope`. A request's ``batch_size`` is the global batch, split
-across the replicas, so steps per epoch and the learning rate mean the same whatever the
-host; :func:`replica_batch` keeps each batch divisible by the replica count.
+are created under :meth:`TrainingDevices.scope`. A request's ``batch_size`` is the global
+batch, split across the replicas, so steps per epoch and the learning rate mean the same
+whatever the host; ``worker.data.prepared.replica_batch`` keeps each batch divisible by the
+replica count.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.config import Settings
+from shared.manifest import DevicesRecord
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +54,10 @@ def resolve_jit(choice: bool | str, gpus: int, replicas: int) -> bool:
     return wanted
 
 
-def replica_batch(requested: int, images: int, replicas: int) -> int:
-    """The global batch for a split of ``images``: with several replicas, a multiple of their
-    count and no larger than the split, so every replica's slice of a split's first batch has
-    the same shape (Keras 3 builds the model from a cross-replica mean of that batch, which
-    fails on uneven slices: keras-team/keras#19246). One replica: ``requested`` as is."""
-    if replicas <= 1:
-        return requested
-    batch = max(replicas, requested - requested % replicas)
-    return min(batch, max(replicas, images - images % replicas))
-
-
 @dataclass
-class Runtime:
-    max_pixels: int
+class TrainingDevices:
+    """The machine a job trains on, as the settings choose to use it."""
+
     threads: int | None = None
     jit_compile: bool | str = "auto"  # resolved to a bool by configure()
     mixed_precision: str = "off"
@@ -76,9 +68,8 @@ class Runtime:
     _gpus: int = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
-        return cls(max_pixels=settings.max_image_pixels, threads=settings.worker_threads,
-                   jit_compile=settings.train_jit_compile,
+    def from_settings(cls, settings: Settings) -> TrainingDevices:
+        return cls(threads=settings.worker_threads, jit_compile=settings.train_jit_compile,
                    mixed_precision=settings.mixed_precision)
 
     def configure(self) -> None:
@@ -102,8 +93,8 @@ class Runtime:
             [device.name for device in tf.config.list_logical_devices("GPU")])
         self._strategy = tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else None
         self.jit_compile = resolve_jit(self.jit_compile, self._gpus, self.replicas)
-        log.info("training runtime: %s (GPU compute capabilities %s)", self.describe(),
-                 capabilities)
+        log.info("training devices: %s (GPU compute capabilities %s)",
+                 self.describe().model_dump(), capabilities)
 
     @property
     def replicas(self) -> int:
@@ -129,14 +120,16 @@ class Runtime:
         with self.scope():
             build(data_batch=example)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> DevicesRecord:
+        """What a manifest records of how a phase used the machine."""
         import keras
 
-        return {"gpus": self._gpus, "threads": self.threads or os.cpu_count(),
-                "jit_compile": self.jit_compile,
-                "precision_policy": keras.mixed_precision.global_policy().name,
-                "strategy": type(self._strategy).__name__ if self._strategy else "default",
-                "replicas": self.replicas,
-                "devices": list(self._strategy.extended.worker_devices)
-                if self._strategy else None,
-                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "tensorflow default")}
+        return DevicesRecord(
+            gpus=self._gpus, threads=self.threads or os.cpu_count(),
+            # None until configure() resolves "auto"
+            jit_compile=self.jit_compile if isinstance(self.jit_compile, bool) else None,
+            precision_policy=keras.mixed_precision.global_policy().name,
+            strategy=type(self._strategy).__name__ if self._strategy else "default",
+            replicas=self.replicas,
+            devices=list(self._strategy.extended.worker_devices) if self._strategy else None,
+            onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "tensorflow default"))

@@ -1,37 +1,24 @@
-"""Two-phase transfer learning of the VGG16 classifier on a discovered dataset."""
+"""Two-phase transfer learning of the VGG16 classifier on a discovered dataset: fitting only
+(``worker.evaluation.assessment`` scores and calibrates what this fits)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from shared.datasets import Dataset
-from shared.errors import InvalidDataset, JobCancelled, TrainingDiverged
-from shared.manifest import ClassRates, Metrics, Phase, SourceMetrics, SplitMetrics, SplitRecord
-from shared.ml.calibration import apply_temperature
-from shared.ml.chest_gate import ChestGate
-from shared.ml.modeling import OUTPUT_LAYER, ModelConfig, build_model, set_phase
-from shared.ml.reliability import ReliabilityRecord
-from shared.ml.shift import ShiftReference, block_slices, feature_model, input_features
+from shared.errors import JobCancelled, TrainingDiverged
+from shared.manifest import Phase, SplitRecord
+from shared.ml.modeling import ModelConfig, build_model, set_phase
 from shared.training_params import TrainingParams
-from worker.context import JobContext, Reporter, Steps
-from worker.data.pipeline import (
-    Split,
-    augmentation,
-    load_split_pixels,
-    make_pipeline,
-    split_dataset,
-    split_summary,
-)
-from worker.evaluation.abstention import fit_reliability
-from worker.evaluation.gate_fitting import fit_gate
-from worker.evaluation.scores import expected_calibration_error, fit_temperature, summarize
-from worker.evaluation.shift_fitting import features_and_probabilities, fit_reference
+from worker.context import JobContext, Reporter
+from worker.data.pipeline import augmentation, split_summary
+from worker.data.prepared import Prepared, prepare_data
 from worker.training import checkpoints, head_cache
 from worker.training.callbacks import (
     cosine_schedule_callback,
@@ -40,29 +27,38 @@ from worker.training.callbacks import (
     progress_callback,
     time_budget_callback,
 )
-from worker.training.devices import Runtime, replica_batch
+from worker.training.devices import TrainingDevices
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainingResult:
+class Trained:
+    """A fitted classifier in float32 (as it is assessed and published), the data it was
+    fitted on, and what the fitting recorded."""
+
     model: Any
+    data: Prepared
     history: dict[str, list[float]]
-    metrics: Metrics
+    phases: list[Phase]
     split: SplitRecord
-    test: Split
-    test_probabilities: np.ndarray  # uncalibrated, for the reliability diagram
-    temperature: float
-    shift: ShiftReference
-    gate: ChestGate | None  # None: too few training images to fit one
-    reliability: ReliabilityRecord
-    sample_inputs: np.ndarray
-    # Each split's prepared pixels and labels: the INT8 copy is calibrated on training images
-    # and checked on the test split.
-    pixels: dict[str, np.ndarray]
-    labels: dict[str, np.ndarray]
-    phases: list[Phase] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Fitting:
+    """What every phase of one fitting shares."""
+
+    data: Prepared
+    params: TrainingParams
+    context: JobContext
+    devices: TrainingDevices
+    class_weights: dict[int, float] | None
+    seed: int
+    started: float  # time.monotonic() as the first phase began
+
+    def over_budget(self) -> bool:
+        budget = self.params.time_budget_s
+        return budget is not None and time.monotonic() - self.started > budget
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -97,10 +93,10 @@ def plan_phases(params: TrainingParams) -> list[tuple[str, float, int]]:
     return phases
 
 
-def _phase_inputs(model: Any, data: Prepared, params: TrainingParams, phase: str,
-                  seed: int, runtime: Runtime) -> tuple[Any, Any, Any]:
+def _phase_inputs(model: Any, fit: Fitting, phase: str) -> tuple[Any, Any, Any]:
     """What one phase fits: the whole classifier on live batches, or (phase one with
     head_cache_views) its head on features computed once."""
+    data, params, seed = fit.data, fit.params, fit.seed
     val = data.pipeline("validation", params.batch_size)
     if phase == "head" and params.head_cache_views:
         views = [data.pipeline("train", params.batch_size,
@@ -108,7 +104,7 @@ def _phase_inputs(model: Any, data: Prepared, params: TrainingParams, phase: str
                                if view else None)
                  for view in range(params.head_cache_views)]
         (x, y), (xv, yv) = head_cache.cached_features(model, views, val)
-        with runtime.scope():  # a Keras model trains under the strategy it was created in
+        with fit.devices.scope():  # a Keras model trains under the strategy it was created in
             head = head_cache.head_model(model)
         return (head, head_cache.batches(x, y, data.batch("train", params.batch_size), seed),
                 head_cache.batches(xv, yv, data.batch("validation", params.batch_size), None))
@@ -117,93 +113,60 @@ def _phase_inputs(model: Any, data: Prepared, params: TrainingParams, phase: str
     return model, train, val
 
 
-def _fit_phases(model: Any, data: Prepared, params: TrainingParams, reporter: Reporter,
-                weights: dict[int, float] | None, progress: checkpoints.Progress,
-                checkpoint_dir: Path | None, runtime: Runtime, seed: int) -> None:
+def _fit_phase(model: Any, fit: Fitting, progress: checkpoints.Progress, phase: str,
+               learning_rate: float, epochs: int) -> None:
+    """Compile and fit one phase; raises when its loss diverged or the job was cancelled."""
     import keras
 
-    started = time.monotonic()
-    val_labels = data.labels("validation")
-    for index, (phase, learning_rate, epochs) in enumerate(plan_phases(params)):
+    params, devices = fit.params, fit.devices
+    fitted, train, fit_val = _phase_inputs(model, fit, phase)
+    with devices.scope():
+        fitted.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                       loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                       jit_compile=devices.jit_compile)
+    devices.build_for_fit(fitted, train)
+    start = len(progress.history.get("loss", []))
+    divergence = divergence_callback()
+    callbacks = [divergence,
+                 epoch_logs_callback(fitted, fit_val, fit.data.labels("validation"), fit.started),
+                 checkpoints.epoch_callback(fit.context.checkpoint_dir, progress, model),
+                 *_callbacks(fit.context.reporter, params, phase, fit.started)]
+    if params.lr_schedule == "cosine":
+        steps = -(-len(fit.data.labels("train")) // fit.data.batch("train", params.batch_size))
+        callbacks.insert(0, cosine_schedule_callback(
+            learning_rate, epochs, steps, fit.started, params.time_budget_s,
+            params.warmup_fraction, first_epoch=start - progress.phase_epochs_done))
+    with devices.scope():  # as keras-io's guide does: fit may create variables too
+        fitted.fit(train, validation_data=fit_val, initial_epoch=start,
+                   epochs=start + epochs - progress.phase_epochs_done, callbacks=callbacks,
+                   class_weight=fit.class_weights, shuffle=False,
+                   verbose=0)  # the pipeline shuffles
+    if divergence.diverged_at is not None:
+        epoch, batch = divergence.diverged_at
+        raise TrainingDiverged(
+            f"the training loss became non-finite in epoch {epoch}, batch {batch} of the "
+            f"{phase} phase (learning rate {learning_rate:g}): try a lower learning_rate")
+    if any(getattr(callback, "cancelled", False) for callback in callbacks):
+        raise JobCancelled("cancelled while training")
+
+
+def _fit_phases(model: Any, fit: Fitting, progress: checkpoints.Progress) -> None:
+    """Every planned phase not finished before a resume, each checkpointed when it ends."""
+    checkpoint_dir = fit.context.checkpoint_dir
+    for index, (phase, learning_rate, epochs) in enumerate(plan_phases(fit.params)):
         if index < progress.phase:
             continue  # finished before a resume
-        if params.time_budget_s and time.monotonic() - started > params.time_budget_s:
+        if fit.over_budget():
             break
-        set_phase(model, phase)  # recompiled below: trainable changes need it
-        fitted, train, fit_val = _phase_inputs(model, data, params, phase, seed, runtime)
-        with runtime.scope():
-            fitted.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                           loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                           jit_compile=runtime.jit_compile)
-        runtime.build_for_fit(fitted, train)
-        start = len(progress.history.get("loss", []))
-        divergence = divergence_callback()
-        callbacks = [divergence, epoch_logs_callback(fitted, fit_val, val_labels, started),
-                     checkpoints.epoch_callback(checkpoint_dir, progress, model),
-                     *_callbacks(reporter, params, phase, started)]
-        if params.lr_schedule == "cosine":
-            steps = -(-len(data.labels("train")) // data.batch("train", params.batch_size))
-            callbacks.insert(0, cosine_schedule_callback(
-                learning_rate, epochs, steps, started, params.time_budget_s,
-                params.warmup_fraction, first_epoch=start - progress.phase_epochs_done))
-        with runtime.scope():  # as keras-io's guide does: fit may create variables too
-            fitted.fit(train, validation_data=fit_val, initial_epoch=start,
-                       epochs=start + epochs - progress.phase_epochs_done, callbacks=callbacks,
-                       class_weight=weights, shuffle=False, verbose=0)  # the pipeline shuffles
-        if divergence.diverged_at is not None:
-            epoch, batch = divergence.diverged_at
-            raise TrainingDiverged(
-                f"the training loss became non-finite in epoch {epoch}, batch {batch} of the "
-                f"{phase} phase (learning rate {learning_rate:g}): try a lower learning_rate")
-        if any(getattr(callback, "cancelled", False) for callback in callbacks):
-            raise JobCancelled("cancelled while training")
+        set_phase(model, phase)  # recompiled in _fit_phase: trainable changes need it
+        _fit_phase(model, fit, progress, phase, learning_rate, epochs)
         progress.phases_done.append({"phase": phase, "learning_rate": learning_rate,
                                      "epochs": epochs, "epochs_run": progress.phase_epochs_done,
-                                     "cached_views": params.head_cache_views
+                                     "cached_views": fit.params.head_cache_views
                                      if phase == "head" else 0})
         progress.phase, progress.phase_epochs_done = index + 1, 0
         if checkpoint_dir is not None:
             checkpoints.save(checkpoint_dir, model, progress)
-
-
-@dataclass
-class Prepared:
-    """The split, its decoded pixels and the pipelines built on them."""
-
-    splits: dict[str, Split]
-    details: dict[str, Any]
-    arrays: dict[str, np.ndarray]
-    replicas: int = 1  # batches are global: split across the strategy's replicas
-
-    def labels(self, name: str) -> np.ndarray:
-        return self.splits[name].labels
-
-    def batch(self, name: str, batch_size: int) -> int:
-        return replica_batch(batch_size, len(self.labels(name)), self.replicas)
-
-    def pipeline(self, name: str, batch_size: int, augment: Any = None,
-                 seed: int | None = None) -> Any:
-        return make_pipeline(self.arrays[name], self.splits[name].labels,
-                             self.batch(name, batch_size), augment=augment, shuffle_seed=seed)
-
-
-def prepare_data(dataset: Dataset, params: TrainingParams, seed: int,
-                 max_pixels: int, replicas: int = 1) -> Prepared:
-    """Split (grouped by near-duplicates and, optionally, patients) and decode."""
-    groups_csv = dataset.root / params.groups_csv if params.groups_csv else None
-    if groups_csv is not None and not groups_csv.is_file():
-        raise InvalidDataset(f"groups_csv {params.groups_csv!r} is not in the dataset folder")
-    try:
-        splits, details = split_dataset(dataset, params.validation_fraction,
-                                        params.test_fraction, seed, groups_csv,
-                                        params.group_column, params.group_by_source,
-                                        params.holdout_source)
-    except ValueError as exc:
-        raise InvalidDataset(str(exc)) from exc
-    arrays = {name: load_split_pixels(split, params.image_size, max_pixels,
-                                      params.preprocess_options)
-              for name, split in splits.items()}
-    return Prepared(splits, details, arrays, replicas)
 
 
 def _resume(model: Any, key: str, checkpoint_dir: Path | None) -> checkpoints.Progress:
@@ -216,102 +179,38 @@ def _resume(model: Any, key: str, checkpoint_dir: Path | None) -> checkpoints.Pr
 
 
 def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
-                context: JobContext, runtime: Runtime) -> TrainingResult:
-    """Split, load, train (resuming from a checkpoint of the same request), evaluate."""
+                context: JobContext, devices: TrainingDevices) -> Trained:
+    """Split and load the dataset, then fit (resuming from a checkpoint of the same
+    request)."""
     import keras
 
     if params.seed is None:
         raise ValueError("train a seeded request (TrainingParams.seeded)")
-    runtime.configure()
-    seed, reporter, checkpoint_dir = params.seed, context.reporter, context.checkpoint_dir
-    keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
-    data = prepare_data(dataset, params, seed, runtime.max_pixels, runtime.replicas)
-    val = data.pipeline("validation", params.batch_size)
+    devices.configure()
+    keras.utils.set_random_seed(params.seed)  # Python, NumPy and TensorFlow
+    data = prepare_data(dataset, params, params.seed, context.max_pixels, devices.replicas)
     config = ModelConfig(len(dataset.classes), params.image_size, params.dropout, weights)
-    with runtime.scope():
+    with devices.scope():
         model = build_model(config)
-    labels = {name: split.labels for name, split in data.splits.items()}
-    loss_weights = (class_weights(labels["train"], len(dataset.classes))
+    loss_weights = (class_weights(data.labels("train"), len(dataset.classes))
                     if params.class_weights else None)
     progress = _resume(model, checkpoints.request_key(params.model_dump(),
-                                                      dataset.fingerprint()), checkpoint_dir)
-    _fit_phases(model, data, params, reporter, loss_weights, progress, checkpoint_dir, runtime,
-                seed)
-    model = float32_copy(model, config, runtime)  # what is evaluated is what is published
-
-    test = data.pipeline("test", params.batch_size)
-    # one pass per split gives both the shift features and the probabilities
-    with runtime.scope():
-        extractor = feature_model(model)
-    passes = Steps(reporter, "evaluation", sum(len(split) for split in labels.values()))
-    train_features, _ = features_and_probabilities(
-        extractor, data.pipeline("train", params.batch_size), passes)
-    val_features, val_raw = features_and_probabilities(extractor, val, passes)
-    test_features, raw = features_and_probabilities(extractor, test, passes)
-    # temperature, shift reference, reliability record, chest-radiograph gate
-    calibration = Steps(reporter, "calibration", 4)
-    temperature = fit_temperature(labels["validation"], val_raw)
-    calibration.advance()
-    test_metrics = test_report(labels["test"], raw, temperature, dataset.classes)
-    calibrated_test = apply_temperature(raw, temperature)
-    sources = data.splits["test"].sources
-    test_by_source = (by_source(labels["test"], calibrated_test, sources, dataset.classes)
-                      if sources else None)
-    inputs = {name: input_features(data.arrays[name]) for name in ("train", "validation", "test")}
-    reference = fit_reference(
-        train_features, labels["train"], val_features, slices=block_slices(model),
-        inputs=(inputs["train"], inputs["validation"]),
-        dense=tuple(model.get_layer(OUTPUT_LAYER).get_weights()))
-    test_scores = reference.scores(test_features, inputs["test"])
-    reference = replace(reference, test_scores=test_scores)
-    calibration.advance()
-    flagged = test_scores > reference.threshold
-    reliability = fit_reliability(
-        apply_temperature(val_raw, temperature), labels["test"],
-        calibrated_test, flagged, len(dataset.classes),
-        params.confidence_coverage, seed)
-    calibration.advance()
-    metrics = Metrics(test=test_metrics.model_copy(update={
-        "shift_flag_rate": float(flagged.mean()) if len(flagged) else None,
-        "balanced_accuracy_ci": reliability.balanced_accuracy_ci}), test_by_source=test_by_source)
-    gate = (fit_gate(list(data.arrays["train"][..., 0]),
-                     list(data.arrays["validation"][..., 0]), seed)
-            if len(labels["train"]) >= params.gate_min_images else None)
-    calibration.advance()
-    summary = split_summary(data.splits, dataset.classes, seed, data.details, loss_weights)
-    phases = [Phase.model_validate(phase | {"runtime": runtime.describe()})
-              for phase in progress.phases_done]
-    return TrainingResult(
-        model=model, history=progress.history, split=summary, test=data.splits["test"],
-        metrics=metrics, test_probabilities=raw, temperature=temperature, shift=reference,
-        gate=gate, reliability=reliability,
-        sample_inputs=next(iter(test))[0].numpy()[:4], pixels=data.arrays, labels=labels,
-        phases=phases,
-    )
+                                                      dataset.fingerprint()),
+                       context.checkpoint_dir)
+    fit = Fitting(data, params, context, devices, loss_weights, params.seed, time.monotonic())
+    _fit_phases(model, fit, progress)
+    model = float32_copy(model, config, devices)  # what is assessed is what is published
+    phases = [Phase(**phase, devices=devices.describe()) for phase in progress.phases_done]
+    split = split_summary(data.splits, dataset.classes, params.seed, data.details,
+                          loss_weights)
+    return Trained(model, data, progress.history, phases, split)
 
 
-def by_source(labels: np.ndarray, probabilities: np.ndarray, sources: list[str],
-              classes: list[str]) -> dict[str, SourceMetrics]:
-    """Each source's images of a split scored apart: sensitivity and specificity per class."""
-    found: dict[str, SourceMetrics] = {}
-    for source in sorted(set(sources)):
-        mask = np.array([s == source for s in sources])
-        report = summarize(labels[mask], probabilities[mask], classes)
-        found[source] = SourceMetrics(
-            images=report.images, accuracy=report.accuracy,
-            balanced_accuracy=report.balanced_accuracy,
-            per_class={label: ClassRates(
-                support=rates.support, sensitivity=rates.sensitivity,
-                sensitivity_ci=rates.sensitivity_ci, specificity=rates.specificity,
-                specificity_ci=rates.specificity_ci) for label, rates in report.per_class.items()})
-    return found
-
-
-def float32_copy(model: Any, config: ModelConfig, runtime: Runtime) -> Any:
+def float32_copy(model: Any, config: ModelConfig, devices: TrainingDevices) -> Any:
     """The trained classifier in float32, as it is published and served. Mixed precision is
     how it was trained (its variables are float32 throughout); kept in it, the published
-    model would compute in float16 on the API's CPUs (2x slower than float32 on this one)
-    and its ONNX export would miss the 1e-4 check."""
+    model would compute in float16 on the API's CPUs, slower there, and its ONNX export would
+    miss its check (bench/results/findings.md)."""
     import keras
 
     policy = keras.mixed_precision.global_policy()
@@ -319,17 +218,9 @@ def float32_copy(model: Any, config: ModelConfig, runtime: Runtime) -> Any:
         return model
     keras.mixed_precision.set_global_policy("float32")
     try:
-        with runtime.scope():
+        with devices.scope():
             copy = build_model(replace(config, weights_path=None))
     finally:
-        keras.mixed_precision.set_global_policy(policy)  # the runtime's record of training
+        keras.mixed_precision.set_global_policy(policy)  # the devices' record of training
     copy.set_weights(model.get_weights())
     return copy
-
-
-def test_report(labels: np.ndarray, raw: np.ndarray, temperature: float,
-                classes: list[str]) -> SplitMetrics:
-    """Metrics of the calibrated probabilities (what /predict returns), ECE before and after."""
-    report = summarize(labels, apply_temperature(raw, temperature), classes)
-    return report.model_copy(update={
-        "ece_uncalibrated": expected_calibration_error(labels, raw) if len(labels) else None})

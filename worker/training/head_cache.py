@@ -1,10 +1,10 @@
 """Phase one on cached features: the frozen base runs once per view, not once per epoch.
 
-With the base frozen, a training step still pays a full forward pass through VGG16 (on this
-CPU a head-only step costs about what the base's forward pass does; bench/train_step.py), for
-features that only change through augmentation. Computing them for ``views`` copies of the
-training split (the first un-augmented, the rest augmented as in training) and training the
-head on those makes each further epoch nearly free. Fine-tuning still runs live.
+With the base frozen, a training step is still mostly a forward pass through VGG16
+(bench/results/findings.md), for features that only change through augmentation. Computing
+them for ``views`` copies of the training split (the first un-augmented, the rest augmented
+as in training) and training the head on those makes each further epoch nearly free.
+Fine-tuning still runs live.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import numpy as np
 from shared.ml.modeling import DROPOUT_LAYER, OUTPUT_LAYER, POOL_LAYER
 
 HEAD_INPUT = POOL_LAYER
-HEAD_LAYERS = (DROPOUT_LAYER, OUTPUT_LAYER)
+# The layers phase one trains on cached features (explain.py's CAM_HEAD_LAYERS are others).
+CACHED_HEAD_LAYERS = (DROPOUT_LAYER, OUTPUT_LAYER)
 
 
 def _features(extractor: Any, batches: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +44,7 @@ def head_model(model: Any) -> Any:
 
     features = keras.Input(model.get_layer(HEAD_INPUT).output.shape[1:])
     x = features
-    for name in HEAD_LAYERS:
+    for name in CACHED_HEAD_LAYERS:
         x = model.get_layer(name)(x)
     return keras.Model(features, x, name="cached_head")
 

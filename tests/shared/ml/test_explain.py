@@ -15,7 +15,8 @@ from shared.errors import UnknownClass
 from shared.ml.chest_gate import gate_features
 from shared.ml.explain import GradCam, explain
 from shared.ml.modeling import CAM_LAYER, ModelConfig, build_model
-from shared.ml.preprocessing import decode_grayscale
+from shared.ml.preprocessing import DecodedImage, decode_grayscale
+from shared.ml.screening import Screened
 from shared.ml.served import ServedVersion, serve_model
 from shared.ml.shift import INPUT, Detector, Energy, ShiftReference, block_slices
 from tests.helpers.env import sample_files
@@ -38,6 +39,10 @@ def bright_patch_model() -> Any:
     kernel[0] = [-0.05, 0.05]  # class 1, "present", rises with the patch
     model.get_layer("predictions").set_weights([kernel, np.zeros(2, np.float32)])
     return model
+
+
+def _screened(loaded: ServedVersion, gray: np.ndarray) -> Screened:
+    return loaded.screen(DecodedImage(gray.astype(np.float32)), "off")
 
 
 def _patch(top: int, left: int, side: int = 16) -> np.ndarray:
@@ -88,7 +93,7 @@ def test_the_explained_answer_is_the_served_answer(radiography_root: Path) -> No
     loaded = _loaded(model, ["COVID", "Normal", "Viral Pneumonia"], 1.7, shift)
     path = sample_files(radiography_root, 1)["COVID"][0]
     gray = decode_grayscale(path.read_bytes(), 10**8)
-    served, explained = loaded.predict(gray), explain(loaded, gray)
+    served, explained = loaded.predict(gray), explain(loaded, _screened(loaded, gray))
     assert explained.label == served.label
     for label, p in served.probabilities.items():
         assert explained.probabilities[label] == pytest.approx(p, abs=1e-5)
@@ -108,10 +113,10 @@ def test_the_explained_answer_is_the_served_answer(radiography_root: Path) -> No
 def test_a_named_class_is_explained_and_an_unknown_one_refused(bright_patch_model: Any) -> None:
     loaded = _loaded(bright_patch_model, ["absent", "present"], 1.0, None)
     gray = _patch(0, 0)[..., 0]
-    answer = explain(loaded, gray, "absent")
+    answer = explain(loaded, _screened(loaded, gray), "absent")
     assert answer.label == "present" and answer.explanation is not None
     assert answer.explanation.class_name == "absent"
     grid = np.asarray(answer.explanation.grid)
     assert grid.shape == (4, 4) and not grid.any()
     with pytest.raises(UnknownClass):
-        explain(loaded, gray, "Pneumothorax")
+        explain(loaded, _screened(loaded, gray), "Pneumothorax")

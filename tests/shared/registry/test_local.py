@@ -21,7 +21,7 @@ from shared.registry.base import ACTIVE_FILE, STAGING_DIR, VERSION_PATTERN, new_
 from shared.registry.files import MANIFEST_FILE, MODEL_FILE
 from shared.registry.local import LocalRegistry
 from tests.helpers.services import SmallDisk
-from tests.helpers.versions import draft
+from tests.helpers.versions import draft, version_dirs
 
 MANIFEST = draft(classes=("COVID", "Normal"), history={"loss": [0.9, 0.5]})
 
@@ -56,12 +56,6 @@ def _stage(registry: Registry, content: bytes = b"fake keras model", curves: boo
 
 def _publish(registry: Registry, content: bytes, **kwargs: Any) -> str:
     return registry.publish(_stage(registry, content), MANIFEST, **kwargs)
-
-
-def _version_dirs(registry: Registry) -> list[Path]:
-    if not registry.root.is_dir():
-        return []
-    return sorted(p for p in registry.root.iterdir() if VERSION_PATTERN.match(p.name))
 
 
 def _staging_leftovers(registry: Registry) -> list[Path]:
@@ -116,8 +110,17 @@ def test_publish_needs_a_model_file(registry: Registry) -> None:
     (staging / "curves.png").write_bytes(b"x")
     with pytest.raises(RegistryError):
         registry.publish(staging, MANIFEST)
-    assert _version_dirs(registry) == []
+    assert version_dirs(registry) == []
     assert registry.active() is None
+
+
+def test_publish_takes_the_id_its_caller_minted(registry: Registry) -> None:
+    minted = new_version_id()
+    assert _publish(registry, b"named", version=minted) == minted
+    assert registry.manifest(minted).version == minted
+    with pytest.raises(RegistryError, match="not a version id"):
+        _publish(registry, b"misnamed", version="../elsewhere")
+    assert [p.name for p in version_dirs(registry)] == [minted]
 
 
 def test_caller_cannot_override_sealed_fields(registry: Registry) -> None:
@@ -211,46 +214,6 @@ def test_versions_skip_folders_with_a_broken_manifest(registry: Registry, clock:
     assert [m.version for m in registry.versions()] == [good]
 
 
-# -- verification --------------------------------------------------------------------------
-def test_verify_is_called_on_the_staged_model(registry: Registry) -> None:
-    seen: list[Path] = []
-
-    def verify(path: Path) -> None:
-        seen.append(path)
-        assert path.read_bytes() == b"loadable"
-        assert not VERSION_PATTERN.match(path.parent.name)  # not yet in place
-
-    version = _publish(registry, b"loadable", verify=verify)
-    assert len(seen) == 1 and seen[0].name == MODEL_FILE
-    assert registry.active() == ActivePointer(version, 1)
-
-
-def test_a_failing_verify_leaves_no_version_and_the_pointer_unchanged(registry: Registry) -> None:
-    current = _publish(registry, b"good model")
-    before = _version_dirs(registry)
-
-    def verify(path: Path) -> None:
-        raise ValueError("keras could not load it")
-
-    with pytest.raises(ValueError, match="could not load"):
-        _publish(registry, b"broken model", verify=verify)
-    assert _version_dirs(registry) == before
-    assert registry.active() == ActivePointer(current, 1)
-    assert [m.version for m in registry.versions()] == [current]
-    assert registry.clean_staging(older_than_s=0) == 1
-    assert _staging_leftovers(registry) == []
-
-
-def test_a_model_changed_during_verification_is_refused(registry: Registry) -> None:
-    def tamper(path: Path) -> None:
-        path.write_bytes(b"swapped")
-
-    with pytest.raises(RegistryError):
-        _publish(registry, b"original", verify=tamper)
-    assert _version_dirs(registry) == []
-    assert registry.active() is None
-
-
 # -- staging cleanup -----------------------------------------------------------------------
 def test_clean_staging_only_removes_old_leftovers(registry: Registry) -> None:
     assert registry.clean_staging() == 0  # no root yet
@@ -300,7 +263,7 @@ def _crash_at(n: int, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _assert_consistent(registry: Registry, old: ActivePointer, known: set[str]) -> set[str]:
     """Every version is complete, ACTIVE is the old one or a new complete one."""
-    present = {p.name for p in _version_dirs(registry)}
+    present = {p.name for p in version_dirs(registry)}
     for name in present:
         folder = registry.root / name
         manifest = json.loads((folder / MANIFEST_FILE).read_text())
@@ -324,7 +287,7 @@ def _assert_consistent(registry: Registry, old: ActivePointer, known: set[str]) 
 def test_a_publish_interrupted_at_any_step_leaves_a_consistent_registry(
         registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     _publish(registry, b"the original model")
-    known = {p.name for p in _version_dirs(registry)}
+    known = {p.name for p in version_dirs(registry)}
     crashed_at: list[str] = []
     for n in range(1, 50):
         old = registry.active()
@@ -382,7 +345,7 @@ def _fill(disk: SmallDisk) -> None:
 def test_a_publish_that_hits_a_full_disk_changes_nothing(small_disk: SmallDisk) -> None:
     registry = LocalRegistry(small_disk.path / "models")
     first = _publish(registry, b"first model")
-    before = _version_dirs(registry)
+    before = version_dirs(registry)
     staging = _stage(registry, b"second model")
     small_disk.resize(small_disk.used() + 64 * 1024)
     _fill(small_disk)
@@ -390,7 +353,7 @@ def test_a_publish_that_hits_a_full_disk_changes_nothing(small_disk: SmallDisk) 
         registry.publish(staging, MANIFEST)  # its manifest cannot be written
     assert is_out_of_space(caught.value)
     registry.discard(staging)
-    assert _version_dirs(registry) == before
+    assert version_dirs(registry) == before
     assert _staging_leftovers(registry) == []
     assert registry.active() == ActivePointer(first, 1)
 

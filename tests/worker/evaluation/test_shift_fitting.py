@@ -22,7 +22,7 @@ from tests.helpers.env import sample_files
 from tests.helpers.versions import Recorder
 from worker.context import JobContext
 from worker.evaluation.shift_fitting import fit_reference
-from worker.runner.jobs import train_and_publish
+from worker.runner.retrain import train_and_publish
 
 
 def test_threshold_flags_in_distribution_data_at_its_promised_rate() -> None:

@@ -65,8 +65,8 @@ def test_a_copy_calibrated_on_unlike_images_is_dropped_with_the_reason(
         float_version: tuple[ServedVersion, Path, Int8Data], tmp_path: Path) -> None:
     _, float_file, data = float_version
     # Flat grey frames: activation ranges far narrower than a radiograph's.
-    grey = np.full((12, *data.pixels["test"].shape[1:]), 128, np.float32)
-    unlike = replace(data, pixels={**data.pixels, "train": grey})
+    grey = np.full((12, *data.test.shape[1:]), 128, np.float32)
+    unlike = replace(data, train=grey)
     record = export_int8(tmp_path, float_file, unlike, Int8Policy())
     assert record.check is not None and record.file is None
     assert not (tmp_path / INT8_FILE).exists()
@@ -103,7 +103,7 @@ def test_a_kept_copy_serves_the_float_answers_and_float_never_serves_it(
     float_model, _, data = float_version
     int8 = load_version(registry, version, runtime="auto", precision="int8")
     assert (int8.runtime, int8.precision) == ("onnx", "int8")
-    pixels = data.pixels["test"][:8]
+    pixels = data.test[:8]
     expected, got = float_model.predict_batch(pixels), int8.predict_batch(pixels)
     for want, answer in zip(expected, got, strict=True):
         assert answer.precision == "int8" and want.precision == "float32"

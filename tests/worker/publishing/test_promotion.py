@@ -1,4 +1,5 @@
-"""The promotion gate: a worse version waits as a candidate, a better one becomes active."""
+"""The promotion decision: a worse version waits as a candidate, a better one becomes
+active."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from shared.registry import ActivePointer
 from shared.registry.local import LocalRegistry
 from tests.helpers.versions import publish_random
 from worker.data.pipeline import Split
-from worker.publishing.promotion import chance_reason, decide, gate
+from worker.publishing.promotion import (
+    Challenger,
+    PromotionRule,
+    chance_reason,
+    decide,
+    decide_promotion,
+)
 
 ACTIVE = ActivePointer("20260101-000000-aaaaaa", 3)
 CLASSES = ("COVID", "Normal", "Viral Pneumonia")
@@ -67,23 +74,23 @@ def _test_split(tiny_dataset: Path) -> Split:
     return Split(paths, np.repeat(np.arange(3), 3))
 
 
-def test_the_gate_scores_the_active_version_on_the_new_test_split(
+def test_the_decision_scores_the_active_version_on_the_new_test_split(
         tiny_dataset: Path, tmp_path: Path) -> None:
     registry = LocalRegistry(tmp_path / "models")
     test = _test_split(tiny_dataset)
     active = publish_random(registry, seed=1, classes=CLASSES, activate=True)
     # a version that is always right beats any active one; one always wrong loses
-    best = gate(registry, "if_better", "accuracy", 0.0, test, list(CLASSES),
-                SplitMetrics(images=9, accuracy=1.0), 10**8)
+    best = decide_promotion(registry, PromotionRule("if_better", "accuracy", 0.0), Challenger(
+        test, list(CLASSES), SplitMetrics(images=9, accuracy=1.0)), 10**8)
     assert best.activated and best.active_version == active
     assert best.active is not None and 0.0 <= best.active <= 1.0 and best.new == 1.0
-    worst = gate(registry, "if_better", "accuracy", 0.0, test, list(CLASSES),
-                 SplitMetrics(images=9, accuracy=0.0), 10**8)
+    worst = decide_promotion(registry, PromotionRule("if_better", "accuracy", 0.0), Challenger(
+        test, list(CLASSES), SplitMetrics(images=9, accuracy=0.0)), 10**8)
     assert worst.active == best.active  # the same active version on the same split
     assert worst.activated is (best.active == 0.0) and "candidate" in worst.reason
     # within the margin of it, a version is not worse
-    close = gate(registry, "if_better", "accuracy", 0.05, test, list(CLASSES),
-                 SplitMetrics(images=9, accuracy=best.active - 0.04), 10**8)
+    close = decide_promotion(registry, PromotionRule("if_better", "accuracy", 0.05), Challenger(
+        test, list(CLASSES), SplitMetrics(images=9, accuracy=best.active - 0.04)), 10**8)
     assert close.activated and "margin 0.05" in close.reason
 
 
@@ -91,8 +98,8 @@ def test_an_active_version_of_other_classes_is_not_compared(
         tiny_dataset: Path, tmp_path: Path) -> None:
     registry = LocalRegistry(tmp_path / "models")
     publish_random(registry, seed=1, classes=("a", "b"), activate=True)
-    decision = gate(registry, "if_better", "accuracy", 0.0, _test_split(tiny_dataset),
-                    list(CLASSES), SplitMetrics(images=9, accuracy=1.0), 10**8)
+    decision = decide_promotion(registry, PromotionRule("if_better", "accuracy", 0.0), Challenger(
+        _test_split(tiny_dataset), list(CLASSES), SplitMetrics(images=9, accuracy=1.0)), 10**8)
     assert not decision.activated and "by hand" in decision.reason
     assert decision.active is None
 
@@ -101,8 +108,8 @@ def test_a_chance_level_version_is_kept_without_scoring_the_active_one(
         tiny_dataset: Path, tmp_path: Path) -> None:
     registry = LocalRegistry(tmp_path / "models")
     publish_random(registry, seed=1, classes=CLASSES, activate=True)
-    decision = gate(registry, "if_better", "accuracy", 0.0, _test_split(tiny_dataset),
-                    list(CLASSES), SplitMetrics(images=9, accuracy=1.0), 10**8,
-                    chance="no better than chance")
+    decision = decide_promotion(registry, PromotionRule("if_better", "accuracy", 0.0), Challenger(
+        _test_split(tiny_dataset), list(CLASSES), SplitMetrics(images=9, accuracy=1.0),
+        chance="no better than chance"), 10**8)
     assert not decision.activated and decision.active is None
     assert decision.reason == "no better than chance; kept as a candidate"

@@ -3,7 +3,9 @@ worker killed outright leaves behind cleaned once the job is over."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -14,9 +16,10 @@ import pytest
 
 from shared.config import Settings
 from shared.errors import InvalidDataset, JobCancelled
-from shared.job_store import SqliteJobStore
+from shared.job_store import Clock, SqliteJobStore, utc_now
 from shared.schemas import EvaluationParams, JobState
 from shared.training_params import TrainingParams
+from tests.helpers.clock import ManualClock
 from worker.runner.jobs import (
     StoreReporter,
     _work,
@@ -33,7 +36,9 @@ BEAT = 0.2  # s: the heartbeat interval of these tests (CXR_JOB_HEARTBEAT_INTERV
 
 def test_checkpoints_of_lost_and_unknown_jobs_are_swept_and_live_ones_kept(
         settings: Settings) -> None:
-    store = SqliteJobStore(settings.state_dir / "jobs.sqlite", heartbeat_timeout_s=0.5)
+    clock = ManualClock()
+    store = SqliteJobStore(settings.state_dir / "jobs.sqlite", heartbeat_timeout_s=0.5,
+                           clock=clock)
     jobs = {name: uuid.uuid4().hex for name in ("lost", "alive", "queued", "unknown")}
     for name in ("lost", "alive", "queued"):
         store.create(jobs[name], PARAMS)
@@ -42,7 +47,7 @@ def test_checkpoints_of_lost_and_unknown_jobs_are_swept_and_live_ones_kept(
     for job_id in jobs.values():
         (root / job_id).mkdir(parents=True)
         (root / job_id / "weights.weights.h5").write_bytes(b"weights")
-    time.sleep(0.6)  # the lost job's worker stays silent past its heartbeat timeout
+    clock.advance(0.6)  # the lost job's worker stays silent past its heartbeat timeout
     store.heartbeat(jobs["alive"])
     removed = sweep_checkpoints(settings, store)
     assert sorted(removed) == sorted([jobs["lost"], jobs["unknown"]])
@@ -51,8 +56,9 @@ def test_checkpoints_of_lost_and_unknown_jobs_are_swept_and_live_ones_kept(
     assert sweep_checkpoints(settings, store) == []  # nothing more to do
 
 
-def _store(settings: Settings) -> SqliteJobStore:
-    return SqliteJobStore(settings.state_dir / "jobs.sqlite", heartbeat_timeout_s=60)
+def _store(settings: Settings, clock: Clock = utc_now) -> SqliteJobStore:
+    return SqliteJobStore(settings.state_dir / "jobs.sqlite", heartbeat_timeout_s=60,
+                          clock=clock)
 
 
 def _queued(store: SqliteJobStore) -> str:
@@ -142,10 +148,11 @@ def test_claim_starts_a_queued_job_and_never_one_alive_elsewhere(settings: Setti
 
 
 def test_claim_takes_over_a_job_whose_worker_went_silent(settings: Settings) -> None:
-    store = _store(settings)
+    clock = ManualClock()
+    store = _store(settings, clock)
     job_id = _queued(store)
     assert store.start(job_id)
-    time.sleep(0.6)  # its worker died: no heartbeat since
+    clock.advance(0.6)  # its worker died: no heartbeat since
     assert claim(store, job_id, settings.model_copy(update={"job_takeover_after_s": 0.5}))
     assert store.record(job_id).attempts == 2
 
@@ -159,6 +166,20 @@ def test_a_job_on_a_missing_dataset_fails_and_leaves_no_checkpoint(settings: Set
     assert not (settings.state_dir / "checkpoints" / job_id).exists()
     # redelivered after it ended, it is not run again
     assert run_job(job_id, settings, store) == JobState.failed
+
+
+def test_a_job_whose_parameters_this_version_cannot_read_fails_saying_so(
+        settings: Settings) -> None:
+    store = _store(settings)
+    job_id = _queued(store)
+    with sqlite3.connect(store.path) as conn:  # as another version of the service wrote it
+        (document,) = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        stored = json.loads(document)
+        stored["params"]["retired_option"] = 3
+        conn.execute("UPDATE jobs SET doc = ? WHERE id = ?", (json.dumps(stored), job_id))
+    assert run_job(job_id, settings, store) == JobState.failed
+    error = store.get(job_id).error
+    assert error is not None and error.startswith("job_params_unreadable")
 
 
 def test_an_evaluation_job_stores_its_report(settings: Settings, tiny_dataset: Path) -> None:

@@ -1,4 +1,4 @@
-"""The training runtime: precision and XLA choices, and real training mirrored over two
+"""The training devices: precision and XLA choices, and real training mirrored over two
 replicas (two logical CPU devices, in a fresh process)."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from shared.schemas import JobProgress
 from shared.training_params import TrainingParams
 from tests.helpers.env import REPO
 from tests.helpers.versions import Recorder
+from worker.data.prepared import replica_batch
 from worker.training import checkpoints
-from worker.training.devices import Runtime, precision_policy, replica_batch, resolve_jit
+from worker.training.devices import TrainingDevices, precision_policy, resolve_jit
 
 # Both phases, the head on cached features; an odd global batch; the cosine schedule (set
 # from a callback); every epoch kept (no early stopping), so the second one's update is seen.
@@ -51,7 +52,7 @@ def test_a_model_built_before_fit_traces_its_train_step_once() -> None:
     assert len(traces) == 2  # its variables made inside the first trace: traced again
     traces.clear()
     model = compiled()
-    Runtime(max_pixels=1).build_for_fit(model, data)
+    TrainingDevices().build_for_fit(model, data)
     model.fit(data, epochs=2, verbose=0, shuffle=False)
     assert len(traces) == 1
 
@@ -87,12 +88,12 @@ def test_a_mixed_precision_model_is_published_in_float32() -> None:
     from shared.ml.modeling import ModelConfig, build_model
     from worker.training.fit import float32_copy
 
-    config, runtime = ModelConfig(3, 32), Runtime(max_pixels=10**8)
+    config, devices = ModelConfig(3, 32), TrainingDevices()
     x = np.random.default_rng(0).uniform(-120, 150, (4, 32, 32, 3)).astype(np.float32)
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         mixed = build_model(config)
-        copy = float32_copy(mixed, config, runtime)
+        copy = float32_copy(mixed, config, devices)
         assert keras.mixed_precision.global_policy().name == "mixed_float16"  # still recorded
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -102,7 +103,7 @@ def test_a_mixed_precision_model_is_published_in_float32() -> None:
         np.testing.assert_array_equal(ours, theirs)
     np.testing.assert_allclose(copy.predict(x, verbose=0), mixed.predict(x, verbose=0),
                                atol=1e-2)
-    assert float32_copy(copy, config, runtime) is copy  # float32 training: the model itself
+    assert float32_copy(copy, config, devices) is copy  # float32 training: the model itself
 
 
 class EpochCopies(Recorder):
@@ -131,6 +132,7 @@ def _two_replica_training(dataset_dir: str, work: str) -> None:
     from shared.datasets import discover
     from shared.ml.modeling import ModelConfig, build_model, load_model
     from worker.context import JobContext
+    from worker.evaluation.assessment import assess
     from worker.training.fit import train_model
 
     dataset, folder = discover(Path(dataset_dir)), Path(work)
@@ -138,15 +140,16 @@ def _two_replica_training(dataset_dir: str, work: str) -> None:
     base = folder / "vgg16_notop.weights.h5"
     keras.applications.VGG16(include_top=False, weights=None,
                              input_shape=(32, 32, 3)).save_weights(base)
-    runtime = Runtime(max_pixels=10**8, mixed_precision="auto", devices=["/cpu:0", "/cpu:1"])
+    devices = TrainingDevices(mixed_precision="auto", devices=["/cpu:0", "/cpu:1"])
     context = JobContext(Settings(), EpochCopies(folder / "checkpoint"), folder / "checkpoint")
-    result = train_model(dataset, params, base, context, runtime)
-    model, inputs = result.model, result.sample_inputs
+    result = train_model(dataset, params, base, context, devices)
+    model, inputs = result.model, result.data.model_inputs("test", 4)
+    assessment = assess(model, result.data, dataset.classes, params, scope=devices.scope)
     trained = np.asarray(model.predict(inputs, verbose=0))
     model.save(folder / "model.keras")
 
     def from_weights(path: Path) -> Any:  # a resumed job's restore, into a mirrored model
-        with runtime.scope():
+        with devices.scope():
             fresh = build_model(ModelConfig(len(dataset.classes), params.image_size))
         fresh.load_weights(path)
         return fresh
@@ -155,7 +158,7 @@ def _two_replica_training(dataset_dir: str, work: str) -> None:
     restored = from_weights(folder / "checkpoint" / checkpoints.WEIGHTS_FILE)
     mirrored = [weight.value for weight in model.weights]
     facts = {
-        "runtime": runtime.describe(),
+        "runtime": devices.describe().model_dump(),
         "variables": sorted({type(v).__name__ for v in mirrored}),
         "replica_devices": [v.device for v in mirrored[0].values],
         "replicas_equal": all(np.array_equal(v.values[0].numpy(), v.values[1].numpy())
@@ -170,7 +173,7 @@ def _two_replica_training(dataset_dir: str, work: str) -> None:
         "restore_gap": float(np.max(np.abs(
             np.asarray(restored.predict(inputs, verbose=0)) - trained))),
         "phases": [phase.model_dump() for phase in result.phases],
-        "test_images": result.metrics.test.images if result.metrics.test else 0,
+        "test_images": assessment.metrics.test.images if assessment.metrics.test else 0,
     }
     (folder / "facts.json").write_text(json.dumps(facts))
 

@@ -41,7 +41,7 @@ from tests.helpers.versions import TINY, Recorder, Trained
 from worker.context import JobContext
 from worker.data.pipeline import load_split_pixels, make_pipeline, split_dataset
 from worker.evaluation.scores import temperature_at_bound
-from worker.runner.jobs import train_and_publish
+from worker.runner.retrain import train_and_publish
 
 
 def test_training_and_serving_produce_identical_tensors(tiny_dataset: Path) -> None:
@@ -163,7 +163,7 @@ def test_the_served_answer_carries_calibration_gate_and_reliability(trained: Tra
     # its chest-radiograph gate keeps a radiograph and refuses a photograph
     assert loaded.gate is not None and manifest.chest_xray_gate is not None
     assert manifest.chest_xray_gate.threshold == loaded.gate.threshold
-    check = loaded.screen(decode_image(image), "refuse")[1]
+    check = loaded.screen(decode_image(image), "refuse").check
     assert check is not None and check.passed
     from skimage import data as samples
 
@@ -195,7 +195,8 @@ def test_the_schedule_runtime_and_preprocessing_are_recorded(trained: Trained) -
     rates = manifest.history["learning_rate"]
     assert len(rates) == 3 and rates[0] > rates[1] > rates[2] and rates[0] <= 1e-3
     assert manifest.training is not None and manifest.training.lr_schedule == "cosine"
-    runtime = manifest.training.phases[0].runtime
+    devices = manifest.training.phases[0].devices
+    runtime = devices.model_dump() if devices else None
     import tensorflow as tf
 
     gpus = len(tf.config.list_physical_devices("GPU"))

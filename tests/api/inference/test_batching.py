@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api.batching import Batcher
+from api.inference.batching import Batcher
 from api.main import create_app
 from shared.config import Settings
 from shared.loading import load_version
@@ -183,7 +183,7 @@ def test_over_http_an_invalid_image_fails_alone_in_a_batch_window(
 def test_a_swap_during_a_burst_loses_no_request(registry: Registry, batcher: Batcher) -> None:
     import threading
 
-    from api.serving import ModelServer
+    from api.inference.serving import ModelServer
 
     versions = sorted(m.version for m in registry.versions())
     registry.activate(versions[0])

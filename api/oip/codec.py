@@ -8,6 +8,7 @@ takes that many bytes of the rest, in order. A BYTES tensor in binary is each el
 encoded image can only be base64 (PNG and DICOM bytes are not UTF-8). An answer puts each
 output in its JSON ``data``, or after the JSON when the request asked for binary data.
 A refusal is ``{"error": message}``, what clients raise, with the service's stable code beside.
+Nothing here imports the app: the routes (api/oip/routes.py) read and answer with it.
 """
 
 from __future__ import annotations
@@ -15,24 +16,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import struct
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
-from starlette.exceptions import HTTPException
 
-from api.body_guard import GuardedRoute
-from api.errors import HTTP_CODES, status_of
 from shared.errors import CxrError, TooManyImages
-
-log = logging.getLogger(__name__)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 Datatype = Literal["BYTES", "FP32", "BOOL"]
@@ -50,47 +42,6 @@ class InvalidInferRequest(CxrError):
 class ProtocolError(BaseModel):
     error: str = Field(description="`<code>: <message>`, what tritonclient raises.")
     code: str = Field(description="The stable code the rest of the API uses.")
-
-
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI documentation of a route's refusals."""
-    return {status: {"model": ProtocolError} for status in statuses}
-
-
-def refusal(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"Retry-After": "5"} if status == 503 else None
-    return JSONResponse(ProtocolError(error=message, code=code).model_dump(),
-                        status_code=status, headers=headers)
-
-
-def _refused(exc: CxrError) -> JSONResponse:
-    status = 400 if isinstance(exc, InvalidInferRequest) else status_of(exc)
-    if status >= 500 and status != 503:
-        log.error("%s: %s", exc.code, exc.message)
-    return refusal(status, exc.code, f"{exc.code}: {exc.message}")
-
-
-class ProtocolRoute(GuardedRoute):
-    """A guarded route whose refusals take the protocol's shape, the key check's and the
-    body limit's among them (GuardedRoute raises those before the route's code runs)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def answered(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except CxrError as exc:
-                return _refused(exc)
-            except RequestValidationError as exc:
-                message = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}"
-                                    for e in exc.errors())
-                return refusal(422, "validation_error", f"validation_error: {message}")
-            except HTTPException as exc:  # the body limit's, met while the body streams in
-                code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-                return refusal(exc.status_code, code, f"{code}: {exc.detail}")
-
-        return answered
 
 
 class InputTensor(BaseModel):

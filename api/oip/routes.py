@@ -5,8 +5,8 @@ One model, ``cxr``. Its input IMAGE is a BYTES tensor of encoded images (PNG, JP
 shape [n]; its outputs are each image's PROBABILITIES (in the order of the metadata's
 ``parameters.classes``), LABEL, RELIABLE and REASONS (comma-separated, empty when reliable),
 and SHIFT_SCORE for versions with a shift reference. The answers are ``POST /predict``'s, by
-the same path (api/predicting.py). Errors take the protocol's shape, ``{"error": message}``,
-with the status and stable ``code`` the rest of the API uses.
+the same path (api/inference/predicting.py). Errors take the protocol's shape,
+``{"error": message}``, with the status and stable ``code`` the rest of the API uses.
 """
 
 from __future__ import annotations
@@ -21,30 +21,26 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import Reader
-from api.body_guard import limited_to
 from api.deps import (
-    MetricsDep,
     ModelServerDep,
     PredictorDep,
     RegistryDep,
+    ServiceMetricsDep,
     SettingsDep,
     VersionCacheDep,
 )
-from api.errors import status_of
-from api.inference_protocol import (
+from api.inference.predicting import Predictor
+from api.metrics import ServiceMetrics
+from api.oip.codec import (
     HEADER_LENGTH,
     InferRequest,
     InvalidInferRequest,
-    ProtocolRoute,
     byte_elements,
     encode_response,
-    errors,
-    refusal,
     split_body,
 )
-from api.metrics import Metrics
-from api.oip_signature import (
+from api.oip.refusals import ProtocolRoute, errors, refusal
+from api.oip.signature import (
     OUTPUTS,
     REQUEST_BODY,
     Live,
@@ -58,7 +54,9 @@ from api.oip_signature import (
     selected,
     tensors,
 )
-from api.predicting import Predictor
+from api.plumbing.auth import Reader
+from api.plumbing.body_guard import limited_to
+from api.plumbing.errors import status_of
 from shared.config import Settings
 from shared.errors import CxrError, ModelNotFound, PayloadTooLarge, UnsupportedImageFormat
 from shared.manifest import Manifest
@@ -180,20 +178,20 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post("/models/{model_name}/infer", response_class=Response,
              responses=INFER_RESPONSES, openapi_extra=REQUEST_BODY)
 async def infer(model_name: str, request: Request, settings: SettingsDep,
-                predictor: PredictorDep, metrics: MetricsDep) -> Response:
+                predictor: PredictorDep, metrics: ServiceMetricsDep) -> Response:
     """Classify the IMAGE tensor's images with the served version."""
     _known(model_name)
     parsed, images = await _read(request, settings)
-    return await _answer(parsed, images, predictor.server.model(), predictor, metrics)
+    return await _answer(parsed, images, await predictor.serving(images), predictor, metrics)
 
 
 @limited_to("max_image_bytes")
 @router.post("/models/{model_name}/versions/{version}/infer", response_class=Response,
              responses=INFER_RESPONSES, openapi_extra=REQUEST_BODY)
 async def infer_version(model_name: str, version: str, request: Request,
-                        settings: SettingsDep, predictor: PredictorDep, metrics: MetricsDep,
+                        settings: SettingsDep, predictor: PredictorDep, metrics: ServiceMetricsDep,
                         cache: VersionCacheDep) -> Response:
-    """Classify with a named published version: a candidate the promotion gate kept back,
+    """Classify with a named published version: a candidate the promotion decision kept back,
     or an older one; one not in memory is loaded first (seconds)."""
     _known(model_name)
     await run_in_threadpool(predictor.server.registry.manifest, version)  # 404 before the body
@@ -216,9 +214,9 @@ async def _read(request: Request, settings: Settings) -> tuple[InferRequest, lis
 
 
 async def _answer(parsed: InferRequest, images: list[bytes], model: ServedVersion,
-                  predictor: Predictor, metrics: Metrics) -> Response:
+                  predictor: Predictor, metrics: ServiceMetrics) -> Response:
     outputs = selected(parsed, model)
-    answers = await predictor.predict_each(images, model)
+    answers = await predictor.answer(images, model)
     failed = [(i, a) for i, a in enumerate(answers) if isinstance(a, CxrError)]
     if failed:  # the protocol has no per-image errors: the request fails, naming each image
         first = failed[0][1]

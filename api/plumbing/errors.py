@@ -1,8 +1,12 @@
-"""One JSON error shape for every failure: ``{"error": {"code", "message", "details"?}}``."""
+"""Every failure shaped once (``refusal_of``: status, code, message, details, headers) and
+answered in the service's JSON shape, ``{"error": {"code", "message", "details"?}}``; the
+Open Inference Protocol's routes answer the same shaping in theirs (api/oip/routes.py)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -49,18 +53,52 @@ HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
 HTTP_METHODS = {"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"}
 
 
-def error_response(status: int, code: str, message: str,
-                   details: list[dict[str, Any]] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        body["details"] = details
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+@dataclass(frozen=True)
+class Refusal:
+    """What a failure is answered with, whichever JSON shape carries it."""
+
+    status: int
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+    headers: Mapping[str, str] | None = None
 
 
-def status_of(exc: errors.CxrError) -> int:
+def status_of(exc: errors.CxrError,
+              statuses: Mapping[type[errors.CxrError], int] = STATUS) -> int:
     """The HTTP status a domain error is answered with."""
-    return next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+    return next((s for cls, s in statuses.items() if isinstance(exc, cls)), 500)
+
+
+def refusal_of(exc: errors.CxrError | RequestValidationError | StarletteHTTPException,
+               statuses: Mapping[type[errors.CxrError], int] = STATUS) -> Refusal:
+    """The one shaping of a domain error, a request that failed validation or an HTTP
+    error (a route's, or the body limit's met while the body streams in)."""
+    if isinstance(exc, errors.CxrError):
+        status = status_of(exc, statuses)
+        if status >= 500 and status != 503:
+            log.error("%s: %s", exc.code, exc.message)
+        return Refusal(status, exc.code, exc.message, headers=retry_later(status))
+    if isinstance(exc, RequestValidationError):
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+                   for e in exc.errors()]
+        message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
+        return Refusal(422, "validation_error", message, jsonable_encoder(details))
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    return Refusal(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+def retry_later(status: int) -> dict[str, str] | None:
+    """A 503 is a busy or starting service: clients may come back."""
+    return {"Retry-After": "5"} if status == 503 else None
+
+
+def error_response(refusal: Refusal) -> JSONResponse:
+    """The service's own shape: ``{"error": {"code", "message", "details"?}}``."""
+    body: dict[str, Any] = {"code": refusal.code, "message": refusal.message}
+    if refusal.details is not None:
+        body["details"] = refusal.details
+    return JSONResponse({"error": body}, status_code=refusal.status, headers=refusal.headers)
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -68,28 +106,16 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": HTTPStatus(s).phrase} for s in statuses}
 
 
-async def _domain(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, errors.CxrError)
-    status = status_of(exc)
-    if status >= 500 and status != 503:
-        log.error("%s: %s", exc.code, exc.message)
-    headers = {"Retry-After": "5"} if status == 503 else None
-    return error_response(status, exc.code, exc.message, headers=headers)
+async def _shaped(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.CxrError | RequestValidationError)
+    return error_response(refusal_of(exc))
 
 
 async def _store_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("job store unreachable on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(503, "broker_unavailable",
-                          "the job queue and store are unreachable; retry later",
-                          headers={"Retry-After": "5"})
-
-
-async def _validation(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-               for e in exc.errors()]
-    message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
-    return error_response(422, "validation_error", message, jsonable_encoder(details))
+    return error_response(Refusal(503, "broker_unavailable",
+                                  "the job queue and store are unreachable; retry later",
+                                  headers=retry_later(503)))
 
 
 def _allowed_methods(app: FastAPI, path: str) -> set[str]:
@@ -114,23 +140,24 @@ def _allowed_methods(app: FastAPI, path: str) -> set[str]:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    headers = getattr(exc, "headers", None)
+    refusal = refusal_of(exc)
     if exc.status_code == 405 and (methods := _allowed_methods(request.app, request.url.path)):
         # Starlette's Allow names the methods of the first route matching the path only:
         # POST for /datasets, GET for /jobs/{job_id}.
-        headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
-    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+        refusal = replace(refusal, headers={**(refusal.headers or {}),
+                                            "Allow": ", ".join(sorted(methods))})
+    return error_response(refusal)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "an unexpected error occurred; it was logged")
+    return error_response(Refusal(500, "internal_error",
+                                  "an unexpected error occurred; it was logged"))
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(errors.CxrError, _domain)
-    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(errors.CxrError, _shaped)
+    app.add_exception_handler(RequestValidationError, _shaped)
     app.add_exception_handler(redis.ConnectionError, _store_down)
     app.add_exception_handler(redis.TimeoutError, _store_down)
     app.add_exception_handler(StarletteHTTPException, _http)

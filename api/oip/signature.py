@@ -1,4 +1,4 @@
-"""The model as the Open Inference Protocol sees it (api/routes/oip.py): the outputs an
+"""The model as the Open Inference Protocol sees it (api/oip/routes.py): the outputs an
 answer gives, and the JSON of the answers other than infer's."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.inference_protocol import (
+from api.oip.codec import (
     Datatype,
     InferRequest,
     InvalidInferRequest,

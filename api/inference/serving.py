@@ -8,7 +8,6 @@ previous version serving.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import threading
@@ -16,6 +15,7 @@ import time
 import weakref
 from collections.abc import Callable
 
+from shared.allocator import release_freed_memory
 from shared.errors import CxrError, NoActiveModel, RegistryUnavailable
 from shared.loading import load_version
 from shared.ml.served import ServedVersion
@@ -26,23 +26,6 @@ log = logging.getLogger(__name__)
 # How long a replaced version's last requests may hold it before the reloader stops waiting
 # to hand its memory back (and says so).
 RETIRED_WAIT_S = 60.0
-
-
-def release_freed_memory() -> None:
-    """Collect garbage and hand freed heap back to the OS (glibc's ``malloc_trim``).
-
-    Without it the heap keeps the peak of every version loaded so far: resident memory grew
-    46% over 20 hot reloads in bench/serve_benchmark.py. Elsewhere than glibc, a no-op.
-    """
-    gc.collect()
-    _trim_heap()
-
-
-def _trim_heap() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class ModelServer:
@@ -125,22 +108,20 @@ class ModelServer:
         self.registry.forget_local(keep)  # an object store's cached copies of older versions
         log.info("now serving model version %s (%s) after loading for %.1f s",
                  loaded.version, loaded.runtime, seconds)
-        release_freed_memory()  # what loading left behind
+        gc.collect()  # what loading left behind, else the heap keeps every version's peak
+        release_freed_memory()
 
     def release_retired(self) -> None:
         """Hand the replaced version's memory back once its last request is done with it.
 
-        A trim right after a swap under load frees none of it, requests in flight still
-        holding it, and the heap kept every swap's peak: in bench/soak.py resident memory
-        stepped up at each swap, +19% after two; trimmed here, it came back to the same level
-        after each of seven swaps, +5% over the first minute's.
+        A trim right after a swap under load frees none of it: requests in flight still hold it.
         """
         if self._retired is None:
             return
         gc.collect()  # Keras models hold reference cycles
         if self._retired() is None:
             self._retired = None
-            _trim_heap()
+            release_freed_memory()
         elif time.monotonic() - self._retired_at > RETIRED_WAIT_S:
             log.warning("a replaced model version is still referenced %.0f s after the swap; "
                         "its memory stays in use", RETIRED_WAIT_S)

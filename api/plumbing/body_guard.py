@@ -22,7 +22,7 @@ from fastapi.params import Form
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive
 
-from api.auth import HEADER, require_admin, require_reader
+from api.plumbing.auth import HEADER, check_admin, check_reader, require_admin, require_reader
 from shared.config import Settings
 from shared.errors import PayloadTooLarge
 
@@ -115,7 +115,7 @@ def _refuse_early(rules: Rules, request: Request, settings: Settings) -> None:
     """Raise what the route would answer anyway (the app's handlers make it the JSON error):
     a missing or weaker key, or a declared size over the route's limit."""
     if rules.role is not None:
-        check = require_admin if rules.role == "admin" else require_reader
+        check = check_admin if rules.role == "admin" else check_reader
         check(request.headers.get(HEADER), settings)
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > rules.limit:

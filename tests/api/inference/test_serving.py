@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from api.inference.serving import ModelServer
 from api.main import create_app
-from api.serving import ModelServer
 from shared.config import Settings
 from shared.errors import NoActiveModel
 from shared.registry import Registry

@@ -11,11 +11,10 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from api.deps import SettingsDep
-from shared.config import ApiKey, key_digest
+from shared.config import ApiKey, Settings, key_digest
 from shared.errors import Forbidden, Unauthorized
 
 HEADER = "X-API-Key"
@@ -42,16 +41,26 @@ def _identify(presented: str | None, keys: list[ApiKey]) -> ApiKey:
     return found
 
 
-def require_admin(presented: PresentedKey, settings: SettingsDep) -> None:
+def check_admin(presented: str | None, settings: Settings) -> None:
     """Retrain, cancel, activate, evaluate, upload: an admin key, whatever else is open."""
     if _identify(presented, settings.api_keys).role != "admin":
         raise Forbidden("this needs an API key with the admin role")
 
 
-def require_reader(presented: PresentedKey, settings: SettingsDep) -> None:
+def check_reader(presented: str | None, settings: Settings) -> None:
     """Predictions and reads: open, or any known key with CXR_REQUIRE_KEY_FOR_READS."""
     if settings.require_key_for_reads:
         _identify(presented, settings.api_keys)
+
+
+# The dependencies that mark a route's role (api/plumbing/body_guard.py reads them off the
+# route); the settings are the app's, as the body guard reads them.
+def require_admin(request: Request, presented: PresentedKey) -> None:
+    check_admin(presented, request.app.state.settings)
+
+
+def require_reader(request: Request, presented: PresentedKey) -> None:
+    check_reader(presented, request.app.state.settings)
 
 
 Admin = [Depends(require_admin)]

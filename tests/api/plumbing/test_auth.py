@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.auth import match_key
 from api.main import create_app
+from api.plumbing.auth import match_key
 from shared.config import Settings
 from tests.helpers.env import ADMIN_KEY, API_KEYS, READER_KEY, sample_files
 

@@ -1,6 +1,6 @@
 """Published versions other than the served one, loaded on demand for requests that name
 them (the Open Inference Protocol's ``/v2/models/cxr/versions/{version}/infer``): a
-candidate the promotion gate kept back, or an older version pinned by a client.
+candidate the promotion decision kept back, or an older version pinned by a client.
 
 A few are kept, least recently used first out, so that a client comparing versions does
 not pay a load (seconds) per request; the served version is never copied here.
@@ -8,12 +8,14 @@ not pay a load (seconds) per request; the served version is never copied here.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections import OrderedDict
 
 from starlette.concurrency import run_in_threadpool
 
-from api.serving import ModelServer, release_freed_memory
+from api.inference.serving import ModelServer
+from shared.allocator import release_freed_memory
 from shared.ml.served import ServedVersion
 
 # Each loaded VGG16 version holds its weights and runtime sessions (~100 MB at 224 px):
@@ -65,6 +67,7 @@ class VersionCache:
                 while len(self._loaded) > self.capacity:
                     self._loaded.popitem(last=False)
             if evicted:  # requests still holding it keep it alive; the rest goes back
+                gc.collect()  # Keras models hold reference cycles
                 release_freed_memory()
             return loaded
 
