@@ -21,7 +21,7 @@ def one_line_error(result: Any, code: str, exit_code: int = 2) -> str:
     `error: <code>: <message>` on stderr, no traceback."""
     assert result.exit_code == exit_code, (result.exit_code, result.output)
     assert result.stdout == ""
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {code}: "), result.stderr
     return str(lines[0].removeprefix(f"error: {code}: "))
