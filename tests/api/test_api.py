@@ -44,6 +44,15 @@ def test_predict_without_a_model_says_how_to_train(client: TestClient,
     assert "/retrain" in response.json()["error"]["message"]
 
 
+def test_without_a_model_bad_input_fails_first_however_many_images(
+        client: TestClient, radiography_root: Path) -> None:
+    image = sample_files(radiography_root, 1)["COVID"][0].read_bytes()
+    good = [("file", ("x.png", image, "image/png"))] * 2
+    _error(client.post("/predict", files=good), 503, "no_model")
+    bad = [good[0], ("file", ("y.png", b"not an image", "image/png"))]
+    _error(client.post("/predict", files=bad), 400, "invalid_image")
+
+
 @pytest.mark.parametrize(("payload", "status", "code"), [
     (b"", 400, "invalid_image"),
     (b"just some text, not an image", 400, "invalid_image"),

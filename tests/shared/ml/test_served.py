@@ -127,3 +127,14 @@ def test_a_tampered_export_is_not_served(trained: Trained, tmp_path: Path) -> No
     with pytest.raises(ModelLoadFailed, match="checksum"):
         load_version(registry, version, runtime="auto")
     assert load_version(registry, version, runtime="tensorflow").runtime == "tensorflow"
+
+
+def test_scoring_in_passes_gives_the_one_pass_answers() -> None:
+    from shared.ml.served import serve_model
+
+    served = serve_model("v", ["a", "b", "c"], 32, build_model(ModelConfig(3, 32)),
+                         temperature=1.7)
+    pixels = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(served.score(pixels, batch_size=2).probabilities,
+                               served.infer(pixels).probabilities, atol=1e-6)
+    assert served.score(pixels[:0]).probabilities.shape == (0, 3)

@@ -94,6 +94,8 @@ def test_the_runtimes_considered_follow_the_precision_setting(tmp_path: Path) ->
     assert candidate_names("auto", "int8", onnx, None) == ["onnx", "tensorflow"]
     with pytest.raises(ValueError, match="INFERENCE_PRECISION"):
         Settings(inference_precision="int8", inference_runtime="tensorflow")
+    # the setting's older name for float32 still reads
+    assert Settings(inference_precision="float").inference_precision == "float32"
 
 
 def test_a_kept_copy_serves_the_float_answers_and_float_never_serves_it(
