@@ -118,14 +118,19 @@ class ServedVersion:
         futures = []
         for source in images:
             try:
-                data = read_image(source)
-                with hold(data):
-                    screened = self.screen_file(data, limits)
-                    futures.append(checked(passes.submit(self, screened), screened.check))
+                futures.append(self._submit(read_image(source), limits, passes, hold))
             except CxrError as exc:
                 futures.append(failed(exc))
         passes.flush()
         return futures
+
+    def _submit(self, data: bytes, limits: ImageLimits, passes: Passes,
+                hold: Hold) -> Future[Prediction]:
+        # A function of its own: the screened image (a full-size one can be hundreds of MB)
+        # is freed when it returns, not kept while the next image decodes.
+        with hold(data):
+            screened = self.screen_file(data, limits)
+            return checked(passes.submit(self, screened), screened.check)
 
     def answer_images(self, images: Iterable[ImageSource],
                       limits: ImageLimits) -> list[Prediction | CxrError]:
