@@ -12,7 +12,7 @@ from celery import Celery
 from fastapi import Depends, Request
 
 from api.inference.batching import Batcher
-from api.inference.decode_budget import PixelBudget
+from api.inference.decode_budget import DecodeBudget
 from api.inference.predicting import Predictor
 from api.inference.serving import ModelServer
 from api.inference.versions_cache import VersionCache
@@ -37,7 +37,7 @@ JobStoreDep = Annotated[JobStore, Depends(_from_state("jobs"))]
 QueueDep = Annotated[Celery, Depends(_from_state("queue"))]
 BatcherDep = Annotated[Batcher, Depends(_from_state("batcher"))]
 ServiceMetricsDep = Annotated[ServiceMetrics, Depends(_from_state("metrics"))]
-DecodeBudgetDep = Annotated[PixelBudget, Depends(_from_state("decode_budget"))]
+DecodeBudgetDep = Annotated[DecodeBudget, Depends(_from_state("decode_budget"))]
 VersionCacheDep = Annotated[VersionCache, Depends(_from_state("version_cache"))]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -12,14 +13,14 @@ from fastapi_offline import FastAPIOffline
 from threadpoolctl import threadpool_limits
 
 from api.inference.batching import Batcher
-from api.inference.decode_budget import PixelBudget
+from api.inference.decode_budget import DecodeBudget, MiB
 from api.inference.serving import ModelServer
 from api.inference.versions_cache import VersionCache
 from api.metrics import ServiceMetrics
 from api.oip import routes as oip
 from api.plumbing import errors
 from api.plumbing.redirects import RelativeRedirects
-from api.plumbing.request_log import AccessLog
+from api.plumbing.request_log import AccessLog, UnfinishedAnswerFilter
 from api.plumbing.request_metrics import RequestMetrics
 from api.routes import datasets, health, jobs, metrics, models, page, predict
 from shared.config import Settings, get_settings
@@ -77,8 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.decode_budget = PixelBudget(settings.decode_pixel_budget, settings.decode_wait_s,
-                                           settings.release_memory_after_pixels)
+    app.state.decode_budget = DecodeBudget(settings.decode_budget_mb * MiB,
+                                           settings.decode_wait_s, settings.decode_max_waiting)
     app.state.metrics = ServiceMetrics(jobs=lambda: getattr(app.state, "jobs", None))
     errors.install(app)
     if settings.cors_origins:
@@ -90,6 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: they also see what the routes refuse.
     app.add_middleware(RequestMetrics, observer=app.state.metrics)
     app.add_middleware(AccessLog)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, UnfinishedAnswerFilter) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(UnfinishedAnswerFilter())
     for router in (predict.router, datasets.router, jobs.router, models.router, health.router,
                    metrics.router, page.router, oip.health_router, oip.router):
         app.include_router(router)

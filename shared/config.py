@@ -166,13 +166,16 @@ class Settings(BaseSettings):
     # Images one /predict request may carry (several `file` parts, one answer each; their
     # bytes together stay within CXR_MAX_IMAGE_BYTES) or one infer request's BYTES input.
     max_images_per_request: int = Field(32, ge=1, le=1024)
-    # Declared pixels of all the images being decoded and prepared at once (two of the
-    # largest); a request that would exceed it waits up to decode_wait_s, then gets 503.
-    decode_pixel_budget: int = Field(100_000_000, ge=64 * 64)
+    # What all the images being decoded and prepared at once may cost, estimated from what
+    # each file really holds (shared.ml.decode_cost). An image that does not
+    # fit waits, on the event loop, up to decode_wait_s; beyond decode_max_waiting waiting,
+    # or after the wait, 503 busy.
+    decode_budget_mb: int = Field(1024, ge=16)
     decode_wait_s: float = Field(10.0, ge=0, le=300)
-    # After an image of at least this many pixels, freed memory goes back to the system
-    # (shared/allocator.py); 0 never.
-    release_memory_after_pixels: int = Field(4_000_000, ge=0)
+    decode_max_waiting: int = Field(64, ge=1)
+    # After an image whose decoding costs at least this much, freed memory goes back to the
+    # system (shared/allocator.py); 0 never.
+    release_memory_after_mb: int = Field(32, ge=0)
     max_zip_members: int = Field(50_000, ge=1)
     max_zip_uncompressed_bytes: int = Field(4 * 1024**3, ge=1024)
     # Uncompressed over compressed size of one zip member: PNGs and JPEGs barely deflate,

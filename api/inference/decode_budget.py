@@ -1,49 +1,84 @@
-"""A bound on the pixels being decoded and prepared at once, across all requests.
+"""A bound on the memory that images being decoded and prepared take at once, across all
+requests.
 
 One image's limit (CXR_MAX_IMAGE_PIXELS) does not bound many at once: a PNG of a hundred
-kilobytes may declare 49 M pixels and take about half a gigabyte while it is decoded, so a
-few such uploads together could take the API's memory with them. Each request holds its
-image's declared pixels while it is decoded and prepared; one that would exceed the budget
-waits for others to finish, and gets 503 with Retry-After when that takes too long. After a
-large one, what it freed goes back to the system (shared/allocator.py).
+kilobytes may declare 49 M pixels, and a DICOM of the same size may hold a 12-bit frame of as
+many, so a few such uploads together could take the API's memory with them. Each image holds
+what decoding it will really cost (``shared.ml.decode_cost``: its true frame
+size, bit depth and the copies decoding makes) while it is decoded and prepared.
+
+Waiting for room happens on the event loop, never in a worker thread: the threads stay free
+for the requests that can go ahead (a small image fits beside large ones and never queues
+behind them). A request that finds too many waiting, or waits longer than the wait allowed,
+gets 503 ``busy`` with Retry-After.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from shared.allocator import release_freed_memory
 from shared.errors import ServiceBusy
 
+MiB = 1024 * 1024
 
-class PixelBudget:
-    def __init__(self, capacity: int, wait_s: float, release_after_pixels: int = 0) -> None:
-        self.capacity, self.wait_s = capacity, wait_s
-        self.release_after_pixels = release_after_pixels
+
+class DecodeBudget:
+    def __init__(self, capacity: int, wait_s: float, max_waiting: int) -> None:
+        self.capacity, self.wait_s, self.max_waiting = capacity, wait_s, max_waiting
         self._used = 0
-        self._changed = threading.Condition()
+        self._waiting = 0
+        # Made on the loop that waits (a test's app may meet several loops in turn).
+        self._changed: asyncio.Condition | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def used(self) -> int:
         return self._used
 
-    @contextmanager
-    def hold(self, pixels: int) -> Iterator[None]:
-        """Hold ``pixels`` of the budget (an image larger than all of it waits for it all)."""
-        need = max(1, min(pixels, self.capacity))
-        with self._changed:
-            if not self._changed.wait_for(lambda: self._used + need <= self.capacity,
-                                          timeout=self.wait_s):
-                raise ServiceBusy(f"too many large images are being decoded at once; retry "
-                                  f"in a few seconds (CXR_DECODE_PIXEL_BUDGET {self.capacity})")
-            self._used += need
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @asynccontextmanager
+    async def hold(self, cost: int) -> AsyncIterator[None]:
+        """Hold ``cost`` bytes of the budget while the block runs (an image costing more than
+        all of it waits for it all)."""
+        need = max(1, min(cost, self.capacity))
+        if self._used + need > self.capacity:
+            await self._wait_for(need)
+        self._used += need
         try:
             yield
         finally:
-            with self._changed:
-                self._used -= need
-                self._changed.notify_all()
-            if self.release_after_pixels and pixels >= self.release_after_pixels:
-                release_freed_memory()
+            self._used -= need
+            if self._waiting:
+                changed = self._condition()
+                async with changed:
+                    changed.notify_all()
+
+    async def _wait_for(self, need: int) -> None:
+        if self._waiting >= self.max_waiting:
+            raise self._busy(f"{self._waiting} images are waiting to be decoded")
+        self._waiting += 1
+        changed = self._condition()
+        try:
+            async with changed:
+                await asyncio.wait_for(changed.wait_for(
+                    lambda: self._used + need <= self.capacity), self.wait_s)
+        except TimeoutError:
+            raise self._busy(f"no room to decode for {self.wait_s:g} s") from None
+        finally:
+            self._waiting -= 1
+
+    def _condition(self) -> asyncio.Condition:
+        loop = asyncio.get_running_loop()
+        if self._changed is None or self._loop is not loop:
+            self._changed, self._loop = asyncio.Condition(), loop
+        return self._changed
+
+    def _busy(self, why: str) -> ServiceBusy:
+        return ServiceBusy(f"too many large images are being decoded at once ({why}); retry "
+                           f"in a few seconds (CXR_DECODE_BUDGET_MB "
+                           f"{self.capacity // MiB})")

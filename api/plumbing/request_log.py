@@ -1,10 +1,16 @@
-"""ASGI middleware: a request id for every request, and one access log line per answer."""
+"""ASGI middleware: a request id for every request, and one access log line per answer.
+
+A client that hangs up before its answer is sent (one that pipelined requests and closed the
+connection, say) is a fact of the network, not a fault of the service: the answer is dropped
+and its access line says ``client_gone``, with no traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,6 +23,9 @@ HEADER = "x-request-id"
 QUIET_ROUTES = {"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"}
 # Error bodies are small JSON; a larger body is not read for its code.
 MAX_ERROR_BODY = 64 * 1024
+# Whether the request served in this task found its client gone (see UnfinishedAnswerFilter).
+CLIENT_GONE: ContextVar[bool] = ContextVar("client_gone", default=False)
+UNFINISHED = "ASGI callable returned without completing response."
 
 
 class AccessLog:
@@ -37,8 +46,10 @@ class AccessLog:
         start = time.perf_counter()
         answer: dict[str, object] = {"status": 500}
         error_body = bytearray()
+        gone = False
 
         async def send_tagged(message: Message) -> None:
+            nonlocal gone
             if message["type"] == "http.response.start":
                 answer["status"] = message["status"]
                 headers = dict(message.get("headers", []))
@@ -48,19 +59,46 @@ class AccessLog:
             elif message["type"] == "http.response.body" and int(str(answer["status"])) >= 400:
                 if len(error_body) < MAX_ERROR_BODY:
                     error_body.extend(message.get("body", b""))
-            await send(message)
+            if gone:
+                return
+            try:
+                await send(message)
+            except (OSError, RuntimeError) as exc:
+                if not client_gone(exc):
+                    raise
+                gone = True  # the rest of the answer has nowhere to go
 
         with log_context(request=request):
             try:
                 await self.app(scope, receive, send_tagged)
             finally:
+                # Left set: uvicorn's check that follows, in this task, reads it.
+                CLIENT_GONE.set(gone)
                 route = getattr(scope.get("route"), "path", None)
                 level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
                 log.log(level, "%s %s %s", scope["method"], scope["path"], answer["status"], extra={
                     "method": scope["method"], "path": scope["path"], "route": route,
                     "status": answer["status"], "error_code": _error_code(bytes(error_body)),
-                    "model_version": answer.get("model_version"),
+                    "model_version": answer.get("model_version"), "client_gone": gone,
                     "duration_ms": round((time.perf_counter() - start) * 1000, 2)})
+
+
+def client_gone(exc: BaseException) -> bool:
+    """Whether sending failed because the client's connection is closed: a reset or broken
+    pipe, or uvloop's refusal to write to a transport the peer already closed (uvicorn
+    learns of the close a moment after the transport does, so it still tries)."""
+    if isinstance(exc, ConnectionError):
+        return True
+    return isinstance(exc, RuntimeError) and "handler is closed" in str(exc)
+
+
+class UnfinishedAnswerFilter(logging.Filter):
+    """Drops uvicorn's "returned without completing response" error for an answer whose
+    client hung up: uvicorn marks only the connection's newest request as disconnected, so
+    one answered while later ones were pipelined behind it looks unfinished to it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (CLIENT_GONE.get() and record.getMessage() == UNFINISHED)
 
 
 def _text(raw: bytes | None) -> str | None:

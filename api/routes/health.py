@@ -13,14 +13,16 @@ from shared.task_queue import broker_reachable
 router = APIRouter(route_class=GuardedRoute, tags=["health"])
 
 
+# Liveness answers on the event loop: it must not wait for a worker thread that decoding
+# or loading may all be holding.
 @router.get("/healthz", response_model=Health)
-def get_health() -> Health:
+async def get_health() -> Health:
     """The process is alive."""
     return Health(status="ok")
 
 
 @router.head("/healthz", include_in_schema=False)
-def head_health() -> Response:
+async def head_health() -> Response:
     """What load balancers that probe with HEAD get: 200, no body."""
     return Response(status_code=200)
 

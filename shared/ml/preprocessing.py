@@ -1,13 +1,15 @@
 """The one preprocessing path, shared by training and serving.
 
-bytes -> decoded image (PNG or JPEG, EXIF orientation applied; DICOM through shared/ml/dicom.py;
-a large one at reduced size with ``reduce_large``) -> grayscale float in [0, 255] (16-bit and
-float images scaled by their real range, never clipped; DICOM by the range its header
-defines) -> optional border crop and histogram equalization (``PreprocessOptions``) -> resized
--> 3 channels -> ``keras.applications.vgg16.preprocess_input``.
+bytes -> decoded image (PNG or JPEG, EXIF orientation applied; DICOM through shared/ml/dicom/;
+a large one at reduced size with ``reduce_large``, a side beyond ``MAX_SIDE`` always reduced
+along it) -> grayscale float in [0, 255] (16-bit and float images scaled by their real range,
+never clipped; DICOM by the range its header defines) -> optional border crop and histogram
+equalization (``PreprocessOptions``) -> resized -> 3 channels ->
+``keras.applications.vgg16.preprocess_input``.
 
 The options are recorded with each model version (``as_dict`` and ``preprocessing_id``) so that
-serving applies exactly what training saw.
+serving applies exactly what training saw. What decoding a file will cost is estimated beside
+it, in shared/ml/decode_cost.py.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from skimage import exposure  # imported eagerly: a few ms (-X importtime), it l
 
 from shared.config import DEFAULT_MAX_IMAGE_PIXELS
 from shared.errors import ImageTooLarge, InvalidImage, UnsupportedImageFormat
-from shared.ml.dicom import decode_dicom, is_dicom
+from shared.ml.dicom import is_dicom, open_dicom
 
 PREPROCESSING_ID = "gray3-bilinear-vgg16caffe-v1"
 # MPO is a camera's multi-picture JPEG: Pillow reads its first picture, a plain JPEG.
@@ -39,6 +41,11 @@ REDUCE_GAP = 3
 # ... and at least this many pixels where it is equalized: CLAHE's tiles and the histogram's
 # counts depend on the resolution, and change visibly below it.
 EQUALIZE_FLOOR = 1024
+# Whatever the floor, a side longer than this is box-reduced along its axis before the image
+# becomes float: twice the longest side of a real radiograph detector, so no radiograph is
+# touched, while a 1 x 50 M pixel strip costs what an 8192 px one does (resizing it from full
+# length builds filter tables of hundreds of MB).
+MAX_SIDE = 8192
 
 Equalization = Literal["none", "histogram", "clahe"]
 
@@ -131,45 +138,30 @@ class DecodedImage:
 
 
 def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                     floor: int = 0) -> np.ndarray:
+                     floor: int = 0, max_side: int = MAX_SIDE) -> np.ndarray:
     """Decode an image file, PNG, JPEG or DICOM (told apart by content), to a float32 HxW
     array in [0, 255]."""
-    return decode_image(data, max_pixels, floor).gray
+    return decode_image(data, max_pixels, floor, max_side).gray
 
 
-def declared_pixels(data: bytes) -> int:
-    """The pixels a file's header declares, read without decoding them; 0 when the header
-    says nothing readable (decoding then says what is wrong)."""
-    try:
-        if is_dicom(data):
-            import pydicom
-
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-            return max(0, int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)))
-        with Image.open(io.BytesIO(data)) as image:
-            return int(image.width * image.height)
-    except Exception:  # any damage at all: decoding reports it with its code
-        return 0
+HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                 floor: int = 0) -> DecodedImage:
+                 floor: int = 0, max_side: int = MAX_SIDE) -> DecodedImage:
     """Decode an image file as ``decode_grayscale`` does, keeping its colourfulness.
 
     With a ``floor`` (``PreprocessOptions.decode_floor``), an image whose shorter side is at
     least twice the floor is reduced by the largest whole factor that keeps it at or above
     the floor: a JPEG is decoded at 1/2, 1/4 or 1/8 scale where that suffices (DCT scaling),
-    then any image is box-reduced before it becomes float.
+    then any image is box-reduced before it becomes float. Whatever the floor, a side longer
+    than ``max_side`` is reduced along its axis until it is no longer (``reduce_factors``).
     """
     if not data:
         raise InvalidImage("the file is empty")
     if is_dicom(data):
-        gray = decode_dicom(data, max_pixels)
-        factor = _reduce_factor(gray.shape, floor)
-        if factor > 1:
-            plane = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32))  # mode F
-            gray = np.asarray(plane.reduce(factor), np.float32)
-        return DecodedImage(gray)
+        dicom = open_dicom(data, max_pixels)
+        return DecodedImage(dicom.display(reduce_factors(*dicom.shape, floor, max_side)))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -183,7 +175,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                     f"{image.width}x{image.height} pixels exceeds the limit of {max_pixels}"
                 )
             if floor and image.format in ("JPEG", "MPO"):
-                _draft(image, floor)
+                draft(image, floor)
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # a copy otherwise, even upright
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -192,15 +184,20 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         raise InvalidImage("not a readable PNG, JPEG or DICOM image") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"the image is damaged or truncated: {exc}") from exc
-    return _to_gray(image, floor)
+    return _to_gray(image, floor, max_side)
 
 
-def _reduce_factor(shape: tuple[int, ...], floor: int) -> int:
-    """The largest whole factor that keeps the shorter side at or above ``floor``."""
-    return min(shape[:2]) // floor if floor else 1
+def reduce_factors(height: int, width: int, floor: int = 0,
+                   max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """The box reduction (along x, along y) an image of ``height`` x ``width`` gets before it
+    becomes float: the largest whole factor that keeps the shorter side at or above
+    ``floor`` (none without one), and along a side longer than ``max_side`` at least what
+    brings it within."""
+    factor = max(1, min(height, width) // floor) if floor else 1
+    return max(factor, -(-width // max_side)), max(factor, -(-height // max_side))
 
 
-def _draft(image: Image.Image, floor: int) -> None:
+def draft(image: Image.Image, floor: int) -> None:
     """Let libjpeg decode at the smallest DCT scale whose shorter side stays >= floor."""
     scale = floor / min(image.size)
     if scale <= 0.5:
@@ -208,39 +205,54 @@ def _draft(image: Image.Image, floor: int) -> None:
                                  math.ceil(image.height * scale)))
 
 
-def _to_gray(image: Image.Image, floor: int = 0) -> DecodedImage:
+def _to_gray(image: Image.Image, floor: int = 0, max_side: int = MAX_SIDE) -> DecodedImage:
     high_depth = image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
     if not high_depth and image.mode not in ("L", "RGB"):
         # P, RGBA, LA, CMYK, 1 ...: through RGB, dropping alpha, as a viewer would show it.
         image = image.convert("RGB")
-    factor = _reduce_factor((image.height, image.width), floor)
-    if factor > 1:
+    factors = reduce_factors(image.height, image.width, floor, max_side)
+    if factors != (1, 1):
         if image.mode.startswith("I;16"):
             image = image.convert("I")  # the same values, in a mode that can be reduced
-        image = image.reduce(factor)
+        image = image.reduce(factors)
     if high_depth:
-        return DecodedImage(_scale_to_8bit_range(np.asarray(image, dtype=np.float64)))
+        return DecodedImage(_scale_to_8bit_range(np.asarray(image)))
     colour = 0.0
     if image.mode == "RGB":
-        colour = colourfulness(image)
-        image = image.convert("L")
+        gray = image.convert("L")
+        image.thumbnail(COLOUR_THUMBNAIL)  # in place: the colour image is not needed after
+        colour = _mean_chroma(image)
+        image = gray
     return DecodedImage(np.asarray(image, dtype=np.float32), colour)
+
+
+COLOUR_THUMBNAIL = (128, 128)
 
 
 def colourfulness(image: Image.Image) -> float:
     """Mean chroma (max minus min channel) on 0..255, from a copy of at most 128 px a side."""
     small = image.copy()
-    small.thumbnail((128, 128))
+    small.thumbnail(COLOUR_THUMBNAIL)
+    return _mean_chroma(small)
+
+
+def _mean_chroma(small: Image.Image) -> float:
     rgb = np.asarray(small, dtype=np.int16)
     return float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
 
 
-def _scale_to_8bit_range(pixels: np.ndarray) -> np.ndarray:
-    """Map high-bit-depth pixels linearly from their real min..max onto 0..255."""
+def _scale_to_8bit_range(pixels: np.ndarray, rows_per_strip: int = 256) -> np.ndarray:
+    """Map high-bit-depth pixels linearly from their real min..max onto 0..255 (in float64,
+    a strip of rows at a time: the float64 image would be twice the float32 result)."""
     lo, hi = float(pixels.min()), float(pixels.max())
     if hi <= lo:
         return np.zeros(pixels.shape, dtype=np.float32)
-    return ((pixels - lo) * (255.0 / (hi - lo))).astype(np.float32)
+    out = np.empty(pixels.shape, dtype=np.float32)
+    scale = 255.0 / (hi - lo)
+    for top in range(0, pixels.shape[0], rows_per_strip):
+        strip = np.asarray(pixels[top:top + rows_per_strip], dtype=np.float64)
+        out[top:top + rows_per_strip] = (strip - lo) * scale
+    return out
 
 
 def resize_to_rgb(gray: np.ndarray, size: int) -> np.ndarray:

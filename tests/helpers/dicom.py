@@ -19,10 +19,10 @@ def make_dicom(stored: np.ndarray, bits_stored: int, photometric: str = "MONOCHR
     """A Part 10 file holding ``stored`` (uint8 or uint16, HxW) with a patient in its header,
     encoded in transfer syntax ``syntax`` (explicit VR little endian by default)."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DX_STORAGE
+    meta.MediaStorageSOPClassUID = UID(DX_STORAGE)
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
@@ -101,3 +101,67 @@ def well_formed_luts() -> dict[str, bytes]:
     ramp = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
     return {"modality LUT": make_dicom(ramp, 8, ModalityLUTSequence=_lut([256, 0, 8])),
             "VOI LUT": make_dicom(ramp, 8, VOILUTSequence=_lut([256, 0, 8]))}
+
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+
+
+def deflated_dicom(stored: np.ndarray, bits_stored: int, photometric: str = "MONOCHROME2",
+                   **elements: Any) -> bytes:
+    """``make_dicom``'s file in the deflated explicit VR little endian transfer syntax."""
+    import pydicom
+    from pydicom.uid import UID
+
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(stored, bits_stored, photometric, **elements)))
+    ds.file_meta.TransferSyntaxUID = UID(DEFLATED)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def encapsulated_dicom(frame: bytes, rows: int, columns: int, syntax: str = JPEG_BASELINE,
+                       bits_allocated: int = 8, bits_stored: int = 8, **elements: Any) -> bytes:
+    """A file whose header declares ``rows`` x ``columns`` grayscale pixels and whose pixel
+    data is ``frame``, encapsulated as it is (the two need not agree)."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID
+
+    stored = np.zeros((1, 1), np.uint8 if bits_allocated == 8 else np.uint16)
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(stored, bits_stored)))
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsAllocated = bits_allocated
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    for name, value in elements.items():
+        setattr(ds, name, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+
+
+def frame_header_only(width: int, height: int, components: int = 1, precision: int = 8,
+                      marker: int = 0xC0) -> bytes:
+    """A JPEG (or, with marker 0xF7, JPEG-LS) codestream that stops after its frame header:
+    what a check of the frame's size reads, with nothing to decode."""
+    import struct
+
+    sof = struct.pack(">BHHB", precision, height, width, components)
+    sof += b"".join(bytes([index + 1, 0x11, 0]) for index in range(components))
+    app = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\0" + b"\x01\x01" + b"\0" * 7
+    return (b"\xff\xd8" + app + b"\xff\xff"  # a fill byte before the next marker
+            + bytes([0xFF, marker]) + struct.pack(">H", 2 + len(sof)) + sof + b"\xff\xd9")
+
+
+def first_frame(data: bytes) -> bytes:
+    """The first encoded frame of an encapsulated DICOM file."""
+    import pydicom
+    from pydicom.encaps import get_frame
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    return bytes(get_frame(ds.PixelData, 0, number_of_frames=1))

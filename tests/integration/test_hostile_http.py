@@ -4,13 +4,16 @@ and its size before the body is read, chunked bodies are counted as they arrive.
 from __future__ import annotations
 
 import json
+import math
 import select
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from tests.helpers.env import ADMIN_KEY, READER_KEY
@@ -124,6 +127,19 @@ def test_a_declared_size_over_the_routes_limit_is_refused_before_its_body(
     assert sent < 8 * MiB
 
 
+@pytest.mark.parametrize(("length", "status", "code"), [
+    ("0" * 5000 + "2", 422, "validation_error"),  # two bytes: no JSON a retrain accepts
+    ("0" * 5000 + "1" * 12, 413, "payload_too_large"),
+])
+def test_a_declared_size_of_thousands_of_digits_is_read_as_a_number(
+        api: Service, length: str, status: int, code: str) -> None:
+    headers = {"Content-Type": "application/json", "Content-Length": length,
+               "X-API-Key": ADMIN_KEY}
+    answered, error, _ = _send(api, _head("/retrain", urlsplit(api.url).netloc, headers),
+                               iter([b"{}"]))
+    assert (answered, error["error"]["code"]) == (status, code)  # type: ignore[index]
+
+
 @pytest.mark.parametrize(("path", "key"), [("/predict", READER_KEY), ("/retrain", ADMIN_KEY)])
 def test_a_chunked_body_is_counted_as_it_arrives(api: Service, path: str, key: str) -> None:
     host = urlsplit(api.url).netloc
@@ -139,8 +155,6 @@ def test_a_chunked_body_is_counted_as_it_arrives(api: Service, path: str, key: s
 
 
 def test_the_api_answers_normally_after_the_hostile_requests(api: Service) -> None:
-    import httpx
-
     assert httpx.get(f"{api.url}/healthz", timeout=10).status_code == 200
     refused = httpx.post(f"{api.url}/retrain", json={"dataset": "x" * 10},
                          headers={"X-API-Key": ADMIN_KEY}, timeout=10)
@@ -164,6 +178,22 @@ def test_too_many_header_fields_are_a_431(api: Service) -> None:
     assert (answered, error["error"]["code"]) == (431, "request_header_fields_too_large")
 
 
+def test_a_client_that_hangs_up_on_pipelined_requests_is_no_error(api: Service) -> None:
+    address = urlsplit(api.url)
+    request = f"GET /healthz HTTP/1.1\r\nHost: {address.netloc}\r\n\r\n".encode()
+    for _ in range(20):
+        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+            sock.sendall(request * 500)
+            time.sleep(0.01)
+            # a reset, not a polite close: the answers still being sent have nowhere to go
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(1)
+    lines = api.log_lines()
+    errors = [line for line in lines if line.get("level") == "ERROR" or "exc_info" in line]
+    assert not errors, errors[:2]
+    assert httpx.get(f"{api.url}/healthz", timeout=10).status_code == 200
+
+
 def _peak_rss(pid: int) -> int:
     """The process's peak resident memory so far (VmHWM), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -172,14 +202,14 @@ def _peak_rss(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def test_concurrent_large_declared_images_are_decoded_within_the_pixel_budget(
+def test_concurrent_large_declared_images_are_decoded_within_the_budget(
         tmp_path: Path) -> None:
     import io
     from concurrent.futures import ThreadPoolExecutor
 
-    import httpx
     from PIL import Image
 
+    from shared.ml.decode_cost import decode_cost
     from shared.registry.local import LocalRegistry
     from tests.helpers.versions import publish_random
 
@@ -191,8 +221,9 @@ def test_concurrent_large_declared_images_are_decoded_within_the_pixel_budget(
     registry = LocalRegistry(tmp_path / "models")
     registry.activate(publish_random(registry, seed=4))
     # a budget of one such image at a time
+    one = math.ceil(decode_cost(png) / MiB)
     service = start_service(tmp_path, None, processes=("serve",),
-                            extra_env={"CXR_DECODE_PIXEL_BUDGET": str(side * side),
+                            extra_env={"CXR_DECODE_BUDGET_MB": str(one),
                                        "CXR_DECODE_WAIT_S": "120"})
     try:
         with httpx.Client(base_url=service.url, timeout=300) as client:

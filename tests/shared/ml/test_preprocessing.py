@@ -11,7 +11,9 @@ from PIL import Image
 
 from shared.errors import CxrError, ImageTooLarge, InvalidImage, UnsupportedImageFormat
 from shared.ml.preprocessing import (
+    colourfulness,
     decode_grayscale,
+    decode_image,
     load_pixels,
     resize_to_rgb,
     to_model_input,
@@ -148,6 +150,14 @@ def test_constant_16_bit_png_is_black_not_nan() -> None:
     np.testing.assert_array_equal(gray, np.zeros((8, 8), np.float32))
 
 
+def test_16_bit_scaling_in_strips_is_the_whole_image_scaling() -> None:
+    values = np.random.default_rng(2).integers(700, 40_000, (700, 33)).astype(np.uint16)
+    gray = decode_grayscale(_png16(values))  # 700 rows: three strips
+    whole = values.astype(np.float64)
+    lo, hi = whole.min(), whole.max()
+    np.testing.assert_array_equal(gray, ((whole - lo) * (255.0 / (hi - lo))).astype(np.float32))
+
+
 def test_16_bit_png_through_load_pixels_spans_the_full_range() -> None:
     values = np.tile(np.round(np.linspace(0, 4095, 64)).astype(np.uint16), (64, 1))
     pixels = load_pixels(_png16(values), 32)
@@ -155,6 +165,16 @@ def test_16_bit_png_through_load_pixels_spans_the_full_range() -> None:
     assert pixels.max() > 250.0
     assert pixels.min() < 5.0
     assert pixels.max() <= 255.0
+
+
+def test_the_colour_of_a_decoded_image_is_measured_as_on_a_copy() -> None:
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (300, 500, 3)).astype(np.uint8)
+    for fmt in ("PNG", "JPEG"):
+        data = _encode(Image.fromarray(rgb), fmt)
+        with Image.open(io.BytesIO(data)) as image:
+            expected = colourfulness(image.convert("RGB"))
+        assert decode_image(data).colourfulness == expected, fmt
 
 
 def test_cmyk_jpeg_is_accepted() -> None:

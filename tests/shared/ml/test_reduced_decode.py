@@ -15,10 +15,12 @@ from PIL import Image
 
 from shared.ml.dicom import decode_dicom
 from shared.ml.preprocessing import (
+    MAX_SIDE,
     PreprocessOptions,
     decode_image,
     load_pixels,
     preprocessing_id,
+    reduce_factors,
 )
 from tests.helpers.dicom import make_dicom
 from tests.helpers.env import sample_files
@@ -125,3 +127,54 @@ def test_a_reduced_decode_takes_a_fraction_of_the_memory(fmt: str) -> None:
     assert full > float_copy, full
     # PNG: one 8-bit copy (47 MiB) and the small rest; JPEG: decoded at 1/8 scale
     assert reduced < float_copy / 3, (reduced, full)
+
+
+# -- extreme aspect ratios: a side longer than MAX_SIDE is reduced, whatever the floor ------
+def test_only_a_side_longer_than_max_side_is_reduced() -> None:
+    assert MAX_SIDE == 8192
+    assert reduce_factors(3000, 2400) == (1, 1)  # a radiograph: untouched
+    assert reduce_factors(3000, 2400, floor=672) == (3, 3)
+    assert reduce_factors(1, 50_000_000) == (6104, 1)
+    assert reduce_factors(50_000_000, 1, floor=672) == (1, 6104)
+    # along a long side, whichever factor is larger
+    assert reduce_factors(2000, 20_000, floor=672, max_side=8192) == (3, 2)
+    assert reduce_factors(2000, 20_000, floor=200, max_side=8192) == (10, 10)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "I;16"])
+@pytest.mark.parametrize("size", [(1000, 3), (3, 1000), (1000, 1)], ids=str)
+def test_a_long_side_is_box_reduced_before_the_image_becomes_float(
+        mode: str, size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(3)
+    top = 65535 if mode == "I;16" else 255
+    values = rng.integers(0, top, size[::-1]).astype(np.uint16 if mode == "I;16" else np.uint8)
+    image = Image.fromarray(values) if mode != "RGB" else Image.merge(
+        "RGB", [Image.fromarray(values)] * 3)
+    factors = (-(-size[0] // 64), -(-size[1] // 64))
+    gray = decode_image(_encoded(image, "PNG"), max_side=64).gray
+    assert gray.shape == (-(-size[1] // factors[1]), -(-size[0] // factors[0]))
+    wide = image.convert("I") if mode == "I;16" else image.convert("L")
+    if mode == "RGB":  # reduced in colour, then made gray
+        wide = image.reduce(factors).convert("L")
+    else:
+        wide = wide.reduce(factors)
+    expected = np.asarray(wide, np.float64)
+    if mode == "I;16":
+        expected = (expected - expected.min()) * (255.0 / (expected.max() - expected.min()))
+    np.testing.assert_array_equal(gray, expected.astype(np.float32))
+    # the default leaves an ordinary image as it is
+    assert decode_image(_encoded(image, "PNG")).gray.shape == size[::-1]
+
+
+def test_a_long_dicom_is_reduced_like_the_whole_image() -> None:
+    stored = np.random.default_rng(4).integers(0, 4096, (5, 700)).astype(np.uint16)
+    data = make_dicom(stored, 12, "MONOCHROME1")
+    full = decode_dicom(data, 10**8)
+    reduced = decode_image(data, max_side=64).gray  # 700 / 64: by 11 along x
+    expected = np.asarray(Image.fromarray(full).reduce((11, 1)), np.float32)
+    np.testing.assert_array_equal(reduced, expected)
+    assert reduced.shape == (5, 64)
+    # with a floor too, the larger factor per axis: 5 // 2 = 2 along y
+    both = decode_image(data, floor=2, max_side=64).gray
+    np.testing.assert_array_equal(
+        both, np.asarray(Image.fromarray(full).reduce((11, 2)), np.float32))

@@ -1,0 +1,45 @@
+"""What decoding a DICOM file's stored pixels will hold, estimated from its header and its
+frame's own before anything is decoded or inflated, so that a budget can count it."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from shared.ml.dicom.checks import check_header
+from shared.ml.dicom.frames import check_frame, codec_of, frame_of
+from shared.ml.dicom.header import inflated_bytes, pixel_source, read_header
+
+# Bytes a compressed frame's decoding holds, in decoded frames, measured: pydicom's array
+# and the decoder's output; GDCM's own buffer, handed to Python as a str (two bytes a byte)
+# then encoded to bytes (JPEG, first of the plugins); and OpenJPEG's 32-bit samples (JPEG
+# 2000); pylibjpeg-rle writes once.
+DECODE_COPIES = {"jpeg": 6, "j2k": 7, "rle": 2}
+
+
+@dataclass(frozen=True)
+class StoredCost:
+    """What decoding a DICOM file's stored pixels holds beyond the file itself."""
+
+    peak: int  # bytes at most while they are decoded
+    held: int  # bytes that stay while they are displayed (native pixels are a view: 0)
+    shape: tuple[int, int]  # rows, columns
+
+
+def stored_cost(data: bytes, max_pixels: int) -> StoredCost:
+    """``StoredCost`` from the header and the frame's own, without decoding (or inflating)
+    the pixels; what decoding would refuse before decoding is refused alike."""
+    header = read_header(data)
+    check_header(header, max_pixels)
+    if header.inflating is not None:
+        inflated = inflated_bytes(header)
+        return StoredCost(inflated, inflated, header.shape)
+    source = pixel_source(header, data)
+    if not isinstance(source, io.BytesIO):
+        return StoredCost(0, 0, header.shape)
+    frame = frame_of(header, source)
+    check_frame(header, frame, max_pixels)
+    stored = header.stored_bytes()
+    # the frame's bytes twice (pydicom's copy, the decoder's) beside its decoded copies
+    return StoredCost(2 * frame.length + DECODE_COPIES[codec_of(header.syntax)] * stored,
+                      stored, header.shape)
