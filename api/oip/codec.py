@@ -8,6 +8,8 @@ takes that many bytes of the rest, in order. A BYTES tensor in binary is each el
 encoded image can only be base64 (PNG and DICOM bytes are not UTF-8). An answer puts each
 output in its JSON ``data``, or after the JSON when the request asked for binary data.
 A refusal is ``{"error": message}``, what clients raise, with the service's stable code beside.
+A body is bounded before Python objects are built for it: JSON with more structure than a
+request of the allowed number of images, and binary data with more elements than its shape.
 Nothing here imports the app: the routes (api/oip/routes.py) read and answer with it.
 """
 
@@ -16,9 +18,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +35,15 @@ Datatype = Literal["BYTES", "FP32", "BOOL"]
 # Little-endian, as the binary tensor data extension specifies.
 _NUMPY = {"FP32": "<f4", "BOOL": "?"}
 _LENGTH = struct.Struct("<I")
+# A length that fits in 64 bits: Python's int() refuses strings of over 4300 digits.
+_MAX_LENGTH_DIGITS = 19
+# What a JSON parser builds an object for is a string or a value between the structural
+# characters: an infer request's JSON has a few dozen beside its data, and at most four per
+# element of it (``[``, the string, ``]``, ``,`` for shape [n, 1]); it nests five deep.
+_STRUCTURE = re.compile(rb"[\[\]{},]")
+_TOKENS_BESIDE_DATA = 1024
+_TOKENS_PER_ELEMENT = 8
+_MAX_DEPTH = 16
 
 
 class InvalidInferRequest(CxrError):
@@ -79,16 +92,17 @@ class OutputTensor:
         return np.asarray(self.data, dtype=_NUMPY[self.datatype]).tobytes()
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[InferRequest, bytes]:
-    """The request's JSON, parsed, and the binary tensor data after it."""
+def split_body(body: bytes, header_length: str | None,
+               max_elements: int) -> tuple[InferRequest, memoryview]:
+    """The request's JSON, parsed, and the binary tensor data after it (a view: not a copy of
+    tens of MB); JSON with more structure than a request of ``max_elements`` elements is
+    refused before it is parsed."""
     if header_length is None:
-        head, tail = body, b""
+        head, tail = body, memoryview(b"")
     else:
-        digits = header_length.isascii() and header_length.isdigit()
-        if not digits or int(header_length) > len(body):
-            raise InvalidInferRequest(f"{HEADER_LENGTH} is {header_length!r}; the body has "
-                                      f"{len(body)} bytes")
-        head, tail = body[:int(header_length)], body[int(header_length):]
+        length = _json_length(header_length, len(body))
+        head, tail = body[:length], memoryview(body)[length:]
+    _check_structure(head, _TOKENS_BESIDE_DATA + _TOKENS_PER_ELEMENT * max_elements)
     try:
         return InferRequest.model_validate_json(head), tail
     except ValidationError as exc:
@@ -97,7 +111,51 @@ def split_body(body: bytes, header_length: str | None) -> tuple[InferRequest, by
         raise InvalidInferRequest(f"not an inference request: {problems}") from None
 
 
-def byte_elements(tensor: InputTensor, tail: bytes, max_elements: int) -> list[bytes]:
+def _json_length(header_length: str, body_size: int) -> int:
+    significant = header_length.lstrip("0") or "0"
+    if (not (header_length.isascii() and header_length.isdigit())
+            or len(significant) > _MAX_LENGTH_DIGITS or int(significant) > body_size):
+        shown = (repr(header_length) if len(header_length) <= 40
+                 else f"{header_length[:20]!r}... ({len(header_length)} characters)")
+        raise InvalidInferRequest(f"{HEADER_LENGTH} is {shown}; the body has {body_size} bytes")
+    return int(significant)
+
+
+def _check_structure(head: bytes, limit: int) -> None:
+    """Count the JSON's strings and the structural characters outside them, and its depth,
+    refusing it once over ``limit`` or _MAX_DEPTH: a parser would build a Python object for
+    each (millions of ``[]`` or ``""`` in a body within the size limit take gigabytes and
+    seconds). The search is in C, the counting one step a token, and it stops early."""
+    if b"\\" in head:  # without escaped backslashes and quotes, each quote opens or closes
+        head = head.replace(b"\\\\", b"").replace(b'\\"', b"")
+    tokens = depth = position = 0
+    while position < len(head):
+        quote = head.find(b'"', position)
+        for match in _STRUCTURE.finditer(head, position, len(head) if quote < 0 else quote):
+            tokens += 1
+            depth += 1 if match[0] in b"[{" else -1 if match[0] in b"]}" else 0
+            if depth > _MAX_DEPTH:
+                raise InvalidInferRequest(f"the JSON nests more than {_MAX_DEPTH} levels "
+                                          "deep; an infer request nests five")
+            if tokens > limit:
+                raise _too_many(limit)
+        if quote < 0:
+            return
+        tokens += 1
+        if tokens > limit:
+            raise _too_many(limit)
+        close = head.find(b'"', quote + 1)
+        position = len(head) if close < 0 else close + 1  # unterminated: the parser says so
+
+
+def _too_many(limit: int) -> InvalidInferRequest:
+    return InvalidInferRequest(f"the JSON has more than {limit} strings, brackets, braces and "
+                               "commas: more elements than an infer request for this model "
+                               "can carry")
+
+
+def byte_elements(tensor: InputTensor, tail: bytes | memoryview,
+                  max_elements: int) -> list[bytes]:
     """The elements of a BYTES input of shape [n] or [n, 1], from the binary data (its
     ``binary_data_size`` bytes, all of ``tail``: the request's only input) or its JSON
     ``data`` (base64 strings)."""
@@ -116,24 +174,28 @@ def byte_elements(tensor: InputTensor, tail: bytes, max_elements: int) -> list[b
         if size != len(tail) or tensor.data is not None:
             raise InvalidInferRequest(f"input {tensor.name} declares {size} bytes of binary "
                                       f"data; {len(tail)} follow the JSON")
-        elements = _unpacked(tail, tensor.name)
+        elements = _unpacked(tail, tensor.name, count)
     elif tail:
         raise InvalidInferRequest(f"{len(tail)} bytes follow the JSON, but no input declares "
                                   "binary_data_size")
     elif tensor.data is None:
         raise InvalidInferRequest(f"input {tensor.name} has neither data nor binary_data_size")
     else:
-        elements = [_base64(value, tensor.name, i) for i, value in enumerate(_flat(tensor.data))]
+        values = islice(_flat(tensor.data), count + 1)  # one more says there are too many
+        elements = [_base64(value, tensor.name, i) for i, value in enumerate(values)]
     if len(elements) != count:
-        raise InvalidInferRequest(f"input {tensor.name} has shape {tensor.shape} but "
-                                  f"{len(elements)} elements")
+        found = f"more than {count}" if len(elements) > count else str(len(elements))
+        raise InvalidInferRequest(f"input {tensor.name} has shape {tensor.shape} but {found} "
+                                  "elements")
     return elements
 
 
-def _unpacked(raw: bytes, name: str) -> list[bytes]:
+def _unpacked(raw: bytes | memoryview, name: str, count: int) -> list[bytes]:
+    """At most ``count`` + 1 elements: one more says there are too many (a body of 4-byte
+    zero lengths would otherwise be millions of them)."""
     elements: list[bytes] = []
     offset = 0
-    while offset < len(raw):
+    while offset < len(raw) and len(elements) <= count:
         if offset + _LENGTH.size > len(raw):
             raise InvalidInferRequest(f"the binary data of {name} ends inside a length")
         (size,) = _LENGTH.unpack_from(raw, offset)
@@ -141,7 +203,7 @@ def _unpacked(raw: bytes, name: str) -> list[bytes]:
         if offset + size > len(raw):
             raise InvalidInferRequest(f"element {len(elements)} of {name} declares {size} "
                                       f"bytes; {len(raw) - offset} are left")
-        elements.append(raw[offset:offset + size])
+        elements.append(bytes(raw[offset:offset + size]))
         offset += size
     return elements
 

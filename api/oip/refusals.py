@@ -7,6 +7,7 @@ only rendered differently here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -20,6 +21,8 @@ from api.plumbing.body_guard import GuardedRoute
 from api.plumbing.errors import STATUS as SERVICE_STATUS
 from api.plumbing.errors import Refusal, refusal_of, retry_later
 from shared.errors import CxrError
+
+log = logging.getLogger(__name__)
 
 # The service's statuses, and 400 for a body the protocol does not allow.
 STATUS = {**SERVICE_STATUS, InvalidInferRequest: 400}
@@ -46,7 +49,8 @@ def protocol_response(shaped: Refusal) -> JSONResponse:
 
 class ProtocolRoute(GuardedRoute):
     """A guarded route whose refusals take the protocol's shape, the key check's and the
-    body limit's among them (GuardedRoute raises those before the route's code runs)."""
+    body limit's among them (GuardedRoute raises those before the route's code runs), and
+    an unexpected error's 500."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -56,5 +60,9 @@ class ProtocolRoute(GuardedRoute):
                 return await handler(request)
             except (CxrError, RequestValidationError, HTTPException) as exc:
                 return protocol_response(refusal_of(exc, STATUS))
+            except Exception:  # answered here, or the app's handler answers in its own shape
+                log.exception("unhandled error on %s %s", request.method, request.url.path)
+                return protocol_response(Refusal(500, "internal_error",
+                                                 "an unexpected error occurred; it was logged"))
 
         return answered
