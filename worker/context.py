@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shared.config import Settings
+from shared.errors import JobCancelled
 from shared.registry import Registry, open_registry
 from shared.schemas import JobProgress
 
@@ -29,10 +30,14 @@ class BatchProgress:
 
 class PhaseReporter(Protocol):
     """Where the steps after training (evaluation, calibration, exports) report how far
-    they are."""
+    they are, and learn that the job should stop."""
 
     def phase(self, name: str, done: int, total: int) -> None:
         """``done`` of ``total`` steps of the named phase; done is 0 as the phase starts."""
+        ...
+
+    def cancel_requested(self) -> bool:
+        """Whether someone asked the job to stop; cheap enough to ask after every batch."""
         ...
 
 
@@ -47,13 +52,13 @@ class Reporter(PhaseReporter, Protocol):
         """Record an epoch; True when the job should stop."""
         ...
 
-    def cancel_requested(self) -> bool:
-        """Whether someone asked the job to stop; cheap enough to ask after every batch."""
-        ...
-
 
 class Steps:
-    """One phase's steps, reported as they are done; to nobody without a reporter."""
+    """One phase's steps, reported as they are done; to nobody without a reporter.
+
+    A job asked to stop stops between two steps, or before the first, with JobCancelled;
+    never after the last, whose work (a version published, say) a late cancel cannot undo.
+    """
 
     def __init__(self, reporter: PhaseReporter | None, name: str, total: int) -> None:
         self.reporter, self.name, self.total, self.done = reporter, name, total, 0
@@ -61,8 +66,11 @@ class Steps:
 
     def advance(self, steps: int = 1) -> None:
         self.done += steps
-        if self.reporter is not None:
-            self.reporter.phase(self.name, self.done, self.total)
+        if self.reporter is None:
+            return
+        self.reporter.phase(self.name, self.done, self.total)
+        if self.done < self.total and self.reporter.cancel_requested():
+            raise JobCancelled(f"cancelled during {self.name}")
 
 
 @dataclass(frozen=True)

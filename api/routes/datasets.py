@@ -30,7 +30,8 @@ def create_dataset(
     name: Annotated[str, Form(pattern=NAME_PATTERN, description="Name of the new dataset.")],
     file: Annotated[UploadFile, File(description="A zip of <Class>/[images/]*.png files.")],
 ) -> DatasetInfo:
-    """Store a dataset from a zip archive: all of it or nothing."""
+    """Store a dataset from a zip archive, all of it or nothing: every image must decode
+    as the jobs will read it (413 for one over the pixel limit, 422 otherwise)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=settings.state_dir, suffix=".zip") as spool:
         if _copy_limited(file.file, spool, settings.max_upload_bytes) == 0:

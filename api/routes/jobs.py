@@ -9,7 +9,7 @@ from api.enqueue import enqueue
 from api.plumbing.auth import Admin, Reader
 from api.plumbing.body_guard import GuardedRoute
 from api.plumbing.errors import responses
-from shared.datasets import combine, dataset_path, discover
+from shared.datasets import combine, dataset_path, discover, match_classes
 from shared.errors import WeightsUnavailable
 from shared.schemas import JobAccepted, JobList, JobStatus
 from shared.task_queue import TRAIN_TASK
@@ -26,10 +26,12 @@ router = APIRouter(
 def create_retrain_job(params: TrainingParams, request: Request, settings: SettingsDep,
                        jobs: JobStoreDep, queue: QueueDep) -> JobAccepted:
     """Queue a retrain job on a stored dataset; poll its status_url."""
-    combine([(name, discover(dataset_path(settings.data_dir, name)))
-             for name in (params.dataset, *params.datasets)])  # classes must match
-    for name in params.external_datasets:
-        discover(dataset_path(settings.data_dir, name), min_classes=1)
+    # The worker's own checks, made before queueing: a job that cannot succeed is refused.
+    training = combine([(name, discover(dataset_path(settings.data_dir, name)))
+                        for name in (params.dataset, *params.datasets)])  # classes must match
+    for name in params.external_datasets:  # each scored by the trained model: its classes
+        external = discover(dataset_path(settings.data_dir, name), min_classes=1)
+        match_classes(external.classes, training.classes, name)
     if params.base_weights == "file" and settings.base_weights_file is None:
         raise WeightsUnavailable("base_weights 'file' needs CXR_BASE_WEIGHTS_FILE on the server")
     return enqueue(TRAIN_TASK, params.seeded(), request, jobs, queue)

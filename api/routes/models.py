@@ -9,7 +9,7 @@ from api.enqueue import enqueue
 from api.plumbing.auth import Admin, Reader
 from api.plumbing.body_guard import GuardedRoute
 from api.plumbing.errors import responses
-from shared.datasets import dataset_path, discover
+from shared.datasets import dataset_path, discover, match_classes
 from shared.errors import ModelNotFound
 from shared.manifest import ExternalReport, ModelList, VersionDetail
 from shared.registry.files import CARD_HTML, CARD_MD, CURVES_FILE, RELIABILITY_FILE
@@ -65,8 +65,9 @@ def create_evaluation_job(version: str, body: EvaluationRequest, request: Reques
                           queue: QueueDep) -> JobAccepted:
     """Queue an external evaluation of a version on a stored dataset (another hospital's
     images, say); the report appears under /models/{version}/evaluations."""
-    registry.manifest(version)
-    discover(dataset_path(settings.data_dir, body.dataset), min_classes=1)
+    classes = list(registry.manifest(version).classes)
+    dataset = discover(dataset_path(settings.data_dir, body.dataset), min_classes=1)
+    match_classes(dataset.classes, classes, body.dataset)  # as the worker will, first thing
     return enqueue(EVALUATE_TASK, EvaluationParams(dataset=body.dataset, version=version),
                    request, jobs, queue)
 

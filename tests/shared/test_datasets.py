@@ -25,8 +25,15 @@ from shared.datasets import (
     match_classes,
     unpack_zip,
 )
-from shared.errors import DatasetExists, DatasetNotFound, InvalidDataset, StorageFull
+from shared.errors import (
+    DatasetExists,
+    DatasetNotFound,
+    ImageTooLarge,
+    InvalidDataset,
+    StorageFull,
+)
 from shared.schemas import DatasetInfo
+from tests.helpers.dicom import make_dicom
 from tests.helpers.env import sample_files
 from tests.helpers.services import SmallDisk
 
@@ -38,6 +45,17 @@ def _png(shade: int = 128, size: tuple[int, int] = (8, 8)) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", size, shade).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def _png_declaring(width: int, height: int, idat: bytes) -> bytes:
+    """A grey PNG with valid chunk CRCs around whatever ``idat`` holds."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
 
 
 def _regular(name: str) -> zipfile.ZipInfo:
@@ -257,12 +275,11 @@ def test_unpack_a_zip_from_a_dos_tool_with_no_unix_mode(tmp_path: Path) -> None:
     archive = tmp_path / "dos.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for name, data in _valid_members().items():
-            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
-            info.create_system = 0
-            info.external_attr = 0x20  # MS-DOS "archive" attribute, no Unix mode
-            zf.writestr(info, data)
-    info = unpack_zip(archive, tmp_path / "data", "dos", LIMITS)
-    assert info.images == 6
+            member = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            member.create_system = 0
+            member.external_attr = 0x20  # MS-DOS "archive" attribute, no Unix mode
+            zf.writestr(member, data)
+    assert unpack_zip(archive, tmp_path / "data", "dos", LIMITS).images == 6
 
 
 def _patched_first_member(path: Path, first: tuple[str, bytes], **fields: int) -> Path:
@@ -339,6 +356,12 @@ def _hostile(tmp_path: Path, kind: str) -> tuple[Path, ZipLimits]:
             zf.writestr(_regular("Normal/run.sh"), b"#!/bin/sh\nrm -rf /\n")
         elif kind == "text-as-png":
             zf.writestr(_regular("Normal/fake.png"), b"just some text pretending to be a png")
+        elif kind == "png-with-garbage-pixels":  # its chunks are whole, its zlib stream is not
+            zf.writestr(_regular("Normal/garbage.png"), _png_declaring(64, 64, b"garbage!" * 50))
+        elif kind == "truncated-jpeg":
+            buffer = io.BytesIO()
+            Image.new("L", (64, 64), 99).save(buffer, "JPEG")
+            zf.writestr(_regular("Normal/cut.jpg"), buffer.getvalue()[:300])
         elif kind == "gif-as-png":
             buffer = io.BytesIO()
             Image.new("L", (8, 8)).save(buffer, "GIF")
@@ -376,7 +399,8 @@ def _hostile(tmp_path: Path, kind: str) -> tuple[Path, ZipLimits]:
 
 HOSTILE = ["not-a-zip", "lying-size", "lying-size-and-crc", "dot-dot", "dot-dot-backslash",
            "absolute", "drive-letter", "symlink", "fifo", "non-image", "executable", "text-as-png",
-           "gif-as-png", "nested-zip", "too-many-members", "too-large", "encrypted", "zip-bomb",
+           "png-with-garbage-pixels", "truncated-jpeg", "gif-as-png", "nested-zip",
+           "too-many-members", "too-large", "encrypted", "zip-bomb",
            "class-name-over-255-bytes", "file-name-over-255-bytes", "path-of-5000-characters",
            "file-then-folder", "folder-then-file"]
 
@@ -395,11 +419,46 @@ def test_hostile_zips_are_refused_and_leave_nothing_behind(tmp_path: Path, kind:
     assert {p.name for p in tmp_path.iterdir()} <= {"data", archive.name}
 
 
+@pytest.mark.parametrize(("kind", "member"), [
+    ("png-with-garbage-pixels", "Normal/garbage.png"), ("truncated-jpeg", "Normal/cut.jpg"),
+    ("gif-as-png", "Normal/fake.png")])
+def test_an_image_the_jobs_cannot_read_is_refused_by_its_name(tmp_path: Path, kind: str,
+                                                             member: str) -> None:
+    archive, limits = _hostile(tmp_path, kind)
+    with pytest.raises(InvalidDataset, match=f"zip member '{member}' is not an image the jobs"):
+        unpack_zip(archive, tmp_path / "data", "upload", limits)
+
+
+DECLARED_ONLY = zlib.compress(b"\0" * 1000)  # never decoded: the header is refused first
+
+
+@pytest.mark.parametrize(("member", "data", "max_pixels"), [
+    # Pillow's decompression bomb (twice its own limit), as in the replay: 500 before
+    ("COVID/bomb.png", _png_declaring(20000, 10000, DECLARED_ONLY), 50_000_000),
+    ("COVID/huge.png", _png_declaring(7746, 7746, DECLARED_ONLY), 50_000_000),  # 60 M
+    ("COVID/big.png", _png(size=(65, 64)), 64 * 64),  # the limit given, not a default
+    ("COVID/big.dcm", make_dicom(np.zeros((65, 64), np.uint8), 8), 64 * 64),
+])
+def test_an_image_over_the_pixel_limit_is_too_large_by_its_name(
+        tmp_path: Path, member: str, data: bytes, max_pixels: int) -> None:
+    archive = _zip(tmp_path / "big.zip", {**_valid_members(), member: data})
+    limits = ZipLimits(1000, 64 * 1024 * 1024, max_image_pixels=max_pixels)
+    data_dir = tmp_path / "data"
+    with pytest.raises(ImageTooLarge) as caught:
+        unpack_zip(archive, data_dir, "upload", limits)
+    assert caught.value.code == "image_too_large"
+    # a DICOM's file name may name the patient: only its folder is named
+    named = "a DICOM member of 'COVID'" if member.endswith(".dcm") else f"zip member {member!r}"
+    assert caught.value.message.startswith(f"{named}: ")
+    assert _leftovers(data_dir) == []  # the members before it too
+
+
 def test_limits_are_inclusive(tmp_path: Path) -> None:
     members = _valid_members()
     archive = _zip(tmp_path / "exact.zip", members)
     exact = ZipLimits(max_members=len(members),
-                      max_uncompressed_bytes=sum(len(d) for d in members.values()))
+                      max_uncompressed_bytes=sum(len(d) for d in members.values()),
+                      max_image_pixels=8 * 8)
     info = unpack_zip(archive, tmp_path / "data", "exact", exact)
     assert info.images == len(members)
 
@@ -462,6 +521,8 @@ def test_names_match_across_case_and_separators() -> None:
 def test_an_unknown_class_is_an_error_not_a_silent_zero() -> None:
     with pytest.raises(InvalidDataset, match="Tuberculosis"):
         match_classes(["COVID", "Tuberculosis"], MODEL)
+    with pytest.raises(InvalidDataset, match=r"^dataset 'tb': classes \['Tuberculosis'\]"):
+        match_classes(["COVID", "Tuberculosis"], MODEL, "tb")
 
 
 def test_datasets_combine_by_class_name_and_keep_each_image_source(
@@ -478,7 +539,7 @@ def test_datasets_combine_by_class_name_and_keep_each_image_source(
         combine([("a", first), ("a", second)])
     unknown = Dataset(root=first.root, layout="class-folders",
                       files={"Tuberculosis": first.files["COVID"][:1]})
-    with pytest.raises(InvalidDataset, match="Tuberculosis"):
+    with pytest.raises(InvalidDataset, match="dataset 'tb': .*Tuberculosis"):
         combine([("radiography", first), ("tb", unknown)])
 
 

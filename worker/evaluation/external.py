@@ -28,7 +28,7 @@ def evaluate_external(registry: Registry, version: str, dataset: Dataset, datase
                       max_pixels: int, reporter: PhaseReporter | None = None) -> ExternalReport:
     """The version's calibrated predictions on every image of ``dataset``, summarized."""
     # Classes the version lacks fail before the version is loaded (seconds, and memory).
-    match_classes(dataset.classes, list(registry.manifest(version).classes))
+    match_classes(dataset.classes, list(registry.manifest(version).classes), dataset_name)
     return evaluate_loaded(load_version(registry, version), dataset, dataset_name, max_pixels,
                            reporter)
 
@@ -55,7 +55,8 @@ class Answers:
 def _answer_all(model: ServedVersion, paths: list[Path], max_pixels: int,
                 steps: Steps) -> Answers:
     """Every image answered as the API would, its gate's verdict counted rather than acted
-    on ("warn"); an image that fails fails the evaluation with its error."""
+    on ("warn"); an image that fails fails the evaluation with its error. A cancelled job
+    stops between two chunks (``Steps.advance`` raises JobCancelled)."""
     limits = ImageLimits(max_pixels=max_pixels, gate="warn")
     answers: list[Prediction] = []
     for start in range(0, len(paths), SCORE_BATCH):  # each chunk reported as it is done
@@ -76,7 +77,7 @@ def evaluate_loaded(model: ServedVersion, dataset: Dataset, dataset_name: str,
                     max_pixels: int, reporter: PhaseReporter | None = None) -> ExternalReport:
     """``evaluate_external`` on a loaded (or not yet published) model; the images scored are
     reported as the phase "evaluation on <dataset_name>"."""
-    mapping = match_classes(dataset.classes, model.classes)
+    mapping = match_classes(dataset.classes, model.classes, dataset_name)
     paths = [(path, mapping[label]) for label, files in dataset.files.items() for path in files]
     steps = Steps(reporter, f"evaluation on {dataset_name}", len(paths))
     answers = _answer_all(model, [path for path, _ in paths], max_pixels, steps)

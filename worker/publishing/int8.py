@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from shared.config import Int8Calibration, Settings
-from shared.errors import is_out_of_space
+from shared.errors import JobCancelled, is_out_of_space
 from shared.manifest import Int8Check, Int8Export
 from shared.ml.calibration import apply_temperature
 from shared.ml.preprocessing import to_model_input
@@ -198,10 +198,10 @@ def export_int8(folder: Path, float_file: Path, data: Int8Data, policy: Int8Poli
         quantize(float_file, target, calibration, policy.calibration, float_model.input, steps)
         check = compare(float_model, OnnxForward(target, with_features=True), data, steps)
     except Exception as exc:  # the quantizer fails in many ways; the version still serves
-        if is_out_of_space(exc):
+        target.unlink(missing_ok=True)
+        if isinstance(exc, JobCancelled) or is_out_of_space(exc):  # as the ONNX export
             raise
         log.warning("no INT8 copy: %s", exc)
-        target.unlink(missing_ok=True)
         return made.model_copy(update={"error": f"quantization failed: {exc}"})
     made = made.model_copy(update={"check": check,
                                    "seconds": round(time.monotonic() - started, 1)})

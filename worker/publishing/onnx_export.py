@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import is_out_of_space
+from shared.errors import JobCancelled, is_out_of_space
 from shared.manifest import OnnxExport
 from shared.ml.runtimes import OnnxForward
 from shared.ml.shift import feature_model
@@ -44,10 +44,11 @@ def export(model: Any, folder: Path, inputs: np.ndarray,
         gap = _gap(expected, got)
         steps.advance()
     except Exception as exc:  # tf2onnx fails in many ways; the version is still servable
-        if is_out_of_space(exc):  # but the disk will not hold the rest of it either
+        path.unlink(missing_ok=True)
+        # A cancelled job stops here too; a full disk will not hold the rest of it either.
+        if isinstance(exc, JobCancelled) or is_out_of_space(exc):
             raise
         log.warning("no ONNX export: %s", exc)
-        path.unlink(missing_ok=True)
         return OnnxExport(error=f"export failed: {exc}")
     if gap > TOLERANCE:
         path.unlink(missing_ok=True)

@@ -60,6 +60,13 @@ class StoreReporter:
     def cancel_requested(self) -> bool:
         return self.cancelled.is_set()
 
+    def stop_if_cancelled(self, before: str) -> None:
+        """Raise JobCancelled if the job was asked to stop, asking the store now rather than
+        going by the heartbeat's last answer: the check before what a cancel cannot undo."""
+        if self.cancel_requested() or self.store.record(self.job_id).cancel_requested:
+            self.cancelled.set()
+            raise JobCancelled(f"cancelled before {before}")
+
 
 @contextmanager
 def heartbeat(reporter: StoreReporter, every_s: float) -> Iterator[None]:
@@ -166,6 +173,7 @@ def run_evaluation(job_id: str, settings: Settings, store: JobStore | None = Non
         dataset = discover(dataset_path(settings.data_dir, params.dataset), min_classes=1)
         report = evaluate_external(registry, params.version, dataset, params.dataset,
                                    settings.max_image_pixels, reporter)
+        reporter.stop_if_cancelled("storing the report")
         registry.save_evaluation(params.version, report)
         return params.version
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.datasets import Dataset, dataset_path, discover
+from shared.datasets import Dataset, dataset_path, discover, match_classes
 from shared.errors import JobCancelled
 from shared.manifest import ExternalFigures, Promotion
 from shared.ml.modeling import resolve_base_weights
@@ -74,6 +74,8 @@ def train_and_publish(dataset: Dataset, params: TrainingParams, context: JobCont
     if external is None:  # found before training, so that a missing one fails at once
         external = {name: discover(dataset_path(settings.data_dir, name), min_classes=1)
                     for name in params.external_datasets}
+    for name, other in external.items():  # and one the trained model cannot score, too
+        match_classes(other.classes, dataset.classes, name)
     devices = TrainingDevices.from_settings(settings)
     trained = train_model(dataset, params, weights, context, devices)
     assessment = assess(trained.model, trained.data, dataset.classes, params,

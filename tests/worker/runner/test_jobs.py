@@ -13,13 +13,18 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
 from shared.config import Settings
+from shared.datasets import Dataset, discover
 from shared.errors import InvalidDataset, JobCancelled
-from shared.job_store import Clock, SqliteJobStore, utc_now
+from shared.job_store import Clock, RedisJobStore, SqliteJobStore, utc_now
+from shared.registry.local import LocalRegistry
 from shared.schemas import EvaluationParams, JobState
 from shared.training_params import TrainingParams
 from tests.helpers.clock import ManualClock
+from tests.helpers.versions import TINY, Recorder, copy_tiny, publish_random
+from worker.context import JobContext, Steps
 from worker.runner.jobs import (
     StoreReporter,
     _work,
@@ -29,6 +34,7 @@ from worker.runner.jobs import (
     run_job,
     sweep_checkpoints,
 )
+from worker.runner.retrain import train_and_publish
 
 PARAMS = TrainingParams(dataset="tiny", epochs=3, image_size=32)
 BEAT = 0.2  # s: the heartbeat interval of these tests (CXR_JOB_HEARTBEAT_INTERVAL_S)
@@ -183,9 +189,6 @@ def test_a_job_whose_parameters_this_version_cannot_read_fails_saying_so(
 
 
 def test_an_evaluation_job_stores_its_report(settings: Settings, tiny_dataset: Path) -> None:
-    from shared.registry.local import LocalRegistry
-    from tests.helpers.versions import publish_random
-
     registry = LocalRegistry(settings.models_dir)
     version = publish_random(registry, seed=2, classes=("COVID", "Normal", "Viral Pneumonia"))
     shutil.copytree(tiny_dataset, settings.data_dir / "other")
@@ -198,11 +201,123 @@ def test_an_evaluation_job_stores_its_report(settings: Settings, tiny_dataset: P
     assert report.dataset.name == "other" and report.metrics.images == 36
 
 
+def test_a_running_evaluation_cancelled_twice_stops_and_stores_no_report(
+        settings: Settings, radiography_root: Path, redis_url: str) -> None:
+    registry = LocalRegistry(settings.models_dir)
+    version = publish_random(registry, seed=2, classes=("COVID", "Normal", "Viral Pneumonia"))
+    films = copy_tiny(radiography_root, settings.data_dir / "other", per_class=150)  # 450
+    # Its last film cannot be read: an evaluation that ran to the end would fail on it.
+    last = sorted((films / "Viral Pneumonia" / "images").iterdir())[-1]
+    last.write_bytes(b"not an image")
+    store = RedisJobStore(redis.Redis.from_url(redis_url), heartbeat_timeout_s=60)
+    job_id = uuid.uuid4().hex
+    store.create(job_id, EvaluationParams(dataset="other", version=version))
+    answers: list[JobState] = []
+
+    def cancel_when_running() -> None:  # DELETE /jobs/{id}, twice, as in the replay
+        deadline = time.monotonic() + 60
+        while store.get(job_id).state != JobState.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answers.extend(store.cancel(job_id).state for _ in range(2))
+
+    canceller = threading.Thread(target=cancel_when_running)
+    canceller.start()
+    try:
+        state = run_evaluation(job_id, settings.model_copy(
+            update={"job_heartbeat_interval_s": BEAT}), store)
+    finally:
+        canceller.join()
+    assert answers == [JobState.running, JobState.running]
+    assert state == JobState.cancelled
+    assert store.get(job_id).error == "cancelled by request"
+    assert registry.evaluations(version) == []
+
+
+def test_the_check_before_storing_asks_the_store_not_the_last_heartbeat(
+        settings: Settings) -> None:
+    store = _store(settings)
+    job_id = _queued(store)
+    assert store.start(job_id)
+    reporter = StoreReporter(store, job_id)
+    reporter.stop_if_cancelled("storing the report")  # nobody asked: nothing happens
+    store.cancel(job_id)
+    assert not reporter.cancel_requested()  # no heartbeat has relayed it yet
+    with pytest.raises(JobCancelled, match="cancelled before storing the report"):
+        reporter.stop_if_cancelled("storing the report")
+    assert reporter.cancel_requested()
+
+
+class CancelAt:
+    """A phase reporter asked to stop once ``steps`` steps of its phase are done."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.phases: list[tuple[str, int, int]] = []
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        self.phases.append((name, done, total))
+
+    def cancel_requested(self) -> bool:
+        return bool(self.phases) and self.phases[-1][1] >= self.steps
+
+
+def test_a_cancelled_job_stops_between_steps_never_after_the_last() -> None:
+    reporter = CancelAt(2)
+    steps = Steps(reporter, "int8 copy", 3)
+    steps.advance()
+    with pytest.raises(JobCancelled, match="cancelled during int8 copy"):
+        steps.advance()
+    assert reporter.phases == [("int8 copy", 0, 3), ("int8 copy", 1, 3), ("int8 copy", 2, 3)]
+    with pytest.raises(JobCancelled):  # asked before it began: it does not begin
+        Steps(CancelAt(0), "saving", 1)
+    Steps(CancelAt(1), "publishing", 1).advance()  # done: what it did stays done
+    Steps(None, "evaluation", 2).advance(2)  # nobody to ask
+
+
+class CancelDuring(Recorder):
+    """Asks to stop once the named phase has begun."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__()
+        self.during = phase
+
+    def cancel_requested(self) -> bool:
+        return any(name == self.during for name, _, _ in self.phases)
+
+
+@pytest.mark.trains
+def test_a_retrain_cancelled_while_it_scores_its_test_split_publishes_nothing(
+        tiny_dataset: Path, settings: Settings) -> None:
+    # the external sets' chunks stop alike (tests/worker/evaluation/test_external.py)
+    params = TrainingParams(dataset="tiny", external_datasets=["other"], **TINY)
+    reporter = CancelDuring("evaluation")
+    with pytest.raises(JobCancelled, match="cancelled during evaluation"):
+        train_and_publish(discover(tiny_dataset), params, JobContext(settings, reporter),
+                          external={"other": discover(tiny_dataset)})
+    assert reporter.progress  # it trained
+    name, done, total = reporter.phases[-1]
+    assert name == "evaluation" and done < total  # and stopped part way through scoring
+    assert LocalRegistry(settings.models_dir).versions() == []
+    assert LocalRegistry(settings.models_dir).versions() == []
+
+
+def test_a_retrain_whose_external_set_has_a_class_it_lacks_fails_before_training(
+        tiny_dataset: Path, settings: Settings) -> None:
+    params = TrainingParams(dataset="tiny", external_datasets=["tb"], **TINY)
+    training = discover(tiny_dataset)
+    tb = Dataset(root=tiny_dataset, layout="class-folders",
+                 files={"Tuberculosis": training.files["COVID"][:2]})
+    recorder = Recorder()
+    with pytest.raises(InvalidDataset, match=r"^dataset 'tb': classes \['Tuberculosis'\]"):
+        train_and_publish(training, params, JobContext(settings, recorder), external={"tb": tb})
+    assert recorder.batches == [] and recorder.phases == []
+
+
 def test_a_jobs_temporary_files_live_and_die_with_it(settings: Settings) -> None:
     import tensorflow as tf
 
     with job_temp_dir(settings, "job-1") as folder:
-        @tf.function
+        @tf.function  # type: ignore[untyped-decorator]
         def relu(x: tf.Tensor) -> tf.Tensor:
             if tf.reduce_sum(x) > 0:  # autograph converts this into a module file
                 return x

@@ -1,0 +1,58 @@
+"""Dataset uploads: an image a job could not read is refused by its name, with its code's
+status, and nothing of the upload is kept."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from shared.config import Settings
+from tests.helpers.env import AS_ADMIN, sample_files
+from tests.helpers.versions import zip_bytes
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), headers=AS_ADMIN) as test_client:
+        yield test_client
+
+
+def _grey_png(width: int, height: int, idat: bytes) -> bytes:
+    """A PNG header declaring ``width`` x ``height`` and valid chunk CRCs around ``idat``."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(("member", "data", "status", "code"), [
+    ("COVID/bomb.png", _grey_png(20000, 10000, zlib.compress(bytes(10**5))), 413,
+     "image_too_large"),
+    ("COVID/huge.png", _grey_png(7746, 7746, zlib.compress(bytes(10**5))), 413,
+     "image_too_large"),
+    ("COVID/garbage.png", _grey_png(64, 64, b"garbage!" * 50), 422, "invalid_dataset"),
+])
+def test_an_image_no_job_could_read_is_refused_by_its_name(
+        client: TestClient, settings: Settings, radiography_root: Path, member: str,
+        data: bytes, status: int, code: str) -> None:
+    films = {f"{label}/{p.name}": p.read_bytes()
+             for label, files in sample_files(radiography_root, 2).items() for p in files}
+    answer = client.post("/datasets", data={"name": "upload"},
+                         files={"file": ("upload.zip", zip_bytes({**films, member: data}))})
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == code and f"zip member {member!r}" in error["message"]
+    assert client.get("/datasets").json()["datasets"] == []
+    assert [p.name for p in settings.data_dir.iterdir()] == []  # nor anything half-unpacked
+    kept = client.post("/datasets", data={"name": "upload"},
+                       files={"file": ("upload.zip", zip_bytes(films))})
+    assert kept.status_code == 201 and kept.json()["images"] == 6

@@ -1,0 +1,57 @@
+"""External evaluation: it stops between chunks when its job is cancelled, and a set whose
+classes the version lacks is refused by name before the version is loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.datasets import Dataset, discover
+from shared.errors import InvalidDataset, JobCancelled
+from shared.ml.served import SCORE_BATCH
+from shared.registry.local import LocalRegistry
+from tests.helpers.versions import publish_random
+from worker.evaluation.external import evaluate_external
+
+CLASSES = ("COVID", "Normal", "Viral Pneumonia")
+PHASE = "evaluation on other"
+
+
+class CancelAfter:
+    """A phase reporter asked to stop once ``images`` images have been scored."""
+
+    def __init__(self, images: int) -> None:
+        self.images = images
+        self.phases: list[tuple[str, int, int]] = []
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        self.phases.append((name, done, total))
+
+    def cancel_requested(self) -> bool:
+        return bool(self.phases) and self.phases[-1][1] >= self.images
+
+
+def test_a_cancelled_evaluation_stops_after_the_chunk_it_was_scoring(
+        tmp_path: Path, tiny_dataset: Path) -> None:
+    registry = LocalRegistry(tmp_path / "models")
+    version = publish_random(registry, seed=3, classes=CLASSES)
+    dataset = discover(tiny_dataset)  # 36 films: a chunk of 32, then 4
+    reporter = CancelAfter(1)
+    with pytest.raises(JobCancelled, match=f"cancelled during {PHASE}"):
+        evaluate_external(registry, version, dataset, "other", 10**7, reporter)
+    assert reporter.phases == [(PHASE, 0, 36), (PHASE, SCORE_BATCH, 36)]
+    # not asked to stop, it scores every chunk
+    everything = CancelAfter(37)
+    report = evaluate_external(registry, version, dataset, "other", 10**7, everything)
+    assert report.metrics.images == 36 and everything.phases[-1] == (PHASE, 36, 36)
+
+
+def test_a_set_with_a_class_the_version_lacks_is_refused_by_name(
+        tmp_path: Path, tiny_dataset: Path) -> None:
+    registry = LocalRegistry(tmp_path / "models")
+    version = publish_random(registry, seed=3, classes=CLASSES)
+    films = discover(tiny_dataset).files["COVID"]
+    tb = Dataset(root=tiny_dataset, layout="class-folders", files={"Tuberculosis": films})
+    with pytest.raises(InvalidDataset, match=r"^dataset 'tb': classes \['Tuberculosis'\]"):
+        evaluate_external(registry, version, tb, "tb", 10**7)
