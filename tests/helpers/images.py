@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +39,15 @@ def plant_copies(originals: list[Path], folder: Path, seed: int) -> list[tuple[P
                    (folder / f"{index}-resize.png", "resize", index),
                    (folder / f"{index}-crop.png", "crop", index)]
     return copies
+
+
+def png_declaring(width: int, height: int, idat: bytes) -> bytes:
+    """A grey PNG whose header declares ``width`` x ``height``, with valid chunk CRCs around
+    whatever ``idat`` holds (garbage, or too little for what it declares)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))

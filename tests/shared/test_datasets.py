@@ -35,6 +35,7 @@ from shared.errors import (
 from shared.schemas import DatasetInfo
 from tests.helpers.dicom import make_dicom
 from tests.helpers.env import sample_files
+from tests.helpers.images import png_declaring
 from tests.helpers.services import SmallDisk
 
 LIMITS = ZipLimits(max_members=1000, max_uncompressed_bytes=64 * 1024 * 1024)
@@ -45,17 +46,6 @@ def _png(shade: int = 128, size: tuple[int, int] = (8, 8)) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", size, shade).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def _png_declaring(width: int, height: int, idat: bytes) -> bytes:
-    """A grey PNG with valid chunk CRCs around whatever ``idat`` holds."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
-            + chunk(b"IEND", b""))
 
 
 def _regular(name: str) -> zipfile.ZipInfo:
@@ -357,7 +347,7 @@ def _hostile(tmp_path: Path, kind: str) -> tuple[Path, ZipLimits]:
         elif kind == "text-as-png":
             zf.writestr(_regular("Normal/fake.png"), b"just some text pretending to be a png")
         elif kind == "png-with-garbage-pixels":  # its chunks are whole, its zlib stream is not
-            zf.writestr(_regular("Normal/garbage.png"), _png_declaring(64, 64, b"garbage!" * 50))
+            zf.writestr(_regular("Normal/garbage.png"), png_declaring(64, 64, b"garbage!" * 50))
         elif kind == "truncated-jpeg":
             buffer = io.BytesIO()
             Image.new("L", (64, 64), 99).save(buffer, "JPEG")
@@ -434,8 +424,8 @@ DECLARED_ONLY = zlib.compress(b"\0" * 1000)  # never decoded: the header is refu
 
 @pytest.mark.parametrize(("member", "data", "max_pixels"), [
     # Pillow's decompression bomb (twice its own limit), as in the replay: 500 before
-    ("COVID/bomb.png", _png_declaring(20000, 10000, DECLARED_ONLY), 50_000_000),
-    ("COVID/huge.png", _png_declaring(7746, 7746, DECLARED_ONLY), 50_000_000),  # 60 M
+    ("COVID/bomb.png", png_declaring(20000, 10000, DECLARED_ONLY), 50_000_000),
+    ("COVID/huge.png", png_declaring(7746, 7746, DECLARED_ONLY), 50_000_000),  # 60 M
     ("COVID/big.png", _png(size=(65, 64)), 64 * 64),  # the limit given, not a default
     ("COVID/big.dcm", make_dicom(np.zeros((65, 64), np.uint8), 8), 64 * 64),
 ])

@@ -3,7 +3,6 @@ status, and nothing of the upload is kept."""
 
 from __future__ import annotations
 
-import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from shared.config import Settings
 from tests.helpers.env import AS_ADMIN, sample_files
+from tests.helpers.images import png_declaring
 from tests.helpers.versions import zip_bytes
 
 
@@ -23,23 +23,12 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
-def _grey_png(width: int, height: int, idat: bytes) -> bytes:
-    """A PNG header declaring ``width`` x ``height`` and valid chunk CRCs around ``idat``."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
-            + chunk(b"IEND", b""))
-
-
 @pytest.mark.parametrize(("member", "data", "status", "code"), [
-    ("COVID/bomb.png", _grey_png(20000, 10000, zlib.compress(bytes(10**5))), 413,
+    ("COVID/bomb.png", png_declaring(20000, 10000, zlib.compress(bytes(10**5))), 413,
      "image_too_large"),
-    ("COVID/huge.png", _grey_png(7746, 7746, zlib.compress(bytes(10**5))), 413,
+    ("COVID/huge.png", png_declaring(7746, 7746, zlib.compress(bytes(10**5))), 413,
      "image_too_large"),
-    ("COVID/garbage.png", _grey_png(64, 64, b"garbage!" * 50), 422, "invalid_dataset"),
+    ("COVID/garbage.png", png_declaring(64, 64, b"garbage!" * 50), 422, "invalid_dataset"),
 ])
 def test_an_image_no_job_could_read_is_refused_by_its_name(
         client: TestClient, settings: Settings, radiography_root: Path, member: str,
