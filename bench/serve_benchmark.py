@@ -78,15 +78,16 @@ def request_images(count: int) -> list[bytes]:
 
 
 def start(command: list[str], env: dict[str, str], url: str,
-          log: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start a server and wait until /readyz answers 200; its output goes to ``log``, if any."""
+          log: Path | None = None, cwd: Path = REPO) -> subprocess.Popen[bytes]:
+    """Start a server (in ``cwd``: another checkout's, say) and wait until /readyz answers
+    200; its output goes to ``log``, if any."""
     output = log.open("ab") if log is not None else None
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=output or subprocess.DEVNULL,
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output or subprocess.DEVNULL,
                                stderr=subprocess.STDOUT)
     if output is not None:
         output.close()  # the child holds its own copy
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return process
@@ -94,7 +95,7 @@ def start(command: list[str], env: dict[str, str], url: str,
             pass
         time.sleep(0.3)
     process.kill()
-    raise RuntimeError(f"{command} did not become ready")
+    raise RuntimeError(f"{command} did not become ready" + (f"; see {log}" if log else ""))
 
 
 def rss_mb(pid: int) -> float:
