@@ -11,25 +11,12 @@ from shared.datasets import Dataset, discover
 from shared.errors import InvalidDataset, JobCancelled
 from shared.ml.served import SCORE_BATCH
 from shared.registry.local import LocalRegistry
+from tests.helpers.reporters import CancelAfter
 from tests.helpers.versions import publish_random
 from worker.evaluation.external import evaluate_external
 
 CLASSES = ("COVID", "Normal", "Viral Pneumonia")
 PHASE = "evaluation on other"
-
-
-class CancelAfter:
-    """A phase reporter asked to stop once ``images`` images have been scored."""
-
-    def __init__(self, images: int) -> None:
-        self.images = images
-        self.phases: list[tuple[str, int, int]] = []
-
-    def phase(self, name: str, done: int, total: int) -> None:
-        self.phases.append((name, done, total))
-
-    def cancel_requested(self) -> bool:
-        return bool(self.phases) and self.phases[-1][1] >= self.images
 
 
 def test_a_cancelled_evaluation_stops_after_the_chunk_it_was_scoring(

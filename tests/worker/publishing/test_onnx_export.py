@@ -10,20 +10,8 @@ import pytest
 from shared.errors import JobCancelled
 from shared.ml.modeling import ModelConfig, build_model
 from shared.registry.files import ONNX_FILE
+from tests.helpers.reporters import CancelAfter
 from worker.publishing.onnx_export import export
-
-
-class CancelAfter:
-    """A reporter whose job is cancelled once the phase has done ``steps`` steps."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps, self.done = steps, 0
-
-    def phase(self, name: str, done: int, total: int) -> None:
-        self.done = done
-
-    def cancel_requested(self) -> bool:
-        return self.done >= self.steps
 
 
 def test_a_cancel_during_the_export_stops_the_job_and_leaves_no_file(tmp_path: Path) -> None:

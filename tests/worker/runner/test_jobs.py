@@ -23,6 +23,7 @@ from shared.registry.local import LocalRegistry
 from shared.schemas import EvaluationParams, JobState
 from shared.training_params import TrainingParams
 from tests.helpers.clock import ManualClock
+from tests.helpers.reporters import CancelAfter
 from tests.helpers.versions import TINY, Recorder, copy_tiny, publish_random
 from worker.context import JobContext, Steps
 from worker.runner.jobs import (
@@ -247,30 +248,16 @@ def test_the_check_before_storing_asks_the_store_not_the_last_heartbeat(
     assert reporter.cancel_requested()
 
 
-class CancelAt:
-    """A phase reporter asked to stop once ``steps`` steps of its phase are done."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-        self.phases: list[tuple[str, int, int]] = []
-
-    def phase(self, name: str, done: int, total: int) -> None:
-        self.phases.append((name, done, total))
-
-    def cancel_requested(self) -> bool:
-        return bool(self.phases) and self.phases[-1][1] >= self.steps
-
-
 def test_a_cancelled_job_stops_between_steps_never_after_the_last() -> None:
-    reporter = CancelAt(2)
+    reporter = CancelAfter(2)
     steps = Steps(reporter, "int8 copy", 3)
     steps.advance()
     with pytest.raises(JobCancelled, match="cancelled during int8 copy"):
         steps.advance()
     assert reporter.phases == [("int8 copy", 0, 3), ("int8 copy", 1, 3), ("int8 copy", 2, 3)]
     with pytest.raises(JobCancelled):  # asked before it began: it does not begin
-        Steps(CancelAt(0), "saving", 1)
-    Steps(CancelAt(1), "publishing", 1).advance()  # done: what it did stays done
+        Steps(CancelAfter(0), "saving", 1)
+    Steps(CancelAfter(1), "publishing", 1).advance()  # done: what it did stays done
     Steps(None, "evaluation", 2).advance(2)  # nobody to ask
 
 
