@@ -15,11 +15,12 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from api.oip.codec import InvalidInferRequest, ProtocolError
 from api.plumbing.body_guard import GuardedRoute
+from api.plumbing.errors import CLIENT_GONE, Refusal, refusal_of, retry_later
 from api.plumbing.errors import STATUS as SERVICE_STATUS
-from api.plumbing.errors import Refusal, refusal_of, retry_later
 from shared.errors import CxrError
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class ProtocolRoute(GuardedRoute):
                 return await handler(request)
             except (CxrError, RequestValidationError, HTTPException) as exc:
                 return protocol_response(refusal_of(exc, STATUS))
+            except ClientDisconnect:
+                return protocol_response(CLIENT_GONE)
             except Exception:  # answered here, or the app's handler answers in its own shape
                 log.exception("unhandled error on %s %s", request.method, request.url.path)
                 return protocol_response(Refusal(500, "internal_error",

@@ -16,6 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from shared import errors
 from shared.schemas import ErrorResponse
@@ -140,6 +141,8 @@ def _allowed_methods(app: FastAPI, path: str) -> set[str]:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI's 400 for a body never read
+        return error_response(CLIENT_GONE)
     refusal = refusal_of(exc)
     if exc.status_code == 405 and (methods := _allowed_methods(request.app, request.url.path)):
         # Starlette's Allow names the methods of the first route matching the path only:
@@ -147,6 +150,16 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
         refusal = replace(refusal, headers={**(refusal.headers or {}),
                                             "Allow": ", ".join(sorted(methods))})
     return error_response(refusal)
+
+
+# A client that hung up before its request was read: nobody reads the answer, which is for
+# the access log (499, as nginx says it).
+CLIENT_GONE = Refusal(499, "client_disconnected",
+                      "the client closed the connection before its request was read")
+
+
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(CLIENT_GONE)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -161,4 +174,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(redis.ConnectionError, _store_down)
     app.add_exception_handler(redis.TimeoutError, _store_down)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

@@ -106,11 +106,13 @@ def _text(raw: bytes | None) -> str | None:
 
 
 def _error_code(body: bytes) -> str | None:
-    """The stable code of the service's error body ({"error": {"code": ...}})."""
+    """The stable code of an error body, in either of the service's shapes."""
     if not body:
         return None
     try:
-        code = json.loads(body)["error"]["code"]
+        error = json.loads(body)
+        # ours, {"error": {"code"}}; the Open Inference Protocol's, {"error": str, "code"}
+        code = error["code"] if isinstance(error["error"], str) else error["error"]["code"]
     except (ValueError, KeyError, TypeError):
         return None
     return code if isinstance(code, str) else None

@@ -194,6 +194,29 @@ def test_a_client_that_hangs_up_on_pipelined_requests_is_no_error(api: Service) 
     assert httpx.get(f"{api.url}/healthz", timeout=10).status_code == 200
 
 
+@pytest.mark.parametrize(("path", "kind", "first"), [
+    ("/predict", "multipart/form-data; boundary=x",
+     b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'),
+    ("/v2/models/cxr/infer", "application/json", b'{"inputs": [{"name": "IMAGE", '),
+])
+def test_a_client_that_hangs_up_mid_body_is_logged_as_gone_not_as_an_error(
+        api: Service, path: str, kind: str, first: bytes) -> None:
+    address = urlsplit(api.url)
+    headers = {"Content-Type": kind, "Content-Length": str(MiB // 2), "X-API-Key": READER_KEY}
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(_head(path, address.netloc, headers).encode() + first + b"a" * 65536)
+        time.sleep(0.3)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    deadline = time.monotonic() + 10
+    while not (answered := [line for line in api.log_lines()
+                            if line.get("path") == path and line.get("status") == 499]):
+        assert time.monotonic() < deadline, "no access line for the hung-up request"
+        time.sleep(0.2)
+    assert answered[-1]["error_code"] == "client_disconnected"
+    errors = [line for line in api.log_lines() if line.get("level") == "ERROR"]
+    assert not errors, errors[:2]
+
+
 def _peak_rss(pid: int) -> int:
     """The process's peak resident memory so far (VmHWM), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
