@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import InvalidImage, UnsupportedDicom, UnsupportedTransferSyntax
+from shared.errors import CxrError, InvalidImage, UnsupportedDicom, UnsupportedTransferSyntax
 from shared.ml.dicom.checks import (
-    MALFORMED,
     check_header,
     check_transforms,
     malformed,
@@ -39,8 +38,9 @@ from shared.ml.dicom.checks import (
 )
 from shared.ml.dicom.cost import StoredCost, stored_cost
 from shared.ml.dicom.display import DicomImage, Factors, tile_shape, to_display
-from shared.ml.dicom.frames import RLE_LOSSLESS, Frame, check_frame, frame_of
+from shared.ml.dicom.frames import Frame, check_frame, frame_of
 from shared.ml.dicom.header import DicomHeader, pixel_source, read_header
+from shared.ml.dicom.plugins import plugin_for
 
 __all__ = [
     "DicomHeader", "DicomImage", "Factors", "Frame", "StoredCost", "check_frame",
@@ -71,10 +71,13 @@ def open_dicom(data: bytes, max_pixels: int) -> DicomImage:
         if isinstance(source, io.BytesIO):
             check_frame(header, frame_of(header, source), max_pixels)
         stored = _stored_pixels(header, source)
-    except MALFORMED as exc:
-        # an element the checks above let through that pydicom or numpy cannot use
+        unused = 0 if header.encapsulated else _unused_bits(header.ds)
+    except CxrError:
+        raise
+    except Exception as exc:
+        # pydicom converts an element when it is first read, so any read may meet a damaged
+        # one (an unknown VR, a length that fits no value): the file is refused, not a 500.
         raise malformed(exc) from exc
-    unused = 0 if header.encapsulated else _unused_bits(header.ds)
     return DicomImage(header.ds, stored, unused)
 
 
@@ -87,10 +90,7 @@ def _stored_pixels(header: DicomHeader, source: memoryview | io.BytesIO) -> np.n
     from pydicom.pixels.utils import as_pixel_options
 
     decoder = get_decoder(header.syntax)
-    # pylibjpeg-rle writes no more than the header's pixels; pydicom's own RLE decoder (the
-    # fallback were pylibjpeg to fail) decodes a segment however long it is.
-    plugin = ("pylibjpeg" if header.syntax == RLE_LOSSLESS
-              and "pylibjpeg" in decoder.available_plugins else "")
+    plugin = plugin_for(header.syntax)
     options: dict[str, Any] = {**as_pixel_options(header.ds), "pixel_keyword": "PixelData"}
     if not header.encapsulated:
         # a view of the file, whose unused bits DicomImage clears (pydicom would copy it)
@@ -103,6 +103,13 @@ def _stored_pixels(header: DicomHeader, source: memoryview | io.BytesIO) -> np.n
         raise UnsupportedTransferSyntax(no_decoder_message(header.ds)) from exc
     except Exception as exc:  # a damaged or truncated pixel stream fails in decoder-specific ways
         raise InvalidImage(f"the DICOM pixel data could not be decoded ({type(exc).__name__})"
+                           ) from exc
+    except BaseException as exc:
+        # pylibjpeg-rle is Rust: a panic on a damaged stream is pyo3's PanicException, which
+        # derives from BaseException. Only that is turned into a refusal.
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise InvalidImage("the DICOM pixel data could not be decoded (PanicException)"
                            ) from exc
     if stored.ndim != 2:
         raise UnsupportedDicom("only single-frame grayscale DICOM images are accepted")

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from shared.ml.dicom.checks import check_header
 from shared.ml.dicom.frames import check_frame, codec_of, frame_of
 from shared.ml.dicom.header import inflated_bytes, pixel_source, read_header
+from shared.ml.dicom.plugins import plugin_for
 
 # Bytes a compressed frame's decoding holds, in decoded frames, measured: pydicom's array
 # and the decoder's output; GDCM's own buffer, handed to Python as a str (two bytes a byte)
-# then encoded to bytes (JPEG, first of the plugins); and OpenJPEG's 32-bit samples (JPEG
-# 2000); pylibjpeg-rle writes once.
+# then encoded to bytes (JPEG lossless and JPEG-LS, which only GDCM decodes); OpenJPEG's
+# 32-bit samples (JPEG 2000); pylibjpeg-rle writes once.
 DECODE_COPIES = {"jpeg": 6, "j2k": 7, "rle": 2}
+# A JPEG frame Pillow decodes (every syntax it can: plugins.py) holds its image and the array.
+PILLOW_JPEG_COPIES = 3
 
 
 @dataclass(frozen=True)
@@ -41,5 +44,8 @@ def stored_cost(data: bytes, max_pixels: int) -> StoredCost:
     check_frame(header, frame, max_pixels)
     stored = header.stored_bytes()
     # the frame's bytes twice (pydicom's copy, the decoder's) beside its decoded copies
-    return StoredCost(2 * frame.length + DECODE_COPIES[codec_of(header.syntax)] * stored,
+    codec = codec_of(header.syntax)
+    copies = (PILLOW_JPEG_COPIES if codec == "jpeg" and plugin_for(header.syntax) == "pillow"
+              else DECODE_COPIES[codec])
+    return StoredCost(2 * frame.length + copies * stored,
                       stored, header.shape)

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shared.errors import InvalidImage
-from shared.ml.dicom.checks import MALFORMED, malformed
+from shared.errors import CxrError, InvalidImage
+from shared.ml.dicom.checks import malformed
 
 # Pixels per tile of the display transforms, each of which holds a few float64 copies.
 TILE_PIXELS = 2**18
@@ -39,7 +39,9 @@ class DicomImage:
         """The float32 [0, 255] display image, box-reduced by ``factors`` on the way."""
         try:
             return _display(self.stored, self.ds, factors, self.unused_bits)
-        except MALFORMED as exc:
+        except CxrError:
+            raise
+        except Exception as exc:  # as in open_dicom: any element pydicom reads may be damaged
             raise malformed(exc) from exc
 
 

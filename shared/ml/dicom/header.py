@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import InvalidImage
+from shared.errors import CxrError, InvalidImage
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 PIXEL_DATA = 0x7FE00010
@@ -54,7 +54,6 @@ class DicomHeader:
 
 def read_header(data: bytes) -> DicomHeader:
     """The elements before the pixel data, read without reading (or inflating) the pixels."""
-    from pydicom.errors import InvalidDicomError
     from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 
     try:
@@ -75,9 +74,11 @@ def read_header(data: bytes) -> DicomHeader:
             ds.file_meta = meta
             at = stream.tell()
             offset, length = _pixel_element(stream.read(12), implicit, little)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
-            IndexError, struct.error) as exc:
-        # pydicom's messages may quote element values: name the failure, not the content.
+    except CxrError:
+        raise
+    except Exception as exc:  # pydicom fails in many ways on a damaged file (unknown VRs,
+        # wrong lengths, truncation); its messages may quote element values: name the
+        # failure, not the content.
         raise InvalidImage(f"the DICOM file could not be read ({type(exc).__name__})") from exc
     if any("End of file reached" in str(w.message) for w in caught):
         raise InvalidImage("the DICOM file is truncated")
