@@ -40,6 +40,7 @@ from shared.ml.dicom.cost import StoredCost, stored_cost
 from shared.ml.dicom.display import DicomImage, Factors, tile_shape, to_display
 from shared.ml.dicom.frames import Frame, check_frame, frame_of
 from shared.ml.dicom.header import DicomHeader, pixel_source, read_header
+from shared.ml.dicom.isolated import decode_in_child
 from shared.ml.dicom.plugins import plugin_for
 
 __all__ = [
@@ -70,7 +71,7 @@ def open_dicom(data: bytes, max_pixels: int) -> DicomImage:
         source = pixel_source(header, data)
         if isinstance(source, io.BytesIO):
             check_frame(header, frame_of(header, source), max_pixels)
-        stored = _stored_pixels(header, source)
+        stored = _stored_pixels(header, source, data)
         unused = 0 if header.encapsulated else _unused_bits(header.ds)
     except CxrError:
         raise
@@ -85,12 +86,16 @@ def _unused_bits(ds: Any) -> int:
     return max(0, int(ds.BitsAllocated) - int(ds.BitsStored)) if ds.BitsAllocated > 1 else 0
 
 
-def _stored_pixels(header: DicomHeader, source: memoryview | io.BytesIO) -> np.ndarray:
+def _stored_pixels(header: DicomHeader, source: memoryview | io.BytesIO,
+                   data: bytes) -> np.ndarray:
     from pydicom.pixels.decoders.base import get_decoder
     from pydicom.pixels.utils import as_pixel_options
 
     decoder = get_decoder(header.syntax)
     plugin = plugin_for(header.syntax)
+    if header.encapsulated and not plugin and decoder.is_available:
+        # only GDCM decodes it, and GDCM may abort the process on a damaged frame
+        return _single_frame(decode_in_child(data))
     options: dict[str, Any] = {**as_pixel_options(header.ds), "pixel_keyword": "PixelData"}
     if not header.encapsulated:
         # a view of the file, whose unused bits DicomImage clears (pydicom would copy it)
@@ -111,6 +116,10 @@ def _stored_pixels(header: DicomHeader, source: memoryview | io.BytesIO) -> np.n
             raise
         raise InvalidImage("the DICOM pixel data could not be decoded (PanicException)"
                            ) from exc
+    return _single_frame(stored)
+
+
+def _single_frame(stored: np.ndarray) -> np.ndarray:
     if stored.ndim != 2:
         raise UnsupportedDicom("only single-frame grayscale DICOM images are accepted")
     return stored

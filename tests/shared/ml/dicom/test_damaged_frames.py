@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from shared.ml.dicom.plugins import plugin_for
+from tests.helpers.dicom import encapsulated_dicom
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 JPEG_2000 = "1.2.840.10008.1.2.4.90"
@@ -102,3 +103,41 @@ def test_a_damaged_rle_stream_is_refused_not_a_panic() -> None:
             except CxrError as exc:
                 outcomes.add(exc.code)
     assert "invalid_image" in outcomes
+
+
+def _damaged_jpeg_frames(count: int) -> list[bytes]:
+    """The frames _DAMAGE_AND_DECODE makes of a JPEG, in order (seed 0)."""
+    import random
+
+    gray = (np.random.default_rng(0).random((64, 48)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, "JPEG")
+    random.seed(0)
+    frames = []
+    for _ in range(count):
+        data = bytearray(buffer.getvalue())
+        for _ in range(random.randint(1, 4)):
+            i = random.randrange(2, len(data))
+            data[i:i + 2] = random.randbytes(2)
+        frames.append(bytes(data))
+    return frames
+
+
+def test_frames_only_gdcm_decodes_are_decoded_in_a_child_that_may_die(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import ml
+    from shared.errors import InvalidImage
+    from shared.ml.preprocessing import decode_image
+
+    # JPEG baseline as if no plugin but GDCM decoded it, as for JPEG lossless and JPEG-LS
+    monkeypatch.setattr(ml.dicom, "plugin_for", lambda syntax: "")
+    gray = (np.random.default_rng(0).random((64, 48)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, "JPEG", quality=95)
+    decoded = decode_image(encapsulated_dicom(buffer.getvalue(), 64, 48)).gray
+    assert decoded.shape == (64, 48) and np.abs(decoded - gray).mean() < 8
+    # the 304th damaged frame passes the frame check and makes GDCM abort its process
+    # (SIGABRT): here, the child's
+    aborting = _damaged_jpeg_frames(304)[-1]
+    with pytest.raises(InvalidImage, match="its decoder failed"):
+        decode_image(encapsulated_dicom(aborting, 64, 48))
