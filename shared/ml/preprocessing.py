@@ -46,6 +46,10 @@ EQUALIZE_FLOOR = 1024
 # touched, while a 1 x 50 M pixel strip costs what an 8192 px one does (resizing it from full
 # length builds filter tables of hundreds of MB).
 MAX_SIDE = 8192
+# Pillow's modes of more than 8 bits a sample: scaled by their real range, never clipped.
+HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# Colourfulness is measured on a thumbnail of at most this size.
+COLOUR_THUMBNAIL = (128, 128)
 
 Equalization = Literal["none", "histogram", "clahe"]
 
@@ -138,13 +142,10 @@ class DecodedImage:
 
 
 def decode_grayscale(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                     floor: int = 0, max_side: int = MAX_SIDE) -> np.ndarray:
+                     floor: int = 0) -> np.ndarray:
     """Decode an image file, PNG, JPEG or DICOM (told apart by content), to a float32 HxW
     array in [0, 255]."""
-    return decode_image(data, max_pixels, floor, max_side).gray
-
-
-HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+    return decode_image(data, max_pixels, floor).gray
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
@@ -206,7 +207,7 @@ def draft(image: Image.Image, floor: int) -> None:
 
 
 def _to_gray(image: Image.Image, floor: int = 0, max_side: int = MAX_SIDE) -> DecodedImage:
-    high_depth = image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+    high_depth = image.mode in HIGH_DEPTH
     if not high_depth and image.mode not in ("L", "RGB"):
         # P, RGBA, LA, CMYK, 1 ...: through RGB, dropping alpha, as a viewer would show it.
         image = image.convert("RGB")
@@ -224,9 +225,6 @@ def _to_gray(image: Image.Image, floor: int = 0, max_side: int = MAX_SIDE) -> De
         colour = _mean_chroma(image)
         image = gray
     return DecodedImage(np.asarray(image, dtype=np.float32), colour)
-
-
-COLOUR_THUMBNAIL = (128, 128)
 
 
 def colourfulness(image: Image.Image) -> float:
