@@ -16,7 +16,7 @@ from cxr_cli.runtime import Verbose, load_settings, start_tensorflow
 from cxr_cli.training import discover_folder
 
 if TYPE_CHECKING:
-    from shared.manifest import ExternalReport
+    from shared.manifest import ExternalReport, PairedComparison
 
 
 def _interval(values: list[float] | None) -> str:
@@ -60,7 +60,24 @@ def print_summary(report: ExternalReport, stored: str) -> None:
         recalls.add_row(label, str(rates.support), _rate(rates.sensitivity),
                         f"{low_high[0]:.3f}-{low_high[1]:.3f}" if low_high else "-")
     console.print(recalls)
+    if report.comparison is not None:
+        typer.echo(paired_line(report.comparison))
     typer.echo(f"report stored as {stored} (`--json` prints all of it)")
+
+
+def paired_line(comparison: PairedComparison) -> str:
+    """Two versions on the same images, in one line: the difference and its interval."""
+    if comparison.difference is None or comparison.difference_ci is None:
+        return f"{comparison.first} and {comparison.second}: no images to compare on"
+    low, high = comparison.difference_ci
+    p = "-" if comparison.mcnemar_p is None else f"{comparison.mcnemar_p:.3g}"
+    return (f"{comparison.first} against {comparison.second} on the same "
+            f"{comparison.images} images: balanced accuracy "
+            f"{_rate(comparison.first_balanced_accuracy)} against "
+            f"{_rate(comparison.second_balanced_accuracy)}, difference "
+            f"{comparison.difference:+.3f} (95% paired interval {low:+.3f} to {high:+.3f}); "
+            f"right only by the first {comparison.only_first_right}, only by the second "
+            f"{comparison.only_second_right} (McNemar p {p})")
 
 
 def evaluate(
@@ -70,6 +87,9 @@ def evaluate(
              "hospital's.")],
     model: Annotated[str | None, typer.Option(
         help="The version to evaluate; the active one if omitted.")] = None,
+    compare: Annotated[str | None, typer.Option(
+        help="Another version ('active' or an id) scored on the same images: prints the "
+             "paired difference of balanced accuracy with its interval.")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the whole report as JSON instead of its summary.")] = False,
     verbose: Verbose = False,
@@ -82,13 +102,14 @@ def evaluate(
     settings = load_settings()
     registry = open_registry(settings)
     version = chosen_version(registry, model, "--model")
+    other = None if compare is None else chosen_version(registry, compare, "--compare")
     dataset = discover_folder(data, "--data", min_classes=1)
     start_tensorflow(verbose)
     from worker.evaluation.external import evaluate_external
 
     with ConsoleReporter() as reporter:
         report = evaluate_external(registry, version, dataset, data.resolve().name,
-                                   settings.max_image_pixels, reporter)
+                                   settings.max_image_pixels, reporter, other)
     stored = registry.save_evaluation(version, report)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))

@@ -24,8 +24,9 @@ NO_MODEL = ("no model is active; train one with `cxr train --data DIR` (add `--b
 
 
 def chosen_version(registry: Registry, given: str | None, option: str) -> str:
-    """The version asked for with ``option`` (it must exist), else the active one."""
-    if given is not None:
+    """The version asked for with ``option`` (it must exist), else (or for "active") the
+    active one."""
+    if given is not None and given != "active":
         registry.manifest(given)  # unknown: model_not_found now, not a failed load later
         return given
     active = registry.active()

@@ -13,7 +13,7 @@ import typer
 from pydantic.fields import FieldInfo
 from rich.markup import escape
 
-from shared.training_params import TrainingParams
+from shared.training_params import FINE_TUNE_DEFAULTS, TrainingParams
 
 # The fields the command line gives as folders: the datasets trained on (the first is
 # `dataset`, the others `datasets`) and the external sets scored before publishing.
@@ -66,27 +66,33 @@ def _optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _help(info: FieldInfo, choices: tuple[str, ...]) -> str:
+def _help(field: str, info: FieldInfo, choices: tuple[str, ...]) -> str:
     parts = [cli_words(info.description or "")]
     if choices:
         parts.append(f"One of: {', '.join(choices)}.")
     if bounds := _bounds(info):
         parts.append(f"Range: {bounds}.")
+    default = info.get_default(call_default_factory=True)
+    if default not in (None, []):
+        fine_tune = FINE_TUNE_DEFAULTS.get(field)
+        parts.append(f"Default: {_number(default)}" + (
+            f" ({_number(fine_tune)} with --base-version)." if fine_tune is not None else "."))
     return escape(" ".join(part for part in parts if part))
 
 
 def _parameter(field: str, info: FieldInfo) -> inspect.Parameter:
     """The keyword parameter typer reads the field's option from: typed loosely (a choice
-    as a string), since TrainingParams validates every value and says what is wrong."""
-    kind, optional = _optional(info.annotation)
+    as a string), since TrainingParams validates every value and says what is wrong. None
+    when not given, so that the request's own defaults apply (a fine-tune's differ)."""
+    kind, _ = _optional(info.annotation)
     choices = get_args(kind) if get_origin(kind) is Literal else ()
     cli_type = str if choices else kind
     name = option_name(field)
     declared = f"{name}/--no-{name[2:]}" if cli_type is bool else name
-    option = typer.Option(declared, help=_help(info, choices), rich_help_panel=PANEL)
-    return inspect.Parameter(
-        field, inspect.Parameter.KEYWORD_ONLY, default=info.get_default(),
-        annotation=Annotated[cli_type | None if optional else cli_type, option])
+    option = typer.Option(declared, help=_help(field, info, choices), rich_help_panel=PANEL,
+                          show_default=False)
+    return inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[cli_type | None, option])
 
 
 def training_parameters() -> list[inspect.Parameter]:

@@ -77,11 +77,14 @@ def train(data: Folders, external_data: ExternalFolders = None,
     external = {folder_name(folder): folder for folder in external_data or []}
     if len(external) < len(external_data or []):  # the sets are told apart by name
         raise InvalidOption("--external-data: two folders have the same name")
-    params = validated({**options, "dataset": names[0], "datasets": names[1:],
+    given = {field: value for field, value in options.items() if value is not None}
+    params = validated({**given, "dataset": names[0], "datasets": names[1:],
                         "external_datasets": list(external)})
     from shared.datasets import combine
 
-    dataset = combine([(name, discover_folder(folder, "--data", 2))
+    # A fine-tune's one-class folder is refused by its class check, which says why.
+    least = 1 if params.base_version else 2
+    dataset = combine([(name, discover_folder(folder, "--data", least))
                        for name, folder in zip(names, data, strict=True)])
     external_sets = {name: discover_folder(folder, "--external-data", 1)
                      for name, folder in external.items()}

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     # it by more than the margin on this metric, both measured on the new version's test split.
     promotion_metric: PromotionMetric = "balanced_accuracy"
     promotion_margin: float = Field(0.01, ge=0, le=1)
+    # A fine-tune must not lose more than this much balanced accuracy on its parent's own test
+    # split: the lower end of the paired interval of the difference stays above -margin.
+    promotion_parent_margin: float = Field(0.02, ge=0, le=1)
     # The decision never activates a version whose test balanced accuracy interval includes
     # chance (activate "always" and activating by hand still do); false lets it.
     promotion_refuse_chance: bool = True

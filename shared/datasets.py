@@ -20,7 +20,7 @@ import shutil
 import stat
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
@@ -29,6 +29,7 @@ from PIL import Image
 
 from shared.config import DEFAULT_MAX_IMAGE_PIXELS
 from shared.errors import (
+    ClassMismatch,
     CxrError,
     DatasetExists,
     DatasetNotFound,
@@ -101,6 +102,31 @@ def match_classes(dataset_classes: list[str], model_classes: list[str],
         whose = f"dataset {dataset_name!r}: " if dataset_name else ""
         raise InvalidDataset(f"{whose}classes {unknown} are not among {model_classes}")
     return {label: index[_class_key(label)] for label in dataset_classes}
+
+
+def same_classes(dataset_classes: list[str], model_classes: list[str],
+                 dataset_name: str) -> dict[str, int]:
+    """``match_classes`` for a fine-tune: the dataset must hold every class of the version as
+    well, since films of one class teach a site's look, not its disease (ClassMismatch)."""
+    keys = {_class_key(label) for label in dataset_classes}
+    missing = [label for label in model_classes if _class_key(label) not in keys]
+    unknown = [label for label in dataset_classes
+               if _class_key(label) not in {_class_key(c) for c in model_classes}]
+    if missing or unknown:
+        why = (f"; it lacks {missing}: a fine-tune needs films of every class, as films of "
+               "one class teach the site's look, not the disease" if missing else "")
+        raise ClassMismatch(f"dataset {dataset_name!r} has classes {dataset_classes}, the "
+                            f"version {model_classes}{why}")
+    return match_classes(dataset_classes, model_classes, dataset_name)
+
+
+def aligned(dataset: Dataset, classes: list[str], dataset_name: str) -> Dataset:
+    """The dataset with the version's classes, in its order and spelling, so that label i is
+    the version's output i."""
+    mapping = same_classes(dataset.classes, classes, dataset_name)
+    by_index = {index: label for label, index in mapping.items()}
+    return replace(dataset, files={classes[i]: dataset.files[by_index[i]]
+                                   for i in range(len(classes))})
 
 
 def combine(parts: list[tuple[str, Dataset]]) -> Dataset:

@@ -145,6 +145,18 @@ class WeightsUnavailable(CxrError):
     code = "weights_unavailable"
 
 
+class ClassMismatch(CxrError):
+    """A fine-tune's datasets do not hold exactly the classes of the version it starts from."""
+
+    code = "class_mismatch"
+
+
+class ConflictingParameters(CxrError):
+    """A request names a value that another of its choices fixes (a fine-tune's image size)."""
+
+    code = "conflicting_parameters"
+
+
 class BrokerUnavailable(CxrError):
     code = "broker_unavailable"
 

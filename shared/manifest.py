@@ -245,6 +245,42 @@ class Int8Export(Record):
     seconds: float | None = Field(None, description="Quantizing and checking.")
 
 
+class PairedComparison(Record):
+    """Two versions scored on the same images: the difference of their balanced accuracy
+    (``first`` minus ``second``) with its paired bootstrap interval, and McNemar's exact test
+    on the images one got right and the other wrong."""
+
+    images: int
+    first: str = Field(description="The version whose score comes first (a fine-tune: it).")
+    second: str
+    first_balanced_accuracy: float | None = None
+    second_balanced_accuracy: float | None = None
+    difference: float | None = Field(None, description="first minus second.")
+    difference_ci: list[float] | None = Field(
+        None, description="95% paired bootstrap interval of the difference (the same "
+        "resampled images for both versions).")
+    only_first_right: int = 0
+    only_second_right: int = 0
+    mcnemar_p: float | None = Field(
+        None, description="Exact McNemar p-value; None when no image separates them.")
+
+
+class Lineage(Record):
+    """Where a fine-tuned version comes from: its parent, the films it added, the parent's
+    films it replayed, and the parent's own figures."""
+
+    parent: str
+    parent_dataset: str | None = None
+    added: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Images per class of each dataset fine-tuned on.")
+    replayed: dict[str, int] | None = Field(
+        None, description="Images per class replayed from the parent's training split.")
+    parent_data: str | None = Field(
+        None, description="Why the parent's own films were not used, when they were not.")
+    parent_test: SplitMetrics | None = Field(
+        None, description="The parent's figures on its own test split, from its manifest.")
+
+
 class Promotion(Record):
     """Whether the promotion decision activated the version at publish time, and why."""
 
@@ -256,6 +292,9 @@ class Promotion(Record):
     active: float | None = None
     activated: bool
     reason: str
+    paired: dict[str, PairedComparison] | None = Field(
+        None, description="A fine-tune against its parent on the same images: the site's "
+        "test split and the parent's own.")
 
 
 class ExternalFigures(Record):
@@ -279,6 +318,7 @@ class ManifestDraft(Record):
 
     created_at: datetime
     parent: str | None = None
+    lineage: Lineage | None = Field(None, description="Set on a fine-tune of a version.")
     classes: list[str]
     image_size: int
     dataset: DatasetRecord
@@ -355,7 +395,8 @@ class Manifest(ManifestDraft):
         return ModelSummary(version=self.version, created_at=self.created_at,
                             dataset=self.dataset.name, classes=self.classes,
                             image_size=self.image_size, metrics=self.metrics,
-                            parent=self.parent, promotion=self.promotion,
+                            parent=self.parent, lineage=self.lineage,
+                            promotion=self.promotion,
                             test_images=test.images if test else None,
                             balanced_accuracy_ci=record.balanced_accuracy_ci if record else None,
                             chance=1 / len(self.classes),
@@ -373,6 +414,7 @@ class ModelSummary(BaseModel):
     image_size: int
     metrics: Metrics
     parent: str | None = None
+    lineage: Lineage | None = Field(None, description="Its parent, when it is a fine-tune.")
     promotion: Promotion | None = Field(
         None, description="Whether the promotion decision activated this version at publish "
         "time, and why.")
@@ -436,6 +478,8 @@ class ExternalReport(Record):
     chest_xray_gate: GateCount | None = None
     distribution_shift: ShiftBreakdown | None = None
     reliability: ReliableSubset | None = None
+    comparison: PairedComparison | None = Field(
+        None, description="With --compare: this version against the other on these images.")
 
     def figures(self) -> ExternalFigures:
         """What a manifest and its card carry of the report."""

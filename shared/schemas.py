@@ -58,12 +58,18 @@ class EvaluationParams(BaseModel):
 
     dataset: str = Field(pattern=NAME_PATTERN, description="Name of a dataset under CXR_DATA_DIR.")
     version: str = Field(description="The model version to evaluate.")
+    compare: str | None = Field(
+        None, description="Another version scored on the same images: the report gives the "
+        "paired difference of their balanced accuracy with its interval.")
 
 
 class EvaluationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     dataset: str = Field(pattern=NAME_PATTERN, description="Name of a dataset under CXR_DATA_DIR.")
+    compare: str | None = Field(
+        None, max_length=64, description="Another version ('active' or an id) scored on the "
+        "same images, with the paired interval of the difference.")
 
 
 class JobStatus(BaseModel):

@@ -12,6 +12,15 @@ from shared.config import BaseWeights
 from shared.ml.preprocessing import MAX_CROP_BORDER, Equalization, PreprocessOptions
 from shared.schemas import NAME_PATTERN
 
+# A fine-tune from a served version (``base_version``) starts from a network that already
+# classifies: a lower learning rate, a few epochs, one phase that stops on the site's
+# validation loss, and more of the site's few films held out to prove it on.
+FINE_TUNE_DEFAULTS: dict[str, object] = {
+    "epochs": 20, "learning_rate": 2e-5, "early_stopping_patience": 3,
+    "validation_fraction": 0.2, "test_fraction": 0.25, "base_weights": "none",
+    "replay_fraction": 0.67}
+VERSION_PATTERN = r"^(active|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$"
+
 
 class TrainingParams(BaseModel):
     """A retrain request: everything but ``dataset`` has a documented default."""
@@ -33,7 +42,19 @@ class TrainingParams(BaseModel):
     holdout_source: str | None = Field(
         None, pattern=NAME_PATTERN, description="Leave this source (`dataset` or one of "
         "`datasets`) out of training: the test split is its images alone.")
-    epochs: int = Field(20, ge=1, le=500, description="Epochs of the head on the frozen base.")
+    base_version: str | None = Field(
+        None, pattern=VERSION_PATTERN,
+        description="Fine-tune this published version ('active' or a version id) on the "
+        "datasets: training starts from its whole network, its image size and preprocessing "
+        "are inherited, and the datasets must hold every one of its classes. Defaults "
+        "change to suit a fine-tune: " + ", ".join(
+            f"{name} {value}" for name, value in FINE_TUNE_DEFAULTS.items()) + ".")
+    replay_fraction: float = Field(
+        0.0, ge=0, le=0.9,
+        description="With base_version: the share of training images drawn from the parent's "
+        "own training split (where its datasets are still stored), against forgetting.")
+    epochs: int = Field(20, ge=1, le=500, description="Epochs of the head on the frozen base "
+                        "(of the whole network from a random start or base_version).")
     batch_size: int = Field(16, ge=1, le=256)
     image_size: int = Field(224, ge=32, le=512, description="Square input size in pixels.")
     learning_rate: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of phase one.")
@@ -102,6 +123,22 @@ class TrainingParams(BaseModel):
         "'always' or 'never' decide alone.")
 
     @model_validator(mode="after")
+    def _fine_tune_defaults(self) -> TrainingParams:
+        # Only where the request left a field out: what it names is kept, and a stored
+        # request (every field named) reads back as it was run.
+        if self.base_version is not None:
+            if "base_weights" in self.model_fields_set and self.base_weights != "none":
+                raise ValueError("base_weights does not apply with base_version: a fine-tune "
+                                 "starts from that version's own weights")
+            for name, value in FINE_TUNE_DEFAULTS.items():
+                if name not in self.model_fields_set:
+                    setattr(self, name, value)
+        elif self.replay_fraction:
+            raise ValueError("replay_fraction needs base_version: it replays the parent's "
+                             "training images")
+        return self
+
+    @model_validator(mode="after")
     def _sources_named(self) -> TrainingParams:
         names = [self.dataset, *self.datasets]
         if len(set(names)) != len(names):
@@ -128,5 +165,5 @@ class TrainingParams(BaseModel):
     @property
     def total_epochs(self) -> int:
         # A random base is trained whole in one phase; fine-tuning applies to real weights.
-        tuned = self.fine_tune and self.base_weights != "none"
+        tuned = self.fine_tune and self.base_weights != "none" and self.base_version is None
         return self.epochs + (self.fine_tune_epochs if tuned else 0)

@@ -33,6 +33,8 @@ STATUS: dict[type[errors.CxrError], int] = {
     errors.InvalidDataset: 422,
     errors.WeightsUnavailable: 422,
     errors.UnknownClass: 422,
+    errors.ClassMismatch: 422,
+    errors.ConflictingParameters: 422,
     errors.NotAChestXray: 422,
     errors.ExplanationUnavailable: 422,
     errors.DatasetNotFound: 404,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from api.deps import JobStoreDep, QueueDep, SettingsDep
+from api.deps import JobStoreDep, QueueDep, RegistryDep, SettingsDep
 from api.enqueue import enqueue
 from api.plumbing.auth import Admin, Reader
 from api.plumbing.body_guard import GuardedRoute
 from api.plumbing.errors import responses
 from shared.datasets import combine, dataset_path, discover, match_classes
 from shared.errors import WeightsUnavailable
+from shared.lineage import resolve_parent
 from shared.schemas import JobAccepted, JobList, JobStatus
 from shared.task_queue import TRAIN_TASK
 from shared.training_params import TrainingParams
@@ -24,11 +25,17 @@ router = APIRouter(
 @router.post("/retrain", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
              responses=responses(400, 401, 403, 404, 422), dependencies=Admin)
 def create_retrain_job(params: TrainingParams, request: Request, settings: SettingsDep,
-                       jobs: JobStoreDep, queue: QueueDep) -> JobAccepted:
-    """Queue a retrain job on a stored dataset; poll its status_url."""
+                       registry: RegistryDep, jobs: JobStoreDep,
+                       queue: QueueDep) -> JobAccepted:
+    """Queue a retrain job on a stored dataset, or a fine-tune of a published version
+    (`base_version`) on a site's films; poll its status_url."""
     # The worker's own checks, made before queueing: a job that cannot succeed is refused.
-    training = combine([(name, discover(dataset_path(settings.data_dir, name)))
+    # A fine-tune's one-class set is refused by the class check, which says why.
+    least = 1 if params.base_version else 2
+    training = combine([(name, discover(dataset_path(settings.data_dir, name), least))
                         for name in (params.dataset, *params.datasets)])  # classes must match
+    # "active" is named by id now: the job fine-tunes the version that was active when asked.
+    params, _ = resolve_parent(params, registry, training.classes, params.dataset)
     for name in params.external_datasets:  # each scored by the trained model: its classes
         external = discover(dataset_path(settings.data_dir, name), min_classes=1)
         match_classes(external.classes, training.classes, name)

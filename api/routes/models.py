@@ -11,6 +11,7 @@ from api.plumbing.body_guard import GuardedRoute
 from api.plumbing.errors import responses
 from shared.datasets import dataset_path, discover, match_classes
 from shared.errors import ModelNotFound
+from shared.lineage import comparable_classes, named_version
 from shared.manifest import ExternalReport, ModelList, VersionDetail
 from shared.registry.files import CARD_HTML, CARD_MD, CURVES_FILE, RELIABILITY_FILE
 from shared.schemas import EvaluationParams, EvaluationRequest, JobAccepted, ServingState
@@ -68,8 +69,12 @@ def create_evaluation_job(version: str, body: EvaluationRequest, request: Reques
     classes = list(registry.manifest(version).classes)
     dataset = discover(dataset_path(settings.data_dir, body.dataset), min_classes=1)
     match_classes(dataset.classes, classes, body.dataset)  # as the worker will, first thing
-    return enqueue(EVALUATE_TASK, EvaluationParams(dataset=body.dataset, version=version),
-                   request, jobs, queue)
+    compare = None
+    if body.compare is not None:  # named by id now, and refused now if it cannot be compared
+        compare = named_version(registry, body.compare)
+        comparable_classes(registry.manifest(compare), classes)
+    return enqueue(EVALUATE_TASK, EvaluationParams(dataset=body.dataset, version=version,
+                                                   compare=compare), request, jobs, queue)
 
 
 # What a client may fetch of a version, by the name in the URL: the file and its type.

@@ -171,7 +171,20 @@ function renderModels(list) {
   }
   list.versions.forEach((summary, index) => body.append(...versionRows(summary, list, index)));
   renderSummary(list);
+  fillBaseVersions(list);
   restore();
+}
+
+// The retrain form's "Start from": a new training, the active version, or any version.
+function fillBaseVersions(list) {
+  const choice = $("retrain-base-version");
+  const keep = choice.value;
+  choice.replaceChildren(
+    el("option", { value: "", text: "the base weights (a new training)" }),
+    el("option", { value: "active", text: "the active version (fine-tune it on this dataset)" }),
+    ...list.versions.map((summary) => el("option", { value: summary.version,
+      text: `version ${summary.version} (fine-tune it)` })));
+  choice.value = [...choice.options].some((o) => o.value === keep) ? keep : "";
 }
 
 // The lines above the table, redrawn with it.

@@ -9,6 +9,7 @@ const PHASES = {
   head: "training the head on the frozen base",
   fine_tune: "fine-tuning block 5",
   full: "training the whole network",
+  site: "fine-tuning a published version on this dataset",
 };
 
 const retrainStatus = $("retrain-status");
@@ -17,6 +18,12 @@ let job = null; // { id, timer, fallback: Map(epoch -> metrics), announced, fail
 
 function readParams() {
   const params = { dataset: $("retrain-dataset").value };
+  const base = $("retrain-base-version").value;
+  if (base) {
+    // A fine-tune inherits its size and preprocessing and has defaults of its own.
+    if (!params.dataset) throw new ApiError(0, "", "Upload a dataset first.");
+    return { ...params, base_version: base, activate: $("retrain-activate").value };
+  }
   for (const id of ["retrain-epochs", "retrain-fine-tune-epochs", "retrain-image-size",
                     "retrain-batch-size"]) {
     const input = $(id);
@@ -186,7 +193,17 @@ async function cancel() {
   }
 }
 
+// Fields a fine-tune does not take are shown as not applying.
+function showBase() {
+  const fineTune = Boolean($("retrain-base-version").value);
+  for (const id of ["retrain-epochs", "retrain-fine-tune-epochs", "retrain-image-size",
+                    "retrain-batch-size", "retrain-base-weights"]) {
+    $(id).disabled = fineTune;
+  }
+}
+
 export function initTrain() {
+  $("retrain-base-version").addEventListener("change", showBase);
   $("retrain-form").addEventListener("submit", start);
   $("job-cancel").addEventListener("click", cancel);
   drawChart([], 0);

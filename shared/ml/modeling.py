@@ -28,6 +28,8 @@ IMAGENET_MD5 = "6d6bbae143d832006294945121d1f1fc"
 BLOCK_POOLS = tuple(f"block{n}_pool" for n in range(1, 6))
 CAM_LAYER = "block5_conv3"  # the last convolution, which Grad-CAM maps
 FINE_TUNE_PREFIX = "block5_"
+# What a fine-tune on a site's few films trains beside the head.
+SITE_PREFIXES: tuple[str, ...] = ("block",)
 POOL_LAYER = "avg_pool"
 DROPOUT_LAYER = "head_dropout"
 OUTPUT_LAYER = "predictions"
@@ -100,13 +102,15 @@ def build_model(config: ModelConfig) -> keras.Model:
 
 def set_phase(model: keras.Model, phase: str) -> None:
     """'head': base frozen; 'fine_tune': block5 trainable too; 'full': everything (a random
-    base). Recompile afterwards."""
-    if phase not in ("head", "fine_tune", "full"):
+    base); 'site': a fine-tune of a version on a site's films, SITE_PREFIXES and the head.
+    Recompile afterwards."""
+    if phase not in ("head", "fine_tune", "full", "site"):
         raise ValueError(f"unknown phase {phase!r}")
+    trained = {"head": (), "fine_tune": (FINE_TUNE_PREFIX,), "site": SITE_PREFIXES,
+               "full": ("block",)}[phase]
     for layer in model.layers:
         if layer.name.startswith("block"):
-            layer.trainable = phase == "full" or (
-                phase == "fine_tune" and layer.name.startswith(FINE_TUNE_PREFIX))
+            layer.trainable = layer.name.startswith(trained)
 
 
 def save_for_serving(model: keras.Model, path: Path) -> None:

@@ -102,6 +102,12 @@ def test_train_then_list_predict_and_evaluate_from_the_command_line(
     assert lines[-1].startswith("report stored as ")
     assert re.fullmatch(rf"evaluation on {name}: (\d+)/\1 in [\d.]+ s",
                         summary.stderr.strip())
+    # the same version compared with itself ("active") on the same films: no difference
+    compared = runner.invoke(app, ["evaluate", "--data", str(tiny_dataset), "--compare",
+                                   "active"])
+    assert compared.exit_code == 0, compared.output
+    assert (f"{version} against {version} on the same 36 images" in compared.stdout
+            and "difference +0.000 (95% paired interval +0.000 to +0.000)" in compared.stdout)
 
     unknown = tmp_path / "unknown"
     for label in ("COVID", "Tuberculosis"):
@@ -139,7 +145,8 @@ def test_every_training_parameter_is_an_option_of_train(
              "clahe_clip_limit": 0.02, "intensity_augmentation": True, "class_weights": False,
              "early_stopping_patience": 0, "head_cache_views": 2, "lr_schedule": "cosine",
              "warmup_fraction": 0.1, "time_budget_s": 120, "confidence_coverage": 0.9,
-             "gate_min_images": 0, "activate": "never"}
+             "gate_min_images": 0, "activate": "never", "base_version": "20260101-000000-abcdef",
+             "replay_fraction": 0.3}
     # every field set away from its default, so each one is shown to reach the request
     assert set(given) == set(TrainingParams.model_fields)
     assert all(value != TrainingParams.model_fields[field].get_default(

@@ -1,7 +1,10 @@
-"""A phase reporter for tests of cancellation: it records each phase's progress and says the
-job should stop once its phase has done so many steps."""
+"""Reporters for tests of cancellation and crashes: one says the job should stop once its
+phase has done so many steps, one crashes the training after so many epochs."""
 
 from __future__ import annotations
+
+from shared.schemas import JobProgress
+from tests.helpers.versions import Recorder
 
 
 class CancelAfter:
@@ -16,3 +19,21 @@ class CancelAfter:
 
     def cancel_requested(self) -> bool:
         return bool(self.phases) and self.phases[-1][1] >= self.steps
+
+
+class Crash(Exception):
+    """A worker process dying mid-training, as a test raises it."""
+
+
+class CrashAfter(Recorder):
+    """Records progress, and crashes once ``epochs`` epochs are done (a checkpoint kept)."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.crash_after = epochs
+
+    def epoch_end(self, progress: JobProgress) -> bool:
+        super().epoch_end(progress)
+        if len(self.progress) == self.crash_after:
+            raise Crash
+        return False

@@ -90,6 +90,13 @@ def _hold_out(labels: np.ndarray, groups: np.ndarray, held: np.ndarray, validati
     return index, int(leaking.sum())
 
 
+def files_sha256(split: Split, classes: list[str]) -> str:
+    """A hash of a split's files by class and name, whatever folder they are read from."""
+    pairs = zip(split.paths, split.labels, strict=True)
+    names = "\n".join(sorted(f"{classes[y]}/{p.name}" for p, y in pairs))
+    return hashlib.sha256(names.encode()).hexdigest()
+
+
 def split_summary(splits: dict[str, Split], classes: list[str], seed: int,
                   details: dict[str, Any], class_weights: dict[int, float] | None) -> SplitRecord:
     """What the manifest records: seed, how the split was made (``details`` from
@@ -98,11 +105,9 @@ def split_summary(splits: dict[str, Split], classes: list[str], seed: int,
     parts: dict[str, SplitPart] = {}
     for name, split in splits.items():
         counts = np.bincount(split.labels, minlength=len(classes))
-        pairs = zip(split.paths, split.labels, strict=True)
-        names = "\n".join(sorted(f"{classes[y]}/{p.name}" for p, y in pairs))
         parts[name] = SplitPart(
             counts=dict(zip(classes, counts.tolist(), strict=True)),
-            files_sha256=hashlib.sha256(names.encode()).hexdigest(),
+            files_sha256=files_sha256(split, classes),
             sources={s: split.sources.count(s) for s in sorted(set(split.sources))}
             if split.sources else None)
     return SplitRecord.model_validate(

@@ -10,6 +10,7 @@ import numpy as np
 from shared.datasets import Dataset
 from shared.errors import InvalidDataset
 from shared.training_params import TrainingParams
+from worker.data.parent_data import replay_sample
 from worker.data.pipeline import Split, load_split_pixels, make_pipeline, split_dataset
 
 
@@ -51,9 +52,23 @@ class Prepared:
         return np.asarray(next(iter(batch))[0])
 
 
+def with_replay(train: Split, pool: Split | None, params: TrainingParams, seed: int,
+                source: str) -> Split:
+    """The training split and, for a fine-tune, images of its parent's training split
+    (``pool``) to make ``params.replay_fraction`` of it, each image's source recorded."""
+    if pool is None or not params.replay_fraction:
+        return train
+    replay = replay_sample(pool, len(train.labels), params.replay_fraction, seed, source)
+    own = train.sources or [params.dataset] * len(train.labels)
+    return Split(train.paths + replay.paths, np.concatenate([train.labels, replay.labels]),
+                 own + replay.sources)
+
+
 def prepare_data(dataset: Dataset, params: TrainingParams, seed: int,
-                 max_pixels: int, replicas: int = 1) -> Prepared:
-    """Split (grouped by near-duplicates and, optionally, patients) and decode."""
+                 max_pixels: int, replicas: int = 1, replay: Split | None = None,
+                 replay_source: str = "parent") -> Prepared:
+    """Split (grouped by near-duplicates and, optionally, patients) and decode; a fine-tune's
+    training split also replays images of ``replay``, its parent's training split."""
     groups_csv = dataset.root / params.groups_csv if params.groups_csv else None
     if groups_csv is not None and not groups_csv.is_file():
         raise InvalidDataset(f"groups_csv {params.groups_csv!r} is not in the dataset folder")
@@ -64,6 +79,7 @@ def prepare_data(dataset: Dataset, params: TrainingParams, seed: int,
                                         params.holdout_source)
     except ValueError as exc:
         raise InvalidDataset(str(exc)) from exc
+    splits["train"] = with_replay(splits["train"], replay, params, seed, replay_source)
     arrays = {name: load_split_pixels(split, params.image_size, max_pixels,
                                       params.preprocess_options)
               for name, split in splits.items()}

@@ -11,6 +11,7 @@ import numpy as np
 
 from shared.datasets import Dataset, match_classes
 from shared.errors import CxrError
+from shared.lineage import comparable_classes
 from shared.loading import load_version
 from shared.manifest import EvaluatedDataset, ExternalReport, GateCount, ShiftBreakdown
 from shared.ml.screening import ImageLimits
@@ -21,16 +22,31 @@ from shared.training_params import TrainingParams
 from worker.context import PhaseReporter, Steps
 from worker.evaluation.abstention import balanced_accuracy_interval, reliable_subset
 from worker.evaluation.assessment import Assessment
+from worker.evaluation.paired import paired_comparison
 from worker.evaluation.scores import summarize
 
 
 def evaluate_external(registry: Registry, version: str, dataset: Dataset, dataset_name: str,
-                      max_pixels: int, reporter: PhaseReporter | None = None) -> ExternalReport:
-    """The version's calibrated predictions on every image of ``dataset``, summarized."""
+                      max_pixels: int, reporter: PhaseReporter | None = None,
+                      compare: str | None = None) -> ExternalReport:
+    """The version's calibrated predictions on every image of ``dataset``, summarized; with
+    ``compare``, that version too, on the same images, paired with it."""
     # Classes the version lacks fail before the version is loaded (seconds, and memory).
-    match_classes(dataset.classes, list(registry.manifest(version).classes), dataset_name)
-    return evaluate_loaded(load_version(registry, version), dataset, dataset_name, max_pixels,
-                           reporter)
+    classes = list(registry.manifest(version).classes)
+    match_classes(dataset.classes, classes, dataset_name)
+    if compare is not None:
+        comparable_classes(registry.manifest(compare), classes)
+    report, answers = _evaluated(load_version(registry, version), dataset, dataset_name,
+                                 max_pixels, reporter)
+    if compare is None:
+        return report
+    other = load_version(registry, compare)
+    labels, paths = _labelled(dataset, other.classes, dataset_name)
+    theirs = _answer_all(other, paths, max_pixels,
+                         Steps(reporter, f"{compare} on {dataset_name}", len(paths)))
+    comparison = paired_comparison(labels, answers.probabilities.argmax(axis=1),
+                                   theirs.probabilities.argmax(axis=1), (version, compare))
+    return report.model_copy(update={"comparison": comparison})
 
 
 def unpublished(model: Any, assessment: Assessment, params: TrainingParams,
@@ -73,15 +89,27 @@ def _answer_all(model: ServedVersion, paths: list[Path], max_pixels: int,
         np.array([a.chest_xray is not None and not a.chest_xray.passed for a in answers]))
 
 
+def _labelled(dataset: Dataset, classes: list[str],
+              dataset_name: str) -> tuple[np.ndarray, list[Path]]:
+    """Every image of the set, in one order, and its label as the index of a class."""
+    mapping = match_classes(dataset.classes, classes, dataset_name)
+    pairs = [(path, mapping[label]) for label, files in dataset.files.items() for path in files]
+    return np.array([y for _, y in pairs], dtype=np.int64), [path for path, _ in pairs]
+
+
 def evaluate_loaded(model: ServedVersion, dataset: Dataset, dataset_name: str,
                     max_pixels: int, reporter: PhaseReporter | None = None) -> ExternalReport:
     """``evaluate_external`` on a loaded (or not yet published) model; the images scored are
     reported as the phase "evaluation on <dataset_name>"."""
+    return _evaluated(model, dataset, dataset_name, max_pixels, reporter)[0]
+
+
+def _evaluated(model: ServedVersion, dataset: Dataset, dataset_name: str, max_pixels: int,
+               reporter: PhaseReporter | None) -> tuple[ExternalReport, Answers]:
     mapping = match_classes(dataset.classes, model.classes, dataset_name)
-    paths = [(path, mapping[label]) for label, files in dataset.files.items() for path in files]
+    labels, paths = _labelled(dataset, model.classes, dataset_name)
     steps = Steps(reporter, f"evaluation on {dataset_name}", len(paths))
-    answers = _answer_all(model, [path for path, _ in paths], max_pixels, steps)
-    labels = np.array([y for _, y in paths], dtype=np.int64)
+    answers = _answer_all(model, paths, max_pixels, steps)
     probabilities = answers.probabilities
     shift = _shift_breakdown(model, labels, probabilities, answers.shift_scores)
     metrics = summarize(labels, probabilities, model.classes)
@@ -89,7 +117,7 @@ def evaluate_loaded(model: ServedVersion, dataset: Dataset, dataset_name: str,
     metrics = metrics.model_copy(update={"balanced_accuracy_ci": balanced_accuracy_interval(
         labels, probabilities.argmax(axis=1))})
     present = sorted(set(mapping.values()))
-    return ExternalReport(
+    report = ExternalReport(
         version=model.version, evaluated_at=datetime.now(UTC),
         dataset=EvaluatedDataset(
             name=dataset_name, fingerprint=dataset.fingerprint(), layout=dataset.layout,
@@ -109,6 +137,7 @@ def evaluate_loaded(model: ServedVersion, dataset: Dataset, dataset_name: str,
             if shift and model.shift and answers.shift_scores is not None else None,
             model.reliability),
     )
+    return report, answers
 
 
 def _shift_breakdown(model: ServedVersion, labels: np.ndarray, probabilities: np.ndarray,

@@ -16,6 +16,7 @@ from shared.manifest import (
     DatasetRecord,
     ExternalFigures,
     GateRecord,
+    Lineage,
     ManifestDraft,
     Promotion,
     ShiftRecord,
@@ -77,22 +78,30 @@ def _shift(shift: ShiftReference, test: SplitMetrics | None) -> ShiftRecord:
         test_flag_rate=test.shift_flag_rate if test else None)
 
 
-def _gate(assessment: Assessment, params: TrainingParams) -> GateRecord:
+def _gate(assessment: Assessment, params: TrainingParams, train_images: int,
+          lineage: Lineage | None) -> GateRecord:
+    fitted = train_images >= params.gate_min_images
     if assessment.gate is None:
         return GateRecord(reason=f"not fitted: fewer than {params.gate_min_images} training "
                                  "images")
-    return GateRecord(method=GATE_METHOD, fitted_on="train", threshold=assessment.gate.threshold)
+    fitted_on = "train" if fitted or lineage is None else f"the parent {lineage.parent}'s"
+    return GateRecord(method=GATE_METHOD, fitted_on=fitted_on,
+                      threshold=assessment.gate.threshold,
+                      reason=None if fitted or lineage is None else
+                      f"kept from the parent: fewer than {params.gate_min_images} training "
+                      "images to fit one")
 
 
 def build_manifest(trained: TrainedVersion, params: TrainingParams, dataset: Dataset,
                    weights: Path | None, parent: str | None, promotion: Promotion,
-                   external: dict[str, ExternalFigures] | None = None) -> ManifestDraft:
+                   external: dict[str, ExternalFigures] | None = None,
+                   lineage: Lineage | None = None) -> ManifestDraft:
     """Everything a user needs to judge and reproduce the version (registry adds checksums).
     The image size and preprocessing are recorded once, here at the top level."""
     assessment = trained.assessment
     test = assessment.metrics.test
     return ManifestDraft(
-        created_at=datetime.now(UTC), parent=parent, classes=dataset.classes,
+        created_at=datetime.now(UTC), parent=parent, lineage=lineage, classes=dataset.classes,
         image_size=params.image_size,
         preprocessing=preprocessing_id(params.preprocess_options),
         preprocessing_options=params.preprocess_options.as_dict(),
@@ -105,6 +114,8 @@ def build_manifest(trained: TrainedVersion, params: TrainingParams, dataset: Dat
         calibration=_calibration(assessment.temperature, test),
         history=trained.history, libraries=library_versions(), promotion=promotion,
         distribution_shift=_shift(assessment.shift, test),
-        reliability=assessment.reliability, chest_xray_gate=_gate(assessment, params),
+        reliability=assessment.reliability,
+        chest_xray_gate=_gate(assessment, params, sum(
+            trained.split.train.counts.values()) if trained.split.train else 0, lineage),
         external_evaluations=external or None,
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from shared.manifest import (
     Calibration,
     ConfusionMatrix,
@@ -16,6 +14,8 @@ from shared.manifest import (
 )
 from shared.ml.reliability import ReliabilityRecord, ReliableSubset
 from shared.registry.files import CURVES_FILE, RELIABILITY_FILE
+from worker.publishing.card_lineage import lineage_section
+from worker.publishing.card_text import ci, fmt, inline, table
 
 RADIOGRAPHY_BIAS = (
     "This dataset follows the COVID-19 Radiography Database, whose viral pneumonia images and "
@@ -36,60 +36,30 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;p
        "th:first-child,td:first-child{text-align:left}img{max-width:100%}")
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _ci(value: float | None, interval: list[float] | None) -> str:
-    suffix = f" ({_fmt(interval[0])}–{_fmt(interval[1])})" if interval else ""
-    return _fmt(value) + suffix
-
-
-def _inline(text: str) -> str:
-    """Text from a dataset (a class or source name) kept on its line."""
-    return " ".join(text.splitlines())
-
-
-def _cell(text: str) -> str:
-    """A table cell: on one line, its pipes escaped so they cannot start another column."""
-    return _inline(text).replace("\\", "\\\\").replace("|", "\\|")
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(map(_cell, cells)) + " |"
-
-    return [line(header), "|" + "---|" * len(header), *map(line, rows)]
-
-
 def _metrics(test: SplitMetrics | None, calibration: Calibration | None) -> list[str]:
     test = test or SplitMetrics(images=0)
-    overall = [["images", _fmt(test.images)], ["accuracy", _fmt(test.accuracy)],
-               ["balanced accuracy", _fmt(test.balanced_accuracy)],
-               ["macro F1", _fmt(test.macro_f1)],
-               ["macro ROC-AUC (one-vs-rest)", _fmt(test.roc_auc)]]
+    overall = [["images", fmt(test.images)], ["accuracy", fmt(test.accuracy)],
+               ["balanced accuracy", fmt(test.balanced_accuracy)],
+               ["macro F1", fmt(test.macro_f1)],
+               ["macro ROC-AUC (one-vs-rest)", fmt(test.roc_auc)]]
     before = calibration.ece_before if calibration else None
     after = calibration.ece_after if calibration else None
     overall.append(["ECE, 15 bins (before → after calibration)",
-                    f"{_fmt(before)} → {_fmt(after)}"])
-    per_class = [[label, _ci(r.sensitivity, r.sensitivity_ci),
-                  _ci(r.specificity, r.specificity_ci), _ci(r.ppv, r.ppv_ci),
-                  _ci(r.npv, r.npv_ci), _fmt(r.support)]
+                    f"{fmt(before)} → {fmt(after)}"])
+    per_class = [[label, ci(r.sensitivity, r.sensitivity_ci),
+                  ci(r.specificity, r.specificity_ci), ci(r.ppv, r.ppv_ci),
+                  ci(r.npv, r.npv_ci), fmt(r.support)]
                  for label, r in test.per_class.items()]
     matrix = test.confusion_matrix or ConfusionMatrix(labels=[], counts=[])
     confusion = [[f"true {label}", *map(str, row)]
                  for label, row in zip(matrix.labels, matrix.counts, strict=True)]
     return [
         "## Performance on the held-out test split", "",
-        *_table(["metric", "value"], overall), "",
+        *table(["metric", "value"], overall), "",
         "Per class, with 95% Wilson intervals:", "",
-        *_table(["class", "sensitivity", "specificity", "PPV", "NPV", "support"], per_class), "",
+        *table(["class", "sensitivity", "specificity", "PPV", "NPV", "support"], per_class), "",
         "Confusion matrix (counts; rows true, columns predicted):", "",
-        *_table(["", *[f"predicted {label}" for label in matrix.labels]], confusion), "",
+        *table(["", *[f"predicted {label}" for label in matrix.labels]], confusion), "",
     ]
 
 
@@ -105,7 +75,7 @@ def _data(manifest: ManifestDraft) -> list[str]:
         f"Split: {split.method or 'n/a'}, seed {split.seed}; near-duplicate groups "
         "merged before splitting: "
         f"{'not checked' if split.duplicate_groups is None else split.duplicate_groups}.", "",
-        *_table(["split", "images per class"], rows), "",
+        *table(["split", "images per class"], rows), "",
         "### Known biases", "",
     ]
     classes = set(manifest.classes)
@@ -120,10 +90,10 @@ def _shift(shift: ShiftRecord | None) -> list[str]:
     return [
         "## Knowing when not to trust a prediction", "",
         f"Every prediction carries a distribution-shift score ({shift.method}, on "
-        f"{shift.features}); above {_fmt(shift.threshold)}, the validation "
-        f"split's {_fmt(shift.threshold_quantile_of_validation, 2)} quantile, the image "
+        f"{shift.features}); above {fmt(shift.threshold)}, the validation "
+        f"split's {fmt(shift.threshold_quantile_of_validation, 2)} quantile, the image "
         "is flagged as unlike the training data. Share of this version's test images flagged: "
-        f"{_fmt(shift.test_flag_rate)}.", "",
+        f"{fmt(shift.test_flag_rate)}.", "",
     ]
 
 
@@ -139,22 +109,22 @@ def _reliability(record: ReliabilityRecord | None, gate: GateRecord | None) -> l
     lines = [
         "### When an answer is not a finding", "",
         (f"- An image the chest-radiograph gate refuses gets no diagnosis (threshold "
-         f"{_fmt(gate.threshold)}; {gate.method})." if gate.method else
+         f"{fmt(gate.threshold)}; {gate.method})." if gate.method else
          f"- **This version has no chest-radiograph gate** ({gate.reason}): it "
          "gives any image a diagnosis."),
-        f"- An answer whose top probability is below {_fmt(record.confidence_threshold)} "
+        f"- An answer whose top probability is below {fmt(record.confidence_threshold)} "
         f"is marked `low_confidence` (the threshold keeps "
-        f"{_fmt(record.confidence_coverage, 2)} of the validation answers).",
-        f"- The test balanced accuracy interval [{_fmt(low)}, {_fmt(high)}] "
-        f"against chance {_fmt(record.chance)} {verdict}.",
-        f"- On the test split, {_fmt(test.coverage)} of the answers are marked "
-        f"reliable; their balanced accuracy is {_fmt(test.balanced_accuracy)} "
-        f"(all answers: {_fmt(test.balanced_accuracy_all)}).", "",
+        f"{fmt(record.confidence_coverage, 2)} of the validation answers).",
+        f"- The test balanced accuracy interval [{fmt(low)}, {fmt(high)}] "
+        f"against chance {fmt(record.chance)} {verdict}.",
+        f"- On the test split, {fmt(test.coverage)} of the answers are marked "
+        f"reliable; their balanced accuracy is {fmt(test.balanced_accuracy)} "
+        f"(all answers: {fmt(test.balanced_accuracy_all)}).", "",
     ]
     if test.risk_coverage:
         lines += ["Risk-coverage on the test split (most confident answers kept first):", "",
-                  *_table(["coverage", "accuracy", "balanced accuracy"],
-                          [[_fmt(p.coverage, 1), _fmt(p.accuracy), _fmt(p.balanced_accuracy)]
+                  *table(["coverage", "accuracy", "balanced accuracy"],
+                          [[fmt(p.coverage, 1), fmt(p.accuracy), fmt(p.balanced_accuracy)]
                            for p in test.risk_coverage]), ""]
     return lines
 
@@ -163,26 +133,26 @@ def _by_source(by_source: dict[str, SourceMetrics] | None, holdout: str | None) 
     if not by_source:
         return []
     rows = [[f"{source}{' (held out)' if source == holdout else ''}", label,
-             str(rates.support), _ci(rates.sensitivity, rates.sensitivity_ci),
-             _ci(rates.specificity, rates.specificity_ci)]
+             str(rates.support), ci(rates.sensitivity, rates.sensitivity_ci),
+             ci(rates.specificity, rates.specificity_ci)]
             for source, report in by_source.items()
             for label, rates in report.per_class.items() if rates.support]
     return ["### Test split by source", "",
-            *_table(["source", "class", "support", "sensitivity", "specificity"], rows), ""]
+            *table(["source", "class", "support", "sensitivity", "specificity"], rows), ""]
 
 
 def _external(evaluations: dict[str, ExternalFigures] | None) -> list[str]:
     if not evaluations:
         return []
-    rows = [[name, str(e.images), _fmt(e.balanced_accuracy), _fmt(e.roc_auc),
-             ", ".join(f"{label} {_fmt(v)}" for label, v in e.sensitivity.items()),
-             _fmt(e.gate_refused), _fmt(e.shift_flagged), _fmt(e.shift_auroc),
-             _fmt(e.reliable_share), _fmt(e.reliable_balanced_accuracy)]
+    rows = [[name, str(e.images), fmt(e.balanced_accuracy), fmt(e.roc_auc),
+             ", ".join(f"{label} {fmt(v)}" for label, v in e.sensitivity.items()),
+             fmt(e.gate_refused), fmt(e.shift_flagged), fmt(e.shift_auroc),
+             fmt(e.reliable_share), fmt(e.reliable_balanced_accuracy)]
             for name, e in evaluations.items()]
     return ["## Other hospitals' images", "",
             "Scored before publishing, on sets the version was not trained on. With one "
             "class, balanced accuracy is that class's sensitivity.", "",
-            *_table(["set", "images", "balanced accuracy", "macro ROC-AUC", "sensitivity",
+            *table(["set", "images", "balanced accuracy", "macro ROC-AUC", "sensitivity",
                      "refused by the gate", "flagged as shifted", "shift AUROC vs test",
                      "reliable share", "reliable balanced accuracy"], rows), ""]
 
@@ -194,7 +164,7 @@ def card_markdown(version: str, manifest: ManifestDraft) -> str:
     lines = [
         f"# Model card: {version}", "",
         "**Intended use: research, not a diagnostic device.** It classifies a frontal chest "
-        f"X-ray as one of {_inline(', '.join(manifest.classes))}.", "",
+        f"X-ray as one of {inline(', '.join(manifest.classes))}.", "",
         f"- created {manifest.created_at.isoformat()}, parent version "
         f"{manifest.parent or 'none'}",
         f"- architecture {manifest.architecture}, input {manifest.image_size} px, "
@@ -206,12 +176,13 @@ def card_markdown(version: str, manifest: ManifestDraft) -> str:
         + f"; batch {training.batch_size if training else None}",
         f"- activation at publish: "
         f"{manifest.promotion.reason if manifest.promotion else 'n/a'}", "",
+        *lineage_section(manifest),
         *_data(manifest),
         *_metrics(manifest.metrics.test, calibration),
         *_by_source(manifest.metrics.test_by_source,
                     training.holdout_source if training else None),
         "## Calibration", "",
-        f"Temperature {_fmt(calibration.temperature if calibration else None)}, fitted on "
+        f"Temperature {fmt(calibration.temperature if calibration else None)}, fitted on "
         "the validation split and applied to every probability the service returns.", "",
         *_shift(manifest.distribution_shift),
         *_reliability(manifest.reliability, manifest.chest_xray_gate),

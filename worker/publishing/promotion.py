@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from shared.config import PromotionMetric, Settings
 from shared.errors import CxrError
 from shared.loading import load_version
-from shared.manifest import Promotion, SplitMetrics
+from shared.manifest import PairedComparison, Promotion, SplitMetrics
 from shared.ml.reliability import ReliabilityRecord
 from shared.registry import ActivePointer, Registry
 from worker.data.pipeline import Split, load_split_pixels
@@ -112,3 +112,51 @@ def decide_promotion(registry: Registry, rule: PromotionRule, new: Challenger,
         return decide(mode, metric, margin, score, active, None, comparable=False)
     return decide(mode, metric, margin, score, active, active_score,
                   comparable=active_score is not None)
+
+
+SITE, PARENT_TEST = "site test split", "parent's test split"
+
+
+def _interval(comparison: PairedComparison) -> str:
+    low, high = comparison.difference_ci or (float("nan"), float("nan"))
+    return (f"balanced accuracy {comparison.difference:+.3f} against {comparison.second} on "
+            f"the {comparison.images} images of the {{where}} (95% paired interval "
+            f"{low:+.3f} to {high:+.3f})")
+
+
+def decide_fine_tune(mode: str, margin: float, site: PairedComparison,
+                     parent_test: PairedComparison | None, parent_data: str | None = None,
+                     chance: str | None = None) -> Promotion:
+    """A fine-tune against its parent on the same images: with "if_better", activated when
+    the paired interval of the difference lies above zero on the site's test split and above
+    -``margin`` on the parent's own test split."""
+    paired = {SITE: site, **({PARENT_TEST: parent_test} if parent_test else {})}
+    record = {"mode": mode, "metric": "balanced_accuracy", "margin": margin,
+              "new": site.first_balanced_accuracy, "active_version": site.second,
+              "active": site.second_balanced_accuracy, "paired": paired}
+    if mode != "if_better":
+        verdict = decide(mode, "balanced_accuracy", margin, None, None, None)
+        return Promotion(**record, activated=verdict.activated, reason=verdict.reason)
+    if chance is not None:
+        return Promotion(**record, activated=False, reason=f"{chance}; kept as a candidate")
+    activated, reason = _fine_tune_verdict(margin, site, parent_test, parent_data)
+    return Promotion(**record, activated=activated, reason=reason)
+
+
+def _fine_tune_verdict(margin: float, site: PairedComparison,
+                       parent_test: PairedComparison | None,
+                       parent_data: str | None) -> tuple[bool, str]:
+    if site.difference_ci is None or site.difference is None:
+        return False, "no site test images to compare on; kept as a candidate"
+    on_site = _interval(site).format(where=SITE)
+    if site.difference_ci[0] <= 0:
+        return False, f"not shown better on the site: {on_site}; kept as a candidate"
+    if parent_test is None or parent_test.difference_ci is None:
+        return False, (f"better on the site ({on_site}), but not compared on the parent's "
+                       f"own films ({parent_data or 'none'}); kept as a candidate")
+    on_parent = _interval(parent_test).format(where=PARENT_TEST)
+    if parent_test.difference_ci[0] < -margin:
+        return False, (f"better on the site ({on_site}), but may be worse than the parent by "
+                       f"more than {margin} on its own films ({on_parent}); kept as a "
+                       "candidate")
+    return True, f"better on the site ({on_site}) and not worse on the parent's ({on_parent})"

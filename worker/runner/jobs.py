@@ -172,7 +172,7 @@ def run_evaluation(job_id: str, settings: Settings, store: JobStore | None = Non
         registry = open_registry(settings)
         dataset = discover(dataset_path(settings.data_dir, params.dataset), min_classes=1)
         report = evaluate_external(registry, params.version, dataset, params.dataset,
-                                   settings.max_image_pixels, reporter)
+                                   settings.max_image_pixels, reporter, params.compare)
         reporter.stop_if_cancelled("storing the report")
         registry.save_evaluation(params.version, report)
         return params.version

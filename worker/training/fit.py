@@ -14,10 +14,10 @@ import numpy as np
 from shared.datasets import Dataset
 from shared.errors import JobCancelled, TrainingDiverged
 from shared.manifest import Phase, SplitRecord
-from shared.ml.modeling import ModelConfig, build_model, set_phase
+from shared.ml.modeling import ModelConfig, build_model, load_model, set_phase
 from shared.training_params import TrainingParams
 from worker.context import JobContext, Reporter
-from worker.data.pipeline import augmentation, split_summary
+from worker.data.pipeline import Split, augmentation, split_summary
 from worker.data.prepared import Prepared, prepare_data
 from worker.training import checkpoints, head_cache
 from worker.training.callbacks import (
@@ -84,7 +84,10 @@ def _callbacks(reporter: Reporter, params: TrainingParams, phase: str,
 
 def plan_phases(params: TrainingParams) -> list[tuple[str, float, int]]:
     """(phase, learning rate, epochs). A random base is trained whole: freezing it would
-    leave a classifier on random features."""
+    leave a classifier on random features; a fine-tune of a version is one phase on a
+    network that already classifies."""
+    if params.base_version is not None:
+        return [("site", params.learning_rate, params.epochs)]
     if params.base_weights == "none":
         return [("full", params.learning_rate, params.epochs)]
     phases = [("head", params.learning_rate, params.epochs)]
@@ -178,7 +181,18 @@ def _resume(model: Any, key: str, checkpoint_dir: Path | None) -> checkpoints.Pr
     return checkpoints.Progress(key=key)
 
 
-def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
+@dataclass(frozen=True)
+class Start:
+    """Where a fitting starts: the base weights file, or a published version's model and
+    its training split (whose images a fine-tune replays)."""
+
+    weights: Path | None = None
+    model_path: Path | None = None
+    replay: Split | None = None
+    replay_source: str = "parent"
+
+
+def train_model(dataset: Dataset, params: TrainingParams, start: Start,
                 context: JobContext, devices: TrainingDevices) -> Trained:
     """Split and load the dataset, then fit (resuming from a checkpoint of the same
     request)."""
@@ -188,10 +202,14 @@ def train_model(dataset: Dataset, params: TrainingParams, weights: Path | None,
         raise ValueError("train a seeded request (TrainingParams.seeded)")
     devices.configure()
     keras.utils.set_random_seed(params.seed)  # Python, NumPy and TensorFlow
-    data = prepare_data(dataset, params, params.seed, context.max_pixels, devices.replicas)
-    config = ModelConfig(len(dataset.classes), params.image_size, params.dropout, weights)
+    data = prepare_data(dataset, params, params.seed, context.max_pixels, devices.replicas,
+                        start.replay, start.replay_source)
+    config = ModelConfig(len(dataset.classes), params.image_size, params.dropout,
+                         start.weights)
     with devices.scope():
         model = build_model(config)
+        if start.model_path is not None:  # the parent's whole network, head included
+            model.set_weights(load_model(start.model_path).get_weights())
     loss_weights = (class_weights(data.labels("train"), len(dataset.classes))
                     if params.class_weights else None)
     progress = _resume(model, checkpoints.request_key(params.model_dump(),

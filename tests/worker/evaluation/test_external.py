@@ -42,3 +42,24 @@ def test_a_set_with_a_class_the_version_lacks_is_refused_by_name(
     tb = Dataset(root=tiny_dataset, layout="class-folders", files={"Tuberculosis": films})
     with pytest.raises(InvalidDataset, match=r"^dataset 'tb': classes \['Tuberculosis'\]"):
         evaluate_external(registry, version, tb, "tb", 10**7)
+
+
+def test_a_comparison_scores_both_versions_on_the_same_images(
+        tmp_path: Path, tiny_dataset: Path) -> None:
+    registry = LocalRegistry(tmp_path / "models")
+    first = publish_random(registry, seed=3, classes=CLASSES)
+    second = publish_random(registry, seed=4, classes=CLASSES)
+    dataset = discover(tiny_dataset)
+    alone = evaluate_external(registry, first, dataset, "other", 10**7)
+    report = evaluate_external(registry, first, dataset, "other", 10**7, compare=second)
+    compared = report.comparison
+    assert compared is not None and (compared.first, compared.second) == (first, second)
+    assert compared.images == 36
+    assert compared.first_balanced_accuracy == pytest.approx(alone.metrics.balanced_accuracy)
+    theirs = evaluate_external(registry, second, dataset, "other", 10**7)
+    assert compared.second_balanced_accuracy == pytest.approx(theirs.metrics.balanced_accuracy)
+    assert compared.difference == pytest.approx(
+        (alone.metrics.balanced_accuracy or 0) - (theirs.metrics.balanced_accuracy or 0))
+    # against itself: no image tells them apart
+    itself = evaluate_external(registry, first, dataset, "other", 10**7, compare=first)
+    assert itself.comparison is not None and itself.comparison.difference_ci == [0.0, 0.0]

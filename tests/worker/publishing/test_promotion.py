@@ -9,17 +9,20 @@ import numpy as np
 import pytest
 
 from shared.datasets import discover
-from shared.manifest import SplitMetrics
+from shared.manifest import PairedComparison, SplitMetrics
 from shared.ml.reliability import ReliabilityRecord
 from shared.registry import ActivePointer
 from shared.registry.local import LocalRegistry
 from tests.helpers.versions import publish_random
 from worker.data.pipeline import Split
 from worker.publishing.promotion import (
+    PARENT_TEST,
+    SITE,
     Challenger,
     PromotionRule,
     chance_reason,
     decide,
+    decide_fine_tune,
     decide_promotion,
 )
 
@@ -113,3 +116,36 @@ def test_a_chance_level_version_is_kept_without_scoring_the_active_one(
         chance="no better than chance"), 10**8)
     assert not decision.activated and decision.active is None
     assert decision.reason == "no better than chance; kept as a candidate"
+
+
+def _paired(low: float, high: float, images: int = 60) -> PairedComparison:
+    return PairedComparison(images=images, first="this version", second="parent",
+                            first_balanced_accuracy=0.8, second_balanced_accuracy=0.7,
+                            difference=(low + high) / 2, difference_ci=[low, high])
+
+
+@pytest.mark.parametrize(("site", "parent", "activated", "why"), [
+    ((0.05, 0.20), (-0.01, 0.02), True, "not worse on the parent's"),
+    ((-0.02, 0.20), (-0.01, 0.02), False, "not shown better on the site"),
+    ((0.05, 0.20), (-0.05, 0.01), False, "worse than the parent by more than 0.02"),
+    ((0.05, 0.20), None, False, "not compared on the parent's own films"),
+])
+def test_a_fine_tune_is_judged_against_its_parent_on_the_same_images(
+        site: tuple[float, float], parent: tuple[float, float] | None, activated: bool,
+        why: str) -> None:
+    decision = decide_fine_tune("if_better", 0.02, _paired(*site),
+                                _paired(*parent) if parent else None,
+                                parent_data="its datasets are gone")
+    assert decision.activated is activated
+    assert why in decision.reason
+    assert decision.paired is not None and decision.paired[SITE].difference_ci == list(site)
+    assert (PARENT_TEST in decision.paired) is (parent is not None)
+    # the interval is in the reason, as the card and the job show it
+    assert f"{site[0]:+.3f} to {site[1]:+.3f}" in decision.reason
+
+
+def test_a_fine_tune_no_better_than_chance_or_asked_never_stays_a_candidate() -> None:
+    good = _paired(0.05, 0.2)
+    assert not decide_fine_tune("if_better", 0.02, good, good, chance="at chance").activated
+    assert not decide_fine_tune("never", 0.02, good, good).activated
+    assert decide_fine_tune("always", 0.02, _paired(-0.3, -0.1), None).activated

@@ -133,7 +133,7 @@ def _two_replica_training(dataset_dir: str, work: str) -> None:
     from shared.ml.modeling import ModelConfig, build_model, load_model
     from worker.context import JobContext
     from worker.evaluation.assessment import assess
-    from worker.training.fit import train_model
+    from worker.training.fit import Start, train_model
 
     dataset, folder = discover(Path(dataset_dir)), Path(work)
     params = TrainingParams(dataset="tiny", **TINY)  # type: ignore[arg-type]
@@ -142,7 +142,7 @@ def _two_replica_training(dataset_dir: str, work: str) -> None:
                              input_shape=(32, 32, 3)).save_weights(base)
     devices = TrainingDevices(mixed_precision="auto", devices=["/cpu:0", "/cpu:1"])
     context = JobContext(Settings(), EpochCopies(folder / "checkpoint"), folder / "checkpoint")
-    result = train_model(dataset, params, base, context, devices)
+    result = train_model(dataset, params, Start(weights=base), context, devices)
     model, inputs = result.model, result.data.model_inputs("test", 4)
     assessment = assess(model, result.data, dataset.classes, params, scope=devices.scope)
     trained = np.asarray(model.predict(inputs, verbose=0))

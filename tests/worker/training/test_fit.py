@@ -35,8 +35,8 @@ from shared.registry.files import (
     SHIFT_FILE,
 )
 from shared.registry.local import LocalRegistry
-from shared.schemas import JobProgress
 from shared.training_params import TrainingParams
+from tests.helpers.reporters import Crash, CrashAfter
 from tests.helpers.versions import TINY, Recorder, Trained
 from worker.context import JobContext
 from worker.data.pipeline import load_split_pixels, make_pipeline, split_dataset
@@ -242,22 +242,6 @@ def test_cancel_stops_training_and_publishes_nothing(
     assert len(recorder.progress) == 1
     assert LocalRegistry(settings.models_dir).versions() == []
     assert LocalRegistry(settings.models_dir).active() is None
-
-
-class Crash(Exception):
-    """Stands for the worker process dying after an epoch."""
-
-
-class CrashAfter(Recorder):
-    def __init__(self, epochs: int) -> None:
-        super().__init__()
-        self.crash_after = epochs
-
-    def epoch_end(self, progress: JobProgress) -> bool:
-        super().epoch_end(progress)
-        if len(self.progress) == self.crash_after:
-            raise Crash
-        return False
 
 
 @pytest.mark.trains
