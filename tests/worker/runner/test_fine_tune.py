@@ -96,8 +96,11 @@ def test_a_fine_tune_resumes_and_records_its_lineage_and_the_paired_proof(
     assert manifest.preprocessing_options == before.preprocessing_options
     train = manifest.split.train
     assert train is not None and train.sources is not None
-    assert lineage.replayed is not None  # half of the training images are the parent's
-    assert sum(lineage.replayed.values()) == train.sources["replay:tiny"] == train.sources["site"]
+    assert lineage.replayed is not None and manifest.training is not None
+    # replay_fraction of the training images are the parent's
+    fraction = manifest.training.replay_fraction
+    assert sum(lineage.replayed.values()) == train.sources["replay:tiny"] == round(
+        train.sources["site"] * fraction / (1 - fraction))
     promotion = manifest.promotion
     assert promotion is not None and promotion.paired is not None
     assert set(promotion.paired) == {SITE, PARENT_TEST}
