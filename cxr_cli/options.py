@@ -74,9 +74,9 @@ def _help(field: str, info: FieldInfo, choices: tuple[str, ...]) -> str:
         parts.append(f"Range: {bounds}.")
     default = info.get_default(call_default_factory=True)
     if default not in (None, []):
-        fine_tune = FINE_TUNE_DEFAULTS.get(field)
+        fine_tune = FINE_TUNE_DEFAULTS.get(field, default)
         parts.append(f"Default: {_number(default)}" + (
-            f" ({_number(fine_tune)} with --base-version)." if fine_tune is not None else "."))
+            f" ({_number(fine_tune)} with --base-version)." if fine_tune != default else "."))
     return escape(" ".join(part for part in parts if part))
 
 

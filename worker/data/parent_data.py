@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.datasets import combine, dataset_path, discover
+from shared.datasets import aligned, combine, dataset_path, discover
 from shared.errors import CxrError
 from shared.manifest import Manifest
 from worker.data.pipeline import Split, files_sha256, split_dataset
@@ -32,10 +32,12 @@ def find_parent_data(manifest: Manifest, data_dir: Path) -> ParentData | str:
         return "the parent's manifest records no seeded training"
     names = [params.dataset, *params.datasets]
     try:
-        dataset = combine([(name, discover(dataset_path(data_dir, name))) for name in names])
+        dataset = combine([(name, discover(dataset_path(data_dir, name), 1)) for name in names])
     except CxrError as exc:
         return f"the parent's datasets are not all stored: {exc.message}"
-    if list(dataset.classes) != list(manifest.classes):
+    try:  # in the parent's order and spelling, as it was trained (a fine-tune's site too)
+        dataset = aligned(dataset, list(manifest.classes), params.dataset)
+    except CxrError:
         return "the parent's datasets now have other classes"
     if manifest.dataset.fingerprint and dataset.fingerprint() != manifest.dataset.fingerprint:
         return "the parent's datasets changed since it was trained"

@@ -23,6 +23,7 @@ from tests.helpers.env import AS_ADMIN
 from tests.helpers.reporters import Crash, CrashAfter
 from tests.helpers.versions import Recorder, Trained, republish
 from worker.context import JobContext
+from worker.data.parent_data import ParentData, find_parent_data
 from worker.publishing.promotion import PARENT_TEST, SITE
 from worker.runner.retrain import train_and_publish
 from worker.training.devices import TrainingDevices
@@ -68,10 +69,12 @@ def test_a_fine_tune_starts_from_the_parents_network(trained: Trained,
 def test_a_fine_tune_resumes_and_records_its_lineage_and_the_paired_proof(
         trained: Trained, image_dataset_root: Path, tmp_path: Path) -> None:
     settings = Settings(models_dir=tmp_path / "models", state_dir=tmp_path / "state",
-                        data_dir=trained.dataset.parent, export_onnx=False)
+                        data_dir=tmp_path / "data", export_onnx=False)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tiny").symlink_to(trained.dataset)  # the parent's own films
     registry = LocalRegistry(settings.models_dir)
     parent = republish(trained.registry, trained.version, registry, {})
-    site = tmp_path / "site"  # another hospital's spelling of the classes
+    site = settings.data_dir / "site"  # another hospital's spelling of the classes
     for label in ("COVID", "NORMAL", "VIRAL_PNEUMONIA"):
         (site / label).mkdir(parents=True)
         for path in sorted((image_dataset_root / label).iterdir())[:8]:
@@ -106,6 +109,10 @@ def test_a_fine_tune_resumes_and_records_its_lineage_and_the_paired_proof(
     assert set(promotion.paired) == {SITE, PARENT_TEST}
     assert promotion.paired[PARENT_TEST].images == sum(before.split.test.counts.values())  # type: ignore[union-attr]
     assert promotion.paired[SITE].second == parent
+    # the child's own films are found again, in its spelling, for a fine-tune of it
+    again = find_parent_data(manifest, settings.data_dir)
+    assert isinstance(again, ParentData), again
+    assert len(again.test.labels) == sum(manifest.split.test.counts.values())  # type: ignore[union-attr]
     card = (registry.verified_file(version, CARD_MD) or Path()).read_text()
     assert "## Lineage" in card and f"Fine-tuned from version {parent}" in card
     with TestClient(create_app(settings), headers=AS_ADMIN) as client:
