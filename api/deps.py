@@ -19,6 +19,8 @@ from api.inference.versions_cache import VersionCache
 from api.metrics import ServiceMetrics
 from shared.config import Settings
 from shared.job_store import JobStore
+from shared.monitoring.audit import AuditStore
+from shared.monitoring.prediction_log import PredictionLog
 from shared.registry import Registry
 
 
@@ -39,6 +41,8 @@ BatcherDep = Annotated[Batcher, Depends(_from_state("batcher"))]
 ServiceMetricsDep = Annotated[ServiceMetrics, Depends(_from_state("metrics"))]
 DecodeBudgetDep = Annotated[DecodeBudget, Depends(_from_state("decode_budget"))]
 VersionCacheDep = Annotated[VersionCache, Depends(_from_state("version_cache"))]
+PredictionLogDep = Annotated[PredictionLog, Depends(_from_state("prediction_log"))]
+AuditDep = Annotated[AuditStore, Depends(_from_state("audit"))]
 
 
 def _predictor(settings: SettingsDep, server: ModelServerDep, batcher: BatcherDep,

@@ -160,7 +160,7 @@ def fine_tune(parent: str, pool: dict[str, list[Path]], args: argparse.Namespace
 
 def paired(labels: np.ndarray, child: dict[str, Any], parent: dict[str, Any],
            names: tuple[str, str]) -> dict[str, Any]:
-    from worker.evaluation.paired import paired_comparison
+    from shared.paired import paired_comparison
 
     return paired_comparison(labels, np.array(child["predicted"]), np.array(parent["predicted"]),
                              names).model_dump()

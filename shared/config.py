@@ -46,7 +46,8 @@ class ApiKey(BaseModel):
 
     name: str = Field(min_length=1, max_length=64)
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
-    role: Literal["admin", "reader"]
+    # admin: every change; labeler: labels predictions (and reads); reader: reads only.
+    role: Literal["admin", "labeler", "reader"]
 
 
 class Settings(BaseSettings):
@@ -156,6 +157,25 @@ class Settings(BaseSettings):
     base_weights_file: Path | None = None
     base_weights_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
 
+    # The prediction log (every answer: version, label, probabilities, reliability, shift,
+    # the image's sha256), beside the job store, kept this many days.
+    prediction_log_days: float = Field(30.0, gt=0, le=3650)
+    # Keep each answered image's decoded pixels as PNG (never a DICOM's header, which carries
+    # patient data) for the log's retention, so that a label can file it into a dataset.
+    keep_images: bool = False
+    # Where kept images live (unset: data_dir/.kept-images, shared like the datasets).
+    kept_images_dir: Path | None = None
+    # The dataset that labelled kept images are filed into, one folder per class.
+    labels_dataset: str = Field("site-labels", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    # Images waiting for the shadow version; when full, more are dropped (and counted), so
+    # the shadow never delays an answer.
+    shadow_queue_size: int = Field(64, ge=1, le=100_000)
+    # The audit trail (who changed what, and who was refused), kept this many days.
+    audit_days: float = Field(365.0, gt=0, le=36500)
+    # After each publish, delete the oldest candidates beyond this many (never the active
+    # version, the shadow, or their parents); unset keeps every version.
+    keep_candidates: int | None = Field(None, ge=0)
+
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     # A request's head (request line and header fields) and its number of header fields:
     # past either, 431 before any work.
@@ -185,13 +205,15 @@ class Settings(BaseSettings):
     # uncompressed DICOMs a few times; a zip bomb a thousand times and more.
     max_zip_compression_ratio: float = Field(100.0, ge=1)
 
-    @field_validator("data_dir", "models_dir", "state_dir", "model_cache_dir", "base_weights_file")
+    @field_validator("data_dir", "models_dir", "state_dir", "model_cache_dir", "base_weights_file",
+                     "kept_images_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # fixed when the settings load, so a later change of directory moves nothing
         return value.expanduser().absolute() if value is not None else None
 
-    @field_validator("models_uri", "s3_endpoint_url", mode="before")
+    @field_validator("models_uri", "s3_endpoint_url", "kept_images_dir", "keep_candidates",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -237,6 +259,10 @@ class Settings(BaseSettings):
     def effective_broker_url(self) -> str:
         """The broker in use: the configured one, or the embedded SQLite broker."""
         return self.broker_url or f"sqla+sqlite:///{self.state_dir / 'broker.sqlite'}"
+
+    @property
+    def effective_kept_images_dir(self) -> Path:
+        return self.kept_images_dir or self.data_dir / ".kept-images"
 
     @property
     def effective_model_cache_dir(self) -> Path:

@@ -157,6 +157,23 @@ class ConflictingParameters(CxrError):
     code = "conflicting_parameters"
 
 
+class PredictionNotFound(CxrError):
+    code = "prediction_not_found"
+
+
+class InUse(CxrError):
+    """What a request would delete or replace is in use: the active version, the shadow, or a
+    version or dataset that a queued or running job needs."""
+
+    code = "in_use"
+
+
+class ShadowNotFound(CxrError):
+    """The version named is not the shadow, and was never shadowed within the log's retention."""
+
+    code = "shadow_not_found"
+
+
 class BrokerUnavailable(CxrError):
     code = "broker_unavailable"
 

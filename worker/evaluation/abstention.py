@@ -13,8 +13,8 @@ from shared.ml.reliability import (
     above_chance,
     reasons,
 )
+from shared.paired import BOOTSTRAP_RESAMPLES, balanced_accuracies
 
-BOOTSTRAP_RESAMPLES = 1000
 COVERAGE_POINTS = tuple(round(0.1 * k, 1) for k in range(1, 11))
 
 
@@ -45,20 +45,6 @@ def balanced_accuracy_interval(labels: np.ndarray, predicted: np.ndarray,
                       for _ in range(BOOTSTRAP_RESAMPLES)])
     low, high = np.quantile(balanced_accuracies(labels[picks], predicted[picks]), [0.025, 0.975])
     return [float(low), float(high)]
-
-
-def balanced_accuracies(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """The balanced accuracy of each row of (resamples, n) labels and predictions at once:
-    the mean recall over the classes present in that row's labels, as scikit-learn's
-    ``balanced_accuracy_score`` defines it (a thousand of its calls took seconds)."""
-    rows, classes = labels.shape[0], int(max(labels.max(), predicted.max())) + 1
-    index = (np.arange(rows)[:, None] * classes + labels).ravel()
-    total = np.bincount(index, minlength=rows * classes).reshape(rows, classes)
-    hits = np.bincount(index, weights=(predicted == labels).ravel(),
-                       minlength=rows * classes).reshape(rows, classes)
-    present = total > 0
-    recall = np.where(present, hits / np.maximum(total, 1), 0.0)
-    return np.asarray(recall.sum(axis=1) / present.sum(axis=1))
 
 
 def risk_coverage(labels: np.ndarray, probabilities: np.ndarray) -> list[RiskCoveragePoint]:

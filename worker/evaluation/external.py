@@ -16,13 +16,13 @@ from shared.loading import load_version
 from shared.manifest import EvaluatedDataset, ExternalReport, GateCount, ShiftBreakdown
 from shared.ml.screening import ImageLimits
 from shared.ml.served import SCORE_BATCH, ServedVersion, serve_model
+from shared.paired import paired_comparison
 from shared.registry import Registry
 from shared.schemas import Prediction
 from shared.training_params import TrainingParams
 from worker.context import PhaseReporter, Steps
 from worker.evaluation.abstention import balanced_accuracy_interval, reliable_subset
 from worker.evaluation.assessment import Assessment
-from worker.evaluation.paired import paired_comparison
 from worker.evaluation.scores import summarize
 
 

@@ -14,6 +14,7 @@ from shared.datasets import Dataset
 from shared.loading import load_version
 from shared.manifest import Lineage, Manifest, PairedComparison
 from shared.ml.chest_gate import ChestGate
+from shared.paired import paired_comparison
 from shared.registry import Registry
 from shared.registry.files import GATE_FILE
 from shared.training_params import TrainingParams
@@ -22,7 +23,6 @@ from worker.data.parent_data import ParentData, find_parent_data
 from worker.data.pipeline import load_split_pixels
 from worker.evaluation.assessment import Assessment
 from worker.evaluation.external import unpublished
-from worker.evaluation.paired import paired_comparison
 from worker.training.fit import Start, Trained
 
 

@@ -86,7 +86,7 @@ def test_balanced_accuracies_of_many_resamples_match_scikit_learn() -> None:
 
     from sklearn.metrics import balanced_accuracy_score
 
-    from worker.evaluation.abstention import balanced_accuracies
+    from shared.paired import balanced_accuracies
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 3, (200, 15))

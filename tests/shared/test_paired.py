@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.evaluation.paired import paired_comparison
+from shared.paired import paired_comparison
 
 # Three of each class; the first version misses one pneumonia, the second one COVID, both
 # an other COVID, and one normal each.
