@@ -7,8 +7,8 @@ UV_VERSION := 0.13.9
 RUN_EXTRAS := --extra api --extra worker
 TEST_EXTRAS := $(RUN_EXTRAS) --extra dev
 
-.PHONY: setup setup-run run api worker test check lint bench-serve bench-soak bench-replicas \
-	lock clean
+.PHONY: setup setup-run run api worker test check lint bench-serve bench-monitoring bench-soak \
+	bench-replicas lock clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,11 @@ check: lint
 bench-serve: $(VENV)/.test-stamp
 	$(BIN)/python bench/serve_benchmark.py
 	$(BIN)/python bench/precision_benchmark.py
+
+## The cost of the prediction log and of a shadow version on /predict at 224 px, against the
+## same server without them (bench/monitoring_benchmark.py; --redis URL for the log on Redis).
+bench-monitoring: $(VENV)/.test-stamp
+	$(BIN)/python bench/monitoring_benchmark.py
 
 ## Minutes of mixed valid and invalid requests with hot swaps: no 5xx, stable memory (bench/soak.py).
 bench-soak: $(VENV)/.test-stamp

@@ -17,6 +17,9 @@ from api.inference.predicting import Predictor
 from api.inference.serving import ModelServer
 from api.inference.versions_cache import VersionCache
 from api.metrics import ServiceMetrics
+from api.monitoring.observe import AnswerLog
+from api.monitoring.recorder import PredictionRecorder
+from api.monitoring.shadow import ShadowScorer
 from shared.config import Settings
 from shared.job_store import JobStore
 from shared.monitoring.audit import AuditStore
@@ -43,6 +46,11 @@ DecodeBudgetDep = Annotated[DecodeBudget, Depends(_from_state("decode_budget"))]
 VersionCacheDep = Annotated[VersionCache, Depends(_from_state("version_cache"))]
 PredictionLogDep = Annotated[PredictionLog, Depends(_from_state("prediction_log"))]
 AuditDep = Annotated[AuditStore, Depends(_from_state("audit"))]
+# The log's writer (``flush`` before reading an answer just given), the shadow, and what the
+# answering routes hand both.
+RecorderDep = Annotated[PredictionRecorder, Depends(_from_state("recorder"))]
+ShadowScorerDep = Annotated[ShadowScorer, Depends(_from_state("shadow"))]
+AnswerLogDep = Annotated[AnswerLog, Depends(_from_state("answer_log"))]
 
 
 def _predictor(settings: SettingsDep, server: ModelServerDep, batcher: BatcherDep,

@@ -25,4 +25,7 @@ def enqueue(task: str, params: TrainingParams | EvaluationParams, request: Reque
     except Exception as exc:  # kombu's errors vary by transport; the job must not stay queued
         jobs.finish(job_id, JobState.failed, error="broker_unavailable: could not queue")
         raise BrokerUnavailable(f"the job queue is unreachable: {exc}") from exc
+    # For the audit trail (api/plumbing/audit_trail.py): the dataset, and the job queued.
+    request.state.audit_target = params.dataset
+    request.state.audit_detail = f"job {job_id}"
     return JobAccepted(job_id=job_id, status_url=str(request.url_for("get_job", job_id=job_id)))

@@ -17,17 +17,35 @@ from api.inference.decode_budget import DecodeBudget, MiB
 from api.inference.serving import ModelServer
 from api.inference.versions_cache import VersionCache
 from api.metrics import ServiceMetrics
+from api.monitoring.observe import AnswerLog
+from api.monitoring.recorder import PredictionRecorder
+from api.monitoring.shadow import ShadowScorer, shadow_limits, shadow_loader
 from api.oip import routes as oip
 from api.plumbing import errors
+from api.plumbing.audit_trail import AuditTrail
 from api.plumbing.redirects import RelativeRedirects
 from api.plumbing.request_log import AccessLog, UnfinishedAnswerFilter
 from api.plumbing.request_metrics import RequestMetrics
-from api.routes import datasets, health, jobs, metrics, models, page, predict
+from api.routes import (
+    audit,
+    datasets,
+    health,
+    jobs,
+    metrics,
+    models,
+    page,
+    predict,
+    predictions,
+    shadow,
+)
 from shared.config import Settings, get_settings
 from shared.job_store import open_job_store
 from shared.loading import load_version
 from shared.logs import configure_logging
 from shared.ml.runtimes import configure_tensorflow_threads, warm_batch_sizes
+from shared.monitoring.audit import open_audit_store
+from shared.monitoring.kept_images import KeptImages
+from shared.monitoring.stores import open_prediction_log
 from shared.registry import open_registry
 from shared.task_queue import make_celery
 
@@ -55,14 +73,38 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     batcher = Batcher(settings.batch_max_size, settings.batch_max_delay_ms / 1000,
                       observer=observer)
     app.state.batcher = batcher
+    recorder, scorer = _monitoring(app, settings, observer)
     server.start()
     batcher.start()
+    recorder.start()
+    if settings.prediction_log:  # without the log, no shadow answer could be kept
+        scorer.start()
     try:
         yield
     finally:
         batcher.stop()
         server.stop()
+        scorer.stop()
+        recorder.stop()  # after the shadow: its last answers are written too
         app.state.version_cache.clear()
+
+
+def _monitoring(app: FastAPI, settings: Settings,
+                observer: ServiceMetrics) -> tuple[PredictionRecorder, ShadowScorer]:
+    """The prediction log, the audit trail, the log's writer and the shadow, on app.state."""
+    app.state.prediction_log = open_prediction_log(settings)
+    app.state.audit = open_audit_store(settings)
+    recorder = PredictionRecorder(
+        app.state.prediction_log, KeptImages(settings.effective_kept_images_dir),
+        settings.max_image_pixels, keep_images=settings.keep_images, audit=app.state.audit,
+        observer=observer)
+    scorer = ShadowScorer(app.state.registry, recorder, shadow_loader(settings),
+                          poll_interval_s=settings.reload_interval_s,
+                          queue_size=settings.shadow_queue_size,
+                          limits=shadow_limits(settings), observer=observer)
+    app.state.recorder, app.state.shadow = recorder, scorer
+    app.state.answer_log = AnswerLog(recorder, scorer, enabled=settings.prediction_log)
+    return recorder, scorer
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -80,7 +122,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.decode_budget = DecodeBudget(settings.decode_budget_mb * MiB,
                                            settings.decode_wait_s, settings.decode_max_waiting)
-    app.state.metrics = ServiceMetrics(jobs=lambda: getattr(app.state, "jobs", None))
+    app.state.metrics = ServiceMetrics(
+        jobs=lambda: getattr(app.state, "jobs", None),
+        prediction_log=lambda: getattr(app.state, "prediction_log", None))
     errors.install(app)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -88,13 +132,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            expose_headers=["X-Model-Version", "X-Request-ID"])
 
     app.add_middleware(RelativeRedirects)
+    # Inside the access log, so that its records carry the request id being logged.
+    app.add_middleware(AuditTrail)
     # Added last, so outermost: they also see what the routes refuse.
     app.add_middleware(RequestMetrics, observer=app.state.metrics)
     app.add_middleware(AccessLog)
     uvicorn_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, UnfinishedAnswerFilter) for f in uvicorn_log.filters):
         uvicorn_log.addFilter(UnfinishedAnswerFilter())
-    for router in (predict.router, datasets.router, jobs.router, models.router, health.router,
-                   metrics.router, page.router, oip.health_router, oip.router):
+    # shadow before models: GET /models/{version}/{artifact} would take /models/{v}/shadow.
+    for router in (predict.router, datasets.router, jobs.router, shadow.router, models.router,
+                   predictions.router, audit.router, health.router, metrics.router,
+                   page.router, oip.health_router, oip.router):
         app.include_router(router)
     return app

@@ -158,7 +158,9 @@ class Settings(BaseSettings):
     base_weights_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
 
     # The prediction log (every answer: version, label, probabilities, reliability, shift,
-    # the image's sha256), beside the job store, kept this many days.
+    # the image's sha256), beside the job store, kept this many days; off, answers carry no
+    # prediction_id and nothing can be labelled or shadowed.
+    prediction_log: bool = True
     prediction_log_days: float = Field(30.0, gt=0, le=3650)
     # Keep each answered image's decoded pixels as PNG (never a DICOM's header, which carries
     # patient data) for the log's retention, so that a label can file it into a dataset.

@@ -170,6 +170,10 @@ class Prediction(BaseModel):
         "float32", description="The arithmetic of the pass that answered: int8 for the "
         "version's checked INT8 copy (see its manifest's `int8`); heat maps are always "
         "float32.")
+    prediction_id: str | None = Field(
+        None, description="This answer in the prediction log: name it to label the image "
+        "(POST /predictions/{id}/label). Null where nothing is logged (CXR_PREDICTION_LOG "
+        "off, or `cxr predict`, which answers on its own).")
 
 
 class ImageAnswer(BaseModel):

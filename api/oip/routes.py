@@ -5,8 +5,11 @@ One model, ``cxr``. Its input IMAGE is a BYTES tensor of encoded images (PNG, JP
 shape [n]; its outputs are each image's PROBABILITIES (in the order of the metadata's
 ``parameters.classes``), LABEL, RELIABLE and REASONS (comma-separated, empty when reliable),
 and SHIFT_SCORE for versions with a shift reference. The answers are ``POST /predict``'s, by
-the same path (api/inference/predicting.py). Errors take the protocol's shape,
-``{"error": message}``, with the status and stable ``code`` the rest of the API uses.
+the same path (api/inference/predicting.py); the response's ``parameters.prediction_id`` names
+each image's answer in the prediction log, comma-separated in the order of the images (the
+protocol's parameters are strings, numbers or booleans, never lists). Errors take the
+protocol's shape, ``{"error": message}``, with the status and stable ``code`` the rest of
+the API uses.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import (
+    AnswerLogDep,
     ModelServerDep,
     PredictorDep,
     RegistryDep,
@@ -31,6 +35,7 @@ from api.deps import (
 )
 from api.inference.predicting import Predictor
 from api.metrics import ServiceMetrics
+from api.monitoring.observe import AnswerLog
 from api.oip.codec import (
     HEADER_LENGTH,
     InferRequest,
@@ -178,11 +183,13 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post("/models/{model_name}/infer", response_class=Response,
              responses=INFER_RESPONSES, openapi_extra=REQUEST_BODY)
 async def infer(model_name: str, request: Request, settings: SettingsDep,
-                predictor: PredictorDep, metrics: ServiceMetricsDep) -> Response:
+                predictor: PredictorDep, metrics: ServiceMetricsDep,
+                answer_log: AnswerLogDep) -> Response:
     """Classify the IMAGE tensor's images with the served version."""
     _known(model_name)
     parsed, images = await _read(request, settings)
-    return await _answer(parsed, images, await predictor.serving(images), predictor, metrics)
+    model = await predictor.serving(images)
+    return await _answer(parsed, images, model, predictor, metrics, answer_log)
 
 
 @limited_to("max_image_bytes")
@@ -190,13 +197,14 @@ async def infer(model_name: str, request: Request, settings: SettingsDep,
              responses=INFER_RESPONSES, openapi_extra=REQUEST_BODY)
 async def infer_version(model_name: str, version: str, request: Request,
                         settings: SettingsDep, predictor: PredictorDep, metrics: ServiceMetricsDep,
-                        cache: VersionCacheDep) -> Response:
+                        cache: VersionCacheDep, answer_log: AnswerLogDep) -> Response:
     """Classify with a named published version: a candidate the promotion decision kept back,
     or an older one; one not in memory is loaded first (seconds)."""
     _known(model_name)
     await run_in_threadpool(predictor.server.registry.manifest, version)  # 404 before the body
     parsed, images = await _read(request, settings)
-    return await _answer(parsed, images, await cache.get(version), predictor, metrics)
+    return await _answer(parsed, images, await cache.get(version), predictor, metrics,
+                         answer_log)
 
 
 async def _read(request: Request, settings: Settings) -> tuple[InferRequest, list[bytes]]:
@@ -221,7 +229,8 @@ def _parsed(body: bytes, header_length: str | None,
 
 
 async def _answer(parsed: InferRequest, images: list[bytes], model: ServedVersion,
-                  predictor: Predictor, metrics: ServiceMetrics) -> Response:
+                  predictor: Predictor, metrics: ServiceMetrics,
+                  answer_log: AnswerLog) -> Response:
     outputs = selected(parsed, model)
     answers = await predictor.answer(images, model)
     failed = [(i, a) for i, a in enumerate(answers) if isinstance(a, CxrError)]
@@ -232,10 +241,15 @@ async def _answer(parsed: InferRequest, images: list[bytes], model: ServedVersio
     predictions = [a for a in answers if isinstance(a, Prediction)]
     for prediction in predictions:
         metrics.predicted(prediction.label)
+    # Only the served version's answers are the shadow's to compare with (not a pinned one's).
+    answer_log.answered(predictions, images, "v2", shadowed=model is predictor.server.current)
     answered = tensors(model, predictions)
+    parameters: dict[str, Any] = {"precision": model.precision, "runtime": model.runtime}
+    ids = [p.prediction_id for p in predictions if p.prediction_id is not None]
+    if ids:
+        parameters["prediction_id"] = ",".join(ids)
     header: dict[str, Any] = {"model_name": MODEL, "model_version": model.version,
-                              "parameters": {"precision": model.precision,
-                                             "runtime": model.runtime}}
+                              "parameters": parameters}
     if parsed.id is not None:
         header["id"] = parsed.id
     body, json_length = encode_response(

@@ -1,15 +1,17 @@
-"""API keys: who may read and predict, and who may change what the service does.
+"""API keys: who may read and predict, who may label answers, and who may change what the
+service does.
 
 Keys arrive in the ``X-API-Key`` header. The server holds only their sha256 (settings), and
 compares the presented key's digest with every configured one in constant time, so neither
 the match nor its position leaks through timing. Keys are never logged: nothing here logs,
-and uvicorn's access log has no headers.
+and uvicorn's access log has no headers. The key a check identified (or None) is left on
+``request.state.api_key``, refusals included, for the audit trail to name who asked.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
@@ -22,6 +24,13 @@ _header = APIKeyHeader(name=HEADER, auto_error=False,
                        description="An API key; `cxr key` makes one and its settings line.")
 PresentedKey = Annotated[str | None, Security(_header)]
 
+# What a route needs: admin for every change, labeler (or admin) to label answers, reader
+# for reads and predictions. A stronger key passes a weaker route's check.
+Role = Literal["admin", "labeler", "reader"]
+_LETS_IN: dict[Role, tuple[str, ...]] = {"admin": ("admin",),
+                                         "labeler": ("admin", "labeler"),
+                                         "reader": ("admin", "labeler", "reader")}
+
 
 def match_key(presented: str, keys: list[ApiKey]) -> ApiKey | None:
     digest = key_digest(presented)
@@ -32,36 +41,41 @@ def match_key(presented: str, keys: list[ApiKey]) -> ApiKey | None:
     return found
 
 
-def _identify(presented: str | None, keys: list[ApiKey]) -> ApiKey:
+def authorize(request: Request, presented: str | None, role: Role) -> ApiKey:
+    """The known key that may use a route marked ``role``: 401 without one, 403 for a key of
+    a weaker role."""
+    settings: Settings = request.app.state.settings
+    found = match_key(presented, settings.api_keys) if presented else None
+    request.state.api_key = found
     if not presented:
         raise Unauthorized(f"this needs an API key in the {HEADER} header")
-    found = match_key(presented, keys)
     if found is None:
         raise Unauthorized("the API key is not known to this service")
+    if found.role not in _LETS_IN[role]:
+        raise Forbidden(f"this needs an API key with the {' or '.join(_LETS_IN[role])} role")
     return found
 
 
-def check_admin(presented: str | None, settings: Settings) -> None:
-    """Retrain, cancel, activate, evaluate, upload: an admin key, whatever else is open."""
-    if _identify(presented, settings.api_keys).role != "admin":
-        raise Forbidden("this needs an API key with the admin role")
-
-
-def check_reader(presented: str | None, settings: Settings) -> None:
-    """Predictions and reads: open, or any known key with CXR_REQUIRE_KEY_FOR_READS."""
-    if settings.require_key_for_reads:
-        _identify(presented, settings.api_keys)
-
-
 # The dependencies that mark a route's role (api/plumbing/body_guard.py reads them off the
-# route); the settings are the app's, as the body guard reads them.
-def require_admin(request: Request, presented: PresentedKey) -> None:
-    check_admin(presented, request.app.state.settings)
+# route and calls them before the body is read); the settings are the app's.
+def require_admin(request: Request, presented: PresentedKey) -> ApiKey:
+    """Retrain, cancel, activate, evaluate, upload, shadow, delete: an admin key."""
+    return authorize(request, presented, "admin")
 
 
-def require_reader(request: Request, presented: PresentedKey) -> None:
-    check_reader(presented, request.app.state.settings)
+def require_labeler(request: Request, presented: PresentedKey) -> ApiKey:
+    """Label an answer: a labeler or an admin key."""
+    return authorize(request, presented, "labeler")
+
+
+def require_reader(request: Request, presented: PresentedKey) -> ApiKey | None:
+    """Predictions and reads: open (None), or any known key with CXR_REQUIRE_KEY_FOR_READS."""
+    if not request.app.state.settings.require_key_for_reads:
+        return None
+    return authorize(request, presented, "reader")
 
 
 Admin = [Depends(require_admin)]
 Reader = [Depends(require_reader)]
+# The key that labels, as a parameter of the route that records its name.
+LabelerKey = Annotated[ApiKey, Depends(require_labeler)]

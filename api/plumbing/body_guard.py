@@ -4,16 +4,16 @@ it streams in.
 FastAPI reads (and Starlette spools) a whole body before a route's dependencies run, so
 without this a request with no key could send hundreds of megabytes before its 401, and a
 chunked body (no Content-Length) was only measured once spooled. Each route's rules are read
-off the route itself: the key it needs from its ``require_admin``/``require_reader``
-dependency, and its size limit from ``limited_to``, else from whether it takes a form
-(uploads) or JSON. Every router of the API is made with ``route_class=GuardedRoute``.
+off the route itself: the key it needs from its ``require_admin``, ``require_labeler`` or
+``require_reader`` dependency, and its size limit from ``limited_to``, else from whether it
+takes a form (uploads) or JSON. Every router of the API is made with ``route_class=GuardedRoute``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
@@ -22,11 +22,10 @@ from fastapi.params import Form
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive
 
-from api.plumbing.auth import HEADER, check_admin, check_reader, require_admin, require_reader
+from api.plumbing.auth import HEADER, Role, require_admin, require_labeler, require_reader
 from shared.config import Settings
 from shared.errors import PayloadTooLarge
 
-Role = Literal["admin", "reader"]
 # A multipart body carries its part headers and boundaries beside the file itself, an infer
 # body its JSON header and a 4-byte length per image.
 FRAMING_OVERHEAD = 64 * 1024
@@ -64,10 +63,14 @@ def _calls(dependant: Dependant) -> set[Callable[..., Any]]:
     return found
 
 
+# The strongest first: a route marked by several is judged by the strongest.
+_CHECKS: dict[Role, Callable[[Request, str | None], object]] = {
+    "admin": require_admin, "labeler": require_labeler, "reader": require_reader}
+
+
 def rules_of(route: APIRoute, settings: Settings) -> Rules:
     calls = _calls(route.dependant)
-    role: Role | None = ("admin" if require_admin in calls
-                         else "reader" if require_reader in calls else None)
+    role = next((role for role, check in _CHECKS.items() if check in calls), None)
     setting = getattr(route.endpoint, "body_limit_setting", None)
     if setting is not None:
         # CXR_MAX_UPLOAD_BYTES bounds every body; a route's own limit may only be tighter
@@ -115,8 +118,7 @@ def _refuse_early(rules: Rules, request: Request, settings: Settings) -> None:
     """Raise what the route would answer anyway (the app's handlers make it the JSON error):
     a missing or weaker key, or a declared size over the route's limit."""
     if rules.role is not None:
-        check = check_admin if rules.role == "admin" else check_reader
-        check(request.headers.get(HEADER), settings)
+        _CHECKS[rules.role](request, request.headers.get(HEADER))
     length = request.headers.get("content-length", "")
     # Leading zeros dropped before int(), which refuses strings of over 4300 digits.
     digits = length.lstrip("0") if length.isascii() and length.isdigit() else ""

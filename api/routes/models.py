@@ -1,21 +1,54 @@
-"""Model versions: list, inspect, curves, activate (pin or roll back)."""
+"""Model versions: list (with their live figures), inspect, curves, activate (pin or roll
+back), delete."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
 from fastapi import APIRouter, Request, Response, status
 
-from api.deps import JobStoreDep, ModelServerDep, QueueDep, RegistryDep, SettingsDep
+from api.deps import (
+    JobStoreDep,
+    ModelServerDep,
+    PredictionLogDep,
+    QueueDep,
+    RegistryDep,
+    SettingsDep,
+    ShadowScorerDep,
+)
 from api.enqueue import enqueue
+from api.inference.serving import ModelServer
 from api.plumbing.auth import Admin, Reader
 from api.plumbing.body_guard import GuardedRoute
 from api.plumbing.errors import responses
 from shared.datasets import dataset_path, discover, match_classes
 from shared.errors import ModelNotFound
 from shared.lineage import comparable_classes, named_version
-from shared.manifest import ExternalReport, ModelList, VersionDetail
+from shared.manifest import ExternalReport, Manifest
+from shared.monitoring.figures import LiveFigures
+from shared.monitoring.prediction_log import PredictionLog
+from shared.monitoring.views import (
+    Deleted,
+    MonitoredList,
+    MonitoredSummary,
+    MonitoredVersion,
+    live_of,
+    live_one,
+)
+from shared.registry import Registry
 from shared.registry.files import CARD_HTML, CARD_MD, CURVES_FILE, RELIABILITY_FILE
 from shared.schemas import EvaluationParams, EvaluationRequest, JobAccepted, ServingState
 from shared.task_queue import EVALUATE_TASK
+from shared.usage import job_usage
+
+log = logging.getLogger(__name__)
+# What an unreachable prediction log raises: the models views answer without live figures.
+LOG_DOWN = (redis.RedisError, sqlite3.Error, OSError)
+T = TypeVar("T")
 
 # Reads answer 401 without a key when CXR_REQUIRE_KEY_FOR_READS is on, and 503 when the
 # registry's object store is unreachable.
@@ -32,22 +65,51 @@ def _serving(server: ModelServerDep) -> ServingState:
                         precision=current.precision if current else None)
 
 
-@router.get("", response_model=ModelList)
-def list_models(registry: RegistryDep, server: ModelServerDep) -> ModelList:
-    """All versions, newest first, the active one, and what this process serves."""
-    active = registry.active()
-    return ModelList(active=active.version if active else None,
-                     versions=[m.summary() for m in registry.versions()],
-                     serving=_serving(server))
+@router.get("", response_model=MonitoredList)
+def list_models(registry: RegistryDep, server: ModelServerDep,
+                predictions: PredictionLogDep) -> MonitoredList:
+    """All versions, newest first, with their live figures; the active one, the shadow, and
+    what this process serves."""
+    return monitored_list(registry, server, predictions)
 
 
-@router.get("/{version}", response_model=VersionDetail, responses=responses(404, 422))
-def get_model(version: str, registry: RegistryDep, server: ModelServerDep) -> VersionDetail:
-    """The full manifest of a version, and how this process serves it (when it does)."""
-    manifest = registry.manifest(version)
+def monitored_list(registry: Registry, server: ModelServer,
+                   predictions: PredictionLog) -> MonitoredList:
+    """The versions view: GET /models's answer, and activation's."""
+    active, shadow = registry.active(), registry.shadow()
+    manifests = registry.versions()
+    live = _unless_log_down(lambda: live_of(predictions, manifests)) or {}
+    return MonitoredList(
+        active=active.version if active else None,
+        shadow=shadow.version if shadow else None,
+        versions=[MonitoredSummary(**m.summary().model_dump(), live=live.get(m.version),
+                                   shadow=shadow is not None and shadow.version == m.version)
+                  for m in manifests],
+        serving=_serving(server))
+
+
+def _unless_log_down(read: Callable[[], T]) -> T | None:
+    """``read()``, or None while the prediction log is unreachable: the versions are still
+    listed."""
+    try:
+        return read()
+    except LOG_DOWN as exc:
+        log.warning("live figures left out: the prediction log is unreachable: %s", exc)
+        return None
+
+
+@router.get("/{version}", response_model=MonitoredVersion, responses=responses(404, 422))
+def get_model(version: str, registry: RegistryDep, server: ModelServerDep,
+              predictions: PredictionLogDep) -> MonitoredVersion:
+    """The full manifest of a version, its live figures, and how this process serves it
+    (when it does)."""
+    manifest: Manifest = registry.manifest(version)
     current = server.current
     serving = _serving(server) if current and current.version == version else None
-    return VersionDetail(**manifest.model_dump(), serving=serving)
+    live: LiveFigures | None = _unless_log_down(lambda: live_one(predictions, manifest))
+    shadow = registry.shadow()
+    return MonitoredVersion(**manifest.model_dump(), serving=serving, live=live,
+                            shadow=shadow is not None and shadow.version == version)
 
 
 @router.get("/{version}/evaluations", response_model=list[ExternalReport],
@@ -101,10 +163,29 @@ def get_model_artifact(version: str, artifact: str, registry: RegistryDep) -> Re
     return Response(path.read_bytes(), media_type=media_type)
 
 
-@router.post("/{version}/activate", response_model=ModelList,
+@router.post("/{version}/activate", response_model=MonitoredList,
              responses=responses(401, 403, 404, 422), dependencies=Admin)
-def activate_model(version: str, registry: RegistryDep, server: ModelServerDep) -> ModelList:
-    """Make a version the one served by every API process (pin, or roll back)."""
+def activate_model(version: str, request: Request, registry: RegistryDep,
+                   server: ModelServerDep, predictions: PredictionLogDep,
+                   scorer: ShadowScorerDep) -> MonitoredList:
+    """Make a version the one served by every API process (pin, or roll back). Activating
+    the shadow ends the shadow: it is the active version now."""
     registry.activate(version)
     server.wake()
-    return list_models(registry, server)
+    shadow = registry.shadow()
+    if shadow is not None and shadow.version == version:
+        registry.end_shadow()
+        scorer.wake()
+        request.state.audit_detail = "was the shadow; the shadow ended"
+    return monitored_list(registry, server, predictions)
+
+
+@router.delete("/{version}", response_model=Deleted,
+               responses=responses(401, 403, 404, 409, 422), dependencies=Admin)
+def delete_model(version: str, registry: RegistryDep, jobs: JobStoreDep) -> Deleted:
+    """Remove a version with its evaluations (409 for the active version, the shadow, and a
+    version that a queued or running job uses)."""
+    registry.manifest(version)
+    job_usage(jobs).check_version(version)
+    registry.delete(version)  # refuses the active version and the shadow (InUse)
+    return Deleted(deleted="version", name=version)

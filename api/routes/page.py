@@ -16,8 +16,8 @@ from api.plumbing.body_guard import GuardedRoute
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 # The page's modules (app.js imports the others) and its style sheet.
-MODULES = ("app.js", "common.js", "predict.js", "models.js", "datasets.js", "train.js",
-           "chart.js")
+MODULES = ("app.js", "common.js", "predict.js", "labelling.js", "models.js", "details.js",
+           "live.js", "shadow.js", "datasets.js", "train.js", "chart.js")
 ASSETS = dict.fromkeys(MODULES, "text/javascript; charset=utf-8") | {
     "style.css": "text/css; charset=utf-8"}
 

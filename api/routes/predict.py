@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Response, UploadFile
+from fastapi import APIRouter, File, Header, Query, Response, UploadFile
 
-from api.deps import PredictorDep, ServiceMetricsDep, SettingsDep
+from api.deps import AnswerLogDep, PredictorDep, ServiceMetricsDep, SettingsDep
+from api.monitoring.observe import SOURCE_HEADER, source_of
 from api.plumbing.auth import Reader
 from api.plumbing.body_guard import GuardedRoute, limited_to
 from api.plumbing.errors import responses, status_of
@@ -40,6 +41,7 @@ async def predict_image(
     settings: SettingsDep,
     predictor: PredictorDep,
     metrics: ServiceMetricsDep,
+    answer_log: AnswerLogDep,
     file: Annotated[list[UploadFile], File(description=(
         "A chest X-ray: PNG, JPEG or DICOM. Several `file` parts (up to "
         "CXR_MAX_IMAGES_PER_REQUEST) get one answer each, in order."))],
@@ -47,13 +49,17 @@ async def predict_image(
         description="Also return a Grad-CAM heat map of where the network looked.")] = False,
     explain_class: Annotated[str | None, Query(
         description="The class to map (default: the predicted one); implies explain.")] = None,
+    source: Annotated[str | None, Header(alias=SOURCE_HEADER, description=(
+        "Who sends the image, as the prediction log records it: `page` (the web page) or "
+        "`cli`; absent or anything else: `api`."))] = None,
 ) -> Prediction | Predictions:
     """Classify chest X-rays with the active model version.
 
     One image: its answer, or its error as the request's (an image that is not a chest
     radiograph gets 422 not_a_chest_xray). Several: 200 with one entry per image in order,
     each its answer or the error it alone would have got, all answered by one version. An
-    answer that should not be read as a finding says so (`reliable`, `reasons`)."""
+    answer that should not be read as a finding says so (`reliable`, `reasons`). Each answer
+    has its `prediction_id` in the prediction log, which a label names."""
     images = await _read(file, settings)
     model = await predictor.serving(images)
     answers = await predictor.answer(images, model, explain or explain_class is not None,
@@ -61,6 +67,7 @@ async def predict_image(
     for answer in answers:
         if isinstance(answer, Prediction):
             metrics.predicted(answer.label)
+    answer_log.answered(answers, images, source_of(source))
     response.headers["X-Model-Version"] = model.version  # an error's own answer lacks it
     if len(answers) == 1:
         (answer,) = answers

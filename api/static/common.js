@@ -92,7 +92,7 @@ function plainMessage(status, code, message, details) {
       : "This needs an API key: enter one in the API key field at the top of the page.";
   }
   if (status === 403) {
-    return "This needs an admin API key; the key entered may only predict and read.";
+    return "This needs an admin API key; the key entered does not have that role.";
   }
   if (code === "validation_error" && Array.isArray(details) && details.length) {
     return details.map((d) => sentence(`${fieldName(d.loc)}: ${d.msg}`)).join(" ");
@@ -115,8 +115,8 @@ async function errorOf(response) {
                                                           details));
 }
 
-export async function api(path, { method = "GET", body, json } = {}) {
-  const headers = { Accept: "application/json" };
+export async function api(path, { method = "GET", body, json, headers: extra = {} } = {}) {
+  const headers = { Accept: "application/json", ...extra };
   if (apiKey()) headers["X-API-Key"] = apiKey();
   let payload = body;
   if (json !== undefined) {

@@ -1,6 +1,10 @@
-// Models: every published version, its metrics, curves and card; activate one.
+// Models: every published version, its metrics, live figures, curves and card; activate one,
+// or shadow one on live traffic first.
 
 import { $, api, el, getJson, pct, say, sayError } from "./common.js";
+import { fillFigures, openDetails } from "./details.js";
+import { liveLine } from "./live.js";
+import { confirmActivation, shadowReport, showShadow } from "./shadow.js";
 
 const modelsStatus = $("models-status");
 const expanded = new Set();
@@ -22,8 +26,10 @@ function balancedCell(summary) {
   const ci = summary.balanced_accuracy_ci;
   if (Array.isArray(ci)) {
     const reaches = summary.better_than_chance === false;
-    cell.append(el("span", { className: reaches ? "small block includes-chance" : "small block",
-      text: `95% interval ${pct(ci[0])}–${pct(ci[1])}${reaches ? ", includes chance" : ""}` }));
+    // The interval stays whole; "includes chance" may wrap, to keep the table in its column.
+    cell.append(el("span", { className: reaches ? "small block includes-chance" : "small block" },
+      el("span", { className: "nowrap", text: `95% interval ${pct(ci[0])}–${pct(ci[1])}` }),
+      reaches ? ", includes chance" : null));
   }
   cell.append(el("span", { className: "small block", text: `chance ${pct(summary.chance)}` }),
     el("span", { className: "small block test-size",
@@ -47,12 +53,16 @@ function publication(promotion) {
     `${promotion.activated ? "activated" : "not activated"} (${promotion.reason}).`);
 }
 
-// The version's state now, its warnings, and what the gate said at publication.
+// The version's state now, its warnings, its live figures, and what the gate said at
+// publication.
 function statusCell(summary, list) {
   const cell = el("td", {}, summary.version === list.active
     ? el("span", { className: "badge active" },
          el("span", { "aria-hidden": "true", text: "★ " }), "Active")
     : el("span", { className: "state", text: "Not active" }));
+  if (summary.version === list.shadow) {
+    cell.append(" ", el("span", { className: "badge shadow", text: "Shadow" }));
+  }
   if (summary.better_than_chance === false) {
     cell.append(el("span", { className: "badge warn", text: "No better than chance" }));
   }
@@ -65,36 +75,19 @@ function statusCell(summary, list) {
     cell.append(el("span", { className: "small block", text: "served by this process" }));
   }
   if (summary.promotion) cell.append(publication(summary.promotion));
+  const live = liveLine(summary.live);
+  if (live) cell.append(live);
   return cell;
 }
 
-async function openDetails(version, box) {
-  box.replaceChildren(el("p", { className: "small", text: "Loading…" }));
-  const curves = el("figure", { className: "curves" });
-  try {
-    const blob = await (await api(`/models/${encodeURIComponent(version)}/curves.png`)).blob();
-    curves.append(el("img", { src: URL.createObjectURL(blob),
-                              alt: `Loss and accuracy per epoch of version ${version}` }),
-                  el("figcaption", { text: "Training curves" }));
-  } catch (error) {
-    curves.append(el("p", { className: "small",
-      text: error.status === 404 ? "No training curves were recorded for this version."
-                                 : error.message }));
-  }
-  const cardUrl = `/models/${encodeURIComponent(version)}/card`;
-  const card = el("div", { className: "model-card" });
-  try {
-    await api(cardUrl);
-    card.append(el("p", {}, el("a", { href: cardUrl, target: "_blank", rel: "noopener" },
-                               "Open the model card in a new tab")),
-                el("iframe", { src: cardUrl, title: `Model card of version ${version}`,
-                               loading: "lazy" }));
-  } catch (error) {
-    card.append(el("p", { className: "small",
-      text: error.status === 404 ? "No model card was written for this version."
-                                 : error.message }));
-  }
-  box.replaceChildren(curves, card);
+// Each non-active version can shadow the active one on live traffic, one at a time.
+function shadowButton(v, list) {
+  const on = v === list.shadow;
+  const button = el("button", { type: "button",
+    "aria-label": on ? `End the shadow of version ${v}` : `Shadow version ${v} on live traffic`,
+    text: on ? "End shadow" : "Shadow on live traffic" });
+  button.addEventListener("click", () => setShadow(v, !on));
+  return button;
 }
 
 function versionRows(summary, list, index) {
@@ -108,8 +101,11 @@ function versionRows(summary, list, index) {
     type: "button", className: "primary", "aria-label": `Activate version ${v}`,
     text: "Activate" });
   if (activate) activate.addEventListener("click", () => activateVersion(v));
+  // A service without shadows says nothing of them in its list.
+  const shadow = isActive || !("shadow" in list) ? null : shadowButton(v, list);
   const created = new Date(summary.created_at);
-  const row = el("tr", { className: isActive ? "active" : "", "data-version": v },
+  const className = isActive ? "active" : v === list.shadow ? "shadow" : "";
+  const row = el("tr", { className, "data-version": v },
     el("th", { scope: "row" }, el("code", { className: "nowrap", text: v })),
     el("td", {}, el("time", { datetime: summary.created_at, text: created.toLocaleString(
       undefined, { dateStyle: "medium", timeStyle: "short" }) })),
@@ -119,7 +115,7 @@ function versionRows(summary, list, index) {
     metric(summary, "accuracy"), balancedCell(summary),
     metric(summary, "macro_f1"),
     statusCell(summary, list),
-    el("td", { className: "actions" }, toggle, activate));
+    el("td", { className: "actions" }, el("div", {}, toggle, activate, shadow)));
   // A version's details are fetched once and kept across redraws of the table.
   if (!boxes.has(v)) boxes.set(v, el("div", { className: "details-box" }));
   const box = boxes.get(v);
@@ -131,12 +127,12 @@ function versionRows(summary, list, index) {
     details.hidden = !open;
     if (open) {
       expanded.add(v);
-      if (!box.childElementCount) openDetails(v, box);
+      if (!box.childElementCount) openDetails(summary, list, box);
     } else {
       expanded.delete(v);
     }
   });
-  if (expanded.has(v) && !box.childElementCount) openDetails(v, box);
+  if (expanded.has(v) && !box.childElementCount) openDetails(summary, list, box);
   return [row, details];
 }
 
@@ -158,6 +154,7 @@ function scheduleReloadCheck(list) {
 function renderModels(list) {
   latest = list;
   scheduleReloadCheck(list);
+  showShadow(list);
   // Unchanged lists are not redrawn: that would reload every open model card.
   const key = JSON.stringify(list);
   if (key === rendered) return;
@@ -170,6 +167,8 @@ function renderModels(list) {
       text: "No version published yet: train one below." })));
   }
   list.versions.forEach((summary, index) => body.append(...versionRows(summary, list, index)));
+  list.versions.filter((summary) => expanded.has(summary.version))
+    .forEach((summary) => fillFigures(summary, list));
   renderSummary(list);
   fillBaseVersions(list);
   restore();
@@ -234,6 +233,22 @@ export async function versionSummary(version) {
 }
 
 async function activateVersion(version) {
+  // The shadow answers everything once active: its figures first, and a second yes.
+  if (latest && version === latest.shadow) {
+    say(modelsStatus, `Reading the shadow figures of version ${version}…`, "busy");
+    let report = null;
+    let failure = null;
+    try {
+      report = await shadowReport(version);
+    } catch (error) {
+      failure = error;
+    }
+    say(modelsStatus, "", "info");
+    if (!(await confirmActivation(version, report, failure))) {
+      say(modelsStatus, `Version ${version} was not activated; it is still the shadow.`);
+      return;
+    }
+  }
   say(modelsStatus, `Activating version ${version}…`, "busy");
   try {
     const list = await getJson(`/models/${encodeURIComponent(version)}/activate`,
@@ -241,6 +256,25 @@ async function activateVersion(version) {
     renderModels(list);
     say(modelsStatus, `Version ${version} is now the active version; new predictions use ` +
         "it once it is loaded.", "ok");
+  } catch (error) {
+    sayError(modelsStatus, error);
+  }
+}
+
+// One shadow at a time: starting one replaces the one before, and the line says so.
+async function setShadow(version, on) {
+  const before = latest && latest.shadow !== version ? latest.shadow : null;
+  say(modelsStatus, on ? `Starting the shadow of version ${version}…`
+                       : `Ending the shadow of version ${version}…`, "busy");
+  try {
+    await api(`/models/${encodeURIComponent(version)}/shadow`,
+              { method: on ? "POST" : "DELETE" });
+    await loadModels(true);
+    say(modelsStatus, on
+      ? `Version ${version} now shadows the active version: it scores every answered ` +
+        "image after the answer is sent, and changes no answer." +
+        (before ? ` Version ${before} no longer does.` : "")
+      : `Version ${version} no longer shadows the active version.`, "ok");
   } catch (error) {
     sayError(modelsStatus, error);
   }

@@ -2,6 +2,7 @@
 // or drop several, see a table with a row for each.
 
 import { $, ApiError, api, el, pct, say, sayError, sentence } from "./common.js";
+import { offerLabel } from "./labelling.js";
 import { calibrationWarning, versionSummary } from "./models.js";
 
 const predictStatus = $("predict-status");
@@ -14,6 +15,8 @@ let several = []; // the Files to predict in one request, when more than one is 
 let objectUrl = null;
 let explanation = null;
 let predictRun = 0; // answers to older requests are dropped
+// The prediction log records where each image came from.
+const FROM_PAGE = { "X-CXR-Source": "page" };
 const HEAT_HELP = $("heatmap-help").textContent;
 
 preview.addEventListener("error", () => {
@@ -142,7 +145,8 @@ async function predict() {
   say(predictStatus, `Predicting ${chosen.name}…`, "busy");
   $("predict-result").setAttribute("aria-busy", "true");
   try {
-    const response = await api("/predict?explain=true", { method: "POST", body: form });
+    const response = await api("/predict?explain=true", { method: "POST", body: form,
+                                                          headers: FROM_PAGE });
     const answer = await response.json();
     const version = answer.model_version || response.headers.get("X-Model-Version");
     const summary = await versionSummary(version);
@@ -206,6 +210,7 @@ function renderPrediction(answer, version, summary) {
   $("calibration-note").textContent = uncalibrated || "";
   renderShift(answer.distribution_shift, answer.reliable !== false);
   $("answer-version").textContent = version;
+  offerLabel(answer, summary ? summary.classes : Object.keys(answer.probabilities));
   explanation = answer.explanation && answer.explanation.image_png ? answer.explanation : null;
   heatToggle.disabled = !explanation;
   if (explanation) {
@@ -245,7 +250,8 @@ async function predictSeveral() {
   say(predictStatus, `Predicting ${several.length} images…`, "busy");
   $("batch").setAttribute("aria-busy", "true");
   try {
-    const response = await api("/predict", { method: "POST", body: form });
+    const response = await api("/predict", { method: "POST", body: form,
+                                             headers: FROM_PAGE });
     const answer = await response.json();
     if (run !== predictRun) return;
     if (!Array.isArray(answer.images)) {

@@ -1,14 +1,21 @@
 """The prediction log: every answered image, its confirmed label once the reading room gives
 one, and the shadow's answer for it. Redis where the broker is Redis (shared by every API
-replica), else a SQLite file in CXR_STATE_DIR; records older than CXR_PREDICTION_LOG_DAYS are
-pruned."""
+replica, ``prediction_log_redis``), else a SQLite file in CXR_STATE_DIR
+(``prediction_log_sqlite``); records older than CXR_PREDICTION_LOG_DAYS are pruned.
+
+A store reads time from its clock alone (tests move it instead of sleeping): a record older
+than the retention is invisible at once, and gone from storage once ``prune`` runs (in Redis
+its key also expires by itself).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from shared.errors import PredictionNotFound
+from shared.job_store import Clock, utc_now
 from shared.monitoring.records import (
     ConfirmedLabel,
     LoggedPrediction,
@@ -20,6 +27,10 @@ from shared.monitoring.records import (
 
 class PredictionLog(ABC):
     """What the API and the tests use, whatever the store."""
+
+    def __init__(self, retention_days: float, *, clock: Clock = utc_now) -> None:
+        self.retention = timedelta(days=retention_days)
+        self.clock = clock
 
     @abstractmethod
     def add(self, records: Sequence[LoggedPrediction]) -> None:
@@ -58,3 +69,17 @@ class PredictionLog(ABC):
     @abstractmethod
     def prune(self, before: datetime) -> list[str]:
         """Remove the records older than ``before``; returns their ids (kept images go too)."""
+
+    def _floor(self, since: datetime | None = None) -> datetime:
+        """The oldest time a reader may see: the retention's edge, or ``since`` if later."""
+        edge = self.clock() - self.retention
+        return edge if since is None else max(edge, since)
+
+    def _visible(self, record: LoggedPrediction) -> LoggedPrediction:
+        if record.time < self._floor():
+            raise PredictionNotFound(f"prediction {record.prediction_id!r} is past retention")
+        return record
+
+
+def not_found(prediction_id: str) -> PredictionNotFound:
+    return PredictionNotFound(f"no prediction {prediction_id!r}")

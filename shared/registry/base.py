@@ -1,5 +1,5 @@
 """What every store of versions shares: sealing a staged version, reading manifests, the
-active pointer's format."""
+pointers' format (ACTIVE, and SHADOW for the candidate scored beside it), deleting a version."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from shared.checksums import sha256_file
-from shared.errors import ManifestUnreadable, ModelNotFound, RegistryError
+from shared.errors import InUse, ManifestUnreadable, ModelNotFound, RegistryError
 from shared.manifest import ExternalReport, Manifest, ManifestDraft
 from shared.registry.files import MANIFEST_FILE, MODEL_FILE
 
 ACTIVE_FILE = "ACTIVE"
+# The shadow: a published candidate that scores live traffic beside the active version.
+SHADOW_FILE = "SHADOW"
 STAGING_DIR = ".staging"
 # Reports about a version made after it was published (external evaluations) live apart
 # from its immutable folder.
@@ -56,6 +58,10 @@ class Registry(ABC):
     @abstractmethod
     def active(self) -> ActivePointer | None:
         """The active pointer; None before the first activation."""
+
+    @abstractmethod
+    def shadow(self) -> ActivePointer | None:
+        """The shadow pointer; None when no version is shadowed."""
 
     @abstractmethod
     def _verified(self, version: str, name: str, sha256: str) -> Path:
@@ -106,6 +112,33 @@ class Registry(ABC):
     @abstractmethod
     def activate(self, version: str) -> ActivePointer:
         """Point ACTIVE at an existing version (publish, pin or roll back)."""
+
+    @abstractmethod
+    def set_shadow(self, version: str) -> ActivePointer:
+        """Make a published version the shadow, replacing any earlier one; its generation
+        increases as ACTIVE's does, so that every replica polling it sees the change."""
+
+    @abstractmethod
+    def end_shadow(self) -> None:
+        """Remove the shadow pointer (nothing to do when there is none)."""
+
+    @abstractmethod
+    def _remove(self, version: str) -> None:
+        """Unpublish ``version`` at once, then remove its files and its evaluations."""
+
+    def delete(self, version: str) -> None:
+        """Remove a published version with its evaluations, all or nothing for a reader.
+        Callers refuse what jobs use; this refuses the active version and the shadow, as a
+        last guard (InUse), and an unknown version (ModelNotFound)."""
+        self.manifest(version)
+        self._check_unpointed(version)
+        self._remove(version)
+
+    def _check_unpointed(self, version: str) -> None:
+        """InUse when ACTIVE or SHADOW names ``version``."""
+        for name, pointer in (("active version", self.active()), ("shadow", self.shadow())):
+            if pointer is not None and pointer.version == version:
+                raise InUse(f"version {version} is the {name}; it cannot be deleted")
 
     @abstractmethod
     def clean_staging(self, older_than_s: float = STALE_STAGING_S) -> int:
@@ -161,12 +194,12 @@ def check_version(version: str) -> str:
     return version
 
 
-def parse_pointer(raw: bytes) -> ActivePointer:
+def parse_pointer(raw: bytes, name: str = "active") -> ActivePointer:
     try:
         data = json.loads(raw)
         return ActivePointer(version=str(data["version"]), generation=int(data["generation"]))
     except (ValueError, KeyError, TypeError) as exc:
-        raise RegistryError(f"the active pointer is unreadable: {exc}") from exc
+        raise RegistryError(f"the {name} pointer is unreadable: {exc}") from exc
 
 
 def pointer_bytes(pointer: ActivePointer) -> bytes:

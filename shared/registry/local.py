@@ -6,10 +6,12 @@ Layout under the root (``CXR_MODELS_DIR``)::
     .staging/<id>/                                     work in progress, same filesystem
     evaluations/<version>/<id>.json                    reports made after publishing
     ACTIVE                                             {"version", "generation", "updated_at"}
+    SHADOW                                             the same, for the shadow
 
 A sealed staging folder is fsynced and renamed into place in one step; only then is ACTIVE
 replaced (write, fsync, ``os.replace``). A crash at any point leaves either the old state or
-the new one.
+the new one. Deleting is the reverse: the version folder is renamed into ``.staging`` (gone
+for readers in that step), then removed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from shared.checksums import sha256_file
@@ -26,6 +31,7 @@ from shared.manifest import ExternalReport, Manifest
 from shared.registry.base import (
     ACTIVE_FILE,
     EVALUATIONS_DIR,
+    SHADOW_FILE,
     STAGING_DIR,
     STALE_STAGING_S,
     VERSION_PATTERN,
@@ -81,12 +87,18 @@ class LocalRegistry(Registry):
         return [p.name for p in self.root.iterdir() if VERSION_PATTERN.match(p.name)]
 
     def active(self) -> ActivePointer | None:
+        return self._pointer(ACTIVE_FILE, "active")
+
+    def shadow(self) -> ActivePointer | None:
+        return self._pointer(SHADOW_FILE, "shadow")
+
+    def _pointer(self, file: str, name: str) -> ActivePointer | None:
         try:
-            return parse_pointer((self.root / ACTIVE_FILE).read_bytes())
+            return parse_pointer((self.root / file).read_bytes(), name)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise RegistryError(f"the active pointer is unreadable: {exc}") from exc
+            raise RegistryError(f"the {name} pointer is unreadable: {exc}") from exc
 
     def _verified(self, version: str, name: str, sha256: str) -> Path:
         path = self.version_dir(version) / name
@@ -124,28 +136,72 @@ class LocalRegistry(Registry):
         os.rename(staging, self.root / version)
         _fsync_path(self.root)
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Orders pointer changes and deletions among writers; readers never wait."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def activate(self, version: str) -> ActivePointer:
+        with self._locked():
+            return self._point(ACTIVE_FILE, self.active, version)
+
+    def set_shadow(self, version: str) -> ActivePointer:
+        with self._locked():
+            return self._point(SHADOW_FILE, self.shadow, version)
+
+    def _point(self, file: str, current_of: Callable[[], ActivePointer | None],
+               version: str) -> ActivePointer:
+        """Replace the pointer ``file`` (under the lock): checked inside it, so that a
+        deletion cannot slip between the check and the write."""
         self.manifest(version)
         if not self.model_path(version).is_file():
             raise ModelNotFound(f"no model version {version!r}")
-        # The lock only orders generations between concurrent activations; readers never wait.
-        with (self.root / ".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            current = self.active()
-            pointer = ActivePointer(version, (current.generation if current else 0) + 1)
-            tmp = self.root / f".{ACTIVE_FILE}.{secrets.token_hex(4)}"
-            try:
-                _write_durably(tmp, pointer_bytes(pointer))
-                os.replace(tmp, self.root / ACTIVE_FILE)
-            finally:
-                tmp.unlink(missing_ok=True)  # left only when the write failed (disk full)
-            _fsync_path(self.root)
+        current = current_of()
+        pointer = ActivePointer(version, (current.generation if current else 0) + 1)
+        tmp = self.root / f".{file}.{secrets.token_hex(4)}"
+        try:
+            _write_durably(tmp, pointer_bytes(pointer))
+            os.replace(tmp, self.root / file)
+        finally:
+            tmp.unlink(missing_ok=True)  # left only when the write failed (disk full)
+        _fsync_path(self.root)
         return pointer
+
+    def end_shadow(self) -> None:
+        with self._locked():
+            (self.root / SHADOW_FILE).unlink(missing_ok=True)
+            _fsync_path(self.root)
+
+    def delete(self, version: str) -> None:
+        # Under the lock, so that no activation points at the version while it goes.
+        with self._locked():
+            super().delete(version)
+
+    def _remove(self, version: str) -> None:
+        trash = self.root / STAGING_DIR / f"{secrets.token_hex(8)}-deleted"
+        trash.mkdir(parents=True)
+        os.rename(self.version_dir(version), trash / version)  # unpublished in one step
+        _fsync_path(self.root)
+        evaluations = self.root / EVALUATIONS_DIR / version
+        if evaluations.is_dir():
+            os.rename(evaluations, trash / EVALUATIONS_DIR)
+        # What a crash leaves here, clean_staging removes.
+        shutil.rmtree(trash, ignore_errors=True)
 
     def clean_staging(self, older_than_s: float = STALE_STAGING_S) -> int:
         removed = remove_stale_staging(self.root / STAGING_DIR, older_than_s)
         cutoff = time.time() - older_than_s
-        for leftover in self.root.glob(f".{ACTIVE_FILE}.*"):
-            if leftover.stat().st_mtime < cutoff:
-                leftover.unlink(missing_ok=True)
+        for file in (ACTIVE_FILE, SHADOW_FILE):
+            for leftover in self.root.glob(f".{file}.*"):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink(missing_ok=True)
+        # Reports of a version whose deletion was cut short between its two renames.
+        evaluations = self.root / EVALUATIONS_DIR
+        for folder in evaluations.iterdir() if evaluations.is_dir() else []:
+            if not (self.root / folder.name).exists() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
         return removed

@@ -4,6 +4,7 @@ Objects under the prefix::
 
     <version>/model.keras curves.png ... manifest.json   the manifest is written last
     ACTIVE                                               {"version", "generation", "updated_at"}
+    SHADOW                                               the same, for the shadow
     evaluations/<version>/<id>.json
 
 An object store has no rename, so a version is uploaded file by file and its manifest last,
@@ -11,8 +12,10 @@ as the commit marker: a version without a manifest does not exist (listing, load
 activating all skip it), and ``clean_staging`` removes its objects once they are stale. ACTIVE
 is one small object replaced by one PUT that is conditional on the ETag just read (If-Match,
 or If-None-Match for the first), so concurrent activations get distinct, increasing
-generations. Every process reads a version's files through a local cache, and each file is
-checked against the manifest's sha256 before it is used.
+generations; SHADOW is replaced the same way. Every process reads a version's files through
+a local cache, and each file is checked against the manifest's sha256 before it is used.
+Deleting a version removes its manifest first (it is then no longer published), then the
+rest of its objects, its evaluations and this process's cached copy.
 """
 
 from __future__ import annotations
@@ -34,11 +37,18 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.checksums import sha256_file
-from shared.errors import ManifestUnreadable, ModelNotFound, RegistryError, RegistryUnavailable
+from shared.errors import (
+    InUse,
+    ManifestUnreadable,
+    ModelNotFound,
+    RegistryError,
+    RegistryUnavailable,
+)
 from shared.manifest import ExternalReport, Manifest
 from shared.registry.base import (
     ACTIVE_FILE,
     EVALUATIONS_DIR,
+    SHADOW_FILE,
     STAGING_DIR,
     STALE_STAGING_S,
     VERSION_PATTERN,
@@ -134,9 +144,9 @@ class ObjectStoreRegistry(Registry):
             cached = self._manifests.setdefault(version, parse_manifest(found[0], version))
         return cached
 
-    def _version_ids(self) -> list[str]:
+    def _version_ids(self, folder: str = "") -> list[str]:
         ids = []
-        for page in self._list("", delimiter="/"):
+        for page in self._list(folder, delimiter="/"):
             for common in page.get("CommonPrefixes", []):
                 name = common["Prefix"].rstrip("/").rsplit("/", 1)[-1]
                 if VERSION_PATTERN.match(name):
@@ -146,6 +156,10 @@ class ObjectStoreRegistry(Registry):
     def active(self) -> ActivePointer | None:
         found = self._get(self._key(ACTIVE_FILE))
         return None if found is None else parse_pointer(found[0])
+
+    def shadow(self) -> ActivePointer | None:
+        found = self._get(self._key(SHADOW_FILE))
+        return None if found is None else parse_pointer(found[0], "shadow")
 
     def _verified(self, version: str, name: str, sha256: str) -> Path:
         path = self.cache_dir / check_version(version) / name
@@ -235,6 +249,17 @@ class ObjectStoreRegistry(Registry):
                             len(chunk), exc_info=True)
 
     def activate(self, version: str) -> ActivePointer:
+        return self._point(ACTIVE_FILE, version)
+
+    def set_shadow(self, version: str) -> ActivePointer:
+        return self._point(SHADOW_FILE, version)
+
+    def end_shadow(self) -> None:
+        with _store_errors("remove the shadow pointer"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(SHADOW_FILE))
+
+    def _point(self, file: str, version: str) -> ActivePointer:
+        """Replace the pointer ``file`` (ACTIVE or SHADOW) with one to ``version``."""
         self.manifest(version)
         with _store_errors(f"check {version}"):
             try:
@@ -244,20 +269,21 @@ class ObjectStoreRegistry(Registry):
                     raise ModelNotFound(f"no model version {version!r}") from exc
                 raise
         for _ in range(ACTIVATION_TRIES):
-            pointer = self._try_activate(version)
+            pointer = self._try_point(file, version)
             if pointer is not None:
                 return pointer
             time.sleep(random.uniform(0.01, 0.2))  # another activation won; read it again
-        raise RegistryUnavailable("the active pointer kept changing under this activation; "
-                                  "nothing was changed")
+        raise RegistryUnavailable(f"the {file.lower()} pointer kept changing under this "
+                                  "change; nothing was changed")
 
-    def _try_activate(self, version: str) -> ActivePointer | None:
-        key = self._key(ACTIVE_FILE)
+    def _try_point(self, file: str, version: str) -> ActivePointer | None:
+        key = self._key(file)
         current = self._get(key)
-        generation = (parse_pointer(current[0]).generation if current else 0) + 1
+        generation = (parse_pointer(current[0], file.lower()).generation if current
+                      else 0) + 1
         pointer = ActivePointer(version, generation)
         condition = {"IfMatch": current[1]} if current else {"IfNoneMatch": "*"}
-        with _store_errors("replace the active pointer"):
+        with _store_errors(f"replace the {file.lower()} pointer"):
             try:
                 self._put(key, pointer_bytes(pointer), **condition)
             except ClientError as exc:
@@ -271,14 +297,43 @@ class ObjectStoreRegistry(Registry):
                 self._put(key, pointer_bytes(pointer))
         return pointer
 
+    def _remove(self, version: str) -> None:
+        manifest_key = self._key(version, MANIFEST_FILE)
+        found = self._get(manifest_key)
+        self._manifests.pop(version, None)
+        if found is None:  # this process's cached manifest outlived it
+            raise ModelNotFound(f"no model version {version!r}")
+        with _store_errors(f"delete version {version}"):
+            self.client.delete_object(Bucket=self.bucket, Key=manifest_key)
+        try:
+            # No lock spans replicas: an activation that raced the first check is caught here.
+            self._check_unpointed(version)
+        except InUse:
+            with _store_errors(f"restore version {version}"):
+                self._put(manifest_key, found[0])
+            raise
+        for folder in (f"{EVALUATIONS_DIR}/{version}", version):
+            # What a failure leaves of the version itself, clean_staging removes once stale.
+            self._delete([item["Key"] for page in self._list(folder)
+                          for item in page.get("Contents", [])])
+        shutil.rmtree(self.cache_dir / version, ignore_errors=True)
+
     def clean_staging(self, older_than_s: float = STALE_STAGING_S) -> int:
         removed = remove_stale_staging(self.cache_dir / STAGING_DIR, older_than_s)
         stale = datetime.now(UTC) - timedelta(seconds=older_than_s)
         for version in self._version_ids():
-            if self._committed(version):
-                continue
-            objects = [item for page in self._list(version) for item in page.get("Contents", [])]
-            if objects and all(item["LastModified"] <= stale for item in objects):
-                self._delete([item["Key"] for item in objects])
-                removed += 1
+            if not self._committed(version):
+                removed += self._remove_if_stale(version, stale)
+        # Reports a deletion that failed half-way left behind, once stale.
+        for version in self._version_ids(EVALUATIONS_DIR):
+            if not self._committed(version):
+                removed += self._remove_if_stale(f"{EVALUATIONS_DIR}/{version}", stale)
         return removed
+
+    def _remove_if_stale(self, folder: str, stale: datetime) -> int:
+        """Remove the objects under ``folder`` if none is newer than ``stale``; 1 if so."""
+        objects = [item for page in self._list(folder) for item in page.get("Contents", [])]
+        if objects and all(item["LastModified"] <= stale for item in objects):
+            self._delete([item["Key"] for item in objects])
+            return 1
+        return 0

@@ -151,7 +151,7 @@ def test_the_models_list_gives_each_version_its_test_size_interval_chance_and_ca
 
 def test_models_when_empty_and_unknown_versions(client: TestClient) -> None:
     listing = client.get("/models").json()
-    assert listing == {"active": None, "versions": [],
+    assert listing == {"active": None, "versions": [], "shadow": None,
                        "serving": {"version": None, "load_error": None, "runtime": None,
                                    "precision": None}}
     _error(client.get("/models/20260101-000000-abcdef"), 404, "model_not_found")
@@ -173,7 +173,7 @@ def test_openapi_documents_every_route_and_the_error_model(client: TestClient) -
             "/models/{version}/activate", "/models/{version}/{artifact}",
             "/models/{version}/evaluations", "/datasets",
             "/healthz", "/readyz"} <= set(schema["paths"])
-    assert {"ErrorResponse", "Prediction", "TrainingParams", "JobStatus", "ModelList"} <= set(
+    assert {"ErrorResponse", "Prediction", "TrainingParams", "JobStatus", "MonitoredList"} <= set(
         schema["components"]["schemas"])
     predict_responses = schema["paths"]["/predict"]["post"]["responses"]
     assert predict_responses["400"]["content"]["application/json"]["schema"]["$ref"].endswith(

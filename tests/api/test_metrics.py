@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+import redis
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
-from api.metrics import ServiceMetrics
+from api.metrics import LIVE_FIGURES_SECONDS, ServiceMetrics
 from shared.config import Settings
+from shared.monitoring.prediction_log_redis import RedisPredictionLog
+from shared.monitoring.prediction_log_sqlite import SqlitePredictionLog
+from shared.monitoring.records import ConfirmedLabel, LoggedPrediction
 from shared.registry.local import LocalRegistry
+from tests.helpers.clock import ManualClock
 from tests.helpers.env import API_KEYS, AS_ADMIN, sample_files
 from tests.helpers.versions import publish_random, wait_ready, zip_bytes
 
@@ -112,3 +119,82 @@ def test_model_info_names_only_the_served_version() -> None:
     assert [dict(labels) for n, labels in samples if n == "cxr_model_info"] == [
         {"version": "v2", "runtime": "onnx"}]
     assert value(samples, "cxr_model_load_seconds_count") == 2
+
+
+def logged_answer(n: int, version: str, label: str, reliable: bool,
+                  at: datetime) -> LoggedPrediction:
+    return LoggedPrediction(prediction_id=f"p{n}", time=at, version=version, label=label,
+                            probabilities={label: 0.9}, reliable=reliable,
+                            image_sha256="0" * 64, source="api")
+
+
+def test_live_figures_are_read_from_the_prediction_log(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = SqlitePredictionLog(tmp_path / "predictions.sqlite", 30, clock=clock)
+    # v1: 4 labelled (COVID right twice, wrong once; Normal right once), one unlabelled;
+    # v2 answered but none of its answers was labelled.
+    answers = [("COVID", True, "COVID"), ("COVID", True, "COVID"), ("Normal", False, "COVID"),
+               ("Normal", True, "Normal"), ("COVID", True, None)]
+    store.add([logged_answer(n, "v1", label, reliable, clock.now)
+               for n, (label, reliable, _) in enumerate(answers)]
+              + [logged_answer(9, "v2", "COVID", True, clock.now)])
+    for n, (_, _, confirmed) in enumerate(answers):
+        if confirmed is not None:
+            store.confirm(f"p{n}", ConfirmedLabel(label=confirmed, by="reading-room",
+                                                  role="labeler", at=clock.now))
+    metrics = ServiceMetrics(jobs=lambda: None, prediction_log=lambda: store)
+    assert metrics.live is not None
+    metrics.live.clock = lambda: clock.now.timestamp()
+    samples = parse(generate_latest(metrics.registry).decode())
+    assert value(samples, "cxr_live_labelled", version="v1") == 4
+    assert value(samples, "cxr_live_accuracy", version="v1") == pytest.approx(3 / 4)
+    assert value(samples, "cxr_live_class_recall", version="v1", **{"class": "COVID"}) == (
+        pytest.approx(2 / 3))
+    assert value(samples, "cxr_live_class_recall", version="v1", **{"class": "Normal"}) == 1
+    assert value(samples, "cxr_live_reliable_right", version="v1") == 1  # 3 of 3 reliable
+    assert not any(dict(labels).get("version") == "v2" for _, labels in samples)
+
+    # A scrape soon after reuses the reading; one after LIVE_FIGURES_SECONDS reads again.
+    store.confirm("p9", ConfirmedLabel(label="Normal", by="reading-room", role="labeler",
+                                       at=clock.now))
+    clock.advance(LIVE_FIGURES_SECONDS / 2)
+    cached = parse(generate_latest(metrics.registry).decode())
+    assert not any(dict(labels).get("version") == "v2" for _, labels in cached)
+    clock.advance(LIVE_FIGURES_SECONDS)
+    fresh = parse(generate_latest(metrics.registry).decode())
+    assert fresh[("cxr_live_labelled", frozenset({"version": "v2"}.items()))] == 1
+    assert fresh[("cxr_live_accuracy", frozenset({"version": "v2"}.items()))] == 0
+    assert value(fresh, "cxr_live_labelled", version="v1") == 4
+
+
+def test_live_figures_vanish_while_the_prediction_log_is_down() -> None:
+    # Nothing listens on port 1: a Redis log that cannot be reached.
+    down = RedisPredictionLog(redis.Redis(port=1, socket_connect_timeout=1), 30)
+    metrics = ServiceMetrics(jobs=lambda: None, prediction_log=lambda: down)
+    metrics.predicted("COVID")
+    samples = parse(generate_latest(metrics.registry).decode())
+    assert value(samples, "cxr_predictions_total", label="COVID") == 1
+    assert not any(name.startswith("cxr_live_") for name, _ in samples)
+    before_start_up = ServiceMetrics(jobs=lambda: None, prediction_log=lambda: None)
+    assert not any(name.startswith("cxr_live_") for name, _ in
+                   parse(generate_latest(before_start_up.registry).decode()))
+
+
+def test_shadow_and_prediction_log_counters_move_with_their_hooks() -> None:
+    metrics = ServiceMetrics(jobs=lambda: None)
+    for _ in range(3):
+        metrics.shadow_scored("cand")
+    metrics.shadow_dropped("cand")
+    metrics.shadow_failed("other")
+    metrics.prediction_logged(dropped=False)
+    metrics.prediction_logged(dropped=False)
+    metrics.prediction_logged(dropped=True)
+    samples = parse(generate_latest(metrics.registry).decode())
+    shadow = "cxr_shadow_images_total"
+    assert value(samples, shadow, version="cand", outcome="scored") == 3
+    assert value(samples, shadow, version="cand", outcome="dropped") == 1
+    assert value(samples, shadow, version="other", outcome="failed") == 1
+    assert total(samples, shadow) == 5
+    assert value(samples, "cxr_prediction_log_records_total", outcome="written") == 2
+    assert value(samples, "cxr_prediction_log_records_total", outcome="dropped") == 1
+    assert metrics.live is None  # no prediction log given: no live series

@@ -25,8 +25,10 @@ REDIS_URL = os.environ.get("CXR_TEST_REDIS_URL",
 REQUIRE_SERVICES = os.environ.get("CXR_TEST_REQUIRE_SERVICES") == "1"
 # API keys of the test services: mutating endpoints always need an admin one.
 ADMIN_KEY, READER_KEY = "test-admin-key-7f3c", "test-reader-key-91ab"
+LABELER_KEY = "test-labeler-key-5d0e"  # labels answers (and reads)
 API_KEYS = [ApiKey(name=name, sha256=key_digest(key), role=name)
-            for name, key in (("admin", ADMIN_KEY), ("reader", READER_KEY))]
+            for name, key in (("admin", ADMIN_KEY), ("reader", READER_KEY),
+                              ("labeler", LABELER_KEY))]
 API_KEYS_ENV = json.dumps([key.model_dump() for key in API_KEYS])  # CXR_API_KEYS
 AS_ADMIN = {"X-API-Key": ADMIN_KEY}
 # The suite trains versions on a few dozen images, whose test balanced accuracy interval

@@ -15,7 +15,8 @@ from tests.helpers.services import Service, start_service
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
     """The API and a worker on Redis, then on the embedded SQLite broker."""
     broker = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    running = start_service(tmp_path, broker)
+    # Kept images: the flow files labelled answers into a dataset and fine-tunes on them.
+    running = start_service(tmp_path, broker, extra_env={"CXR_KEEP_IMAGES": "true"})
     yield running
     running.stop()
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:

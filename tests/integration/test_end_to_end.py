@@ -7,6 +7,7 @@ costs a TensorFlow start in a fresh process."""
 from __future__ import annotations
 
 import io
+import json
 import time
 import zipfile
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers.env import sample_files
+from tests.helpers.env import ADMIN_KEY, LABELER_KEY, READER_KEY, sample_files
 from tests.helpers.http import TINY_RETRAIN as TINY
 from tests.helpers.http import dataset_zip, predict, retrain, served_version, wait_job
 from tests.helpers.services import Service
@@ -65,15 +66,18 @@ def test_upload_refuse_bad_input_cancel_retrain_evaluate_hot_reload_and_roll_bac
         assert ready.pop("model_batch_size") in {1, 2, 4, 8, 16}
         assert ready == {"ready": True, "model_version": v1, "model_error": None, "broker": "ok"}
 
+        # predict, label, fine-tune on the labels, shadow the child, activate it, audit
+        child = the_monitoring_loop(client, radiography_root, v1)
         if "CXR_BROKER_URL" in service.env:  # the rest is the API's and the registry's work,
             # the same on either broker: once is enough
-            evaluate_replace_and_roll_back(client, image_dataset_root, image, v1, cancelled)
+            evaluate_replace_and_roll_back(client, image_dataset_root, image, v1, child,
+                                           cancelled)
         else:
             assert [j["job_id"] for j in client.get("/jobs").json()["jobs"]][-1] == cancelled
 
 
 def evaluate_replace_and_roll_back(client: httpx.Client, image_dataset_root: Path,
-                                   image: bytes, v1: str, cancelled: str) -> None:
+                                   image: bytes, v1: str, child: str, cancelled: str) -> None:
     external_zip = io.BytesIO()
     with zipfile.ZipFile(external_zip, "w") as archive:
         for folder in ("COVID", "NORMAL", "VIRAL_PNEUMONIA"):
@@ -107,9 +111,82 @@ def evaluate_replace_and_roll_back(client: httpx.Client, image_dataset_root: Pat
     assert activated.status_code == 200 and activated.json()["active"] == v1
     served_version(client, image, v1, timeout=15)
     jobs = client.get("/jobs").json()["jobs"]
-    # newest first; the third is the evaluation of v1
-    assert [j["model_version"] for j in jobs] == [v3, v2, v1, v1, None]
+    # newest first; the third is the evaluation of v1, the fourth the fine-tune on the labels
+    assert [j["model_version"] for j in jobs] == [v3, v2, v1, child, v1, None]
     assert jobs[-1]["job_id"] == cancelled
+
+
+def the_monitoring_loop(client: httpx.Client, radiography_root: Path, v1: str) -> str:
+    """Answers are logged with ids; the reading room labels them (a labeler key), which files
+    the kept images into site-labels; a fine-tune of the active version learns from them; the
+    child is shadowed on live traffic, its figures read, then activated; the audit trail
+    names every step's key. Ends with v1 active again (a roll back)."""
+    films = {name: paths[12:16] for name, paths in sample_files(radiography_root, 16).items()}
+    sent = [(name, path.read_bytes()) for name, paths in films.items() for path in paths]
+    answers = client.post("/predict", files=[("file", (f"{i}.png", data, "image/png"))
+                                             for i, (_, data) in enumerate(sent)]).json()
+    ids = {entry["prediction"]["prediction_id"]: sent[entry["index"]][0]
+           for entry in answers["images"] if entry["status"] == 200}
+    assert set(ids.values()) == set(films), answers  # every class answered
+    as_labeler = {"X-API-Key": LABELER_KEY}
+    refused = client.post(f"/predictions/{next(iter(ids))}/label", json={"label": "COVID"},
+                          headers={"X-API-Key": READER_KEY})
+    assert refused.status_code == 403
+    for prediction_id, truth in ids.items():
+        labelled = client.post(f"/predictions/{prediction_id}/label", json={"label": truth},
+                               headers=as_labeler)
+        assert labelled.status_code == 200, labelled.text
+        assert labelled.json()["filed_into"] == "site-labels"
+        assert labelled.json()["confirmed"]["by"] == "labeler"
+    listed = client.get("/predictions", params={"labelled": "true", "limit": 100}).json()
+    assert {p["prediction_id"] for p in listed["predictions"]} == set(ids)
+    site = client.get("/datasets/site-labels").json()
+    assert sum(site["classes"].values()) == len(ids)
+
+    tuned = client.post("/retrain", json={"dataset": "site-labels", "base_version": "active",
+                                          "epochs": 1, "activate": "never", "seed": 4})
+    assert tuned.status_code == 202, tuned.text
+    job = wait_job(client, tuned.json()["job_id"])
+    assert job["state"] == "succeeded", job
+    child: str = job["model_version"]
+    assert client.get(f"/models/{child}").json()["lineage"]["parent"] == v1
+
+    assert client.post(f"/models/{child}/shadow").status_code == 200
+    assert client.delete(f"/models/{v1}").json()["error"]["code"] == "in_use"  # active
+    assert client.delete(f"/models/{child}").json()["error"]["code"] == "in_use"  # shadow
+    deadline = time.monotonic() + 60  # images answered before it is loaded are not shadowed
+    while not (report := client.get(f"/models/{child}/shadow").json())["loaded"]:
+        assert time.monotonic() < deadline and report["load_error"] is None, report
+        time.sleep(0.2)
+    again = client.post("/predict", files=[("file", (f"{i}.png", data, "image/png"))
+                                           for i, (_, data) in enumerate(sent)]).json()
+    answered = [e for e in again["images"] if e["status"] == 200]
+    for entry in answered[:6]:  # a few labelled, for the paired comparison
+        client.post(f"/predictions/{entry['prediction']['prediction_id']}/label",
+                    json={"label": sent[entry["index"]][0]}, headers=as_labeler)
+    deadline = time.monotonic() + 90
+    while (report := client.get(f"/models/{child}/shadow").json())["images"] < len(answered):
+        assert time.monotonic() < deadline and report["failed"] == 0, report
+        time.sleep(0.3)
+    assert report["current"] and report["loaded"] and report["load_error"] is None
+    assert report["seen"] >= len(answered) and 0 <= report["agreement"] <= 1
+    assert sum(sum(row.values()) for row in report["matrix"].values()) == report["images"]
+    assert report["labelled"] >= 6 and report["paired"]["images"] == report["labelled"]
+
+    assert client.post(f"/models/{child}/activate").status_code == 200
+    assert client.get("/models").json()["shadow"] is None  # the shadow became the active one
+    served_version(client, sent[0][1], child)
+    assert client.post(f"/models/{v1}/activate").status_code == 200  # and roll back
+
+    records = client.get("/audit", params={"limit": 500}).json()["records"]
+    steps = {(r["action"], r["actor"], r["outcome"]) for r in records}
+    assert {("dataset.upload", "admin", "ok"), ("label", "labeler", "ok"),
+            ("label", "reader", "refused"), ("retrain", "admin", "ok"),
+            ("model.publish", "worker", "ok"), ("shadow.start", "admin", "ok"),
+            ("model.delete", "admin", "refused"), ("activate", "admin", "ok")} <= steps, steps
+    assert ADMIN_KEY not in json.dumps(records) and LABELER_KEY not in json.dumps(records)
+    assert client.get("/audit", headers={"X-API-Key": LABELER_KEY}).status_code == 403
+    return child
 
 
 def bad_input_is_refused(client: httpx.Client, service: Service, image: bytes) -> None:

@@ -128,6 +128,8 @@ def test_two_apis_and_two_workers_on_one_redis_and_one_store(
               + ", ".join(f"{api} loading after {noticed[api].total_seconds():.2f} s, "
                           f"serving after {reached[api]:.2f} s" for api in sorted(apis)))
 
+    both_follow_one_shadow(apis, image, shadow=versions[0])
+
     # A DICOM with a patient in its header, sent with the admin key.
     dicom = make_dicom(gray_of(image), 8)
     assert predict(apis["api-1"], dicom).status_code == 200
@@ -140,6 +142,28 @@ def test_two_apis_and_two_workers_on_one_redis_and_one_store(
     epochs = done["api-1"]["progress"]["epochs"]
     _check_logs(nodes, jobs, bad.headers["X-Request-ID"], epochs)
     _check_worker_metrics(cluster["metrics_ports"], ran_by, epochs)
+
+
+def both_follow_one_shadow(apis: dict[str, httpx.Client], image: bytes, shadow: str) -> None:
+    """A shadow started through one API is loaded by both; each scores what it answered, into
+    one log (Redis) that either API reports on."""
+    assert apis["api-1"].post(f"/models/{shadow}/shadow").status_code == 200
+    deadline = time.monotonic() + 60
+    while not all(client.get(f"/models/{shadow}/shadow").json()["loaded"]
+                  for client in apis.values()):
+        assert time.monotonic() < deadline, "not every API loaded the shadow"
+        time.sleep(0.2)
+    answered = {name: predict(client, image).json()["prediction_id"]
+                for name, client in apis.items()}
+    deadline = time.monotonic() + 60
+    for name, prediction_id in answered.items():  # asked of the other API: one log
+        other = apis["api-2" if name == "api-1" else "api-1"]
+        while other.get(f"/predictions/{prediction_id}").json().get("shadow") is None:
+            assert time.monotonic() < deadline, f"{name}'s answer was not shadowed"
+            time.sleep(0.2)
+    report = apis["api-2"].get(f"/models/{shadow}/shadow").json()
+    assert report["current"] and report["images"] >= 2 and report["seen"] >= 2
+    assert apis["api-2"].delete(f"/models/{shadow}/shadow").status_code == 200
 
 
 def _check_logs(nodes: dict[str, Service], jobs: dict[str, str], bad_request: str,

@@ -22,7 +22,13 @@ import pytest
 
 from shared.registry.local import LocalRegistry
 from tests.helpers.dicom import gray_of, make_dicom
-from tests.helpers.env import ADMIN_KEY, READER_KEY, REQUIRE_SERVICES, sample_files
+from tests.helpers.env import (
+    ADMIN_KEY,
+    LABELER_KEY,
+    READER_KEY,
+    REQUIRE_SERVICES,
+    sample_files,
+)
 from tests.helpers.http import dataset_zip
 from tests.helpers.services import Service, start_service
 from tests.helpers.versions import publish_random, zip_bytes
@@ -573,4 +579,171 @@ def test_upload_train_watch_activate_and_predict_from_the_new_version(
     expect(page.locator("#job-status")).to_contain_text("nothing was published")
     expect(form_status).to_contain_text("cancelled: nothing was published")
     page.screenshot(path=artifacts / "page.png", full_page=True)
+    assert expected_console(problems) == []
+
+
+def predict_from_page(page: Page, image: Path) -> str:
+    """Predict ``image`` as a person would; the answer's prediction id, once the page shows
+    it. The page names itself as the image's source."""
+    with page.expect_response(re.compile(r"/predict\?explain=true$"), timeout=SLOW) as answered:
+        page.get_by_label("Chest X-ray: PNG, JPEG or DICOM (.dcm)").set_input_files(image)
+    assert answered.value.request.headers.get("x-cxr-source") == "page"
+    expect(page.locator("#predict-status")).to_contain_text("from model version", timeout=SLOW)
+    prediction_id: str = answered.value.json()["prediction_id"]
+    return prediction_id
+
+
+def label_answer(page: Page) -> str:
+    """Record the answer shown as what the reading room confirmed; the label."""
+    label = page.locator("#predicted-label").inner_text()
+    page.get_by_label("Class", exact=True).select_option(label)
+    page.get_by_role("button", name="Record label").click()
+    expect(page.locator("#confirm-status")).to_have_text(f"Recorded as {label}.")
+    return label
+
+
+def refreshed_until(page: Page, shown: Callable[[], None], timeout_s: float = 60) -> None:
+    """Refresh the models list until ``shown`` passes: the shadow scores after each answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        page.get_by_role("button", name="Refresh the list").click()
+        try:
+            shown()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def test_label_an_answer_from_the_page_and_read_its_versions_live_figures(
+    site: Site, browser: Browser, radiography_root: Path, artifacts: Path,
+) -> None:
+    service, version = site.service, site.reliable
+    site.serve(version)
+    page, problems = open_page(browser, service, key=READER_KEY)
+    prediction_id = predict_from_page(page, sample_files(radiography_root, 1)["COVID"][0])
+    confirm = page.get_by_role("form", name="Confirmed by the reading room")
+    expect(confirm).to_be_visible()
+    choice, line = page.get_by_label("Class", exact=True), page.locator("#confirm-status")
+    expect(choice.locator("option")).to_have_text(["choose the confirmed class", "a", "b", "c"])
+    expect(choice).to_have_value("")  # nothing confirmed for the reader
+    record = page.get_by_role("button", name="Record label")
+    record.click()
+    expect(line).to_contain_text("Choose the class the reading room confirmed first")
+    choice.select_option("b")
+    record.click()
+    expect(line).to_contain_text("needs a labeler or admin API key")
+    expect(line.locator(".code")).to_have_text("(forbidden)")
+    page.get_by_label("API key", exact=True).fill(LABELER_KEY)
+    label = label_answer(page)
+    with service.client() as client:
+        logged = client.get(f"/predictions/{prediction_id}").json()
+    assert logged["source"] == "page"
+    assert logged["confirmed"]["label"] == label and logged["confirmed"]["by"] == "labeler"
+
+    # The version's row counts it, right and reliable; its details give recall per class.
+    row = page.locator(f'#models-body tr[data-version="{version}"]')
+    expect(row.locator(".live")).to_have_text(re.compile(
+        r"^Live: 100% right on 1 labelled answers \(95% interval \d+–100%\); reliable "
+        r"answers right 100% of 1\.$"))
+    row.get_by_role("button", name="Details").click()
+    details = page.locator("#models-body tr.details:not([hidden])")
+    recall = details.get_by_role("table", name=re.compile("^Recall of version"))
+    expect(recall.locator("tbody th")).to_have_text(["a", "b", "c"])
+    for name in ("a", "b", "c"):  # the label's class is counted, the others not yet
+        expect(recall.locator("tbody tr", has_text=name).locator("td").nth(0)).to_have_text(
+            "100%" if name == label else "n/a")
+    page.locator("#predict").screenshot(path=artifacts / "labelled.png")
+    assert expected_console(problems) == []
+
+
+def test_shadow_a_version_on_live_traffic_read_its_figures_and_activate_it(
+    site: Site, browser: Browser, radiography_root: Path, artifacts: Path,
+) -> None:
+    service, active, candidate = site.service, site.reliable, site.unrecorded
+    site.serve(active)
+    page, problems = open_page(browser, service, key=READER_KEY)
+    status, rows = page.locator("#models-status"), page.locator("#models-body")
+    row = rows.locator(f'tr[data-version="{candidate}"]')
+    start = row.get_by_role("button", name=f"Shadow version {candidate} on live traffic")
+    start.click()
+    expect(status).to_contain_text("needs an admin API key")
+    page.get_by_label("API key", exact=True).fill(ADMIN_KEY)
+    start.click()
+    expect(status).to_contain_text(f"Version {candidate} now shadows the active version")
+    expect(row.locator(".badge.shadow")).to_have_text("Shadow")
+    expect(row.get_by_role("button", name=f"End the shadow of version {candidate}")).to_be_visible()
+    # The active version can shadow nothing, and the buttons keep the table in its column.
+    expect(rows.locator(f'tr[data-version="{active}"]').get_by_role(
+        "button", name=re.compile("shadow", re.I))).to_have_count(0)
+    assert page.locator("#models .table-wrap").evaluate("w => w.scrollWidth <= w.clientWidth")
+    panel = page.get_by_role("region", name=f"Shadow: version {candidate}")
+    expect(panel).to_be_visible()
+    refreshed_until(page, lambda: expect(panel).not_to_contain_text(
+        "Not loaded", timeout=1000))
+
+    # An answer, scored by the shadow after it was sent: agreement, and the matrix of labels.
+    predict_from_page(page, sample_files(radiography_root, 1)["Normal"][0])
+    refreshed_until(page, lambda: expect(panel.locator(".agreement")).to_contain_text(
+        "of 1 images", timeout=1000))
+    expect(panel).to_contain_text("Images seen 1, dropped 0")
+    matrix = panel.get_by_role("table", name=re.compile("^Images by the active version's label"))
+    expect(matrix.locator("td")).to_have_text("1")  # one image: one active label, one shadow
+    expect(panel.locator(".paired")).to_have_text(
+        "No labelled images yet: label answers to compare accuracy.")
+    # Labelled, the two are compared on it.
+    label_answer(page)
+    refreshed_until(page, lambda: expect(panel.locator(".paired")).to_contain_text(
+        re.compile(r"^Shadow minus active: .* on 1 labelled images\."), timeout=1000))
+    with service.client() as client:
+        report = client.get(f"/models/{candidate}/shadow").json()
+    assert report["images"] == 1 and report["labelled"] == 1
+    expect(panel.locator(".agreement")).to_have_text(
+        f"Agrees with the active version on {report['agreement'] * 100:.1f}% of 1 images.")
+    page.locator("#models").screenshot(path=artifacts / "shadow.png")
+
+    # A shadow that cannot load says so first (its report, as such a service answers it).
+    def broken(route: Route) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "loaded": False,
+                                               "load_error": "the model file is unreadable"})
+    page.route(re.compile(f"/models/{re.escape(candidate)}/shadow$"), broken)
+    page.get_by_role("button", name="Refresh the list").click()
+    expect(panel.locator(".load-error")).to_have_text(
+        "The shadow is not scoring: the model file is unreadable")
+    page.unroute(re.compile(f"/models/{re.escape(candidate)}/shadow$"))
+
+    # Activating the shadow shows its figures and asks first; declined, nothing changes.
+    activate = rows.get_by_role("button", name=f"Activate version {candidate}")
+    activate.click()
+    dialog = page.get_by_role("dialog", name=f"Activate version {candidate}, the shadow?")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("Agrees with the active version on")
+    expect(dialog).to_contain_text("on 1 labelled images")
+    expect(dialog).to_contain_text("answer every prediction, and ends the shadow")
+    page.screenshot(path=artifacts / "activate-shadow.png")
+    dialog.get_by_role("button", name="Keep the active version").click()
+    expect(dialog).to_be_hidden()
+    expect(status).to_contain_text("was not activated; it is still the shadow")
+    expect(row.locator(".badge.shadow")).to_have_count(1)
+    activate.click()
+    dialog.get_by_role("button", name=f"Activate version {candidate}").click()
+    expect(status).to_contain_text(f"Version {candidate} is now the active version")
+    expect(row.locator(".badge.active")).to_have_text("★ Active")
+    expect(rows.locator(".badge.shadow")).to_have_count(0)
+    expect(panel).to_be_hidden()
+    # Its shadow figures stay in its details.
+    row.get_by_role("button", name="Details").click()
+    details = page.locator("#models-body tr.details:not([hidden])")
+    expect(details).to_contain_text("Shadowed earlier")
+    expect(details.locator(".paired")).to_contain_text("on 1 labelled images")
+
+    # Another shadow, ended from its row.
+    other = rows.locator(f'tr[data-version="{site.at_chance}"]')
+    other.get_by_role("button", name=f"Shadow version {site.at_chance} on live traffic").click()
+    expect(other.locator(".badge.shadow")).to_have_text("Shadow")
+    other.get_by_role("button", name=f"End the shadow of version {site.at_chance}").click()
+    expect(status).to_have_text(f"Version {site.at_chance} no longer shadows the active version.")
+    expect(rows.locator(".badge.shadow")).to_have_count(0)
+    expect(page.locator("#shadow-panel")).to_be_hidden()
     assert expected_console(problems) == []

@@ -1,8 +1,9 @@
 """Writing a trained model into the registry: model file, curves, exports, card, a reload
-check, then the registry's atomic publish."""
+check, then the registry's atomic publish; after it, the audit trail and pruning."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,13 @@ from typing import Any
 import numpy as np
 
 from shared.checksums import sha256_file
+from shared.config import Settings
 from shared.errors import RegistryError, StorageFull, is_out_of_space
-from shared.manifest import Int8Export, ManifestDraft, OnnxExport, Phase, SplitRecord
+from shared.job_store import open_job_store
+from shared.manifest import Int8Export, ManifestDraft, OnnxExport, Phase, Promotion, SplitRecord
 from shared.ml.calibration import apply_temperature
 from shared.ml.modeling import load_model, save_for_serving
+from shared.monitoring.audit import AuditStore, audit_now, open_audit_store
 from shared.registry import Registry
 from shared.registry.base import new_version_id
 from shared.registry.files import (
@@ -26,12 +30,16 @@ from shared.registry.files import (
     RELIABILITY_FILE,
     SHIFT_FILE,
 )
+from shared.registry.pruning import prune_candidates
+from shared.usage import job_usage
 from worker.context import PhaseReporter, Steps
 from worker.evaluation.assessment import Assessment
 from worker.evaluation.scores import reliability_diagram
 from worker.publishing import onnx_export
 from worker.publishing.int8 import DEFAULT_POLICY, Int8Data, Int8Policy, export_int8
 from worker.publishing.model_card import card_html, card_markdown
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,12 +141,56 @@ def publish_staged(registry: Registry, staging: Path, manifest: ManifestDraft,
     return registry.publish(staging, manifest, version=version, activate=activate)
 
 
+def _audit(store: AuditStore | None, action: str, target: str, detail: str | None) -> None:
+    if store is None:
+        return
+    try:
+        audit_now(store, actor="worker", role="worker", action=action, target=target,
+                  outcome="ok", detail=detail)
+    except Exception:  # the version is published: a lost record must not fail the job
+        log.warning("could not write the audit record %s %s", action, target, exc_info=True)
+
+
+def _open_audit(settings: Settings) -> AuditStore | None:
+    try:
+        return open_audit_store(settings)
+    except Exception:
+        log.warning("could not open the audit trail; publish not recorded", exc_info=True)
+        return None
+
+
+def after_publish(settings: Settings, registry: Registry, version: str, activated: bool,
+                  promotion: Promotion | None = None) -> list[str]:
+    """Record the publish (and its activation) in the audit trail, then prune the
+    candidates beyond CXR_KEEP_CANDIDATES, never ``version`` itself nor what open jobs use.
+    Returns the versions pruned. Nothing here fails the job, whose version is published."""
+    audit = _open_audit(settings)
+    reason = promotion.reason if promotion is not None else "published as a candidate"
+    _audit(audit, "model.publish", version, "activated" if activated else reason[:200])
+    if activated:
+        _audit(audit, "activate", version, None)
+    keep = settings.keep_candidates
+    if keep is None:
+        return []
+    try:
+        in_use = set(job_usage(open_job_store(settings)).versions)
+        pruned = prune_candidates(registry, keep, in_use, published=version)
+    except Exception:  # pruned at the next publish instead
+        log.warning("could not prune candidates after publishing %s", version, exc_info=True)
+        return []
+    for gone in pruned:
+        _audit(audit, "model.prune", gone, f"keep_candidates={keep}")
+    return pruned
+
+
 def publish_result(registry: Registry, trained: TrainedVersion, manifest: ManifestDraft,
                    activate: bool, export_onnx: bool = True,
                    int8_policy: Int8Policy | None = DEFAULT_POLICY,
-                   reporter: PhaseReporter | None = None) -> str:
+                   reporter: PhaseReporter | None = None,
+                   settings: Settings | None = None) -> str:
     """Save into staging, verify by reloading, and publish atomically (and activate); each
-    step (saving, the exports, publishing) is reported as a phase."""
+    step (saving, the exports, publishing) is reported as a phase. With ``settings``, the
+    publish is audited and candidates pruned (``after_publish``)."""
     registry.clean_staging()  # what crashed publishes left, hours ago
     staging = registry.new_staging()
     try:
@@ -153,7 +205,6 @@ def publish_result(registry: Registry, trained: TrainedVersion, manifest: Manife
         version = publish_staged(registry, staging, manifest,
                                  _verifier(trained.model, trained.sample_inputs), activate)
         steps.advance()
-        return version
     except OSError as exc:
         if is_out_of_space(exc):
             raise StorageFull(f"the models folder ran out of space while publishing: {exc}; "
@@ -161,3 +212,6 @@ def publish_result(registry: Registry, trained: TrainedVersion, manifest: Manife
         raise
     finally:
         registry.discard(staging)
+    if settings is not None:
+        after_publish(settings, registry, version, activate, manifest.promotion)
+    return version

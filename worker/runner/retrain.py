@@ -133,4 +133,5 @@ def train_and_publish(dataset: Dataset, params: TrainingParams, context: JobCont
     return publish_result(context.registry, version, manifest, activate=promotion.activated,
                           export_onnx=settings.export_onnx,
                           int8_policy=Int8Policy.from_settings(settings)
-                          if settings.export_int8 else None, reporter=context.reporter)
+                          if settings.export_int8 else None, reporter=context.reporter,
+                          settings=settings)

@@ -163,7 +163,9 @@ def test_infer_answers_as_predict_does(client: triton.InferenceServerClient, ser
     response = result.get_response()
     assert response["id"] == "req-7" and response["model_name"] == "cxr"
     assert response["model_version"] == served.active
-    assert response["parameters"] == {"precision": "float32", "runtime": "tensorflow"}
+    parameters = response["parameters"]
+    assert len(set(parameters.pop("prediction_id").split(","))) == len(served.images)
+    assert parameters == {"precision": "float32", "runtime": "tensorflow"}
     assert all(("data" in o) != binary for o in response["outputs"])
     expected = _predict(served, served.images)
     probabilities = result.as_numpy("PROBABILITIES")

@@ -45,3 +45,29 @@ def test_an_image_no_job_could_read_is_refused_by_its_name(
     kept = client.post("/datasets", data={"name": "upload"},
                        files={"file": ("upload.zip", zip_bytes(films))})
     assert kept.status_code == 201 and kept.json()["images"] == 6
+
+
+def test_a_deleted_dataset_is_gone_whole_and_its_name_free_again(
+        client: TestClient, settings: Settings, radiography_root: Path) -> None:
+    films = zip_bytes({f"{label}/{p.name}": p.read_bytes()
+                       for label, files in sample_files(radiography_root, 1).items()
+                       for p in files})
+    assert client.post("/datasets", data={"name": "upload"},
+                       files={"file": ("upload.zip", films)}).status_code == 201
+    deleted = client.delete("/datasets/upload")
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == {"deleted": "dataset", "name": "upload"}
+    assert client.get("/datasets").json()["datasets"] == []
+    assert [p.name for p in settings.data_dir.iterdir()] == []  # no hidden remains either
+    again = client.post("/datasets", data={"name": "upload"},
+                        files={"file": ("upload.zip", films)})
+    assert again.status_code == 201 and again.json()["images"] == 3
+
+
+def test_only_a_dataset_can_be_deleted(client: TestClient, settings: Settings) -> None:
+    kept = settings.effective_kept_images_dir  # a hidden folder beside the datasets
+    kept.mkdir(parents=True)
+    for name in (kept.name, "..", "nowhere"):
+        refused = client.delete(f"/datasets/{name}")
+        assert refused.status_code in (404, 405), (name, refused.text)
+    assert kept.is_dir()

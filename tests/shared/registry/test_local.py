@@ -12,16 +12,23 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ModelNotFound, RegistryError, is_out_of_space
+from shared.errors import InUse, ModelNotFound, RegistryError, is_out_of_space
 from shared.manifest import Manifest
 from shared.registry import ActivePointer, Registry
 from shared.registry import base as registry_module
 from shared.registry import local as local_module
-from shared.registry.base import ACTIVE_FILE, STAGING_DIR, VERSION_PATTERN, new_version_id
+from shared.registry.base import (
+    ACTIVE_FILE,
+    EVALUATIONS_DIR,
+    SHADOW_FILE,
+    STAGING_DIR,
+    VERSION_PATTERN,
+    new_version_id,
+)
 from shared.registry.files import MANIFEST_FILE, MODEL_FILE
 from shared.registry.local import LocalRegistry
 from tests.helpers.services import SmallDisk
-from tests.helpers.versions import draft, version_dirs
+from tests.helpers.versions import draft, external_report, version_dirs
 
 MANIFEST = draft(classes=("COVID", "Normal"), history={"loss": [0.9, 0.5]})
 
@@ -372,3 +379,107 @@ def test_an_activation_that_hits_a_full_disk_keeps_the_old_pointer(
     assert [p.name for p in registry.root.iterdir() if p.name.startswith(".ACTIVE")] == []
     filler.unlink()
     assert registry.activate(second) == ActivePointer(second, 2)
+
+
+# -- the shadow ----------------------------------------------------------------------------
+def test_the_shadow_is_set_replaced_and_ended(registry: Registry, clock: None) -> None:
+    assert registry.shadow() is None
+    registry.end_shadow()  # none to end: nothing happens
+    active = _publish(registry, b"active")
+    first = _publish(registry, b"first candidate", activate=False)
+    second = _publish(registry, b"second candidate", activate=False)
+    assert registry.set_shadow(first) == ActivePointer(first, 1)
+    assert registry.shadow() == ActivePointer(first, 1)
+    assert registry.set_shadow(second) == ActivePointer(second, 2)  # one at a time
+    assert registry.set_shadow(second) == ActivePointer(second, 3)  # every change is seen
+    assert json.loads((registry.root / SHADOW_FILE).read_text())["version"] == second
+    assert registry.active() == ActivePointer(active, 1)
+    registry.end_shadow()
+    assert registry.shadow() is None
+    assert not (registry.root / SHADOW_FILE).exists()
+    assert registry.active() == ActivePointer(active, 1)
+
+
+def test_only_a_published_version_can_be_the_shadow(registry: Registry) -> None:
+    current = _publish(registry, b"v1")
+    for version in (new_version_id(), "latest", "../ACTIVE"):
+        with pytest.raises(ModelNotFound):
+            registry.set_shadow(version)
+    assert registry.shadow() is None
+    registry.set_shadow(current)
+    (registry.root / SHADOW_FILE).write_text("{not json")
+    with pytest.raises(RegistryError, match="shadow pointer"):
+        registry.shadow()
+
+
+# -- deleting ------------------------------------------------------------------------------
+def test_delete_removes_the_version_and_its_evaluations(registry: Registry, clock: None) -> None:
+    kept = _publish(registry, b"active")
+    doomed = _publish(registry, b"candidate", activate=False)
+    registry.save_evaluation(doomed, external_report(doomed))
+    registry.save_evaluation(kept, external_report(kept))
+    registry.delete(doomed)
+    assert [m.version for m in registry.versions()] == [kept]
+    assert not (registry.root / doomed).exists()
+    assert not (registry.root / EVALUATIONS_DIR / doomed).exists()
+    assert registry.evaluations(doomed) == []
+    assert registry.evaluations(kept) == [external_report(kept)]
+    assert list((registry.root / STAGING_DIR).iterdir()) == []  # nothing left to sweep
+    for call in (registry.manifest, registry.activate, registry.set_shadow, registry.delete):
+        with pytest.raises(ModelNotFound):
+            call(doomed)
+    assert registry.active() == ActivePointer(kept, 1)
+    assert registry.verified_model_path(kept).read_bytes() == b"active"
+
+
+@pytest.mark.parametrize("version", ["20990101-000000-abcdef", "latest", "../models"])
+def test_deleting_an_unknown_version_is_not_found(registry: Registry, version: str) -> None:
+    _publish(registry, b"v1")
+    with pytest.raises(ModelNotFound):
+        registry.delete(version)
+    assert len(registry.versions()) == 1
+
+
+def test_the_active_version_and_the_shadow_cannot_be_deleted(registry: Registry) -> None:
+    active = _publish(registry, b"active")
+    shadow = _publish(registry, b"shadow", activate=False)
+    registry.set_shadow(shadow)
+    for version, name in ((active, "active version"), (shadow, "shadow")):
+        with pytest.raises(InUse, match=name):
+            registry.delete(version)
+        assert registry.manifest(version).version == version
+    registry.end_shadow()
+    registry.delete(shadow)
+    assert [m.version for m in registry.versions()] == [active]
+
+
+def test_a_delete_interrupted_at_any_step_leaves_the_version_whole_or_gone(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    active = _publish(registry, b"active")
+    crashed_at: list[str] = []
+    for n in range(1, 10):
+        doomed = _publish(registry, f"candidate {n}".encode(), activate=False)
+        registry.save_evaluation(doomed, external_report(doomed))
+        with monkeypatch.context() as patch:
+            steps = _crash_at(n, patch)
+            try:
+                registry.delete(doomed)
+            except Crash:
+                crashed_at.append(steps[-1])
+            else:
+                assert len(steps) < n
+                break
+        listed = {m.version for m in registry.versions()}
+        if doomed in listed:  # crashed before the rename: untouched
+            assert registry.verified_model_path(doomed).read_bytes() == f"candidate {n}".encode()
+            assert registry.evaluations(doomed) == [external_report(doomed)]
+            registry.delete(doomed)
+        # What the crash left is swept, whenever it happened.
+        registry.clean_staging(older_than_s=0)
+        assert _staging_leftovers(registry) == []
+        assert not (registry.root / EVALUATIONS_DIR / doomed).exists()
+        assert not (registry.root / doomed).exists()
+    else:  # pragma: no cover
+        pytest.fail("delete never completed")
+    assert crashed_at == ["rename", "fsync", "rename"]  # before, between and after unpublishing
+    assert [m.version for m in registry.versions()] == [active]

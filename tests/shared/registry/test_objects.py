@@ -18,9 +18,9 @@ import pytest
 from botocore.config import Config
 
 from shared.config import Settings
-from shared.errors import ModelNotFound, RegistryError, RegistryUnavailable
+from shared.errors import InUse, ModelNotFound, RegistryError, RegistryUnavailable
 from shared.registry import ActivePointer, open_registry
-from shared.registry.base import ACTIVE_FILE, new_version_id
+from shared.registry.base import ACTIVE_FILE, SHADOW_FILE, new_version_id
 from shared.registry.files import MANIFEST_FILE, MODEL_FILE
 from shared.registry.local import LocalRegistry
 from shared.registry.objects import ObjectStoreRegistry, parse_uri
@@ -264,3 +264,113 @@ def test_a_publish_killed_halfway_leaves_no_version(registry: ObjectStoreRegistr
     assert json.loads(registry.client.get_object(
         Bucket=registry.bucket, Key=f"models/{following}/{MANIFEST_FILE}")["Body"].read()
     )["version"] == following
+
+
+def test_every_replica_follows_the_shadow(registry: ObjectStoreRegistry, s3_server: S3Server,
+                                          uri: str, tmp_path: Path) -> None:
+    other = replica(s3_server, uri, tmp_path / "other-cache")
+    active = _publish(registry, b"active")
+    first = _publish(registry, b"first", activate=False)
+    second = _publish(registry, b"second", activate=False)
+    assert registry.shadow() is None
+    registry.end_shadow()  # none to end: nothing happens
+    assert registry.set_shadow(first) == ActivePointer(first, 1)
+    assert other.shadow() == ActivePointer(first, 1)
+    assert other.set_shadow(second) == ActivePointer(second, 2)  # one at a time
+    assert registry.shadow() == ActivePointer(second, 2)
+    assert registry.active() == ActivePointer(active, 1)
+    with pytest.raises(ModelNotFound):
+        registry.set_shadow(new_version_id())
+    other.end_shadow()
+    assert registry.shadow() is None
+    assert f"models/{SHADOW_FILE}" not in _keys(registry)
+
+
+def test_delete_removes_every_object_manifest_first(registry: ObjectStoreRegistry,
+                                                    s3_server: S3Server, uri: str,
+                                                    tmp_path: Path) -> None:
+    kept = _publish(registry, b"active")
+    doomed = _publish(registry, b"candidate", activate=False)
+    registry.save_evaluation(doomed, external_report(doomed))
+    registry.save_evaluation(kept, external_report(kept))
+    cached = registry.verified_model_path(doomed)
+    before = _keys(registry)
+    deleted: list[str] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        keys = [params["Key"]] if "Key" in params else [
+            item["Key"] for item in params["Delete"]["Objects"]]
+        deleted.extend(keys)
+
+    registry.client.meta.events.register("before-parameter-build.s3.DeleteObject", record)
+    registry.client.meta.events.register("before-parameter-build.s3.DeleteObjects", record)
+    registry.delete(doomed)
+    assert deleted[0] == f"models/{doomed}/{MANIFEST_FILE}"  # unpublished before the rest
+    assert sorted(deleted) == sorted(key for key in before if doomed in key)
+    assert _keys(registry) == [key for key in before if doomed not in key]
+    assert not cached.parent.exists()  # this process's copy is dropped
+    other = replica(s3_server, uri, tmp_path / "other-cache")
+    for view in (registry, other):
+        assert [m.version for m in view.versions()] == [kept]
+        assert view.evaluations(doomed) == []
+        assert view.evaluations(kept) == [external_report(kept)]
+        for call in (view.manifest, view.activate, view.delete):
+            with pytest.raises(ModelNotFound):
+                call(doomed)
+
+
+def test_the_active_version_and_the_shadow_cannot_be_deleted(
+        registry: ObjectStoreRegistry) -> None:
+    active = _publish(registry, b"active")
+    shadow = _publish(registry, b"shadow", activate=False)
+    registry.set_shadow(shadow)
+    before = _keys(registry)
+    for version, name in ((active, "active version"), (shadow, "shadow")):
+        with pytest.raises(InUse, match=name):
+            registry.delete(version)
+    assert _keys(registry) == before
+    with pytest.raises(ModelNotFound):
+        registry.delete(new_version_id())
+
+
+def test_a_replica_with_a_stale_manifest_finds_the_version_gone(
+        registry: ObjectStoreRegistry, s3_server: S3Server, uri: str, tmp_path: Path) -> None:
+    _publish(registry, b"active")
+    doomed = _publish(registry, b"candidate", activate=False)
+    other = replica(s3_server, uri, tmp_path / "other-cache")
+    other.manifest(doomed)  # cached there: a manifest never changes while it exists
+    registry.delete(doomed)
+    with pytest.raises(ModelNotFound):
+        other.delete(doomed)
+    assert doomed not in {m.version for m in other.versions()}
+
+
+def test_an_activation_racing_a_delete_keeps_the_version(registry: ObjectStoreRegistry,
+                                                         s3_server: S3Server, uri: str,
+                                                         tmp_path: Path) -> None:
+    _publish(registry, b"active")
+    raced = _publish(registry, b"candidate", activate=False)
+    other = replica(s3_server, uri, tmp_path / "other-cache")
+
+    def activate_elsewhere(**_: Any) -> None:  # the manifest has just gone
+        registry.client.meta.events.unregister("after-call.s3.DeleteObject", activate_elsewhere)
+        other.activate(raced)
+
+    other.manifest(raced)
+    registry.client.meta.events.register("after-call.s3.DeleteObject", activate_elsewhere)
+    with pytest.raises(InUse):
+        registry.delete(raced)
+    assert registry.active() is not None and registry.active().version == raced
+    assert raced in {m.version for m in registry.versions()}
+    assert registry.verified_model_path(raced).read_bytes() == b"candidate"
+
+
+def test_clean_staging_removes_the_reports_of_a_deleted_version(
+        registry: ObjectStoreRegistry) -> None:
+    _publish(registry, b"active")
+    gone = new_version_id()
+    registry.client.put_object(Bucket=registry.bucket,
+                               Key=f"models/evaluations/{gone}/report.json", Body=b"{}")
+    assert registry.clean_staging() == 0  # fresh: could be a deletion under way
+    assert registry.clean_staging(older_than_s=0) == 1
+    assert not [key for key in _keys(registry) if gone in key]
