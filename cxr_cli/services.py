@@ -90,15 +90,16 @@ def up(verbose: Verbose = False) -> None:
 
 def key(
     name: Annotated[str, typer.Option(help="A name for the key's holder.")] = "admin",
-    role: Annotated[str, typer.Option(help="admin (may change things) or reader.")] = "admin",
+    role: Annotated[str, typer.Option(
+        help="admin (may change things), labeler (labels answers) or reader.")] = "admin",
 ) -> None:
     """Make a new API key: print it once, and the shell line that sets CXR_API_KEYS to its hash."""
     import secrets
 
     from shared.config import key_digest
 
-    if role not in ("admin", "reader"):
-        raise typer.BadParameter("role is admin or reader", param_hint="--role")
+    if role not in ("admin", "labeler", "reader"):
+        raise typer.BadParameter("role is admin, labeler or reader", param_hint="--role")
     secret = secrets.token_urlsafe(32)
     entry = {"name": name, "sha256": key_digest(secret), "role": role}
     typer.echo(f"key (send as X-API-Key; shown only now): {secret}")

@@ -13,6 +13,7 @@ A shadow that fails to load or to score changes no answer, and says why.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -120,7 +121,8 @@ class ShadowScorer:
         self.current: ServedVersion | None = None
         self.load_error: str | None = None
         self._pointer: ActivePointer | None = None
-        self._queue: queue.Queue[_Offered] = queue.Queue(queue_size)
+        # None: the stop, which wakes the scorer at once.
+        self._queue: queue.Queue[_Offered | None] = queue.Queue(queue_size)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._follow, name="shadow-loader",
@@ -135,6 +137,8 @@ class ShadowScorer:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        with contextlib.suppress(queue.Full):  # a full queue wakes the scorer anyway
+            self._queue.put_nowait(None)
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout=30)
@@ -217,14 +221,19 @@ class ShadowScorer:
         lowest_priority()
         while not self._stop.is_set():
             try:
-                batch = [self._queue.get(timeout=0.5)]
+                first = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
-            while len(batch) < SHADOW_BATCH:
+            batch = [first] if first is not None else []
+            while batch and len(batch) < SHADOW_BATCH:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    offered = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if offered is not None:
+                    batch.append(offered)
+            if not batch:
+                continue
             model = self.current
             if model is not None:
                 self._score(model, batch)

@@ -15,7 +15,7 @@ def test_a_new_key_is_printed_once_with_the_settings_entry_that_admits_it() -> N
     from cxr_cli import app
     from shared.config import Settings
 
-    made = CliRunner().invoke(app, ["key", "--name", "o'ps", "--role", "reader"])
+    made = CliRunner().invoke(app, ["key", "--name", "o'ps", "--role", "labeler"])
     assert made.exit_code == 0, made.output
     key = made.stdout.split("shown only now): ")[1].split()[0]
     (line,) = [ln for ln in made.stdout.splitlines() if ln.startswith("export CXR_API_KEYS=")]
@@ -25,7 +25,7 @@ def test_a_new_key_is_printed_once_with_the_settings_entry_that_admits_it() -> N
     settings = Settings(api_keys=json.loads(entry))
     assert key not in entry
     found = match_key(key, settings.api_keys)
-    assert found is not None and (found.name, found.role) == ("o'ps", "reader")
+    assert found is not None and (found.name, found.role) == ("o'ps", "labeler")
     assert "--role" in one_line_error(CliRunner().invoke(app, ["key", "--role", "root"]),
                                       "usage_error")
 

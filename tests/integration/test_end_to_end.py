@@ -165,7 +165,8 @@ def the_monitoring_loop(client: httpx.Client, radiography_root: Path, v1: str) -
         client.post(f"/predictions/{entry['prediction']['prediction_id']}/label",
                     json={"label": sent[entry["index"]][0]}, headers=as_labeler)
     deadline = time.monotonic() + 90
-    while (report := client.get(f"/models/{child}/shadow").json())["images"] < len(answered):
+    while min((report := client.get(f"/models/{child}/shadow").json())["images"],
+              report["seen"]) < len(answered):  # the counters are written once a second
         assert time.monotonic() < deadline and report["failed"] == 0, report
         time.sleep(0.3)
     assert report["current"] and report["loaded"] and report["load_error"] is None
