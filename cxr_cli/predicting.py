@@ -93,6 +93,11 @@ def predict(
     # Files are read one at a time as their turn comes, and passed a few dozen at once.
     answers = load_version(registry, chosen).answer_images(paths,
                                                            ImageLimits.from_settings(settings))
+    from shared.monitoring.answers import log_answers_now
+
+    # Logged like the API's answers (source "cli"), so that the reading room can label them.
+    log_answers_now(settings, answers, [None if isinstance(a, CxrError) else p.read_bytes()
+                                        for p, a in zip(paths, answers, strict=True)], "cli")
     if len(answers) == 1:
         _print_one(answers[0])
         return

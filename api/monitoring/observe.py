@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 from api.monitoring.recorder import PredictionRecorder
 from api.monitoring.shadow import ShadowScorer
-from shared import logs
 from shared.errors import CxrError
-from shared.monitoring.records import LoggedPrediction, PredictionSource
+from shared.monitoring.answers import answer_record
+from shared.monitoring.records import PredictionSource
 from shared.schemas import Prediction
 
 # Who sent the image, as the web page and the CLI say; anything else is "api".
@@ -24,19 +24,6 @@ _SENT_SOURCES: dict[str, PredictionSource] = {"page": "page", "cli": "cli"}
 def source_of(header: str | None) -> PredictionSource:
     """The source named by an ``X-CXR-Source`` header value."""
     return _SENT_SOURCES.get((header or "").strip().lower(), "api")
-
-
-def logged(prediction: Prediction, prediction_id: str, source: PredictionSource,
-           at: datetime) -> LoggedPrediction:
-    """The log's record of an answer; its image's sha256 is filled in by the writer."""
-    shift = prediction.distribution_shift
-    return LoggedPrediction(
-        prediction_id=prediction_id, time=at, version=prediction.model_version,
-        label=prediction.label, probabilities=prediction.probabilities,
-        reliable=prediction.reliable, reasons=list(prediction.reasons),
-        shift_score=shift.score if shift is not None else None,
-        shifted=shift.flagged if shift is not None else None,
-        image_sha256="", source=source, request_id=logs.request_id.get())
 
 
 @dataclass(frozen=True)
@@ -59,6 +46,7 @@ class AnswerLog:
             if not isinstance(answer, Prediction):
                 continue
             answer.prediction_id = uuid.uuid4().hex
-            self.recorder.record(logged(answer, answer.prediction_id, source, at), image)
+            self.recorder.record(answer_record(answer, answer.prediction_id, source, at),
+                                 image)
             if shadowed:
                 self.shadow.offer(image, answer.prediction_id, answer.model_version)

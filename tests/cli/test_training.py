@@ -3,6 +3,7 @@ predict, evaluate on another hospital's images."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 from shared.config import Settings
 from shared.errors import JobCancelled
+from shared.monitoring.prediction_log_sqlite import SqlitePredictionLog
 from shared.training_params import TrainingParams
 from tests.helpers.cli import one_line_error, run_cxr
 from tests.helpers.env import PROCESS_ENV
@@ -71,6 +73,11 @@ def test_train_then_list_predict_and_evaluate_from_the_command_line(
     assert answer["model_version"] == version
     assert set(answer["probabilities"]) == {"COVID", "Normal", "Viral Pneumonia"}
     assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
+    # logged like the API's answers, for the reading room to label
+    record = SqlitePredictionLog(tmp_path / "state" / "predictions.sqlite", 1).get(
+        answer["prediction_id"])
+    assert (record.source, record.version, record.label) == ("cli", version, answer["label"])
+    assert record.image_sha256 == hashlib.sha256(image.read_bytes()).hexdigest()
 
     summary = runner.invoke(app, ["evaluate", "--data", str(image_dataset_root)])
     assert summary.exit_code == 0, summary.output

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.registry.local import LocalRegistry
 from tests.helpers.env import ADMIN_KEY, LABELER_KEY, READER_KEY, sample_files
 from tests.helpers.http import TINY_RETRAIN as TINY
 from tests.helpers.http import dataset_zip, predict, retrain, served_version, wait_job
@@ -71,13 +72,14 @@ def test_upload_refuse_bad_input_cancel_retrain_evaluate_hot_reload_and_roll_bac
         if "CXR_BROKER_URL" in service.env:  # the rest is the API's and the registry's work,
             # the same on either broker: once is enough
             evaluate_replace_and_roll_back(client, image_dataset_root, image, v1, child,
-                                           cancelled)
+                                           cancelled, service.workdir / "models")
         else:
             assert [j["job_id"] for j in client.get("/jobs").json()["jobs"]][-1] == cancelled
 
 
 def evaluate_replace_and_roll_back(client: httpx.Client, image_dataset_root: Path,
-                                   image: bytes, v1: str, child: str, cancelled: str) -> None:
+                                   image: bytes, v1: str, child: str, cancelled: str,
+                                   models_dir: Path) -> None:
     external_zip = io.BytesIO()
     with zipfile.ZipFile(external_zip, "w") as archive:
         for folder in ("COVID", "NORMAL", "VIRAL_PNEUMONIA"):
@@ -95,12 +97,20 @@ def evaluate_replace_and_roll_back(client: httpx.Client, image_dataset_root: Pat
     assert report["distribution_shift"]["images"] == 15
     assert client.post(f"/models/{v1}/evaluate", json={"dataset": "nope"}).status_code == 404
 
-    v2 = retrain(client, seed=2, activate="always")["model_version"]
-    assert v2 != v1
+    # Two retrains queued at once (the worker takes them in turn): each publishes whole.
+    queued = [client.post("/retrain", json={"dataset": "tiny", **TINY, "seed": seed,
+                                            "activate": activate})
+              for seed, activate in ((2, "always"), (3, "never"))]
+    assert [q.status_code for q in queued] == [202, 202], [q.text for q in queued]
+    done = [wait_job(client, q.json()["job_id"], timeout=360) for q in queued]
+    assert [job["state"] for job in done] == ["succeeded", "succeeded"], done
+    v2, v3 = (job["model_version"] for job in done)
+    assert len({v1, v2, v3}) == 3
+    for version in (v2, v3):  # every checksum still verifies
+        LocalRegistry(models_dir).verified_model_path(version)
     served_version(client, image, v2)
     assert client.get(f"/models/{v2}").json()["parent"] == v1
 
-    v3 = retrain(client, seed=3, activate="never")["model_version"]
     listing = client.get("/models").json()
     assert listing["active"] == v2
     candidate = next(m for m in listing["versions"] if m["version"] == v3)

@@ -122,31 +122,6 @@ def test_redis_going_away_and_back_while_the_api_runs(private_redis: PrivateRedi
         service.stop()
 
 
-def test_two_retrains_at_once_publish_two_versions(redis_url: str, tmp_path: Path,
-                                                   radiography_root: Path) -> None:
-    service = start_service(tmp_path, redis_url)
-    try:
-        with service.client() as client:
-            upload_tiny(client, radiography_root)
-            accepted = [client.post("/retrain", json={"dataset": "tiny", **TINY, "seed": seed})
-                        for seed in (1, 2)]
-            assert [a.status_code for a in accepted] == [202, 202]
-            jobs = [wait_job(client, a.json()["job_id"], timeout=360) for a in accepted]
-            assert [j["state"] for j in jobs] == ["succeeded", "succeeded"], service.logs()
-            versions = {j["model_version"] for j in jobs}
-            assert len(versions) == 2
-            listed = client.get("/models").json()
-            assert versions <= {m["version"] for m in listed["versions"]}
-        registry = LocalRegistry(tmp_path / "models")
-        for version in versions:  # each one whole: every checksum still verifies
-            registry.verified_model_path(version)
-    except (AssertionError, httpx.HTTPError):
-        sys.stderr.write(service.logs())
-        raise
-    finally:
-        service.stop()
-
-
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(child) for child in path.read_text().split()] if path.exists() else []
