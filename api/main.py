@@ -101,7 +101,8 @@ def _monitoring(app: FastAPI, settings: Settings,
     scorer = ShadowScorer(app.state.registry, recorder, shadow_loader(settings),
                           poll_interval_s=settings.reload_interval_s,
                           queue_size=settings.shadow_queue_size,
-                          limits=shadow_limits(settings), observer=observer)
+                          limits=shadow_limits(settings), observer=observer,
+                          priority=settings.shadow_priority)
     app.state.recorder, app.state.shadow = recorder, scorer
     app.state.answer_log = AnswerLog(recorder, scorer, enabled=settings.prediction_log)
     return recorder, scorer

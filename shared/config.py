@@ -41,6 +41,9 @@ GateMode = Literal["refuse", "warn", "off"]
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
+ShadowPriority = Literal["idle", "low", "normal"]
+
+
 class ApiKey(BaseModel):
     """One API key as the server knows it: the sha256 of the key, never the key itself."""
 
@@ -172,6 +175,9 @@ class Settings(BaseSettings):
     # Images waiting for the shadow version; when full, more are dropped (and counted), so
     # the shadow never delays an answer.
     shadow_queue_size: int = Field(64, ge=1, le=100_000)
+    # The shadow's CPU priority: "idle" runs it only on cores the answers leave idle
+    # (SCHED_IDLE, Linux), "low" at nice 19, "normal" beside the answers.
+    shadow_priority: ShadowPriority = "idle"
     # The audit trail (who changed what, and who was refused), kept this many days.
     audit_days: float = Field(365.0, gt=0, le=36500)
     # After each publish, delete the oldest candidates beyond this many (never the active

@@ -45,7 +45,7 @@ def versions(published: Versions) -> Iterator[Versions]:
 def at_full_priority(monkeypatch: pytest.MonkeyPatch) -> None:
     """The shadow's threads at the priority of the rest: the suite shares the machine with
     other runs, which at the lowest priority the shadow would wait for."""
-    monkeypatch.setattr(shadow, "NICEST", 0)
+    monkeypatch.setattr(shadow, "lower_priority", lambda priority: None)
 
 
 @pytest.fixture(scope="package")

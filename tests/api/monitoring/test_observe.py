@@ -67,7 +67,7 @@ def app(published: Versions, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     # The shadow at the others' priority: the suite shares the machine with other runs,
     # which at the lowest priority it would wait for (its own test checks the priority).
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(shadow, "NICEST", 0)
+        patch.setattr(shadow, "lower_priority", lambda priority: None)
         with TestClient(create_app(settings), headers=AS_ADMIN) as client:
             wait_ready(client)
             yield App(client, settings)

@@ -86,11 +86,13 @@ def test_its_threads_run_at_the_lowest_priority(make: Make) -> None:
 
     def niced() -> bool:
         return all(t.native_id is not None and os.getpriority(os.PRIO_PROCESS, t.native_id)
-                   == shadow.NICEST for t in threads)
+                   == shadow.NICEST and os.sched_getscheduler(t.native_id) == os.SCHED_IDLE
+                   for t in threads)
 
     _until(niced, "niced")
     # the answering threads keep theirs
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < shadow.NICEST
+    assert os.sched_getscheduler(threading.get_native_id()) != os.SCHED_IDLE
 
 
 def test_it_follows_the_pointer_and_scores_nothing_without_a_shadow(
