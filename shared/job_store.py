@@ -283,11 +283,17 @@ class SqliteJobStore(JobStore):
         return [r[0] for r in rows]
 
 
+def redis_client(settings: Settings) -> redis.Redis:
+    """A client of the broker's Redis, for the stores beside it (jobs, the prediction log, the
+    audit trail): a store that does not answer fails the request, not hangs it."""
+    return redis.Redis.from_url(settings.effective_broker_url, socket_timeout=5,
+                                socket_connect_timeout=2)
+
+
 def open_job_store(settings: Settings, *, clock: Clock = utc_now) -> JobStore:
     """The store that sits beside the configured broker."""
     if settings.uses_redis:
-        client = redis.Redis.from_url(settings.effective_broker_url, socket_timeout=5,
-                                      socket_connect_timeout=2)
-        return RedisJobStore(client, settings.job_heartbeat_timeout_s, clock=clock)
+        return RedisJobStore(redis_client(settings), settings.job_heartbeat_timeout_s,
+                             clock=clock)
     return SqliteJobStore(settings.state_dir / "jobs.sqlite", settings.job_heartbeat_timeout_s,
                           clock=clock)

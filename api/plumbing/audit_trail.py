@@ -74,18 +74,20 @@ class AuditTrail:
         try:
             await self.app(scope, receive, send_seen)
         except Exception:
-            await self._append(scope, state, 500, "internal_error", answer["request_id"])
+            await self._append(scope, state, 500, b"", answer["request_id"], "internal_error")
             raise
-        await self._append(scope, state, answer["status"], _error_code(bytes(error_body)),
+        await self._append(scope, state, answer["status"], bytes(error_body),
                            answer["request_id"])
 
     async def _append(self, scope: Scope, state: dict[str, Any], status: int,
-                      error: str | None, sent_request_id: str | None) -> None:
+                      error_body: bytes, sent_request_id: str | None,
+                      error: str | None = None) -> None:
         template = getattr(scope.get("route"), "path", None)
         action = ACTIONS.get((scope["method"], template or ""))
         store: AuditStore | None = getattr(scope["app"].state, "audit", None)
         if action is None or store is None:
             return
+        error = error or _error_code(error_body)  # read only for an audited route's refusal
         key = state.get("api_key")
         actor = key if isinstance(key, ApiKey) else None
         params = scope.get("path_params", {})

@@ -15,6 +15,7 @@ from api.plumbing.auth import Admin, Reader
 from api.plumbing.body_guard import GuardedRoute
 from api.plumbing.errors import responses
 from shared.errors import InUse, ShadowNotFound
+from shared.lineage import comparable_classes
 from shared.monitoring.figures import ShadowReport
 from shared.monitoring.prediction_log import PredictionLog
 from shared.monitoring.records import PredictionQuery
@@ -45,11 +46,14 @@ def report_of(version: str, registry: Registry, predictions: PredictionLog,
 def start_shadow(version: str, registry: RegistryDep, predictions: PredictionLogDep,
                  scorer: ShadowScorerDep) -> ShadowReport:
     """Make a published version the shadow, replacing any other: every API process scores
-    each answered image with it too, after the answer is sent (409 for the active version)."""
-    registry.manifest(version)
+    each answered image with it too, after the answer is sent (409 for the active version,
+    422 class_mismatch for one that answers other classes)."""
+    candidate = registry.manifest(version)
     active = registry.active()
     if active is not None and active.version == version:
         raise InUse(f"version {version} is the active version; it cannot shadow itself")
+    if active is not None:  # compared image by image with the active version's answers
+        comparable_classes(candidate, list(registry.manifest(active.version).classes))
     registry.set_shadow(version)
     scorer.wake()  # this process follows at once; the others at their next poll
     return report_of(version, registry, predictions, scorer)

@@ -22,7 +22,7 @@ import redis
 
 from shared import logs
 from shared.config import Settings
-from shared.job_store import Clock, utc_now
+from shared.job_store import Clock, redis_client, utc_now
 from shared.monitoring.records import AuditOutcome, AuditQuery, AuditRecord
 
 log = logging.getLogger("cxr.audit")
@@ -168,8 +168,6 @@ class SqliteAuditStore(AuditStore):
 def open_audit_store(settings: Settings, *, clock: Clock = utc_now) -> AuditStore:
     """The trail that sits beside the configured broker (and the job store)."""
     if settings.uses_redis:
-        client = redis.Redis.from_url(settings.effective_broker_url, socket_timeout=5,
-                                      socket_connect_timeout=2)
-        return RedisAuditStore(client, settings.audit_days, clock=clock)
+        return RedisAuditStore(redis_client(settings), settings.audit_days, clock=clock)
     return SqliteAuditStore(settings.state_dir / "audit.sqlite", settings.audit_days,
                             clock=clock)

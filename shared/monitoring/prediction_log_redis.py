@@ -11,7 +11,6 @@ from typing import Any
 
 import redis
 
-from shared.config import Settings
 from shared.errors import PredictionNotFound
 from shared.job_store import Clock, utc_now
 from shared.monitoring.prediction_log import PredictionLog, not_found
@@ -25,12 +24,6 @@ from shared.monitoring.records import (
 
 # A change to one record: applied to it, returns the index keys the record now belongs to.
 Change = Callable[[LoggedPrediction], list[str]]
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    """A client of the broker's Redis, with the job store's timeouts."""
-    return redis.Redis.from_url(settings.effective_broker_url, socket_timeout=5,
-                                socket_connect_timeout=2)
 
 
 def _matches(record: LoggedPrediction, query: PredictionQuery, floor: datetime) -> bool:

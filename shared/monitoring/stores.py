@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from shared.config import Settings
-from shared.job_store import Clock, utc_now
+from shared.job_store import Clock, redis_client, utc_now
 from shared.monitoring.prediction_log import PredictionLog
-from shared.monitoring.prediction_log_redis import RedisPredictionLog, redis_client
+from shared.monitoring.prediction_log_redis import RedisPredictionLog
 from shared.monitoring.prediction_log_sqlite import SqlitePredictionLog
 
 

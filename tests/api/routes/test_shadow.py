@@ -92,6 +92,10 @@ def test_the_active_version_or_an_unknown_one_cannot_be_the_shadow(versions: Ver
     reader = versions.client.post(f"/models/{versions.first}/shadow",
                                   headers={"X-API-Key": READER_KEY})
     assert reader.status_code == 403
+    # answers of other classes cannot be compared image by image with the active version's
+    other = publish_random(versions.registry, seed=2, classes=("a", "b", "c"))
+    mismatch = versions.client.post(f"/models/{other}/shadow")
+    assert (mismatch.status_code, mismatch.json()["error"]["code"]) == (422, "class_mismatch")
     assert versions.registry.shadow() is None
 
 
