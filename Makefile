@@ -37,9 +37,10 @@ lock: | $(BIN)/uv
 	$(BIN)/uv lock
 
 ## The API on http://$${CXR_HOST:-127.0.0.1}:$${CXR_PORT:-8000} and one training worker.
+## It holds the terminal (Ctrl-C stops both); TensorFlow's start-up lines stay off it (the CLI
+## sets TF_CPP_MIN_LOG_LEVEL=3 unless you set it).
 run: $(VENV)/.run-stamp
-	TF_CPP_MIN_LOG_LEVEL=$${TF_CPP_MIN_LOG_LEVEL:-2} CXR_LOG_FORMAT=$${CXR_LOG_FORMAT:-text} \
-		$(BIN)/cxr up
+	CXR_LOG_FORMAT=$${CXR_LOG_FORMAT:-text} $(BIN)/cxr up
 
 api: $(VENV)/.run-stamp
 	$(BIN)/cxr serve

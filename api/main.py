@@ -23,6 +23,7 @@ from api.monitoring.shadow import ShadowScorer, shadow_limits, shadow_loader
 from api.oip import routes as oip
 from api.plumbing import errors
 from api.plumbing.audit_trail import AuditTrail
+from api.plumbing.auth import warn_if_no_keys
 from api.plumbing.redirects import RelativeRedirects
 from api.plumbing.request_log import AccessLog, UnfinishedAnswerFilter
 from api.plumbing.request_metrics import RequestMetrics
@@ -53,6 +54,7 @@ from shared.task_queue import make_celery
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    warn_if_no_keys(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app.state.registry = open_registry(settings)
     app.state.jobs = open_job_store(settings)
@@ -113,12 +115,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
     # /docs and /redoc from Swagger UI's and ReDoc's files in the package, not a CDN: the
-    # pages render where the API runs without internet access.
+    # pages render where the API runs without internet access. /redoc is the page router's,
+    # which also keeps ReDoc's logo from being fetched; the icon is the page's own.
     app = FastAPIOffline(
         title="cxr-service",
         summary="Chest X-ray classification (VGG16 transfer learning) with retraining.",
         version="0.1.0",
         lifespan=lifespan,
+        redoc_url=None,
+        favicon_url=page.FAVICON_URL,
     )
     app.state.settings = settings
     app.state.decode_budget = DecodeBudget(settings.decode_budget_mb * MiB,

@@ -13,9 +13,12 @@ import typer
 
 from cxr_cli import evaluating, models, predicting, services, training
 from cxr_cli.errors import OneLineErrors
+from cxr_cli.help_format import PanelledCommand
 
+# rich_markup_mode=None: click's plain help, whose option names are never cut (rich's
+# tables shorten them to fit 80 columns); PanelledCommand keeps the panels.
 app = typer.Typer(cls=OneLineErrors, help="cxr-service: chest X-ray classification with VGG16.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
 
 def _print_version(asked: bool) -> None:
@@ -38,13 +41,9 @@ def main(
     """cxr-service: chest X-ray classification with VGG16."""
 
 
-app.command()(services.serve)
-app.command()(services.worker)
-app.command()(services.up)
-app.command()(services.key)
-app.command()(training.train)
-app.command()(predicting.predict)
-app.command()(evaluating.evaluate)
+for command in (services.serve, services.worker, services.up, services.key, training.train,
+                predicting.predict, evaluating.evaluate):
+    app.command(cls=PanelledCommand)(command)
 app.add_typer(models.app, name="models")
 
 __all__ = ["app"]

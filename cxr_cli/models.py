@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cxr_cli.help_format import PanelledCommand
 from cxr_cli.output import answer_console, table
 from cxr_cli.runtime import load_settings
 from shared.errors import NoActiveModel
@@ -16,11 +18,18 @@ if TYPE_CHECKING:
     from shared.registry import Registry
 
 app = typer.Typer(help="The published model versions: list them, activate one.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=None)
 
 NO_MODEL = ("no model is active; train one with `cxr train --data DIR` (add `--base-weights "
             "none` when offline), activate one with `cxr models activate VERSION`, or pass "
             "{option} VERSION")
+
+
+# "Which model version", the same option in every command that asks it.
+ModelOption = Annotated[str | None, typer.Option(
+    "--model", metavar="VERSION",
+    help="The model version to use: an id `cxr models list` shows, or 'active'; the active "
+         "one if omitted.")]
 
 
 def chosen_version(registry: Registry, given: str | None, option: str) -> str:
@@ -62,7 +71,7 @@ def _print_table(summaries: list[ModelSummary], active: str | None) -> None:
     console.print(shown)
 
 
-@app.command("list")
+@app.command("list", cls=PanelledCommand)
 def list_models(
     as_json: Annotated[bool, typer.Option(
         "--json", help="{active, versions}: each version as GET /models lists it.")] = False,
@@ -81,14 +90,34 @@ def list_models(
     _print_table(summaries, active)
 
 
-@app.command("activate")
+@app.command("activate", cls=PanelledCommand)
 def activate_model(
     version: Annotated[str, typer.Argument(help="A version `cxr models list` shows.")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Serve it even though its test interval includes chance (or it has "
+                        "none); the audit trail records that it was forced.")] = False,
 ) -> None:
     """Make VERSION the active one (pin, or roll back), as POST /models/{v}/activate does.
 
-    Running API processes serve it within seconds; `cxr predict` uses it at once."""
+    A version not shown better than chance on its test split needs --force. Running API
+    processes serve it within seconds; `cxr predict` uses it at once."""
+    from shared.activation import check_activation
+    from shared.errors import ConfirmationRequired
+    from shared.monitoring.audit import audit_now, open_audit_store
     from shared.registry import open_registry
 
-    open_registry(load_settings()).activate(version)
-    typer.echo(f"model version {version} is active")
+    settings = load_settings()
+    registry = open_registry(settings)
+    manifest = registry.manifest(version)
+    trail = open_audit_store(settings)  # before the change: one that cannot be recorded fails
+    record = partial(audit_now, trail, actor="cli", role="cli", action="activate",
+                     target=version)
+    try:
+        forced = check_activation(manifest, force)
+    except ConfirmationRequired as refused:
+        record(outcome="refused", error=refused.code)
+        raise
+    registry.activate(version)
+    record(outcome="ok", detail=f"forced: {forced}" if forced else None)
+    typer.echo(f"model version {version} is active" + (
+        f" (forced: {forced}; recorded in the audit trail)" if forced else ""))

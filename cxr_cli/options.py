@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import annotated_types as at
 import typer
 from pydantic.fields import FieldInfo
-from rich.markup import escape
 
 from shared.training_params import FINE_TUNE_DEFAULTS, TrainingParams
 
@@ -77,7 +76,7 @@ def _help(field: str, info: FieldInfo, choices: tuple[str, ...]) -> str:
         fine_tune = FINE_TUNE_DEFAULTS.get(field, default)
         parts.append(f"Default: {_number(default)}" + (
             f" ({_number(fine_tune)} with --base-version)." if fine_tune != default else "."))
-    return escape(" ".join(part for part in parts if part))
+    return " ".join(part for part in parts if part)
 
 
 def _parameter(field: str, info: FieldInfo) -> inspect.Parameter:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Column
 
-from cxr_cli.models import chosen_version
+from cxr_cli.models import ModelOption, chosen_version
 from cxr_cli.output import answer_console, table
 from cxr_cli.runtime import Verbose, load_settings, start_tensorflow
 from shared.errors import CxrError
@@ -58,33 +58,36 @@ def _print_json(paths: list[Path], answers: list[Prediction | CxrError]) -> None
     typer.echo(json.dumps(entries, indent=2))
 
 
-def _print_one(answer: Prediction | CxrError) -> None:
-    """One image answers as it always has (scripts read this JSON); its error is the
-    command's."""
-    if isinstance(answer, CxrError):
-        raise answer
-    typer.echo(answer.model_dump_json(indent=2))
-    if not answer.reliable:
-        typer.echo(f"not a finding: {', '.join(answer.reasons)}", err=True)
+def _chosen(model: str | None, old_spelling: str | None) -> str | None:
+    """--model, or the deprecated --version it replaced (which read as `cxr --version`)."""
+    if old_spelling is None:
+        return model
+    if model is not None and model != old_spelling:
+        raise typer.BadParameter("give the version once, with --model", param_hint="--version")
+    typer.echo("warning: `cxr predict --version` is deprecated: use --model", err=True)
+    return old_spelling
 
 
 def predict(
     files: Annotated[list[Path], typer.Argument(
         exists=True, help="Images, or folders of them (.png .jpg .jpeg .dcm, not recursive).")],
-    version: Annotated[str | None, typer.Option(
-        help="The version to ask; the active one if omitted.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON even for several images: one "
-                                                          "{file, prediction|error} each.")]
-    = False,
+    model: ModelOption = None,
+    old_spelling: Annotated[str | None, typer.Option(
+        "--version", hidden=True, help="Deprecated spelling of --model.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print a JSON list instead of the table, one {file, prediction} or "
+                       "{file, error} for each image, even for one image.")] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Classify images with the active (or a given) version: one image prints its JSON,
-    several a table; exit 1 if any image failed."""
+    """Classify images with the active (or a given) version and print a table, one row an
+    image: its label, that label's probability and whether the answer is reliable (with
+    why not). With one image, its failure is the command's error; with several, exit 1
+    if any image failed."""
     from shared.registry import open_registry
 
     settings = load_settings()
     registry = open_registry(settings)
-    chosen = chosen_version(registry, version, "--version")
+    chosen = chosen_version(registry, _chosen(model, old_spelling), "--model")
     paths = _images(files)
     start_tensorflow(verbose)
     from shared.loading import load_version
@@ -98,9 +101,8 @@ def predict(
     # Logged like the API's answers (source "cli"), so that the reading room can label them.
     log_answers_now(settings, answers, [None if isinstance(a, CxrError) else p.read_bytes()
                                         for p, a in zip(paths, answers, strict=True)], "cli")
-    if len(answers) == 1:
-        _print_one(answers[0])
-        return
+    if len(answers) == 1 and isinstance(answers[0], CxrError):
+        raise answers[0]  # one image: its error is the command's
     (_print_json if as_json else _print_table)(paths, answers)
     failed = sum(isinstance(a, CxrError) for a in answers)
     if failed:

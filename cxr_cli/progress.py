@@ -24,14 +24,29 @@ if TYPE_CHECKING:
     from worker.context import BatchProgress
 
 
-def figures(metrics: EpochMetrics | None) -> str:
-    """An epoch's metrics as ``name value`` pairs, the seconds so far last."""
+def duration(seconds: float) -> str:
+    """``12.3 s``, ``1 min 40 s``, ``2 h 05 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def figures(metrics: EpochMetrics | None, before_s: float = 0.0) -> str:
+    """An epoch's metrics as ``name value`` pairs, then its own time and the training's so
+    far (``elapsed_s`` counts from the start of training; ``before_s``: what it was at the
+    end of the epoch before)."""
     if metrics is None:
         return ""
     values = metrics.model_dump(exclude_none=True)
     elapsed = values.pop("elapsed_s", None)
     parts = [f"{name} {value:.4f}" for name, value in values.items()]
-    return ", ".join(parts + ([f"{elapsed:.1f} s"] if elapsed is not None else []))
+    if elapsed is not None:
+        parts.append(f"{duration(max(elapsed - before_s, 0.0))} this epoch, "
+                     f"{duration(elapsed)} in all")
+    return ", ".join(parts)
 
 
 def _running(progress: BatchProgress) -> str:
@@ -54,6 +69,7 @@ class ConsoleReporter:
             console=self.console, disable=not self.live)
         self.epoch: tuple[int, TaskID] | None = None
         self.step: tuple[str, TaskID, float] | None = None
+        self.elapsed_s = 0.0  # the training's time at the end of the last epoch
 
     def __enter__(self) -> ConsoleReporter:
         self.bars.start()
@@ -79,7 +95,9 @@ class ConsoleReporter:
             self.bars.remove_task(self.epoch[1])
             self.epoch = None
         self._line(f"epoch {progress.epoch}/{progress.epochs} ({progress.phase}): "
-                   f"{figures(progress.last)}")
+                   f"{figures(progress.last, self.elapsed_s)}")
+        if progress.last is not None and progress.last.elapsed_s is not None:
+            self.elapsed_s = progress.last.elapsed_s
         return False
 
     def phase(self, name: str, done: int, total: int) -> None:

@@ -7,7 +7,6 @@ the two packages still never import each other.
 from __future__ import annotations
 
 import json
-import shlex
 import signal
 import subprocess
 import sys
@@ -29,7 +28,8 @@ def serve(
     """Run the HTTP API (uvicorn) on CXR_HOST:CXR_PORT (8000 on 127.0.0.1 by default)."""
     require_extras("cxr serve", "api")
     settings = load_settings()
-    # Not loaded now: the API listens at once and loads TensorFlow with its first model.
+    # Not loaded now: the API listens at once and loads TensorFlow with its first model,
+    # in another thread (quietly all the same: quiet_tensorflow watches for its import).
     quiet_tensorflow(verbose)
     import uvicorn
 
@@ -88,12 +88,22 @@ def up(verbose: Verbose = False) -> None:
     raise typer.Exit(max((c.returncode or 0) for c in children))
 
 
+def key_lines(entries: list[dict[str, str]]) -> tuple[str, str]:
+    """CXR_API_KEYS holding ``entries``: the shell's ``export`` line, and the line of a
+    docker compose ``.env`` file (no ``export``). One value serves both: JSON in single
+    quotes, which neither a shell nor compose reads into, with its own single quotes (a
+    holder's name may have one) written as JSON's \\u0027, so no quote needs escaping."""
+    value = "'" + json.dumps(entries).replace("'", "\\u0027") + "'"
+    return f"export CXR_API_KEYS={value}", f"CXR_API_KEYS={value}"
+
+
 def key(
     name: Annotated[str, typer.Option(help="A name for the key's holder.")] = "admin",
     role: Annotated[str, typer.Option(
         help="admin (may change things), labeler (labels answers) or reader.")] = "admin",
 ) -> None:
-    """Make a new API key: print it once, and the shell line that sets CXR_API_KEYS to its hash."""
+    """Make a new API key: print it once, and the lines that set CXR_API_KEYS to its hash,
+    for a shell and for docker compose's .env file."""
     import secrets
 
     from shared.config import key_digest
@@ -101,8 +111,12 @@ def key(
     if role not in ("admin", "labeler", "reader"):
         raise typer.BadParameter("role is admin, labeler or reader", param_hint="--role")
     secret = secrets.token_urlsafe(32)
-    entry = {"name": name, "sha256": key_digest(secret), "role": role}
+    shell, dotenv = key_lines([{"name": name, "sha256": key_digest(secret), "role": role}])
     typer.echo(f"key (send as X-API-Key; shown only now): {secret}")
-    typer.echo("start the service with (paste into the shell):")
-    # quoted for the shell: a holder's name may hold a quote
-    typer.echo(f"export CXR_API_KEYS={shlex.quote(json.dumps([entry]))}")
+    typer.echo("the service holds only its hash, in CXR_API_KEYS (a list: to keep other "
+               "keys, add this entry to theirs)")
+    typer.echo("for a shell, before `make run` or `cxr up`:")
+    typer.echo(shell)
+    typer.echo("for docker compose, a line of its .env file as it is (the same value, "
+               "without `export`):")
+    typer.echo(dotenv)

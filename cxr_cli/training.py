@@ -18,6 +18,7 @@ from shared.training_params import TrainingParams
 
 if TYPE_CHECKING:
     from shared.datasets import Dataset
+    from shared.manifest import Promotion
 
 # What to do when the base weights cannot be had, in this command's words.
 WEIGHTS_WAY_OUT = ("use --base-weights none (a random start: trains offline), or "
@@ -102,10 +103,16 @@ def train(data: Folders, external_data: ExternalFolders = None,
     _print_outcome(version)
 
 
+def outcome_line(version: str, promotion: Promotion | None) -> str:
+    """What became of the new version, in words that cannot be read the other way round."""
+    if promotion is None:
+        return f"published model version {version}; not activated (no promotion decision)"
+    if promotion.activated:
+        return f"published model version {version} and activated it: {promotion.reason}"
+    return f"published model version {version}; not activated: {promotion.reason}"
+
+
 def _print_outcome(version: str) -> None:
     from shared.registry import open_registry
 
-    promotion = open_registry(load_settings()).manifest(version).promotion
-    state = "activated" if promotion and promotion.activated else "kept as a candidate"
-    typer.echo(f"published model version {version}, {state}: "
-               f"{promotion.reason if promotion else 'n/a'}")
+    typer.echo(outcome_line(version, open_registry(load_settings()).manifest(version).promotion))

@@ -168,6 +168,13 @@ class InUse(CxrError):
     code = "in_use"
 
 
+class ConfirmationRequired(CxrError):
+    """A change that is allowed but needs an explicit confirmation (``force``): activating a
+    version not shown better than chance."""
+
+    code = "confirmation_required"
+
+
 class ShadowNotFound(CxrError):
     """The version named is not the shadow, and was never shadowed within the log's retention."""
 

@@ -29,6 +29,12 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(context)s%(message)s"
 # Loggers that come with handlers of their own; theirs would print every line twice.
 OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery")
+# Terminal escape sequences (colours, cursor moves): a log record is read by programs, and a
+# JSON line with them is noise there. uvicorn adds a coloured copy of some messages to every
+# record it logs, as the extra field ``color_message``.
+ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()*+][0-~]"
+                     r"|[@-Z\\-_])?")  # CSI, OSC, a charset, any other; a lone ESC too
+TERMINAL_ONLY = ("color_message",)
 
 
 def accept_request_id(sent: str | None) -> str:
@@ -70,7 +76,19 @@ class _Json(JsonFormatter):
         super().add_fields(log_data, record, message_dict)
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
-        return {key: value for key, value in log_data.items() if value is not None}
+        return {key: _plain(value) for key, value in log_data.items()
+                if value is not None and key not in TERMINAL_ONLY}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` without terminal escape sequences, in its strings at any depth."""
+    if isinstance(value, str):
+        return ESCAPES.sub("", value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 class _Text(logging.Formatter):

@@ -17,6 +17,7 @@ from shared.config import PromotionMetric
 from shared.ml.preprocessing import Equalization
 from shared.ml.reliability import (
     ReliabilityRecord,
+    ReliableClass,
     ReliableSubset,
     RiskCoveragePoint,
     above_chance,
@@ -199,6 +200,11 @@ class ShiftRecord(Record):
     test_flag_rate: float | None = None
 
 
+class GateCount(Record):
+    refused: int
+    images: int
+
+
 class GateRecord(Record):
     """The chest-radiograph gate, or why the version has none."""
 
@@ -206,6 +212,9 @@ class GateRecord(Record):
     fitted_on: str | None = None
     threshold: float | None = None
     reason: str | None = None
+    refusals: dict[str, GateCount] = Field(
+        default_factory=dict, description="Radiographs the gate refuses, per split of the "
+        "version's own data (train, validation, test).")
 
 
 class OnnxExport(Record):
@@ -311,6 +320,8 @@ class ExternalFigures(Record):
     reliable_share: float | None = None
     reliable_balanced_accuracy: float | None = None
     risk_coverage: list[RiskCoveragePoint] | None = None
+    reliable_per_class: dict[str, ReliableClass] = Field(
+        default_factory=dict, description="Per true class: answers marked reliable and recall.")
 
 
 class ManifestDraft(Record):
@@ -448,11 +459,6 @@ class EvaluatedDataset(DatasetRecord):
         default_factory=dict, description="Each of the set's labels -> the version's class.")
 
 
-class GateCount(Record):
-    refused: int
-    images: int
-
-
 class ShiftBreakdown(Record):
     """How many of a set's images the shift score flags, and the metrics on each side."""
 
@@ -493,4 +499,5 @@ class ExternalReport(Record):
             shift_auroc=shift.auroc_vs_test if shift else None,
             reliable_share=reliable.coverage if reliable else None,
             reliable_balanced_accuracy=reliable.balanced_accuracy if reliable else None,
-            risk_coverage=reliable.risk_coverage if reliable else None)
+            risk_coverage=reliable.risk_coverage if reliable else None,
+            reliable_per_class=reliable.per_class if reliable else {})

@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # Why an answer is not a finding (shared/ml/reliability.py decides).
@@ -123,17 +123,34 @@ class DistributionShift(BaseModel):
                           "trained on: do not trust the probabilities.")
 
 
+# The convolutions a heat map can be computed on, deepest (coarsest grid) first; "auto"
+# picks one by the version's image size (shared/ml/explain.py, ``choose_layer``).
+CamLayer = Literal["block5_conv3", "block4_conv3", "block3_conv3"]
+ExplainLayer = Literal["auto", CamLayer]
+
+
 class Explanation(BaseModel):
     """Where the network looked for one class (Grad-CAM), from the pass that answered."""
 
     method: Literal["grad-cam"] = "grad-cam"
-    layer: str = Field(description="The convolution the map is computed on.")
+    layer: CamLayer = Field(description="The convolution the map is computed on.")
     class_name: str = Field(description="The class explained: the predicted one unless asked.")
     image_png: str = Field(description="Base64 PNG: the X-ray as the model saw it, in gray, "
                            "at most 512 pixels on its longest side.")
-    overlay_png: str = Field(description="Base64 PNG of the same size: the heat map over it.")
+    overlay_png: str = Field(description="Base64 PNG of the same size: the heat map over it, "
+                             "each cell of `grid` one uniform block (the map knows no finer).")
+    grid_shape: list[int] = Field(
+        description="[rows, cols] of `grid`: how coarse the map is. A 64 px version's "
+        "block5_conv3 is 4x4: each cell a quarter of the image's width and height.")
     grid: list[list[float]] = Field(
         description="The map at the layer's own resolution, rows top to bottom, in [0, 1].")
+
+    @model_validator(mode="after")
+    def _shape_is_the_grids(self) -> Explanation:
+        shape = [len(self.grid), len(self.grid[0]) if self.grid else 0]
+        if self.grid_shape != shape or any(len(row) != shape[1] for row in self.grid):
+            raise ValueError(f"grid_shape {self.grid_shape} is not the grid's {shape}")
+        return self
 
 
 class ChestXrayCheck(BaseModel):

@@ -15,6 +15,7 @@ import redis
 
 from shared.config import Settings
 from shared.registry.local import LocalRegistry
+from tests.helpers import scheduling
 from tests.helpers.env import (
     API_KEYS,
     IMAGE_DATASET,
@@ -22,7 +23,7 @@ from tests.helpers.env import (
     REDIS_URL,
     REQUIRE_SERVICES,
     S3_ENV,
-    TINY_VERSIONS_ENV,
+    SUITE_ENV,
     real_data,
 )
 from tests.helpers.services import S3Server, SmallDisk
@@ -34,7 +35,7 @@ from tests.helpers.versions import (
     with_int8_copy,
 )
 
-os.environ.update(TINY_VERSIONS_ENV)
+os.environ.update(SUITE_ENV)
 
 
 @pytest.fixture(scope="session")
@@ -158,22 +159,10 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     # Marked here, before `-m` selects: the fixture, not the test, decides.
     if "trained" in getattr(item, "fixturenames", ()):
         item.add_marker(pytest.mark.trained_version)
+    scheduling.group_with_shared_setup(item)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest tests first, so that pytest-xdist (handing out a few tests at a time in
-    this order, and a module marked xdist_group whole: the Makefile's --dist loadgroup)
-    spreads them over its workers and the short ones fill the gaps, instead of one long test
-    ending the run alone: one test of the shared trained version (one worker trains it while
-    the others start services), the tests that start services, those that train, then the
-    rest."""
-    first_trained = next((item for item in items if "trained" in item.fixturenames), None)
-
-    def rank(item: pytest.Item) -> int:
-        if item is first_trained:
-            return 0
-        if item.get_closest_marker("integration"):
-            return 1
-        return 2 if item.get_closest_marker("trains") else 3
-
-    items.sort(key=rank)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    scheduling.name_by_test(items)
+    scheduling.tag_groups(config, items)
+    scheduling.longest_first(items)

@@ -255,7 +255,8 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
             if secret.search(key):
                 assert REQUIRED_VARIABLE.fullmatch(value), f"{name}: {key}={value}"
     required = set(REQUIRED_VARIABLE.findall(COMPOSE_FILE.read_text()))
-    assert required == {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWER_BASIC_AUTH"}
+    assert required == {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWER_BASIC_AUTH",
+                        "CXR_API_KEYS"}
     placeholders = env_example()
     for variable in required:
         assert placeholders.get(variable) == "", f".env.example must list {variable}= (empty)"
@@ -348,14 +349,30 @@ def test_cxr_variables_are_the_settings() -> None:
     assert not missing, f".env.example does not document {sorted(missing)}"
 
 
+# What the required variables hold in a filled-in .env: an admin key as `cxr key` makes one.
+FILLED = {"CXR_API_KEYS": json.dumps([{"name": "admin", "sha256": "0" * 64, "role": "admin"}])}
+
+
+def interpolated(env: dict[str, str], dotenv: dict[str, str]) -> dict[str, str]:
+    """Compose's environment with the required variables taken from .env, as compose does."""
+    return {key: REQUIRED_VARIABLE.sub(lambda m: dotenv.get(m[1], "set"), value)
+            for key, value in env.items()}
+
+
+def container_env(name: str, dotenv: dict[str, str]) -> dict[str, str]:
+    """What a container of service ``name`` gets: .env (env_file), then its environment."""
+    return {**dotenv, **interpolated(environment(service(name)), dotenv)}
+
+
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))
 def test_container_settings_are_valid(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a container gets (.env.example, then compose's environment) passes validation."""
+    """What a container gets (.env.example filled in, then compose's environment) passes
+    validation."""
     from shared.config import Settings
 
     for key in [k for k in os.environ if k.startswith("CXR_")]:
         monkeypatch.delenv(key)
-    for key, value in {**env_example(), **environment(service(name))}.items():
+    for key, value in container_env(name, {**env_example(), **FILLED}).items():
         monkeypatch.setenv(key, value)
     settings = Settings()
     assert settings.models_uri == MODELS_URI and settings.s3_endpoint_url == S3_ENDPOINT
@@ -364,6 +381,54 @@ def test_container_settings_are_valid(name: str, monkeypatch: pytest.MonkeyPatch
     assert settings.uses_redis
     if APP_SERVICES[name] == "worker":
         assert settings.worker_metrics_port == 9101
+
+
+# === the admin key: CXR_API_KEYS ===============================================================
+def compose_dotenv(text: str) -> dict[str, str]:
+    """A .env file read as compose reads it (compose-go's dotenv): ``export`` dropped, a
+    single-quoted value taken as it is, an unquoted one cut at ``#``."""
+    values = {}
+    for line in text.splitlines():
+        line = line.strip().removeprefix("export ").strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        if value.startswith("'"):
+            assert value.endswith("'") and len(value) > 1, line
+            value = value[1:-1]
+        else:
+            assert not value.startswith('"') and "$" not in value, line  # expanded by compose
+            value = value.split("#")[0].rstrip()
+        values[key.strip()] = value
+    return values
+
+
+def test_compose_gives_every_app_container_the_keys_from_env() -> None:
+    """Without CXR_API_KEYS compose refuses to start (a stack with no admin key could never
+    be given a model), and the api and the workers all get it (the workers read .env too,
+    where the empty placeholder would not parse)."""
+    for name in APP_SERVICES:
+        assert environment(service(name))["CXR_API_KEYS"].startswith(
+            "${CXR_API_KEYS:?set CXR_API_KEYS in .env"), name
+    assert env_example()["CXR_API_KEYS"] == ""
+    assert "cxr key" in ENV_EXAMPLE.read_text()
+
+
+def test_the_line_cxr_key_prints_pasted_into_env_gives_the_api_an_admin_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.config import Settings
+
+    printed = run([sys.executable, "-m", "cxr_cli", "key"])
+    assert printed.returncode == 0, printed.stderr
+    (line,) = [x for x in printed.stdout.splitlines() if x.startswith("CXR_API_KEYS=")]
+    filled = ENV_EXAMPLE.read_text().replace("\nCXR_API_KEYS=\n", f"\n{line}\n")
+    assert filled != ENV_EXAMPLE.read_text()
+    for key in [k for k in os.environ if k.startswith("CXR_")]:
+        monkeypatch.delenv(key)
+    for key, value in container_env("api", compose_dotenv(filled)).items():
+        monkeypatch.setenv(key, value)
+    (admin,) = Settings().api_keys
+    assert admin.role == "admin" and admin.sha256 in line
 
 
 # === .dockerignore ==============================================================================

@@ -3,7 +3,10 @@
 The worker's main process imports TensorFlow before its pool forks (worker.celery_app), but
 runs nothing with it: the runtime starts in the pool's child, a fresh one per job. A job that
 ended failed in the job store also fails its task, so that Celery's own events (and Flower)
-show a failure, not a success whose result reads "failed".
+show a failure, not a success whose result reads "failed". That failure is expected
+(``Task.throws``): Celery logs it in one line without a traceback, since the job's own line
+says why it failed, and an unexpected error's traceback is logged where it was caught
+(worker.runner.jobs).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def _outcome(job_id: str, state: JobState) -> str:
     return state.value
 
 
-@app.task(name=TRAIN_TASK)
+@app.task(name=TRAIN_TASK, throws=(JobFailed,))
 def train(job_id: str) -> str:
     """Run retrain job ``job_id``; idempotent, since a job runs only from ``queued``."""
     from worker.runner.jobs import run_job
@@ -40,7 +43,7 @@ def train(job_id: str) -> str:
     return _outcome(job_id, run_job(job_id, get_settings()))
 
 
-@app.task(name=EVALUATE_TASK)
+@app.task(name=EVALUATE_TASK, throws=(JobFailed,))
 def evaluate(job_id: str) -> str:
     """Run external evaluation job ``job_id``; idempotent like ``train``."""
     from worker.runner.jobs import run_evaluation

@@ -31,7 +31,7 @@ from shared.ml.explain import GradCamPasses
 from shared.ml.preprocessing import decode_image
 from shared.ml.screening import ImageLimits, Screened, failed
 from shared.ml.served import Passes, ServedVersion
-from shared.schemas import Prediction
+from shared.schemas import ExplainLayer, Prediction
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -75,12 +75,13 @@ class Predictor:
         return current
 
     async def answer(self, images: Sequence[bytes], model: ServedVersion,
-                     explain: bool = False, class_name: str | None = None
-                     ) -> list[Prediction | CxrError]:
+                     explain: bool = False, class_name: str | None = None,
+                     layer: ExplainLayer = "auto") -> list[Prediction | CxrError]:
         """Each image's answer from ``model``, or the error that image alone would get, in
         order; with ``explain``, each with its heat map (class ``class_name``, else the
-        predicted one) from a gradient pass of its own, outside the batcher."""
-        passes: Passes = GradCamPasses(class_name) if explain else BatcherPasses(self.batcher)
+        predicted one; on ``layer``) from a gradient pass of its own, outside the batcher."""
+        passes: Passes = (GradCamPasses(class_name, layer) if explain
+                          else BatcherPasses(self.batcher))
         futures: list[Future[Prediction]] = []
         # Announced while its images are prepared, a request is waited for by a gathering
         # batch (briefly); heat maps never enter a batch.

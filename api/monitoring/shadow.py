@@ -44,6 +44,9 @@ NICEST = 19
 # SCHED_IDLE (Linux): a thread that runs only on a core nothing else wants. At nice 19 alone
 # the shadow still took a few percent of a saturated machine from the answers.
 IDLE_POLICY: int | None = getattr(os, "SCHED_IDLE", None)
+# How long a stop waits for each thread. Not for a load or a batch in progress: at the lowest
+# priority on a busy machine either may take minutes; what it makes after the stop is dropped.
+STOP_WAIT_S = 1.0
 
 Loader = Callable[[Registry, str], ServedVersion]
 
@@ -145,13 +148,15 @@ class ShadowScorer:
             thread.start()
 
     def stop(self) -> None:
+        """Unload the shadow and end both threads; a thread still loading or scoring ends
+        when that does (they are daemons), without being waited for."""
         self._stop.set()
         self._wake.set()
         with contextlib.suppress(queue.Full):  # a full queue wakes the scorer anyway
             self._queue.put_nowait(None)
         for thread in self._threads:
             if thread.is_alive():
-                thread.join(timeout=30)
+                thread.join(timeout=STOP_WAIT_S)
         self._unload()
 
     def wake(self) -> None:
@@ -200,6 +205,9 @@ class ShadowScorer:
             self.counter.count_shadow(pointer.version, error=f"not loaded: {exc.message}")
             return
         self.current, self.load_error = loaded, None
+        if self._stop.is_set():  # stopped while loading, perhaps unloaded before this: drop it
+            self._unload()
+            return
         log.info("shadow version %s scores answered images (%s)", loaded.version,
                  loaded.runtime)
 

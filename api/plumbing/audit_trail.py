@@ -5,7 +5,8 @@ has been sent: who (the key's name and role, never the key), what, on what, how 
 Routes are named by method and template, as the router matched them; reads and requests no
 route matched are not audited. The identified key comes from ``request.state.api_key``
 (api/plumbing/auth.py); a route may add ``request.state.audit_target`` (what a body named,
-such as an uploaded dataset) and ``request.state.audit_detail`` (a queued job, say).
+such as an uploaded dataset) and ``request.state.audit_detail`` (a queued job, say, or
+"forced: <warning>" for an activation confirmed with force=true).
 """
 
 from __future__ import annotations

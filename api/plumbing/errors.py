@@ -43,6 +43,7 @@ STATUS: dict[type[errors.CxrError], int] = {
     errors.PredictionNotFound: 404,
     errors.ShadowNotFound: 404,
     errors.InUse: 409,
+    errors.ConfirmationRequired: 409,
     errors.DatasetExists: 409,
     errors.JobNotCancellable: 409,
     errors.Unauthorized: 401,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import redis
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from api.deps import (
     JobStoreDep,
@@ -25,6 +25,7 @@ from api.inference.serving import ModelServer
 from api.plumbing.auth import Admin, Reader
 from api.plumbing.body_guard import GuardedRoute
 from api.plumbing.errors import responses
+from shared.activation import check_activation
 from shared.datasets import dataset_path, discover, match_classes
 from shared.errors import ModelNotFound
 from shared.lineage import comparable_classes, named_version
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 # What an unreachable prediction log raises: the models views answer without live figures.
 LOG_DOWN = (redis.RedisError, sqlite3.Error, OSError)
 T = TypeVar("T")
+ForceQuery = Annotated[bool, Query(description=(
+    "Confirm activating a version whose test balanced accuracy interval includes chance (or "
+    "that has none); without it such a version answers 409 confirmation_required."))]
 
 # Reads answer 401 without a key when CXR_REQUIRE_KEY_FOR_READS is on, and 503 when the
 # registry's object store is unreachable.
@@ -164,19 +168,25 @@ def get_model_artifact(version: str, artifact: str, registry: RegistryDep) -> Re
 
 
 @router.post("/{version}/activate", response_model=MonitoredList,
-             responses=responses(401, 403, 404, 422), dependencies=Admin)
+             responses=responses(401, 403, 404, 409, 422), dependencies=Admin)
 def activate_model(version: str, request: Request, registry: RegistryDep,
                    server: ModelServerDep, predictions: PredictionLogDep,
-                   scorer: ShadowScorerDep) -> MonitoredList:
-    """Make a version the one served by every API process (pin, or roll back). Activating
-    the shadow ends the shadow: it is the active version now."""
+                   scorer: ShadowScorerDep, force: ForceQuery = False) -> MonitoredList:
+    """Make a version the one served by every API process (pin, or roll back). A version not
+    shown better than chance on its test split answers 409 confirmation_required unless
+    force=true confirms it (the audit trail records the warning). Activating the shadow
+    ends the shadow: it is the active version now."""
+    forced = check_activation(registry.manifest(version), force)
     registry.activate(version)
     server.wake()
+    details = [f"forced: {forced}"] if forced else []
     shadow = registry.shadow()
     if shadow is not None and shadow.version == version:
         registry.end_shadow()
         scorer.wake()
-        request.state.audit_detail = "was the shadow; the shadow ended"
+        details.append("was the shadow; the shadow ended")
+    if details:
+        request.state.audit_detail = "; ".join(details)
     return monitored_list(registry, server, predictions)
 
 

@@ -13,7 +13,7 @@ from api.plumbing.body_guard import GuardedRoute, limited_to
 from api.plumbing.errors import responses, status_of
 from shared.config import Settings
 from shared.errors import CxrError, PayloadTooLarge, TooManyImages
-from shared.schemas import ErrorDetail, ImageAnswer, Prediction, Predictions
+from shared.schemas import ErrorDetail, ExplainLayer, ImageAnswer, Prediction, Predictions
 
 router = APIRouter(route_class=GuardedRoute, tags=["predict"], dependencies=Reader)
 
@@ -49,6 +49,11 @@ async def predict_image(
         description="Also return a Grad-CAM heat map of where the network looked.")] = False,
     explain_class: Annotated[str | None, Query(
         description="The class to map (default: the predicted one); implies explain.")] = None,
+    explain_layer: Annotated[ExplainLayer | None, Query(description=(
+        "The convolution to map; implies explain. Its grid is 1/16 of the version's size a "
+        "side for block5_conv3, 1/8 for block4_conv3, 1/4 for block3_conv3. Default `auto`: "
+        "block5_conv3 where that grid is at least 8 cells a side (128 px and up), else the "
+        "deepest layer whose grid is (block4_conv3 at 64 px)."))] = None,
     source: Annotated[str | None, Header(alias=SOURCE_HEADER, description=(
         "Who sends the image, as the prediction log records it: `page` (the web page) or "
         "`cli`; absent or anything else: `api`."))] = None,
@@ -62,8 +67,9 @@ async def predict_image(
     has its `prediction_id` in the prediction log, which a label names."""
     images = await _read(file, settings)
     model = await predictor.serving(images)
-    answers = await predictor.answer(images, model, explain or explain_class is not None,
-                                     explain_class)
+    explained = explain or explain_class is not None or explain_layer is not None
+    answers = await predictor.answer(images, model, explained, explain_class,
+                                     explain_layer or "auto")
     for answer in answers:
         if isinstance(answer, Prediction):
             metrics.predicted(answer.label)

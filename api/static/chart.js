@@ -1,4 +1,4 @@
-// The training chart: two panels, loss and accuracy, training solid and validation dashed.
+// The training charts: two panels, loss and accuracy, training solid and validation dashed.
 // Hand-written SVG with a title and a description that says the latest values.
 
 import { $, num, pct } from "./common.js";
@@ -32,7 +32,8 @@ function panel(x0, title, history, keys, epochs, yStep, format) {
                                class: i ? "gridline" : "axis" }),
                  svg("text", { x: x0 + left - 6, y: sy(v) + 4, class: "tick y" }, format(v)));
   }
-  const step = epochs <= 8 ? 1 : niceStep(epochs, 6);
+  // Whole epochs only: a tick at epoch 1.5 names nothing that happened.
+  const step = epochs <= 8 ? 1 : Math.max(1, Math.round(niceStep(epochs, 6)));
   const ticks = step >= 5 ? [1] : [];
   for (let e = step === 1 ? 1 : step; e <= epochs; e += step) ticks.push(e);
   for (const e of ticks) {
@@ -53,8 +54,8 @@ function panel(x0, title, history, keys, epochs, yStep, format) {
   return group;
 }
 
-export function drawChart(history, epochs) {
-  const chart = $("chart");
+// ``chart`` is an <svg> holding a <title> and a <desc>: the job's, or a version's details'.
+export function drawChart(history, epochs, chart = $("chart")) {
   const [title, desc] = [chart.querySelector("title"), chart.querySelector("desc")];
   const total = Math.max(epochs, history.length ? history[history.length - 1].epoch : 0, 1);
   const losses = history.flatMap((p) => [p.loss, p.val_loss]).filter(Number.isFinite);
@@ -72,4 +73,18 @@ export function drawChart(history, epochs) {
       `${last.epoch}: loss ${num(last.loss)}, accuracy ${pct(last.accuracy)}, validation ` +
       `loss ${num(last.val_loss)}, validation accuracy ${pct(last.val_accuracy)}.`;
   }
+}
+
+// A manifest's history (one list per metric) as the points the chart takes, epoch by epoch.
+export function historyPoints(history) {
+  const length = Math.max(0, ...Object.values(history || {}).map((values) => values.length));
+  return Array.from({ length }, (_, i) => Object.fromEntries([["epoch", i + 1],
+    ...Object.entries(history).map(([key, values]) => [key, values[i]])]));
+}
+
+// An empty chart for ``drawChart``, named for screen readers by ``title``.
+export function newChart(title) {
+  const chart = svg("svg", { viewBox: "0 0 640 240", role: "img", "aria-label": title });
+  chart.append(svg("title", {}, title), svg("desc", {}, ""));
+  return chart;
 }

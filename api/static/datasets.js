@@ -10,6 +10,18 @@ function counts(classes) {
   return Object.entries(classes).map(([name, n]) => `${name} ${n}`).join(", ");
 }
 
+// The retrain form's other dataset choices: several sources, other hospitals' sets, the
+// source held out. What was chosen stays chosen across a refresh.
+function fillChoices(datasets) {
+  for (const id of ["retrain-datasets", "retrain-external-datasets", "retrain-holdout-source"]) {
+    const choice = $(id);
+    const kept = new Set([...choice.selectedOptions].map((option) => option.value));
+    const none = choice.multiple ? [] : [el("option", { value: "", text: "none" })];
+    choice.replaceChildren(...none, ...datasets.map((d) => el("option", {
+      value: d.name, text: d.name, selected: kept.has(d.name) })));
+  }
+}
+
 async function loadDatasets(select) {
   const body = $("datasets-body");
   const choice = $("retrain-dataset");
@@ -28,6 +40,7 @@ async function loadDatasets(select) {
                      el("td", { text: counts(d.classes) })));
       choice.append(el("option", { value: d.name, text: d.name, selected: d.name === keep }));
     }
+    fillChoices(datasets);
   } catch (error) {
     sayError(datasetStatus, error);
   }

@@ -1,10 +1,12 @@
 // Models: every published version, its metrics, live figures, curves and card; activate one,
 // or shadow one on live traffic first.
 
+import { activateVersion } from "./activate.js";
 import { $, api, el, getJson, pct, say, sayError } from "./common.js";
 import { fillFigures, openDetails } from "./details.js";
 import { liveLine } from "./live.js";
-import { confirmActivation, shadowReport, showShadow } from "./shadow.js";
+import { showNoModel } from "./no_model.js";
+import { showShadow } from "./shadow.js";
 
 const modelsStatus = $("models-status");
 const expanded = new Set();
@@ -19,6 +21,11 @@ function metric(summary, name) {
   return el("td", { className: "num", text: typeof value === "number" ? pct(value) : "n/a" });
 }
 
+// A version id or a dataset name may break after its hyphens, dots and underscores (a
+// date, a time, a hash): the narrowest column in which each part still reads whole.
+const breakable = (v) => v.split(/(?<=[-_.])/)
+  .flatMap((part, i) => (i ? [el("wbr"), part] : [part]));
+
 // The balanced accuracy with what reading it needs: its 95% interval against chance, and
 // how many test images it rests on.
 function balancedCell(summary) {
@@ -26,9 +33,10 @@ function balancedCell(summary) {
   const ci = summary.balanced_accuracy_ci;
   if (Array.isArray(ci)) {
     const reaches = summary.better_than_chance === false;
-    // The interval stays whole; "includes chance" may wrap, to keep the table in its column.
-    cell.append(el("span", { className: reaches ? "small block includes-chance" : "small block" },
-      el("span", { className: "nowrap", text: `95% interval ${pct(ci[0])}–${pct(ci[1])}` }),
+    // The bounds stay together; the words around them wrap, to keep the table in its column.
+    const className = `small block interval${reaches ? " includes-chance" : ""}`;
+    cell.append(el("span", { className },
+      "95% interval ", el("span", { className: "nowrap", text: `${pct(ci[0])}–${pct(ci[1])}` }),
       reaches ? ", includes chance" : null));
   }
   cell.append(el("span", { className: "small block", text: `chance ${pct(summary.chance)}` }),
@@ -100,16 +108,19 @@ function versionRows(summary, list, index) {
   const activate = isActive ? null : el("button", {
     type: "button", className: "primary", "aria-label": `Activate version ${v}`,
     text: "Activate" });
-  if (activate) activate.addEventListener("click", () => activateVersion(v));
+  if (activate) {
+    activate.addEventListener("click", () => activateVersion(v, latest, modelsStatus,
+                                                            renderModels));
+  }
   // A service without shadows says nothing of them in its list.
   const shadow = isActive || !("shadow" in list) ? null : shadowButton(v, list);
   const created = new Date(summary.created_at);
   const className = isActive ? "active" : v === list.shadow ? "shadow" : "";
   const row = el("tr", { className, "data-version": v },
-    el("th", { scope: "row" }, el("code", { className: "nowrap", text: v })),
+    el("th", { scope: "row" }, el("code", {}, ...breakable(v))),
     el("td", {}, el("time", { datetime: summary.created_at, text: created.toLocaleString(
       undefined, { dateStyle: "medium", timeStyle: "short" }) })),
-    el("td", { text: summary.dataset }),
+    el("td", { className: "dataset" }, ...breakable(summary.dataset)),
     el("td", {}, el("span", { className: "nowrap", text: `${summary.image_size} px` }),
        el("span", { className: "small block", text: summary.classes.join(", ") })),
     metric(summary, "accuracy"), balancedCell(summary),
@@ -155,6 +166,7 @@ function renderModels(list) {
   latest = list;
   scheduleReloadCheck(list);
   showShadow(list);
+  showNoModel(list);
   // Unchanged lists are not redrawn: that would reload every open model card.
   const key = JSON.stringify(list);
   if (key === rendered) return;
@@ -230,35 +242,6 @@ export async function loadModels(quiet = false) {
 export async function versionSummary(version) {
   const known = (list) => list && list.versions.find((summary) => summary.version === version);
   return known(latest) || known(await loadModels(true));
-}
-
-async function activateVersion(version) {
-  // The shadow answers everything once active: its figures first, and a second yes.
-  if (latest && version === latest.shadow) {
-    say(modelsStatus, `Reading the shadow figures of version ${version}…`, "busy");
-    let report = null;
-    let failure = null;
-    try {
-      report = await shadowReport(version);
-    } catch (error) {
-      failure = error;
-    }
-    say(modelsStatus, "", "info");
-    if (!(await confirmActivation(version, report, failure))) {
-      say(modelsStatus, `Version ${version} was not activated; it is still the shadow.`);
-      return;
-    }
-  }
-  say(modelsStatus, `Activating version ${version}…`, "busy");
-  try {
-    const list = await getJson(`/models/${encodeURIComponent(version)}/activate`,
-                               { method: "POST" });
-    renderModels(list);
-    say(modelsStatus, `Version ${version} is now the active version; new predictions use ` +
-        "it once it is loaded.", "ok");
-  } catch (error) {
-    sayError(modelsStatus, error);
-  }
 }
 
 // One shadow at a time: starting one replaces the one before, and the line says so.

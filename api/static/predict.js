@@ -1,9 +1,11 @@
 // Predict: choose or drop an X-ray, see each class's probability and the heat map; choose
 // or drop several, see a table with a row for each.
 
+import { gridWords, labelOf, reasonsOf, renderBars, renderLabel, renderShift } from "./answer.js";
 import { $, ApiError, api, el, pct, say, sayError, sentence } from "./common.js";
 import { offerLabel } from "./labelling.js";
-import { calibrationWarning, versionSummary } from "./models.js";
+import { calibrationWarning, loadModels, versionSummary } from "./models.js";
+import { sayNoModel } from "./no_model.js";
 
 const predictStatus = $("predict-status");
 const preview = $("preview");
@@ -75,44 +77,6 @@ async function choose(files) {
   await predict();
 }
 
-function renderBars(probabilities, label) {
-  const list = $("probabilities");
-  list.replaceChildren();
-  Object.entries(probabilities).forEach(([name, p], index) => {
-    const id = `prob-${index}`;
-    const item = el("li", { className: name === label ? "predicted" : "" },
-      el("label", { for: id, text: name }),
-      el("meter", { id, min: "0", max: "1", value: String(p) }, pct(p)),
-      el("span", { className: "pct", text: pct(p) }));
-    list.append(item);
-  });
-}
-
-// An image like the training ones is reassurance only for an answer that is otherwise
-// reliable: a version at chance, say, is no better on familiar images.
-function renderShift(shift, reliable) {
-  const box = $("shift");
-  if (!shift) {
-    box.hidden = true;
-    return;
-  }
-  box.hidden = false;
-  const numbers = `shift score ${shift.score.toFixed(1)}, threshold ${shift.threshold.toFixed(1)}`;
-  if (shift.flagged) {
-    box.className = "shift flagged";
-    box.replaceChildren(el("strong", { text: "Unusual image. " }),
-      "It lies outside what this model was trained on: do not trust these " +
-      `probabilities (${numbers}).`);
-  } else if (reliable) {
-    box.className = "shift ok";
-    box.replaceChildren(`Similar to the training images (${numbers}).`);
-  } else {
-    box.className = "shift ok";
-    box.replaceChildren(`Not flagged as unusual (${numbers}), but that does not make this ` +
-                        "answer reliable: see above.");
-  }
-}
-
 // The X-ray as the model saw it, and beside it the heat map over it with its colour scale.
 function showExplanation() {
   showImage(`data:image/png;base64,${explanation.image_png}`,
@@ -121,8 +85,9 @@ function showExplanation() {
   heatmap.src = `data:image/png;base64,${explanation.overlay_png}`;
   heatmap.alt = `Heat map of the regions that drove the class ${explanation.class_name}, ` +
                 "over the X-ray as the model saw it";
-  $("heatmap-caption").textContent =
-    `Heat map for ${explanation.class_name} (layer ${explanation.layer})`;
+  const words = gridWords(explanation);
+  $("heatmap-caption").textContent = words.caption;
+  $("heatmap-grid").textContent = words.note;
   heatView.hidden = !heatToggle.checked;
 }
 
@@ -153,10 +118,16 @@ async function predict() {
     if (run !== predictRun) return;
     renderPrediction(answer, version, summary);
   } catch (error) {
-    if (run === predictRun) sayError(predictStatus, error);
+    if (run === predictRun) await sayPredictError(error);
   } finally {
     if (run === predictRun) requestDone();
   }
+}
+
+// With no version served, the page's own words and its Train section, not the API's routes.
+async function sayPredictError(error) {
+  if (error.code === "no_model") sayNoModel(predictStatus, await loadModels(true));
+  else sayError(predictStatus, error);
 }
 
 // A request answered or failed: the button now offers to ask again.
@@ -164,40 +135,6 @@ function requestDone() {
   $("predict-result").removeAttribute("aria-busy");
   $("batch").removeAttribute("aria-busy");
   $("predict-button").textContent = "Predict again";
-}
-
-// Each reason an answer is not a finding, in words.
-const REASONS = {
-  not_a_chest_xray: "the image does not look like a chest radiograph",
-  shifted: "the image is unlike the ones this model was trained on",
-  low_confidence: "the model is not confident enough",
-  version_not_better_than_chance: "this model version is no better than chance on its test images",
-};
-
-// The label as a finding, or for an answer that is not one, plainly.
-function labelOf(answer, id) {
-  return answer.reliable === false
-    ? el("span", { id, className: "unreliable-label", text: answer.label })
-    : el("strong", { id, text: answer.label });
-}
-
-const reasonsOf = (answer) => (answer.reasons || []).map((code) => REASONS[code] || code);
-
-function renderLabel(answer) {
-  const line = $("label-line");
-  const box = $("unreliable");
-  const unreliable = answer.reliable === false;
-  if (!unreliable) {
-    line.replaceChildren("Predicted class: ", labelOf(answer, "predicted-label"));
-    box.hidden = true;
-    return;
-  }
-  // The probabilities stay visible, but the label is not presented as a finding.
-  line.replaceChildren("No finding. Most probable class: ", labelOf(answer, "predicted-label"));
-  const why = reasonsOf(answer);
-  box.hidden = false;
-  box.replaceChildren(el("strong", { text: "Not reliable: " }),
-    `${why.join("; ")}. Do not read this answer as a diagnosis.`);
 }
 
 function renderPrediction(answer, version, summary) {
@@ -261,6 +198,10 @@ async function predictSeveral() {
     renderSeveral(answer);
   } catch (error) {
     if (run !== predictRun) return;
+    if (error.code === "no_model") {
+      await sayPredictError(error);
+      return;
+    }
     // common.js words every 413 as one file too large; this one is a count.
     sayError(predictStatus, error.code === "too_many_images"
       ? new ApiError(413, error.code, `${several.length} files are more than this service ` +

@@ -3,6 +3,7 @@
 // that activating the shadow asks for.
 
 import { $, el, getJson, pct } from "./common.js";
+import { ask } from "./dialog.js";
 import { proportion } from "./live.js";
 
 export const shadowReport = (version) =>
@@ -157,28 +158,14 @@ export async function showShadow(list) {
 // Activating the shadow makes it answer everything: ask, with its figures, first.
 // Resolves true when the user accepts.
 export function confirmActivation(version, report, error) {
-  const dialog = $("activate-dialog");
-  $("activate-dialog-title").textContent = `Activate version ${version}, the shadow?`;
   const figures = report
     ? [el("p", { text: agreementLine(report) }), el("p", { text: pairedLine(report) })]
     : [el("p", { className: "status error", text: `Its shadow figures could not be read: ` +
                                                   `${error ? error.message : "unknown error"}` })];
-  $("activate-dialog-body").replaceChildren(...figures,
-    el("p", { text: `Activating it makes version ${version} answer every prediction, and ` +
-                    "ends the shadow." }));
-  const accept = $("activate-confirm");
-  accept.textContent = `Activate version ${version}`;
-  return new Promise((resolve) => {
-    const done = (answer) => () => {
-      accept.onclick = null;
-      $("activate-cancel").onclick = null;
-      dialog.onclose = null;
-      if (dialog.open) dialog.close();
-      resolve(answer);
-    };
-    accept.onclick = done(true);
-    $("activate-cancel").onclick = done(false);
-    dialog.onclose = done(false); // Escape
-    dialog.showModal();
+  return ask({
+    title: `Activate version ${version}, the shadow?`,
+    body: [...figures, el("p", { text: `Activating it makes version ${version} answer every ` +
+                                       "prediction, and ends the shadow." })],
+    accept: `Activate version ${version}`,
   });
 }

@@ -3,6 +3,7 @@
 import { drawChart } from "./chart.js";
 import { $, ApiError, api, el, getJson, num, pct, say, sayError, sentence } from "./common.js";
 import { loadModels } from "./models.js";
+import { initForm, readParams } from "./train_form.js";
 
 const JOB_STORE = "cxr.jobId";
 const PHASES = {
@@ -15,32 +16,6 @@ const PHASES = {
 const retrainStatus = $("retrain-status");
 const jobStatus = $("job-status");
 let job = null; // { id, timer, fallback: Map(epoch -> metrics), announced, failures }
-
-function readParams() {
-  const params = { dataset: $("retrain-dataset").value };
-  const base = $("retrain-base-version").value;
-  if (base) {
-    // A fine-tune inherits its size and preprocessing and has defaults of its own.
-    if (!params.dataset) throw new ApiError(0, "", "Upload a dataset first.");
-    return { ...params, base_version: base, activate: $("retrain-activate").value };
-  }
-  for (const id of ["retrain-epochs", "retrain-fine-tune-epochs", "retrain-image-size",
-                    "retrain-batch-size"]) {
-    const input = $(id);
-    const label = document.querySelector(`label[for="${id}"]`).textContent;
-    const value = Number(input.value);
-    if (!input.value || !Number.isInteger(value) || !input.checkValidity()) {
-      input.focus();
-      throw new ApiError(0, "", `${label} must be a whole number from ${input.min} to ` +
-                                `${input.max}.`);
-    }
-    params[input.name] = value;
-  }
-  params.base_weights = $("retrain-base-weights").value;
-  params.activate = $("retrain-activate").value;
-  if (!params.dataset) throw new ApiError(0, "", "Upload a dataset first.");
-  return params;
-}
 
 async function start(event) {
   event.preventDefault();
@@ -123,7 +98,7 @@ function formLine(status, progress) {
       ? `${job} running: epoch ${progress.epoch} of ${progress.epochs} done.`
       : `${job} running: the first epoch is under way.`, "busy"];
     case "succeeded": return [`${job} succeeded: published version ${status.model_version}.`,
-                              "ok"];
+                              "info"];
     case "cancelled": return [`${job} cancelled: nothing was published.`, "warn"];
     default: return [`${job}: ${status.state}.`, "info"];
   }
@@ -150,15 +125,7 @@ async function renderJob(status, current) {
   renderHistory(history);
   sayFormStatus(status, progress);
   if (status.state === "succeeded") {
-    const list = await loadModels(true);
-    const v = status.model_version;
-    const summary = list && list.versions.find((m) => m.version === v);
-    let note = "";
-    if (list && list.active === v) note = " It is the active version.";
-    else if (summary && summary.promotion && summary.promotion.reason) {
-      note = ` Not activated: ${sentence(summary.promotion.reason)} See Models.`;
-    }
-    say(jobStatus, `Finished: published version ${v}.${note}`, "ok");
+    await sayFinished(status.job_id, status.model_version);
   } else if (status.state === "failed") {
     sayError(jobStatus, splitError(status.error));
   } else if (status.state === "cancelled") {
@@ -171,6 +138,24 @@ async function renderJob(status, current) {
   } else if (status.state === "running" && !current.announced) {
     say(jobStatus, "Running: the first epoch is under way.", "busy");
   }
+}
+
+// Green only for a version that now answers: one published but not activated is a
+// candidate, and its line says why in the warning colour.
+async function sayFinished(id, v) {
+  const list = await loadModels(true);
+  const summary = list && list.versions.find((m) => m.version === v);
+  if (list && list.active === v) {
+    say(jobStatus, `Finished: published version ${v}. It is the active version.`, "ok");
+    say(retrainStatus, `Job ${id} succeeded: published version ${v}. It is the active ` +
+        "version.", "ok");
+    return;
+  }
+  const reason = summary && summary.promotion && summary.promotion.reason;
+  const why = reason ? `${reason}${/[.!?]$/.test(reason) ? "" : "."}` : "it is a candidate.";
+  say(jobStatus, `Finished: published version ${v}. Not activated: ${why} See Models.`, "warn");
+  say(retrainStatus, `Job ${id} succeeded: published version ${v}. Not activated: it is a ` +
+      "candidate.", "warn");
 }
 
 function renderHistory(history) {
@@ -193,17 +178,8 @@ async function cancel() {
   }
 }
 
-// Fields a fine-tune does not take are shown as not applying.
-function showBase() {
-  const fineTune = Boolean($("retrain-base-version").value);
-  for (const id of ["retrain-epochs", "retrain-fine-tune-epochs", "retrain-image-size",
-                    "retrain-batch-size", "retrain-base-weights"]) {
-    $(id).disabled = fineTune;
-  }
-}
-
 export function initTrain() {
-  $("retrain-base-version").addEventListener("change", showBase);
+  initForm();
   $("retrain-form").addEventListener("submit", start);
   $("job-cancel").addEventListener("click", cancel);
   drawChart([], 0);

@@ -1,11 +1,16 @@
-"""Where the network looked: Grad-CAM on ``block5_conv3``, in the same pass as the prediction.
+"""Where the network looked: Grad-CAM on a VGG16 convolution, in the same pass as the prediction.
 
 Grad-CAM (Selvaraju et al., ICCV 2017; keras-io ``examples/vision/grad_cam.py``) weighs each
-channel of the last convolution by the mean gradient of the class score over it, sums, and
-keeps the positive part. The class score is the logit (the softmax's input), as in the paper:
+channel of a convolution by the mean gradient of the class score over it, sums, and keeps
+the positive part. The class score is the logit (the softmax's input), as in the paper:
 the softmax's own gradient vanishes for a confident class. The same forward pass gives the
 probabilities (calibrated as served) and the shift features, so the map explains exactly the
 answer returned with it.
+
+The last convolution, ``block5_conv3``, is 1/16 of the input a side: 14x14 at 224 px, but 4x4
+at 64 px and 2x2 at 32 px, too coarse to point at anything in a chest. A finer convolution
+maps the same logit, its gradient taken back through block5 (bench/explain_layers.py scores
+each by the deletion metric); ``choose_layer`` picks one by the version's size.
 """
 
 from __future__ import annotations
@@ -15,25 +20,57 @@ import io
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from PIL import Image
 
 from shared.errors import ExplanationUnavailable, UnknownClass
-from shared.ml.modeling import BLOCK_POOLS, CAM_LAYER, OUTPUT_LAYER, POOL_LAYER
+from shared.ml.modeling import CAM_LAYER, OUTPUT_LAYER, POOL_LAYER
 from shared.ml.preprocessing import to_model_input
 from shared.ml.screening import Screened
 from shared.ml.served import ServedVersion
 from shared.ml.shift import STATS_LAYOUT, shift_features
-from shared.schemas import Explanation, Prediction
+from shared.schemas import CamLayer, ExplainLayer, Explanation, Prediction
 
-# From the map to the dense layer's input, as build_model wires them (dropout is inert).
-CAM_HEAD_LAYERS = (BLOCK_POOLS[-1], POOL_LAYER)
+# The layers a map can be computed on, deepest (coarsest) first.
+CAM_LAYERS: tuple[CamLayer, ...] = get_args(CamLayer)
+# "auto": the deepest of them whose grid has at least this many cells a side. At 64 px
+# block4_conv3's 8x8 is as faithful as block5_conv3's 4x4 by the deletion metric and
+# block3_conv3's 16x16 less so (bench/explain_layers.py); 224 px keeps block5's 14x14.
+MIN_GRID_SIDE = 8
 OVERLAY_MAX_SIDE = 512
-# Each served version's Grad-CAM network, built on its first explained request; dropped
-# with the version (written under the version's lock).
-_CAMS: weakref.WeakKeyDictionary[ServedVersion, GradCam] = weakref.WeakKeyDictionary()
+# Each served version's Grad-CAM networks by layer, built on the first request for each;
+# dropped with the version (written under the version's lock).
+_CAMS: weakref.WeakKeyDictionary[ServedVersion, dict[str, GradCam]] = \
+    weakref.WeakKeyDictionary()
+
+
+def grid_side(layer: CamLayer, image_size: int) -> int:
+    """The side of ``layer``'s map for a square input of ``image_size``: VGG16's pools each
+    halve it (rounding down), and blockN_conv3 comes after N - 1 of them."""
+    return image_size >> (CAM_LAYERS[::-1].index(layer) + 2)
+
+
+def choose_layer(requested: ExplainLayer, image_size: int) -> CamLayer:
+    """The layer asked for, or for "auto" the deepest whose grid is at least MIN_GRID_SIDE
+    a side at ``image_size`` (the finest there is where none is)."""
+    if requested != "auto":
+        return requested
+    return next((layer for layer in CAM_LAYERS
+                 if grid_side(layer, image_size) >= MIN_GRID_SIDE), CAM_LAYERS[-1])
+
+
+def _tail(model: Any, layer: str) -> list[Any]:
+    """The layers from ``layer``'s output to the dense layer's input: build_model's graph is
+    a chain, so its layer list is their order (the dropout is inert outside training)."""
+    names = [candidate.name for candidate in model.layers]
+    try:
+        start, stop = names.index(layer) + 1, names.index(POOL_LAYER) + 1
+    except ValueError as exc:
+        raise ExplanationUnavailable(
+            f"this version's network lacks {layer} or {POOL_LAYER}") from exc
+    return list(model.layers[start:stop])
 
 
 @dataclass(frozen=True)
@@ -50,25 +87,26 @@ class ClassActivation:
 class GradCam:
     """Grad-CAM for a classifier built by ``shared.ml.modeling.build_model``.
 
-    The base up to the map runs as one graph, without a gradient tape; only the head (pooling
-    and the dense layer) runs under the tape: recording the whole VGG16 costs several forward
-    passes (bench/explain_latency.py).
+    The base up to the map runs as one graph, without a gradient tape; only what follows the
+    map (for ``block5_conv3`` the pooling, for an earlier layer the later blocks too) and the
+    dense layer run under the tape: recording the whole VGG16 costs several forward passes
+    (bench/explain_latency.py).
     """
 
-    def __init__(self, model: Any, with_features: bool, layout: str = STATS_LAYOUT) -> None:
+    def __init__(self, model: Any, with_features: bool, layout: str = STATS_LAYOUT,
+                 layer: str = CAM_LAYER) -> None:
         import keras
         import tensorflow as tf
 
         try:
-            conv = model.get_layer(CAM_LAYER)
-            self._head = [model.get_layer(name) for name in CAM_HEAD_LAYERS]
+            conv = model.get_layer(layer)
             self._dense = model.get_layer(OUTPUT_LAYER)
         except ValueError as exc:
             raise ExplanationUnavailable(
-                f"this version's network lacks one of {CAM_LAYER}, {CAM_HEAD_LAYERS}, "
-                f"{OUTPUT_LAYER}") from exc
-        # The shift features come out of the graph as served (their avg_pool part repeats
-        # the head's cheap pooling, outside the tape).
+                f"this version's network lacks {layer} or {OUTPUT_LAYER}") from exc
+        self._head = _tail(model, layer)
+        # The shift features come out of the graph as served (the layers after the map run
+        # twice for them, once here and once under the tape).
         outputs = [conv.output] + ([shift_features(model, layout)] if with_features else [])
         base = keras.Model(model.input, outputs)
         size = int(model.input.shape[1])
@@ -127,50 +165,63 @@ def render(gray: np.ndarray, heatmap: np.ndarray) -> tuple[str, str]:
     image = Image.fromarray(np.clip(gray, 0, 255).astype(np.float32), mode="F")
     plane = np.asarray(image.resize(size, Image.Resampling.BILINEAR), np.float32) / 255.0
     # The model saw the image stretched to a square: the map stretches back the same way.
+    # Nearest, not a smooth blend: each cell is drawn as the block it is, so a 4x4 map
+    # looks as coarse as it is instead of precise.
     heat = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize(
-        size, Image.Resampling.BILINEAR), np.float32).clip(0, 1)
+        size, Image.Resampling.NEAREST), np.float32).clip(0, 1)
     alpha = 0.6 * heat[..., None]
     blended = (1 - alpha) * plane[..., None] + alpha * _hot(heat)
     return (_png((plane * 255 + 0.5).astype(np.uint8)),
             _png((blended * 255 + 0.5).astype(np.uint8)))
 
 
-def explain(loaded: ServedVersion, screened: Screened,
-            class_name: str | None = None) -> Prediction:
-    """The answer for one screened image with its Grad-CAM map, from one TensorFlow pass of
-    the version's own Keras model (whatever runtime serves its plain predictions), drawn on
-    the image as screening prepared it."""
+def _cam(loaded: ServedVersion, layer: str) -> GradCam:
+    """The version's Grad-CAM network for ``layer``; call under the version's lock."""
+    cams = _CAMS.setdefault(loaded, {})
+    if layer not in cams:
+        cams[layer] = GradCam(loaded.model, with_features=loaded.shift is not None,
+                              layout=loaded.shift.layout if loaded.shift else STATS_LAYOUT,
+                              layer=layer)
+    return cams[layer]
+
+
+def explain(loaded: ServedVersion, screened: Screened, class_name: str | None = None,
+            layer: ExplainLayer = "auto") -> Prediction:
+    """The answer for one screened image with its Grad-CAM map on ``layer`` (see
+    ``choose_layer``), from one TensorFlow pass of the version's own Keras model (whatever
+    runtime serves its plain predictions), drawn on the image as screening prepared it."""
     if class_name is not None and class_name not in loaded.classes:
         raise UnknownClass(f"{class_name!r} is not a class of version {loaded.version}; "
                            f"its classes are {loaded.classes}")
+    if layer != "auto" and layer not in CAM_LAYERS:  # callers other than the API's
+        raise ExplanationUnavailable(f"no heat map on {layer!r}; the layers are "
+                                     f"{', '.join(('auto', *CAM_LAYERS))}")
+    chosen = choose_layer(layer, loaded.image_size)
     pixels = screened.pixels
     index = None if class_name is None else loaded.classes.index(class_name)
     with loaded.lock:  # one pass at a time per version, batched predictions included
-        cam = _CAMS.get(loaded)
-        if cam is None:
-            cam = _CAMS[loaded] = GradCam(
-                loaded.model, with_features=loaded.shift is not None,
-                layout=loaded.shift.layout if loaded.shift else STATS_LAYOUT)
-        activation = cam(pixels, index)
+        activation = _cam(loaded, chosen)(pixels, index)
     answer = loaded.answer(loaded.calibrated(activation.probabilities[None],
                                              activation.features, pixels[None]), 0)
     image_png, overlay_png = render(screened.prepared, activation.heatmap)
     return answer.model_copy(update={"precision": "float32", "explanation": Explanation(
-        layer=CAM_LAYER, class_name=loaded.classes[activation.index], image_png=image_png,
-        overlay_png=overlay_png, grid=np.round(activation.heatmap, 4).tolist())})
+        layer=chosen, class_name=loaded.classes[activation.index], image_png=image_png,
+        overlay_png=overlay_png, grid_shape=list(activation.heatmap.shape),
+        grid=np.round(activation.heatmap, 4).tolist())})
 
 
 class GradCamPasses:
     """Each image answered with its heat map at once, in the thread that submits it: one
     gradient pass at a time (together they would only fight for cores)."""
 
-    def __init__(self, class_name: str | None = None) -> None:
+    def __init__(self, class_name: str | None = None, layer: ExplainLayer = "auto") -> None:
         self.class_name = class_name
+        self.layer: ExplainLayer = layer
 
     def submit(self, model: ServedVersion, screened: Screened) -> Future[Prediction]:
         future: Future[Prediction] = Future()
         try:
-            future.set_result(explain(model, screened, self.class_name))
+            future.set_result(explain(model, screened, self.class_name, self.layer))
         except Exception as exc:  # the image's own failure, as a pass's would be
             future.set_exception(exc)
         return future

@@ -20,6 +20,18 @@ class RiskCoveragePoint(BaseModel):
     balanced_accuracy: float | None = None
 
 
+class ReliableClass(BaseModel):
+    """One true class of a set: its recall over all answers and over those marked reliable
+    (the class's coverage is ``reliable / images``)."""
+
+    images: int
+    reliable: int = Field(description="Images of the class whose answer was marked reliable.")
+    recall: float | None = Field(None, description="Share of the class's images answered "
+                                 "with the class, all answers.")
+    reliable_recall: float | None = Field(None, description="The same over the answers "
+                                          "marked reliable; None when none was.")
+
+
 class ReliableSubset(BaseModel):
     """How the answers marked reliable on one image set did, beside all of them."""
 
@@ -31,6 +43,8 @@ class ReliableSubset(BaseModel):
     balanced_accuracy_all: float | None = None
     flagged_shift: float | None = Field(None, description="Share flagged as shifted.")
     risk_coverage: list[RiskCoveragePoint] = Field(default_factory=list)
+    per_class: dict[str, ReliableClass] = Field(
+        default_factory=dict, description="By true class, each class with images in the set.")
 
 
 class ReliabilityRecord(BaseModel):

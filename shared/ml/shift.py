@@ -135,7 +135,9 @@ class ShiftReference:
             if d.name == INPUT:
                 if inputs is None:
                     raise ValueError("this shift reference also scores the input images")
-                raw = d.raw(inputs)
+                # The input features grew at their end (chest_gate): a reference fitted
+                # before reads the ones it knows.
+                raw = d.raw(inputs[:, :d.means.shape[1]])
             else:
                 raw = d.raw(features[:, d.start:d.stop])
             found[d.name] = (raw - d.centre) / d.spread

@@ -248,8 +248,9 @@ def test_predict_with_explain_returns_the_same_answer_and_a_heat_map(
             assert answer["probabilities"][label] == pytest.approx(p, abs=1e-5)
         explanation = answer["explanation"]
         assert explanation["class_name"] == answer["label"]
-        assert explanation["layer"] == "block5_conv3" and explanation["method"] == "grad-cam"
-        assert len(explanation["grid"]) == 2  # block5_conv3 of a 32 px model
+        assert explanation["layer"] == "block3_conv3" and explanation["method"] == "grad-cam"
+        # "auto" on a 32 px model: block3_conv3's 8 x 8, not block5_conv3's 2 x 2
+        assert explanation["grid_shape"] == [8, 8] and len(explanation["grid"]) == 8
         assert base64.b64decode(explanation["overlay_png"]).startswith(b"\x89PNG")
         other = client.post("/predict?explain_class=c", files={"file": ("x.png", image)})
         assert other.status_code == 200 and other.json()["explanation"]["class_name"] == "c"

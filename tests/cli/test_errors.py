@@ -45,7 +45,7 @@ CASES = {
     "missing image": (["predict", "{missing}"], "usage_error", ["does not exist"], []),
     "no active model": (["predict", "{image}"], "no_model",
                         ["cxr train --data DIR", "--base-weights none"], []),
-    "unknown version": (["predict", "--version", UNKNOWN, "{image}"], "model_not_found",
+    "unknown version": (["predict", "--model", UNKNOWN, "{image}"], "model_not_found",
                         [UNKNOWN], []),
     "nothing to evaluate": (["evaluate", "--data", "{tiny}"], "no_model", ["--model"], []),
     "unknown model": (["evaluate", "--data", "{tiny}", "--model", UNKNOWN], "model_not_found",

@@ -1,4 +1,5 @@
-"""`cxr predict`: one image prints its JSON, several a table (or a JSON list)."""
+"""`cxr predict`: one table for one image or many (or a JSON list), the version chosen with
+--model."""
 
 from __future__ import annotations
 
@@ -59,18 +60,47 @@ def test_predict_a_folder_answers_each_image_and_one_bad_file_fails_alone(
                for e in entries if "prediction" in e)
 
 
-def test_predict_one_file_prints_its_json_as_before(
-    active: CliRunner, radiography_root: Path, tmp_path: Path
+def test_one_file_prints_the_same_table_and_json_is_always_a_list(
+    active: CliRunner, settings: Settings, radiography_root: Path, tmp_path: Path
 ) -> None:
     from cxr_cli import app
 
     image = sample_files(radiography_root, 1)["COVID"][0]
-    for args in (["predict", str(image)], ["predict", "--json", str(image)]):
-        result = active.invoke(app, args)
-        assert result.exit_code == 0, result.output
-        answer = json.loads(result.stdout)
-        assert set(answer["probabilities"]) == {"a", "b", "c"}
-        assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
+    shown = active.invoke(app, ["predict", str(image)])
+    assert shown.exit_code == 0, shown.output
+    header, row = shown.stdout.splitlines()
+    assert header.split() == ["File", "Label", "Probability", "Reliable"]
+    assert re.fullmatch(rf"{re.escape(str(image))}\s+(a|b|c)\s+\d+\.\d%\s+yes", row.strip())
+    assert "{" not in shown.stdout  # no JSON, no 16-digit floats
+
+    listed = active.invoke(app, ["predict", "--json", str(image)])
+    assert listed.exit_code == 0, listed.output
+    (entry,) = json.loads(listed.stdout)
+    assert entry["file"] == str(image)
+    answer = entry["prediction"]
+    assert set(answer["probabilities"]) == {"a", "b", "c"}
+    assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
+    assert f"{answer['probabilities'][answer['label']]:.1%}" in row
+
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"hello")
     one_line_error(active.invoke(app, ["predict", str(bad)]), "invalid_image")
+
+
+def test_the_version_is_chosen_with_model_as_in_every_command(
+    active: CliRunner, settings: Settings, radiography_root: Path
+) -> None:
+    from cxr_cli import app
+
+    other = publish_random(LocalRegistry(settings.models_dir), seed=4)  # not the active one
+    image = str(sample_files(radiography_root, 1)["COVID"][0])
+    chosen = active.invoke(app, ["predict", "--model", other, "--json", image])
+    assert chosen.exit_code == 0, chosen.output
+    assert json.loads(chosen.stdout)[0]["prediction"]["model_version"] == other
+    # the old spelling still works, and says it is deprecated
+    old = active.invoke(app, ["predict", "--version", other, "--json", image])
+    assert old.exit_code == 0, old.output
+    assert json.loads(old.stdout)[0]["prediction"]["model_version"] == other
+    assert "deprecated: use --model" in old.stderr
+    both = active.invoke(app, ["predict", "--model", other, "--version", "active", image])
+    assert "--model" in one_line_error(both, "usage_error")

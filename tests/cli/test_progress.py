@@ -1,10 +1,10 @@
-"""Progress on a terminal, and TensorFlow's start without its C++ lines. (Plain progress
-lines and a quiet stderr are checked on a real `cxr train` in test_training.py.)"""
+"""Progress on a terminal: bars, then a line for each finished epoch (its own time and the
+training's so far) and step. (Plain progress lines and a quiet stderr are checked on a real
+`cxr train` in test_training.py.)"""
 
 from __future__ import annotations
 
 import io
-import os
 import re
 
 import pytest
@@ -35,33 +35,24 @@ def test_a_terminal_shows_bars_with_an_eta_and_a_line_for_each_finished_step() -
                      r"+\d:\d\d:\d\d", shown)
     assert re.search(r"evaluation ━+\S* +24/36 +\d:\d\d:\d\d", shown)
     lines = [line.strip() for line in re.split(r"[\r\n]|\x1b\[[0-9;]*[A-Za-z]", shown)]
-    assert "epoch 1/2 (full): loss 1.2500, accuracy 0.5000, val_loss 1.5000, 3.2 s" in lines
+    assert ("epoch 1/2 (full): loss 1.2500, accuracy 0.5000, val_loss 1.5000, 3.2 s this "
+            "epoch, 3.2 s in all") in lines
     assert any(re.fullmatch(r"evaluation: 36/36 in [\d.]+ s", line) for line in lines)
     assert any(re.fullmatch(r"int8 copy: 0/10 in [\d.]+ s", line) for line in lines)
 
 
-def test_tensorflow_starts_quietly_unless_asked(
-    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+def test_an_epoch_line_tells_its_own_time_from_the_training_s(
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cxr_cli import runtime
+    from cxr_cli.progress import ConsoleReporter, duration
 
-    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
-    runtime.start_tensorflow(verbose=True)
-    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
-    runtime.start_tensorflow(verbose=False)
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
-    runtime.start_tensorflow(verbose=False)
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"  # the user's own choice stands
-
-    # what TensorFlow's libraries print as they load (there is no variable to quiet it)
-    with runtime.native_stderr_filtered():
-        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
-                    b"written to STDERR\n"
-                    b"I0000 00:00:1796391040.601880   11510 cudart_stub.cc:31] Could not find "
-                    b"cuda drivers on your machine, GPU will not be used.\n"
-                    b"E0000 00:00:1796391060.628813   11510 cuda_platform.cc:52] a real error\n"
-                    b"something else\n")
-    assert capfd.readouterr().err.splitlines() == [
-        "E0000 00:00:1796391060.628813   11510 cuda_platform.cc:52] a real error",
-        "something else"]
+    assert [duration(s) for s in (3.25, 59.9, 100.4, 7325)] == [
+        "3.2 s", "59.9 s", "1 min 40 s", "2 h 02 min"]
+    piped = Console(file=io.StringIO(), force_terminal=False)
+    with ConsoleReporter(piped) as reporter:  # a pipe: a line an epoch, on stderr
+        for epoch, elapsed in ((1, 88.0), (2, 100.0)):
+            reporter.epoch_end(JobProgress(epoch=epoch, epochs=2, phase="head",
+                                           last=EpochMetrics(loss=1.0, elapsed_s=elapsed)))
+    assert capsys.readouterr().err.splitlines() == [
+        "epoch 1/2 (head): loss 1.0000, 1 min 28 s this epoch, 1 min 28 s in all",
+        "epoch 2/2 (head): loss 1.0000, 12.0 s this epoch, 1 min 40 s in all"]

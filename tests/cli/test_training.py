@@ -45,8 +45,10 @@ def test_train_then_list_predict_and_evaluate_from_the_command_line(
 
     trained = run_cxr("train", "--data", str(tiny_dataset), *TRAIN, env=env)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    assert "activated" in trained.stdout
-    version = trained.stdout.strip().splitlines()[-1].split()[3].rstrip(",")
+    outcome = trained.stdout.strip().splitlines()[-1]
+    version = outcome.split()[3]
+    # the first version: activated, in words that cannot be read as "not activated"
+    assert outcome.startswith(f"published model version {version} and activated it: "), outcome
     assert (tmp_path / "models" / version / "manifest.json").is_file()
     # Piped: a line an epoch and one a step after training (no ONNX export here), and
     # nothing else: no TensorFlow start-up lines (cuda, absl, oneDNN), no warnings.
@@ -54,8 +56,10 @@ def test_train_then_list_predict_and_evaluate_from_the_command_line(
     assert [line.split(":")[0] for line in progress] == [
         "epoch 1/2 (full)", "epoch 2/2 (full)", "evaluation", "calibration", "saving",
         "publishing"], trained.stderr[-3000:]
-    assert all(re.search(r"loss [\d.]+, accuracy [\d.]+, val_loss [\d.]+", line)
-               for line in progress[:2])
+    took = r"(\d+ min )?[\d.]+ s"  # an epoch's own time, then the training's so far
+    assert all(re.search(rf"loss [\d.]+, accuracy [\d.]+, val_loss [\d.]+(, .*)?, "
+                         rf"{took} this epoch, {took} in all$", line)
+               for line in progress[:2]), progress[:2]
     assert re.fullmatch(r"evaluation: 36/36 in [\d.]+ s", progress[2])
 
     listed = runner.invoke(app, ["models", "list"])
@@ -67,9 +71,9 @@ def test_train_then_list_predict_and_evaluate_from_the_command_line(
         version]
 
     image = next((tiny_dataset / "Normal" / "images").iterdir())
-    predicted = runner.invoke(app, ["predict", str(image)])
+    predicted = runner.invoke(app, ["predict", "--json", str(image)])
     assert predicted.exit_code == 0, predicted.output
-    answer = json.loads(predicted.stdout)
+    answer = json.loads(predicted.stdout)[0]["prediction"]
     assert answer["model_version"] == version
     assert set(answer["probabilities"]) == {"COVID", "Normal", "Viral Pneumonia"}
     assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
@@ -99,13 +103,14 @@ def test_train_then_list_predict_and_evaluate_from_the_command_line(
     lines = summary.stdout.splitlines()
     name = image_dataset_root.name
     assert lines[0].startswith(f"version {version} on {name}: {metrics['images']} images")
-    assert lines[1] == (f"balanced accuracy {metrics['balanced_accuracy']:.3f} (95% CI "
-                        f"{low:.3f}-{high:.3f}), accuracy {metrics['accuracy']:.3f}")
-    assert "chest-X-ray gate" in lines[2]
+    assert lines[1] == (f"all answers: balanced accuracy {metrics['balanced_accuracy']:.3f} "
+                        f"(95% CI {low:.3f}-{high:.3f}), accuracy {metrics['accuracy']:.3f}")
+    assert lines[2].startswith("answers marked reliable: ")
+    assert "chest radiograph" in lines[3]  # tests/cli/test_evaluating.py reads the rest
     for label in ("COVID", "Normal", "Viral Pneumonia"):
         rates = metrics["per_class"][label]
         recall = next(line for line in lines if line.startswith(label))
-        assert recall.split()[-3:-1] == [str(rates["support"]), f"{rates['sensitivity']:.3f}"]
+        assert recall.split()[-6:-4] == [str(rates["support"]), f"{rates['sensitivity']:.3f}"]
     assert lines[-1].startswith("report stored as ")
     assert re.fullmatch(rf"evaluation on {name}: (\d+)/\1 in [\d.]+ s",
                         summary.stderr.strip())
@@ -177,3 +182,18 @@ def test_every_training_parameter_is_an_option_of_train(
     one_line_error(cli.invoke(app, ["train", *args]), "job_cancelled")
     assert asked["params"] == TrainingParams.model_validate(given)
     assert list(asked["external"]) == ["outside"]
+
+
+def test_the_outcome_says_whether_the_version_was_activated_in_so_many_words() -> None:
+    from cxr_cli.training import outcome_line
+    from shared.manifest import Promotion
+
+    decided = {"mode": "if_better", "metric": "balanced_accuracy", "margin": 0.0}
+    kept = Promotion(**decided, activated=False, reason="balanced_accuracy 0.5 is worse than "
+                     "the active version's 0.7 by more than 0.0; kept as a candidate")
+    assert outcome_line("v2", kept) == (
+        "published model version v2; not activated: balanced_accuracy 0.5 is worse than the "
+        "active version's 0.7 by more than 0.0; kept as a candidate")
+    first = Promotion(**decided, activated=True, reason="it is the first version")
+    assert outcome_line("v1", first) == (
+        "published model version v1 and activated it: it is the first version")

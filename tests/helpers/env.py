@@ -31,19 +31,19 @@ API_KEYS = [ApiKey(name=name, sha256=key_digest(key), role=name)
                               ("labeler", LABELER_KEY))]
 API_KEYS_ENV = json.dumps([key.model_dump() for key in API_KEYS])  # CXR_API_KEYS
 AS_ADMIN = {"X-API-Key": ADMIN_KEY}
-# The suite trains versions on a few dozen images, whose test balanced accuracy interval
-# includes chance; the promotion decision would keep every one of them a candidate. The tests
-# of that refusal turn it back on; everything else (in process and in the services it starts)
-# needs its tiny versions activated.
-TINY_VERSIONS_ENV = {"CXR_PROMOTION_REFUSE_CHANCE": "false"}
+# What the suite runs with, in process (tests/conftest.py sets it) and in the services it
+# starts. It trains versions on a few dozen images, whose test balanced accuracy interval
+# includes chance; the promotion decision would keep every one of them a candidate (the tests
+# of that refusal turn it back on). The shadow at nice 19, not SCHED_IDLE: on a machine the
+# suite keeps busy, an idle-class thread may wait minutes for a core, holding its process's
+# GIL meanwhile (the shadow's own tests set its priority).
+SUITE_ENV = {"CXR_PROMOTION_REFUSE_CHANCE": "false", "CXR_SHADOW_PRIORITY": "low"}
 # What the processes the suite starts (`cxr serve`, `cxr worker`, `cxr train`) run with
 # beyond that: no ONNX export, whose conversion is most of a tiny job's publishing time; the
 # export and ONNX serving are tested in process (the shared trained version).
 # A heartbeat every half second relays a cancel and a takeover sooner than the default 2 s.
-# The shadow at nice 19, not SCHED_IDLE: on a machine the suite keeps busy, an idle-class
-# thread may wait minutes for a core.
-PROCESS_ENV = {**TINY_VERSIONS_ENV, "CXR_EXPORT_ONNX": "false",
-               "CXR_JOB_HEARTBEAT_INTERVAL_S": "0.5", "CXR_SHADOW_PRIORITY": "low"}
+PROCESS_ENV = {**SUITE_ENV, "CXR_EXPORT_ONNX": "false",
+               "CXR_JOB_HEARTBEAT_INTERVAL_S": "0.5"}
 # S3 credentials of the loopback server; moto accepts any, boto3 needs some.
 S3_ENV = {"AWS_ACCESS_KEY_ID": "cxr-test", "AWS_SECRET_ACCESS_KEY": "cxr-test-secret",
           "AWS_DEFAULT_REGION": "us-east-1"}

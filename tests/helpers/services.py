@@ -80,6 +80,7 @@ class Service:
     env: dict[str, str]
     workdir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _terminated: set[int] = field(default_factory=set)  # pids asked to stop
 
     def start(self, name: str) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
@@ -89,10 +90,27 @@ class Service:
             [sys.executable, "-m", "cxr_cli", name, *options], cwd=REPO, env=self.env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def stop(self) -> None:
+    def ready(self) -> None:
+        """Until its worker says it is ready and its API answers; stopped if either fails."""
+        try:
+            if "worker" in self.processes:
+                wait_for_log(self, "worker", " ready.")
+            if "serve" in self.processes:
+                wait_healthy(self)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def terminate(self) -> None:
+        """Ask its processes to stop (SIGTERM, once), without waiting for them: the services
+        of one test then stop at once."""
         for process in self.processes.values():
-            if process.poll() is None:
+            if process.poll() is None and process.pid not in self._terminated:
                 process.terminate()
+                self._terminated.add(process.pid)
+
+    def stop(self) -> None:
+        self.terminate()
         for process in self.processes.values():
             try:
                 process.wait(timeout=30)
@@ -123,8 +141,10 @@ class Service:
 
 def start_service(tmp_path: Path, broker_url: str | None,
                   extra_env: dict[str, str] | None = None,
-                  processes: tuple[str, ...] = ("worker", "serve")) -> Service:
-    """`cxr worker` and/or `cxr serve` with their folders under ``tmp_path``, once ready."""
+                  processes: tuple[str, ...] = ("worker", "serve"),
+                  wait: bool = True) -> Service:
+    """`cxr worker` and/or `cxr serve` with their folders under ``tmp_path``, once ready
+    (``wait``; else started, for ``Service.ready``: several services start at once)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
@@ -140,14 +160,8 @@ def start_service(tmp_path: Path, broker_url: str | None,
     service = Service(url=f"http://127.0.0.1:{port}", env=env, workdir=tmp_path)
     for name in processes:
         service.start(name)
-    try:
-        if "worker" in processes:
-            wait_for_log(service, "worker", " ready.")
-        if "serve" in processes:
-            wait_healthy(service)
-    except RuntimeError:
-        service.stop()
-        raise
+    if wait:
+        service.ready()
     return service
 
 

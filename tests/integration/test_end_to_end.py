@@ -21,6 +21,10 @@ from tests.helpers.http import TINY_RETRAIN as TINY
 from tests.helpers.http import dataset_zip, predict, retrain, served_version, wait_job
 from tests.helpers.services import Service
 
+# The suite's tiny versions are not proven better than chance: serving one needs the
+# confirmation (tests/api/routes/test_models.py checks the refusal without it).
+FORCE = {"force": "true"}
+
 pytestmark = pytest.mark.integration
 
 
@@ -117,7 +121,7 @@ def evaluate_replace_and_roll_back(client: httpx.Client, image_dataset_root: Pat
     assert candidate["promotion"]["activated"] is False
     assert "candidate" in candidate["promotion"]["reason"]
 
-    activated = client.post(f"/models/{v1}/activate")
+    activated = client.post(f"/models/{v1}/activate", params=FORCE)
     assert activated.status_code == 200 and activated.json()["active"] == v1
     served_version(client, image, v1, timeout=15)
     jobs = client.get("/jobs").json()["jobs"]
@@ -184,10 +188,10 @@ def the_monitoring_loop(client: httpx.Client, radiography_root: Path, v1: str) -
     assert sum(sum(row.values()) for row in report["matrix"].values()) == report["images"]
     assert report["labelled"] >= 6 and report["paired"]["images"] == report["labelled"]
 
-    assert client.post(f"/models/{child}/activate").status_code == 200
+    assert client.post(f"/models/{child}/activate", params=FORCE).status_code == 200
     assert client.get("/models").json()["shadow"] is None  # the shadow became the active one
     served_version(client, sent[0][1], child)
-    assert client.post(f"/models/{v1}/activate").status_code == 200  # and roll back
+    assert client.post(f"/models/{v1}/activate", params=FORCE).status_code == 200  # and roll back
 
     records = client.get("/audit", params={"limit": 500}).json()["records"]
     steps = {(r["action"], r["actor"], r["outcome"]) for r in records}

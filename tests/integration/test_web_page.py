@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from shared.registry.local import LocalRegistry
+from shared.training_params import TrainingParams
 from tests.helpers.dicom import gray_of, make_dicom
 from tests.helpers.env import (
     ADMIN_KEY,
@@ -31,10 +32,10 @@ from tests.helpers.env import (
 )
 from tests.helpers.http import dataset_zip
 from tests.helpers.services import Service, start_service
-from tests.helpers.versions import publish_random, zip_bytes
+from tests.helpers.versions import external_report, publish_random, zip_bytes
 
 try:
-    from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+    from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
 except ImportError:  # the dev extra is not installed
     sync_playwright = None
 
@@ -73,8 +74,9 @@ def artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 
 # Activated at its publication because nothing was active: a reason about that moment only.
+FIRST_REASON = "it is the first version, with no active version to compare it with"
 FIRST_PROMOTION = {"mode": "if_better", "metric": "balanced_accuracy", "margin": 0.0,
-                   "activated": True, "reason": "no active version yet"}
+                   "activated": True, "reason": FIRST_REASON}
 # 15 test images at chance, as a tiny training gives: the interval is wide and includes it.
 AT_CHANCE_METRICS = {"test": {"images": 15, "balanced_accuracy": 0.33,
                               "balanced_accuracy_ci": [0.13, 0.6]}}
@@ -97,13 +99,21 @@ class Site:
 
     def serve(self, version: str) -> None:
         """Activate ``version`` and wait until the API answers with it: each test starts
-        from the version it needs, whatever the tests before it activated."""
+        from the version it needs, whatever the tests before it activated. Confirmed: two
+        of them are not shown to be better than chance."""
         with self.service.client() as client:
-            assert client.post(f"/models/{version}/activate").status_code == 200
-            deadline = time.monotonic() + 60
-            while client.get("/readyz").json().get("model_version") != version:
-                assert time.monotonic() < deadline, self.service.logs()
-                time.sleep(0.3)
+            activated = client.post(f"/models/{version}/activate", params={"force": "true"})
+            assert activated.status_code == 200, activated.text
+        served(self.service, version)
+
+
+def served(service: Service, version: str) -> None:
+    """Until the API answers with ``version`` (it loads the active one in the background)."""
+    with service.client() as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").json().get("model_version") != version:
+            assert time.monotonic() < deadline, service.logs()
+            time.sleep(0.3)
 
 
 def chest_gate(radiography_root: Path) -> bytes:
@@ -116,17 +126,27 @@ def chest_gate(radiography_root: Path) -> bytes:
     return fit_gate(films[::2], films[1::2], seed=0).to_bytes()
 
 
+# How the answers marked reliable did on a set, per class too (keyed by the true class).
+RELIABLE_FIGURES = {
+    "images": 15, "coverage": 0.4, "accuracy": 0.5, "balanced_accuracy": 0.45,
+    "accuracy_all": 0.33, "balanced_accuracy_all": 0.34,
+    "per_class": {"a": {"images": 5, "reliable": 4, "recall": 0.6, "reliable_recall": 0.75},
+                  "b": {"images": 5, "reliable": 2, "recall": 0.2, "reliable_recall": 0.5},
+                  "c": {"images": 5, "reliable": 0, "recall": 0.2, "reliable_recall": None}}}
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, module_redis_url: str,
          radiography_root: Path) -> Iterator[Site]:
-    from shared.ml.reliability import ReliabilityRecord
+    from shared.ml.reliability import ReliabilityRecord, ReliableSubset
     from shared.registry.files import GATE_FILE
 
     root = tmp_path_factory.mktemp("web_page")
     registry = LocalRegistry(root / "models")
+    reliable = ReliableSubset.model_validate(RELIABLE_FIGURES)
     record = ReliabilityRecord(confidence_threshold=0.0, confidence_coverage=0.95,
                                chance=1 / 3, balanced_accuracy_ci=[0.2, 0.5],
-                               better_than_chance=False)
+                               better_than_chance=False, test=reliable)
     site_versions = {
         "reliable": publish_random(registry, seed=1, extra={"promotion": FIRST_PROMOTION}),
         "at_chance": publish_random(registry, seed=2, files={
@@ -137,6 +157,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, module_redis_url: str,
             "calibration": {"temperature": 19.9999, "at_bound": "upper"}}),
     }
     registry.activate(site_versions["reliable"])
+    registry.save_evaluation(site_versions["at_chance"], external_report(
+        site_versions["at_chance"]).model_copy(update={"reliability": reliable.model_copy(
+            update={"images": 30, "coverage": 0.86})}))
     # Offline, with nothing in Keras' cache: an ImageNet job fails for want of weights.
     offline = {"KERAS_HOME": str(root / "keras"), "HTTP_PROXY": NOWHERE, "HTTPS_PROXY": NOWHERE}
     service = start_service(root, module_redis_url, extra_env=offline)
@@ -163,8 +186,9 @@ def open_page(browser: Browser, service: Service, key: str | None) -> tuple[Page
 
 
 def expected_console(problems: list[str]) -> list[str]:
-    # Chromium logs every non-2xx answer of fetch(); the tests provoke some on purpose.
-    return [p for p in problems if not re.search(r"status of (401|403|400|404|422)", p)]
+    # Chromium logs every non-2xx answer of fetch(); the tests provoke some on purpose
+    # (409: activating a version not shown to beat chance asks for a confirmation).
+    return [p for p in problems if not re.search(r"status of (401|403|400|404|409|422)", p)]
 
 
 def drop_file(page: Page, name: str, data: bytes, mime: str) -> None:
@@ -202,9 +226,10 @@ def answer_from(page: Page, version: str, timeout_s: float = 60) -> None:
     raise AssertionError(f"the page never showed an answer from {version}")
 
 
-def check_heat_map(page: Page) -> bool:
+def check_heat_map(page: Page, explanation: dict[str, Any] | None) -> bool:
     """Show the heat map with the keyboard if the service explains: beside the X-ray, which
-    stays, with its colour scale. Say if it did."""
+    stays, with its colour scale, and under it the layer and the grid it was computed on
+    (a coarse grid drawn smooth looks more precise than it is). Say if it did."""
     toggle = page.get_by_label("Show heat map")
     preview, heat_map = page.locator("#preview"), page.locator("#heatmap")
     if not toggle.is_enabled():
@@ -227,6 +252,13 @@ def check_heat_map(page: Page) -> bool:
     expect(page.get_by_role("img", name=re.compile("^Colour scale"))).to_be_visible()
     expect(page.locator("#heatmap-view .scale-labels")).to_have_text(
         re.compile(r"^0: low attention\s+1: high attention$"))
+    assert explanation
+    grid = explanation["grid"]
+    rows, cols = explanation.get("grid_shape") or [len(grid), len(grid[0])]
+    expect(page.locator("#heatmap-caption")).to_have_text(
+        f"Heat map: {explanation['layer']}, {rows}x{cols} grid, for {explanation['class_name']}")
+    expect(page.locator("#heatmap-grid")).to_contain_text(
+        f"known for {rows * cols} blocks of the image only")
     return True
 
 
@@ -241,7 +273,8 @@ def test_predict_a_real_x_ray_and_see_every_class_and_the_heat_map_beside_it(
     expect(button).to_have_text("Predict")  # nothing to predict again yet
 
     image = sample_files(radiography_root, 1)["COVID"][0]
-    page.get_by_label("Chest X-ray: PNG, JPEG or DICOM (.dcm)").set_input_files(image)
+    with page.expect_response(re.compile(r"/predict\?explain=true$"), timeout=SLOW) as answered:
+        page.get_by_label("Chest X-ray: PNG, JPEG or DICOM (.dcm)").set_input_files(image)
     expect(page.locator("#preview")).to_have_attribute("src", re.compile("^(blob|data):"))
     expect(page.locator("#predict-status")).to_contain_text("from model version", timeout=SLOW)
     expect(button).to_have_text("Predict again")
@@ -254,7 +287,7 @@ def test_predict_a_real_x_ray_and_see_every_class_and_the_heat_map_beside_it(
     assert all(re.fullmatch(r"\d+\.\d%", t)
                for t in page.locator("#probabilities .pct").all_inner_texts())
     expect(page.locator("#answer-version")).to_have_text(version)
-    explained = check_heat_map(page)
+    explained = check_heat_map(page, answered.value.json().get("explanation"))
     page.locator("#predict").screenshot(path=artifacts / "predict.png")
 
     # A DICOM, dropped on the page: no preview before the answer, the model's view after it
@@ -302,25 +335,29 @@ def test_predict_a_real_x_ray_and_see_every_class_and_the_heat_map_beside_it(
     assert expected_console(problems) == []
 
 
-def with_shift(route: Route) -> None:
-    """The service's answer with an unflagged shift score added: a version with a shift
-    reference (the random versions here have none)."""
-    response = route.fetch()
-    if response.status != 200:
-        route.fulfill(response=response)
-        return
-    body = response.json()
-    body["distribution_shift"] = {"score": 1.0, "threshold": 3.0, "flagged": False}
-    route.fulfill(response=response, json=body)
+def with_shift(score: float, threshold: float) -> Callable[[Route], None]:
+    """The service's answer with a shift score added, flagged as the service flags it: a
+    version with a shift reference (the random versions here have none)."""
+    def handle(route: Route) -> None:
+        response = route.fetch()
+        if response.status != 200:
+            route.fulfill(response=response)
+            return
+        body = response.json()
+        body["distribution_shift"] = {"score": score, "threshold": threshold,
+                                      "flagged": score > threshold}
+        route.fulfill(response=response, json=body)
+    return handle
 
 
-def test_answers_of_a_version_at_chance_are_no_finding_and_its_numbers_say_why(
+def test_answers_of_a_version_at_chance_are_not_reliable_and_its_numbers_say_why(
     site: Site, browser: Browser, radiography_root: Path, artifacts: Path,
 ) -> None:
     """A version that knows it is no better than chance (a random one, recorded so) and has
-    a chest-radiograph gate fitted on real films: its answers are no finding, an unflagged
-    shift score is no reassurance, and a photograph is refused. A version published before
-    that record is judged by its test interval alone."""
+    a chest-radiograph gate fitted on real films: its answers are not reliable (never "No
+    finding", a normal study to a radiologist), an unflagged shift score is no reassurance,
+    and a photograph is refused. Its details show how its answers marked reliable did. A
+    version published before that record is judged by its test interval alone."""
     import io
 
     from PIL import Image
@@ -329,20 +366,30 @@ def test_answers_of_a_version_at_chance_are_no_finding_and_its_numbers_say_why(
     site.serve(site.at_chance)
     page, problems = open_page(browser, site.service, key=None)
     # Dropped, not chosen: Chromium hands a route no body of a file read from disk.
-    page.route(re.compile(r"/predict\?explain=true$"), with_shift)
+    page.route(re.compile(r"/predict\?explain=true$"), with_shift(1.0, 3.0))
     film = sample_files(radiography_root, 1)["Normal"][0].read_bytes()
     drop_file(page, "normal.png", film, "image/png")
     status = page.locator("#predict-status")
     expect(status).to_contain_text("No reliable answer", timeout=SLOW)
-    expect(page.locator("#label-line")).to_contain_text("No finding. Most probable class:")
+    expect(page.locator("#label-line")).to_have_text(re.compile(
+        r"^No reliable answer\. Most probable class: [abc]$"))
+    expect(page.locator("#answer")).not_to_contain_text("No finding")
     expect(page.locator("#label-line strong")).to_have_count(0)  # the label is not bold
     expect(page.locator("#unreliable")).to_contain_text("no better than chance")
     expect(page.locator("#probabilities li")).to_have_count(3)  # still visible
     expect(page.locator("#probabilities li.predicted")).to_have_count(0)  # none stands out
     shift = page.locator("#shift")
     expect(shift).to_contain_text("does not make this answer reliable")
+    expect(shift).to_contain_text("shift score 1.00, below the threshold 3.00")
     expect(shift).not_to_contain_text("Similar to the training images")
     page.locator("#predict").screenshot(path=artifacts / "unreliable.png")
+    # A flagged score a hair above its threshold never prints equal to it.
+    page.unroute(re.compile(r"/predict\?explain=true$"))
+    page.route(re.compile(r"/predict\?explain=true$"), with_shift(1.5031, 1.4969))
+    drop_file(page, "normal.png", film, "image/png")
+    expect(shift).to_contain_text("shift score 1.503, above the threshold 1.497", timeout=SLOW)
+    expect(shift).to_contain_text("Unusual image")
+    page.unroute(re.compile(r"/predict\?explain=true$"))
 
     # Its numbers in Models: the test size, the interval and chance beside each other.
     row = page.locator(f'#models-body tr[data-version="{site.at_chance}"]')
@@ -351,6 +398,7 @@ def test_answers_of_a_version_at_chance_are_no_finding_and_its_numbers_say_why(
         "95% interval 20.0%–50.0%, includes chance")
     expect(row).to_contain_text("chance 33.3%")
     expect(row.locator(".test-size")).to_have_text("15 test images")
+    check_reliable_figures(page, row)
 
     # In the table of several answers, no label is a finding either.
     films = sample_files(radiography_root, 2)["Normal"]
@@ -373,7 +421,7 @@ def test_answers_of_a_version_at_chance_are_no_finding_and_its_numbers_say_why(
     site.serve(site.unrecorded)
     drop_file(page, "normal.png", film, "image/png")
     expect(page.locator("#answer-version")).to_have_text(site.unrecorded, timeout=SLOW)
-    expect(page.locator("#label-line")).to_contain_text("No finding. Most probable class:")
+    expect(page.locator("#label-line")).to_contain_text("No reliable answer. Most probable class:")
     expect(page.locator("#label-line strong")).to_have_count(0)
     expect(page.locator("#unreliable")).to_contain_text("no better than chance")
     expect(page.locator("#calibration-note")).to_contain_text(
@@ -384,6 +432,31 @@ def test_answers_of_a_version_at_chance_are_no_finding_and_its_numbers_say_why(
         "95% interval 13.0%–60.0%, includes chance")
     page.locator("#predict").screenshot(path=artifacts / "unrecorded.png")
     assert expected_console(problems) == []
+
+
+def check_reliable_figures(page: Page, row: Locator) -> None:
+    """The version's details: coverage, then the reliable answers' figures beside all of
+    them, on its test split and on another hospital's set, and per class."""
+    row.get_by_role("button", name="Details").click()
+    details = page.locator("#models-body tr.details:not([hidden])")
+    overall = details.get_by_role("table", name=re.compile("^Marked reliable: the share"))
+    expect(overall.locator("thead th")).to_have_text([
+        "Set", "Images", "Marked reliable", "Accuracy, reliable", "Accuracy, all",
+        "Balanced accuracy, reliable", "Balanced accuracy, all"])
+    expect(overall.locator("tbody tr")).to_have_count(2)
+    expect(overall.locator("tbody tr").nth(0)).to_have_text(re.compile(
+        r"^Its test split\s*15\s*40\.0%\s*50\.0%\s*33\.0%\s*45\.0%\s*34\.0%$"))
+    expect(overall.locator("tbody tr").nth(1)).to_have_text(re.compile(
+        r"^other-hospital \(evaluated 2026-01-02\)\s*30\s*86\.0%"))
+    classes = details.get_by_role("table", name="Per class on Its test split: recall on the "
+                                  "answers marked reliable and on all of them.")
+    expect(classes.locator("tbody th")).to_have_text(["a", "b", "c"])
+    expect(classes.locator("tbody tr").nth(0).locator("td")).to_have_text(
+        ["5", "80.0% (4)", "75.0%", "60.0%"])
+    expect(classes.locator("tbody tr").nth(2).locator("td")).to_have_text(
+        ["5", "0.0% (0)", "n/a", "20.0%"])
+    expect(details.get_by_role("table", name=re.compile("^Per class on"))).to_have_count(2)
+    row.get_by_role("button", name="Details").click()  # closed again
 
 
 def without(key: str) -> Callable[[Route], None]:
@@ -414,17 +487,21 @@ def test_the_page_copes_with_a_service_without_heat_maps_or_job_history(
     expect(page.locator("#preview-note")).to_contain_text("returned no preview")
 
     # Jobs that report only their last epoch: the page keeps what it saw, poll after poll,
-    # and follows a job again after a reload.
+    # and follows a job again after a reload. This one activates its version: its end is
+    # a success, in green.
     page.route(re.compile(r"/jobs/[^/?]+$"), without("history"))
     archive = dataset_zip(radiography_root, 6)
     with service.client() as client:
         assert client.post("/datasets", data={"name": "small"},
                            files={"file": ("s.zip", archive)}).status_code == 201
         job = client.post("/retrain", json={"dataset": "small", "epochs": 3, "image_size": 32,
-                                            "base_weights": "none", "batch_size": 8})
+                                            "base_weights": "none", "batch_size": 8,
+                                            "activate": "always"})
     page.evaluate("id => sessionStorage.setItem('cxr.jobId', id)", job.json()["job_id"])
     page.reload()
     expect(page.locator("#job-state")).to_have_text("succeeded", timeout=240_000)
+    expect(page.locator("#job-status")).to_contain_text("It is the active version.")
+    expect(page.locator("#job-status")).to_have_class("status ok")
     # every epoch the page saw (a poll a second; the tiny epochs may be quicker)
     seen = page.locator("#history-body tr").count()
     assert 1 <= seen <= 3
@@ -440,6 +517,25 @@ def test_the_page_copes_with_a_service_without_heat_maps_or_job_history(
     docs.goto(service.url + "/redoc")
     expect(docs.locator("h1").first).to_contain_text("cxr-service", timeout=SLOW)
     expect(docs.get_by_text("/retrain").first).to_be_attached()
+
+
+def assert_whole_epochs(chart: Locator) -> None:
+    """The chart's epoch axis ticks at whole epochs only."""
+    ticks = chart.locator(".tick.x").all_text_contents()
+    assert ticks and all(re.fullmatch(r"\d+|epoch", tick) for tick in ticks), ticks
+
+
+def confirm_if_asked(page: Page, version: str) -> None:
+    """A version not shown to be better than chance (a tiny training's usually is not)
+    asks again, the key that opened the question focused on the button that changes
+    nothing; the second, explicit button serves it."""
+    status = page.locator("#models-status")
+    expect(status).to_contain_text(
+        re.compile(f"Version {re.escape(version)} (is now the active|needs a confirmation)"))
+    if "needs a confirmation" in status.inner_text():
+        guard = page.get_by_role("dialog", name=re.compile(f"^Serve version {version}"))
+        expect(guard.get_by_role("button", name="Keep the active version")).to_be_focused()
+        guard.get_by_role("button", name=re.compile("^Serve it anyway: ")).click()
 
 
 def start_training(page: Page, **fields: Any) -> None:
@@ -475,11 +571,16 @@ def test_upload_train_watch_activate_and_predict_from_the_new_version(
     expect(page.locator("#datasets-body")).to_contain_text("COVID 12, Normal 12")
     expect(page.get_by_label("Dataset", exact=True)).to_have_value("tiny")
 
-    # ImageNet by default, as in the paper; offline its job fails, and the job's error,
-    # which names the alternatives, shows beside the form.
+    # ImageNet by default, as in the paper: the form warns before submitting that offline
+    # its job fails; it does, and the job's error, which names the alternatives, shows
+    # beside the form.
     weights, form_status = page.get_by_label("Base weights"), page.locator("#retrain-status")
     expect(weights).to_have_value("imagenet")
-    expect(page.locator("#weights-help")).to_contain_text('pick "none (random start)" or "file"')
+    note = page.locator("#weights-help")
+    expect(note).to_be_visible()
+    expect(note).to_have_class("note warn")
+    expect(note).to_contain_text("job fails at once")
+    expect(note).to_contain_text('pick "none (random start)" or "file"')
     start_training(page, **{"Epochs": 2, "Fine-tune epochs": 1, "Image size (pixels)": 32,
                             "Batch size": 8})
     expect(page.locator("#job-state")).to_have_text("failed", timeout=SLOW)
@@ -491,9 +592,24 @@ def test_upload_train_watch_activate_and_predict_from_the_new_version(
     expect(form_status).to_contain_text("needs CXR_BASE_WEIGHTS_FILE")
     expect(form_status.locator(".code")).to_have_text("(weights_unavailable)")
     weights.select_option("none")
+    expect(note).to_have_class("help note")
+    # A random start is trained whole: block 5's fine-tuning options do not apply.
+    for label in ("Then fine-tune block 5", "Fine-tune epochs", "Fine-tune learning rate",
+                  "Head cache views"):
+        expect(page.get_by_label(label, exact=True)).to_be_disabled()
 
-    # TINY of the end-to-end test: 32 px, 2 epochs, a random base, batch 8.
-    start_training(page)
+    # TINY of the end-to-end test: 32 px, 2 epochs, a random base, batch 8, at the README's
+    # offline learning rate; every option that applies reaches the API.
+    with page.expect_request(lambda r: r.url.endswith("/retrain") and r.method == "POST") \
+            as sent:
+        start_training(page, **{"Learning rate": "1e-4"})
+    body = sent.value.post_data_json
+    assert body["learning_rate"] == 1e-4 and body["base_weights"] == "none"
+    assert (body["image_size"], body["epochs"], body["batch_size"]) == (32, 2, 8)
+    left_out = {"base_version", "holdout_source", "seed", "time_budget_s", "groups_csv",
+                "replay_fraction", "fine_tune", "fine_tune_epochs", "fine_tune_learning_rate",
+                "head_cache_views"}
+    assert set(body) == set(TrainingParams.model_fields) - left_out, body
     expect(page.locator("#job-state")).to_have_text("succeeded", timeout=240_000)
     expect(page.locator("#job-epoch")).to_have_text("2 / 2")
     expect(page.locator("#job-progress")).to_have_attribute("value", "2")
@@ -502,14 +618,22 @@ def test_upload_train_watch_activate_and_predict_from_the_new_version(
     expect(page.locator("#chart circle.val")).to_have_count(4)
     expect(page.locator("#history-body tr")).to_have_count(2)
     expect(page.locator("#chart desc")).to_contain_text("After epoch 2")
+    assert_whole_epochs(page.locator("#chart"))
     job_status = page.locator("#job-status")
     expect(job_status).to_contain_text("published version")
     new = re.search(r"published version (\S+?)\.", job_status.inner_text())
     assert new, job_status.inner_text()
     version = new.group(1)
+    with service.client() as client:
+        assert client.get(f"/models/{version}").json()["training"]["learning_rate"] == 1e-4
     # The form's line followed the job to its end, and the line above the models table
-    # counts the new version with the table.
-    expect(form_status).to_contain_text(f"succeeded: published version {version}.")
+    # counts the new version with the table. Not activated, the end is not a success's
+    # green: the version is a candidate.
+    expect(form_status).to_contain_text(f"succeeded: published version {version}. Not "
+                                         "activated")
+    expect(form_status).to_have_class("status warn")
+    expect(job_status).to_contain_text("Not activated: ")
+    expect(job_status).to_have_class("status warn")
     expect(page.locator("#models-body tr[data-version]")).to_have_count(published + 1)
     expect(page.locator("#models-summary")).to_contain_text(f"{published + 1} versions")
     page.locator("#train").screenshot(path=artifacts / "train.png")
@@ -522,12 +646,14 @@ def test_upload_train_watch_activate_and_predict_from_the_new_version(
     row.get_by_role("button", name="Details").click()
     details = page.locator("#models-body tr.details:not([hidden])")
     expect(details.get_by_role("img", name=re.compile("Loss and accuracy"))).to_be_visible()
+    assert_whole_epochs(details.locator("svg"))
     expect(details.locator("iframe")).to_be_visible()
     frame = details.frame_locator("iframe")
     expect(frame.locator("h1")).to_contain_text(version, timeout=SLOW)
     activate = page.get_by_role("button", name=f"Activate version {version}")
     activate.focus()
     page.keyboard.press("Enter")
+    confirm_if_asked(page, version)
     expect(page.locator("#models-status")).to_contain_text(f"Version {version} is now the active")
     expect(row.locator(".badge.active")).to_have_text("★ Active")
     expect(page.locator("#serving")).to_contain_text(f"serves version {version}", timeout=SLOW)
@@ -538,7 +664,7 @@ def test_upload_train_watch_activate_and_predict_from_the_new_version(
     old = page.locator(f'#models-body tr[data-version="{first}"]')
     expect(old.locator(".state")).to_have_text("Not active")
     expect(old.locator(".publication")).to_have_text(
-        "At publication: activated (no active version yet).")
+        f"At publication: activated ({FIRST_REASON}).")
     page.locator("#models").screenshot(path=artifacts / "models.png")
 
     # Predict again: the answer comes from the new version, with its classes.
@@ -562,7 +688,10 @@ def test_upload_train_watch_activate_and_predict_from_the_new_version(
     base = page.get_by_label("Start from")
     expect(base.locator(f'option[value="{version}"]')).to_have_count(1)
     base.select_option("active")
-    expect(page.get_by_label("Epochs", exact=True)).to_be_disabled()
+    # A fine-tune inherits its size; its own defaults are filled in.
+    expect(page.get_by_label("Image size (pixels)")).to_be_disabled()
+    expect(page.get_by_label("Epochs", exact=True)).to_have_value("20")
+    expect(page.get_by_label("Learning rate", exact=True)).to_have_value("2e-5")
     page.get_by_label("Dataset", exact=True).select_option("covid")
     page.get_by_role("button", name="Start training").click()
     expect(form_status.locator(".code")).to_have_text("(class_mismatch)")
@@ -728,6 +857,10 @@ def test_shadow_a_version_on_live_traffic_read_its_figures_and_activate_it(
     expect(row.locator(".badge.shadow")).to_have_count(1)
     activate.click()
     dialog.get_by_role("button", name=f"Activate version {candidate}").click()
+    # Its test interval includes chance: the shadow's way goes through the same guard.
+    guard = page.get_by_role(
+        "dialog", name=f"Serve version {candidate}, not shown to be better than chance?")
+    guard.get_by_role("button", name="Serve it anyway: its test interval includes chance").click()
     expect(status).to_contain_text(f"Version {candidate} is now the active version")
     expect(row.locator(".badge.active")).to_have_text("★ Active")
     expect(rows.locator(".badge.shadow")).to_have_count(0)
@@ -747,3 +880,125 @@ def test_shadow_a_version_on_live_traffic_read_its_figures_and_activate_it(
     expect(rows.locator(".badge.shadow")).to_have_count(0)
     expect(page.locator("#shadow-panel")).to_be_hidden()
     assert expected_console(problems) == []
+
+
+# A first version as a person's first training names it: a long dataset name, the paper's
+# classes, and the publication decision's reason in full, beside a test interval that
+# includes chance (the widest row the table shows).
+FIRST_VERSION = {
+    "dataset": {"name": "covid19-radiography-first-300"},
+    "metrics": {"test": {"images": 135, "accuracy": 0.71, "balanced_accuracy": 0.46,
+                         "macro_f1": 0.44, "balanced_accuracy_ci": [0.3, 0.6]}},
+    "promotion": {"mode": "if_better", "metric": "balanced_accuracy", "margin": 0.01,
+                  "activated": False, "reason": "the test balanced accuracy interval "
+                  "0.30-0.60 includes chance (0.33), so it is kept as a candidate"},
+    "calibration": {"temperature": 19.9999, "at_bound": "upper"},
+}
+
+
+@pytest.fixture
+def first_day(tmp_path: Path) -> Iterator[Service]:
+    """The API alone on an empty registry, as on a first day: no model, no worker."""
+    service = start_service(tmp_path / "first-day", None, processes=("serve",))
+    yield service
+    service.stop()
+
+
+def test_a_first_day_no_model_then_one_not_shown_to_beat_chance(
+    first_day: Service, browser: Browser, radiography_root: Path, artifacts: Path,
+) -> None:
+    """With no model the predict area says so before any image and after one, naming the
+    page's Train section; the icon and ReDoc load nothing from elsewhere; a first version
+    fits the models table at 1280 px, and one not shown to beat chance is served only by
+    a second, explicit click."""
+    service = first_day
+    page, problems = open_page(browser, service, key=None)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    no_model = page.locator("#no-model")
+    expect(no_model).to_have_text("No model yet: train one in the Train section below.")
+    no_model.get_by_role("link", name="Train section below").click()
+    expect(page.locator("#train-title")).to_be_in_viewport()
+    expect(page.locator("#datasets-note")).to_contain_text(
+        "read where it lies and is not stored: it appears as the dataset of that version")
+    film = sample_files(radiography_root, 1)["Normal"][0].read_bytes()
+    drop_file(page, "normal.png", film, "image/png")
+    status = page.locator("#predict-status")
+    expect(status).to_have_text("No answer: No model yet: train one in the Train section "
+                                "below. (no_model)")
+    expect(status.get_by_role("link", name="Train section below")).to_have_attribute(
+        "href", "#train")
+    page.locator("#predict").screenshot(path=artifacts / "no-model.png")
+
+    # The icon, and the API's documentation: nothing is asked of another host.
+    expect(page.locator('link[rel="icon"]')).to_have_attribute("href", "/favicon.ico")
+    assert page.request.get(service.url + "/favicon.ico").status == 200
+    elsewhere: list[str] = []
+    page.context.route(re.compile(r"^(?!" + re.escape(service.url) + r"[/?#]|data:|blob:)"),
+                       lambda route: (elsewhere.append(route.request.url), route.abort()))
+    docs = page.context.new_page()
+    docs.goto(service.url + "/redoc")
+    expect(docs.locator("h1").first).to_contain_text("cxr-service", timeout=SLOW)
+    expect(docs.get_by_text("API docs by Redocly")).to_be_attached()  # its logo's place
+    docs.goto(service.url + "/docs")
+    expect(docs.locator(".swagger-ui .info .title")).to_contain_text("cxr-service",
+                                                                      timeout=SLOW)
+    docs.close()
+    assert elsewhere == []
+
+    # A first version, not activated: the table fits its column at 1280 px.
+    version = publish_random(LocalRegistry(Path(service.env["CXR_MODELS_DIR"])), seed=4,
+                             classes=("COVID", "Normal", "Viral Pneumonia"), extra=FIRST_VERSION)
+    page.get_by_role("button", name="Refresh the list").click()
+    row = page.locator(f'#models-body tr[data-version="{version}"]')
+    expect(row.locator(".publication")).to_contain_text("kept as a candidate")
+    expect(no_model).to_have_text("No version is active yet: activate one under Models, or "
+                                  "train one in the Train section below.")
+    check_table_fits(page, row)
+    page.locator("#models").screenshot(path=artifacts / "models-1280.png")
+
+    # Activating it asks again; a key press or the first button changes nothing.
+    page.get_by_label("API key", exact=True).fill(ADMIN_KEY)
+    activate = row.get_by_role("button", name=f"Activate version {version}")
+    guard = page.get_by_role(
+        "dialog", name=f"Serve version {version}, not shown to be better than chance?")
+    activate.click()
+    expect(guard).to_be_visible()
+    expect(guard).to_contain_text(f"Version {version} is not shown better than chance")
+    assert not re.search(r"`|POST |--force", guard.inner_text())  # the page's words: buttons
+    expect(guard.get_by_role("button", name="Do not activate it")).to_be_focused()
+    page.screenshot(path=artifacts / "activation-guard.png")
+    page.keyboard.press("Enter")
+    expect(guard).to_be_hidden()
+    expect(page.locator("#models-status")).to_have_text(f"Version {version} was not activated.")
+    with service.client() as client:
+        assert client.get("/models").json()["active"] is None
+    activate.click()
+    with page.expect_request(re.compile(r"/activate\?force=true$")):
+        guard.get_by_role("button",
+                          name="Serve it anyway: its test interval includes chance").click()
+    expect(page.locator("#models-status")).to_contain_text(
+        f"Version {version} is now the active version, served although it is not shown")
+    expect(no_model).to_be_hidden()
+    served(service, version)
+    drop_file(page, "normal.png", film, "image/png")
+    expect(status).to_contain_text(f"No reliable answer from model version {version}",
+                                   timeout=SLOW)
+    assert [p for p in expected_console(problems) if "status of 503" not in p] == []
+
+
+def check_table_fits(page: Page, row: Locator) -> None:
+    """The models table's right edge within its column, and its Status and Actions cells
+    shown whole, with no scrolling sideways."""
+    wrap = page.locator("#models .table-wrap")
+    assert wrap.evaluate("w => w.scrollWidth <= w.clientWidth")
+    column = wrap.bounding_box()
+    table = page.locator("#models-table").bounding_box()
+    assert column and table and table["x"] + table["width"] <= column["x"] + column["width"] + 1
+    for cell in (page.locator("#models-table thead th").nth(7),
+                 page.locator("#models-table thead th").nth(8),
+                 row.locator("td").nth(7), row.locator("td.actions")):
+        expect(cell).to_be_visible()
+        box = cell.bounding_box()
+        assert box and box["x"] + box["width"] <= column["x"] + column["width"] + 1, box
+    expect(page.locator("#models-table thead th").nth(7)).to_have_text("Status")
+    expect(page.locator("#models-table thead th").nth(8)).to_have_text("Actions")

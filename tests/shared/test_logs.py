@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import pty
 import warnings
 from collections.abc import Iterator
 
@@ -98,3 +100,29 @@ def test_celerys_pool_lines_are_json_once(stream: io.StringIO) -> None:
         assert line["logger"] == "multiprocessing" and "exited with" in str(line["message"])
     finally:
         pool.handlers, pool.propagate = before
+
+
+def test_json_lines_carry_no_terminal_escapes_even_on_a_terminal() -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    main, side = pty.openpty()
+    terminal = os.fdopen(side, "w")
+    try:
+        assert terminal.isatty()
+        configure_logging("info", "json", terminal)
+        # as uvicorn logs: a coloured copy of the message in the extra field color_message
+        logging.getLogger("uvicorn.error").info(
+            "Started server process [%d]", 7,
+            extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
+        logging.getLogger("cxr.test").warning("a \x1b[1mbold\x1b[0m word",
+                                              extra={"detail": {"shown": "\x1b[31mred\x1b[0m"}})
+        terminal.flush()
+        written = os.read(main, 65536).decode()
+    finally:
+        root.handlers, root.level = handlers, level
+        terminal.close()
+        os.close(main)
+    assert "\x1b" not in written and "\\u001b" not in written, written
+    first, second = (json.loads(line) for line in written.splitlines())
+    assert first["message"] == "Started server process [7]" and "color_message" not in first
+    assert second["message"] == "a bold word" and second["detail"] == {"shown": "red"}

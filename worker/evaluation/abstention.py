@@ -8,6 +8,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from shared.ml.reliability import (
     ReliabilityRecord,
+    ReliableClass,
     ReliableSubset,
     RiskCoveragePoint,
     above_chance,
@@ -62,9 +63,30 @@ def risk_coverage(labels: np.ndarray, probabilities: np.ndarray) -> list[RiskCov
     return points
 
 
+def _recall(hits: np.ndarray) -> float | None:
+    return float(hits.mean()) if len(hits) else None
+
+
+def per_class(labels: np.ndarray, predicted: np.ndarray, keep: np.ndarray,
+              classes: list[str]) -> dict[str, ReliableClass]:
+    """Each true class with images: recall over all its answers and over the reliable ones."""
+    found = {}
+    for index, name in enumerate(classes):
+        mine = labels == index
+        if not mine.any():
+            continue
+        hits = predicted[mine] == index
+        found[name] = ReliableClass(
+            images=int(mine.sum()), reliable=int(keep[mine].sum()), recall=_recall(hits),
+            reliable_recall=_recall(hits[keep[mine]]))
+    return found
+
+
 def reliable_subset(labels: np.ndarray, probabilities: np.ndarray,
-                    shifted: np.ndarray | None, record: ReliabilityRecord) -> ReliableSubset:
-    """Apply the answer rule (``shared.ml.reliability.reasons``) to every image of a set."""
+                    shifted: np.ndarray | None, record: ReliabilityRecord,
+                    classes: list[str]) -> ReliableSubset:
+    """Apply the answer rule (``shared.ml.reliability.reasons``) to every image of a set;
+    ``classes`` names the columns of ``probabilities``."""
     flags = shifted if shifted is not None else np.zeros(len(labels), dtype=bool)
     keep = np.array([not reasons(float(p.max()), bool(f), record)
                      for p, f in zip(probabilities, flags, strict=True)], dtype=bool)
@@ -76,19 +98,20 @@ def reliable_subset(labels: np.ndarray, probabilities: np.ndarray,
         accuracy_all=float(np.mean(predicted == labels)) if len(labels) else None,
         balanced_accuracy_all=_balanced(labels, predicted),
         flagged_shift=float(flags.mean()) if len(flags) else None,
-        risk_coverage=risk_coverage(labels, probabilities))
+        risk_coverage=risk_coverage(labels, probabilities),
+        per_class=per_class(labels, predicted, keep, classes))
 
 
 def fit_reliability(val_probabilities: np.ndarray, test_labels: np.ndarray,
                     test_probabilities: np.ndarray, test_shifted: np.ndarray | None,
-                    n_classes: int, coverage: float, seed: int) -> ReliabilityRecord:
+                    classes: list[str], coverage: float, seed: int) -> ReliabilityRecord:
     """The version's record: threshold from validation, chance check and subset on test."""
     predicted = test_probabilities.argmax(axis=1)
     interval = balanced_accuracy_interval(test_labels, predicted, seed)
-    chance = 1.0 / n_classes
+    chance = 1.0 / len(classes)
     record = ReliabilityRecord(
         confidence_threshold=confidence_threshold(val_probabilities, coverage),
         confidence_coverage=coverage, chance=chance, balanced_accuracy_ci=interval,
         better_than_chance=above_chance(interval, chance))
     return record.model_copy(update={"test": reliable_subset(
-        test_labels, test_probabilities, test_shifted, record)})
+        test_labels, test_probabilities, test_shifted, record, classes)})

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from shared.manifest import ClassRates, Metrics, SourceMetrics, SplitMetrics
+from shared.manifest import ClassRates, GateCount, Metrics, SourceMetrics, SplitMetrics
 from shared.ml.calibration import apply_temperature
 from shared.ml.chest_gate import ChestGate
 from shared.ml.modeling import OUTPUT_LAYER
@@ -21,7 +21,7 @@ from shared.training_params import TrainingParams
 from worker.context import PhaseReporter, Steps
 from worker.data.prepared import Prepared
 from worker.evaluation.abstention import fit_reliability
-from worker.evaluation.gate_fitting import fit_gate
+from worker.evaluation.gate_fitting import fit_gate, refusals
 from worker.evaluation.scores import expected_calibration_error, fit_temperature, summarize
 from worker.evaluation.shift_fitting import features_and_probabilities, fit_reference
 
@@ -40,6 +40,7 @@ class Assessment:
     # The test split's labels and uncalibrated probabilities: the reliability diagram's.
     test_labels: np.ndarray
     test_probabilities: np.ndarray
+    gate_refusals: dict[str, GateCount] = field(default_factory=dict)  # per split
 
 
 def _passes(model: Any, data: Prepared, batch_size: int, reporter: PhaseReporter | None,
@@ -83,7 +84,7 @@ def assess(model: Any, data: Prepared, classes: list[str], params: TrainingParam
     calibration.advance()
     flagged = test_scores > reference.threshold
     reliability = fit_reliability(apply_temperature(val_raw, temperature), labels, calibrated,
-                                  flagged, len(classes), params.confidence_coverage, seed)
+                                  flagged, classes, params.confidence_coverage, seed)
     calibration.advance()
     test = test_report(labels, raw, temperature, classes).model_copy(update={
         "shift_flag_rate": float(flagged.mean()) if len(flagged) else None,
@@ -91,10 +92,16 @@ def assess(model: Any, data: Prepared, classes: list[str], params: TrainingParam
     gate = (fit_gate(list(data.arrays["train"][..., 0]),
                      list(data.arrays["validation"][..., 0]), seed)
             if len(data.labels("train")) >= params.gate_min_images else None)
+    refused = gate_refusals(gate, data) if gate is not None else {}
     calibration.advance()
     metrics = Metrics(test=test, test_by_source=by_source(labels, calibrated, sources, classes)
                       if sources else None)
-    return Assessment(metrics, temperature, reference, gate, reliability, labels, raw)
+    return Assessment(metrics, temperature, reference, gate, reliability, labels, raw, refused)
+
+
+def gate_refusals(gate: ChestGate, data: Prepared) -> dict[str, GateCount]:
+    """The radiographs of each of the version's splits that ``gate`` would refuse."""
+    return refusals(gate, {name: arrays[..., 0] for name, arrays in data.arrays.items()})
 
 
 def test_report(labels: np.ndarray, raw: np.ndarray, temperature: float,

@@ -135,7 +135,7 @@ def _evaluated(model: ServedVersion, dataset: Dataset, dataset_name: str, max_pi
             labels, probabilities,
             answers.shift_scores > model.shift.threshold
             if shift and model.shift and answers.shift_scores is not None else None,
-            model.reliability),
+            model.reliability, model.classes),
     )
     return report, answers
 

@@ -34,8 +34,9 @@ LIBRARIES = ("tensorflow", "keras", "numpy", "pillow", "celery")
 SHIFT_METHOD = ("largest of detectors standardized on validation (median, IQR): Mahalanobis "
                 "distances to the nearest class mean (Ledoit-Wolf) on block feature "
                 "statistics and on the input's low-level features; logit energy")
-GATE_METHOD = ("logistic regression of low-level image features, training radiographs "
-               "against generated non-radiographs; colour images refused")
+GATE_METHOD = ("one-hidden-layer network over low-level image features, training radiographs "
+               "and their variations of framing and exposure against generated "
+               "non-radiographs; colour images refused")
 
 
 def library_versions() -> dict[str, str]:
@@ -86,7 +87,7 @@ def _gate(assessment: Assessment, params: TrainingParams, train_images: int,
                                  "images")
     fitted_on = "train" if fitted or lineage is None else f"the parent {lineage.parent}'s"
     return GateRecord(method=GATE_METHOD, fitted_on=fitted_on,
-                      threshold=assessment.gate.threshold,
+                      threshold=assessment.gate.threshold, refusals=assessment.gate_refusals,
                       reason=None if fitted or lineage is None else
                       f"kept from the parent: fewer than {params.gate_min_images} training "
                       "images to fit one")

@@ -6,15 +6,15 @@ from shared.manifest import (
     Calibration,
     ConfusionMatrix,
     ExternalFigures,
-    GateRecord,
     ManifestDraft,
+    Promotion,
     ShiftRecord,
     SourceMetrics,
     SplitMetrics,
 )
-from shared.ml.reliability import ReliabilityRecord, ReliableSubset
 from shared.registry.files import CURVES_FILE, RELIABILITY_FILE
 from worker.publishing.card_lineage import lineage_section
+from worker.publishing.card_reliability import reliability_section
 from worker.publishing.card_text import ci, fmt, inline, table
 
 RADIOGRAPHY_BIAS = (
@@ -42,10 +42,7 @@ def _metrics(test: SplitMetrics | None, calibration: Calibration | None) -> list
                ["balanced accuracy", fmt(test.balanced_accuracy)],
                ["macro F1", fmt(test.macro_f1)],
                ["macro ROC-AUC (one-vs-rest)", fmt(test.roc_auc)]]
-    before = calibration.ece_before if calibration else None
-    after = calibration.ece_after if calibration else None
-    overall.append(["ECE, 15 bins (before → after calibration)",
-                    f"{fmt(before)} → {fmt(after)}"])
+    overall.append(["ECE, 15 bins (lower is better)", ece_words(calibration)])
     per_class = [[label, ci(r.sensitivity, r.sensitivity_ci),
                   ci(r.specificity, r.specificity_ci), ci(r.ppv, r.ppv_ci),
                   ci(r.npv, r.npv_ci), fmt(r.support)]
@@ -61,6 +58,55 @@ def _metrics(test: SplitMetrics | None, calibration: Calibration | None) -> list
         "Confusion matrix (counts; rows true, columns predicted):", "",
         *table(["", *[f"predicted {label}" for label in matrix.labels]], confusion), "",
     ]
+
+
+def ece_words(calibration: Calibration | None) -> str:
+    """The test split's ECE before and after temperature scaling, in words: a change the
+    rounding hides is said to be none, not printed as "0.099 → 0.099"."""
+    if calibration is None or calibration.ece_before is None or calibration.ece_after is None:
+        return "n/a"
+    before, after = fmt(calibration.ece_before), fmt(calibration.ece_after)
+    temperature = f"T={calibration.temperature:.2f}"
+    if before != after:
+        return f"{before} before temperature scaling, {after} after ({temperature})"
+    why = ("calibration changed nothing" if temperature == "T=1.00"
+           else "the change is below the rounding")
+    return f"{before} before and after temperature scaling ({temperature}: {why})"
+
+
+def _crop(crop: object) -> str:
+    if not isinstance(crop, int | float) or not crop:
+        return "none"
+    return f"{crop * 100:g}% of the height and of the width removed from each side"
+
+
+def preprocessing_rows(options: dict[str, object] | None, size: int) -> list[list[str]]:
+    """The preprocessing as trained and served, step by step in words; options a later
+    worker added are listed as they are."""
+    rest = dict(options or {})
+    crop, equalize = rest.pop("crop_border", 0.0), rest.pop("equalize", "none")
+    clip, reduce_large = rest.pop("clahe_clip_limit", None), rest.pop("reduce_large", False)
+    contrast = {"clahe": f"CLAHE (adaptive histogram equalization), clip limit {clip}",
+                "histogram": "global histogram equalization"}.get(str(equalize), "none")
+    return [["border crop", _crop(crop)],
+            ["contrast", contrast],
+            ["resize", f"grey, bilinear, to {size} x {size} px, as VGG16's 3 channels"],
+            ["large images", "decoded at reduced size (at least 3 times the input)"
+             if reduce_large else "decoded at full size"],
+            *[[str(key), str(value)] for key, value in rest.items()]]
+
+
+def _at_bound(calibration: Calibration | None) -> str:
+    if calibration is None or calibration.at_bound is None:
+        return ""
+    return (f" The fit ended at the {calibration.at_bound} bound of its search: these "
+            "probabilities are not calibrated.")
+
+
+def _promotion(promotion: Promotion | None) -> str:
+    if promotion is None:
+        return "n/a"
+    return f"{'activated' if promotion.activated else 'kept as a candidate'} ({promotion.reason})"
 
 
 def _data(manifest: ManifestDraft) -> list[str]:
@@ -95,38 +141,6 @@ def _shift(shift: ShiftRecord | None) -> list[str]:
         "is flagged as unlike the training data. Share of this version's test images flagged: "
         f"{fmt(shift.test_flag_rate)}.", "",
     ]
-
-
-def _reliability(record: ReliabilityRecord | None, gate: GateRecord | None) -> list[str]:
-    if record is None:
-        return []
-    gate = gate or GateRecord()
-    low, high = record.balanced_accuracy_ci or (None, None)
-    test = record.test or ReliableSubset(images=0, coverage=0.0)
-    verdict = ("lies above chance" if record.better_than_chance else
-               "**includes chance: every answer of this version is marked unreliable, and the "
-               "promotion decision does not activate it**")
-    lines = [
-        "### When an answer is not a finding", "",
-        (f"- An image the chest-radiograph gate refuses gets no diagnosis (threshold "
-         f"{fmt(gate.threshold)}; {gate.method})." if gate.method else
-         f"- **This version has no chest-radiograph gate** ({gate.reason}): it "
-         "gives any image a diagnosis."),
-        f"- An answer whose top probability is below {fmt(record.confidence_threshold)} "
-        f"is marked `low_confidence` (the threshold keeps "
-        f"{fmt(record.confidence_coverage, 2)} of the validation answers).",
-        f"- The test balanced accuracy interval [{fmt(low)}, {fmt(high)}] "
-        f"against chance {fmt(record.chance)} {verdict}.",
-        f"- On the test split, {fmt(test.coverage)} of the answers are marked "
-        f"reliable; their balanced accuracy is {fmt(test.balanced_accuracy)} "
-        f"(all answers: {fmt(test.balanced_accuracy_all)}).", "",
-    ]
-    if test.risk_coverage:
-        lines += ["Risk-coverage on the test split (most confident answers kept first):", "",
-                  *table(["coverage", "accuracy", "balanced accuracy"],
-                          [[fmt(p.coverage, 1), fmt(p.accuracy), fmt(p.balanced_accuracy)]
-                           for p in test.risk_coverage]), ""]
-    return lines
 
 
 def _by_source(by_source: dict[str, SourceMetrics] | None, holdout: str | None) -> list[str]:
@@ -168,14 +182,15 @@ def card_markdown(version: str, manifest: ManifestDraft) -> str:
         f"- created {manifest.created_at.isoformat()}, parent version "
         f"{manifest.parent or 'none'}",
         f"- architecture {manifest.architecture}, input {manifest.image_size} px, "
-        f"preprocessing `{manifest.preprocessing}` "
-        f"({manifest.preprocessing_options or 'defaults'})",
+        f"preprocessing `{manifest.preprocessing}` (below)",
         f"- base weights: {manifest.base_weights.choice}; "
         + "; ".join(f"{p.phase} {p.epochs_run} of {p.epochs} epochs at learning "
                     f"rate {p.learning_rate}" for p in phases)
         + f"; batch {training.batch_size if training else None}",
-        f"- activation at publish: "
-        f"{manifest.promotion.reason if manifest.promotion else 'n/a'}", "",
+        f"- at publication: {_promotion(manifest.promotion)}", "",
+        "Preprocessing, the same for training and every answer:", "",
+        *table(["step", "setting"],
+               preprocessing_rows(manifest.preprocessing_options, manifest.image_size)), "",
         *lineage_section(manifest),
         *_data(manifest),
         *_metrics(manifest.metrics.test, calibration),
@@ -183,9 +198,10 @@ def card_markdown(version: str, manifest: ManifestDraft) -> str:
                     training.holdout_source if training else None),
         "## Calibration", "",
         f"Temperature {fmt(calibration.temperature if calibration else None)}, fitted on "
-        "the validation split and applied to every probability the service returns.", "",
+        "the validation split and applied to every probability the service returns; ECE on "
+        f"the test split: {ece_words(calibration)}.{_at_bound(calibration)}", "",
         *_shift(manifest.distribution_shift),
-        *_reliability(manifest.reliability, manifest.chest_xray_gate),
+        *reliability_section(manifest.reliability, manifest.chest_xray_gate),
         *_external(manifest.external_evaluations),
         f"![reliability diagram]({RELIABILITY_FILE})", "",
         "## Training curves", "", f"![loss and accuracy per epoch]({CURVES_FILE})", "",

@@ -9,7 +9,6 @@ from shared.config import PromotionMetric, Settings
 from shared.errors import CxrError
 from shared.loading import load_version
 from shared.manifest import PairedComparison, Promotion, SplitMetrics
-from shared.ml.reliability import ReliabilityRecord
 from shared.registry import ActivePointer, Registry
 from worker.data.pipeline import Split, load_split_pixels
 from worker.evaluation.scores import summarize
@@ -51,6 +50,11 @@ def score_version_on(registry: Registry, version: str, split: Split, classes: li
     return summarize(split.labels, loaded.score(pixels).probabilities, classes).score(metric)
 
 
+# Printed after "activated:" (CLI) or "activated (...)" (page, card): it must not read as
+# a reason for not activating, as "no active version yet" did.
+FIRST_VERSION = "it is the first version, with no active version to compare it with"
+
+
 def decide(mode: str, metric: PromotionMetric, margin: float, new: float | None,
            active: ActivePointer | None, active_score: float | None,
            comparable: bool = True, chance: str | None = None) -> Promotion:
@@ -73,7 +77,7 @@ def _verdict(mode: str, metric: str, margin: float, new: float | None,
     if chance is not None:
         return False, f"{chance}; kept as a candidate"
     if active is None:
-        return True, "no active version yet"
+        return True, FIRST_VERSION
     if not comparable:
         return False, (f"the active version {active.version} has other classes or could not "
                        "be scored; kept as a candidate: activate it by hand")
@@ -84,17 +88,6 @@ def _verdict(mode: str, metric: str, margin: float, new: float | None,
                       f"{active_score:.4f} (margin {margin})")
     return False, (f"{metric} {new:.4f} is worse than the active version's {active_score:.4f} "
                    f"by more than {margin}; kept as a candidate")
-
-
-def chance_reason(reliability: ReliabilityRecord) -> str | None:
-    """Why a version is no better than chance on its test split; None when it is."""
-    if reliability.better_than_chance:
-        return None
-    interval = reliability.balanced_accuracy_ci
-    if interval is None:
-        return "no test balanced accuracy to compare with chance"
-    return (f"the test balanced accuracy interval [{interval[0]:.3f}, {interval[1]:.3f}] "
-            f"includes chance ({reliability.chance:.3f})")
 
 
 def decide_promotion(registry: Registry, rule: PromotionRule, new: Challenger,

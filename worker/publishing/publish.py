@@ -62,6 +62,7 @@ def plot_curves(history: dict[str, list[float]], path: Path, fine_tune_from: int
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
@@ -71,6 +72,7 @@ def plot_curves(history: dict[str, list[float]], path: Path, fine_tune_from: int
                     label="validation" if key.startswith("val_") else "training")
         if fine_tune_from:
             ax.axvline(fine_tune_from + 0.5, color="grey", linewidth=0.8, label="fine-tune starts")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_title(f"model {metric}")

@@ -21,7 +21,8 @@ from shared.training_params import TrainingParams
 from worker.context import PhaseReporter, Steps
 from worker.data.parent_data import ParentData, find_parent_data
 from worker.data.pipeline import load_split_pixels
-from worker.evaluation.assessment import Assessment
+from worker.data.prepared import Prepared
+from worker.evaluation.assessment import Assessment, gate_refusals
 from worker.evaluation.external import unpublished
 from worker.training.fit import Start, Trained
 
@@ -62,13 +63,18 @@ def open_parent(registry: Registry, manifest: Manifest, data_dir: Path,
                   found if isinstance(found, str) else None)
 
 
-def with_parent_gate(assessment: Assessment, registry: Registry, parent: Parent) -> Assessment:
+def with_parent_gate(assessment: Assessment, registry: Registry, parent: Parent,
+                     data: Prepared) -> Assessment:
     """The assessment with the parent's chest-radiograph gate when none was fitted (too few
-    of the site's films): one fitted on a few dozen refuses unseen films of its own site."""
+    of the site's films): one fitted on a few dozen refuses unseen films of its own site.
+    Its refusals are counted on the child's splits."""
     if assessment.gate is not None:
         return assessment
     path = registry.verified_file(parent.version, GATE_FILE)
-    return assessment if path is None else replace(assessment, gate=ChestGate.load(path))
+    if path is None:
+        return assessment
+    gate = ChestGate.load(path)
+    return replace(assessment, gate=gate, gate_refusals=gate_refusals(gate, data))
 
 
 def compare_with_parent(registry: Registry, parent: Parent, trained: Trained,

@@ -206,11 +206,20 @@ def _run(store: JobStore, job_id: str, settings: Settings,
         with job_temp_dir(settings, job_id):
             ended = _work(store, job_id, work, settings.job_heartbeat_interval_s)
         seconds = time.monotonic() - started
-        log.info("job %s", ended.state.value, extra={
-            "kind": kind, "state": ended.state.value, "model_version": ended.model_version,
-            "error": ended.error, "duration_s": round(seconds, 1)})
+        _log_end(ended, kind, seconds)
         metrics.job_ended(kind, ended.state.value, seconds)
         return ended.state
+
+
+def _log_end(ended: JobStatus, kind: str, seconds: float) -> None:
+    """One line: how the job ended and, for a failure, why (a handled one has no traceback;
+    an unexpected one's was logged where it was caught)."""
+    failed = ended.state == JobState.failed
+    log.log(logging.WARNING if failed else logging.INFO,
+            "job failed: %s" if failed else "job %s", ended.error if failed else ended.state.value,
+            extra={"kind": kind, "state": ended.state.value,
+                   "model_version": ended.model_version, "error": ended.error,
+                   "duration_s": round(seconds, 1)})
 
 
 def _work(store: JobStore, job_id: str, work: Callable[[StoreReporter], str],

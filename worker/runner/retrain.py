@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shared.activation import chance_reason
 from shared.datasets import Dataset, aligned, dataset_path, discover, match_classes
 from shared.errors import JobCancelled
 from shared.lineage import resolve_parent
@@ -21,7 +22,6 @@ from worker.publishing.manifest_draft import build_manifest
 from worker.publishing.promotion import (
     Challenger,
     PromotionRule,
-    chance_reason,
     decide_fine_tune,
     decide_promotion,
 )
@@ -95,7 +95,7 @@ def _fit(dataset: Dataset, params: TrainingParams, context: JobContext,
     assessment = assess(trained.model, trained.data, dataset.classes, params,
                         context.reporter, devices.scope)
     if parent is not None:
-        assessment = with_parent_gate(assessment, context.registry, parent)
+        assessment = with_parent_gate(assessment, context.registry, parent, trained.data)
     return trained, assessment, weights
 
 

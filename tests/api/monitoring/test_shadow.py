@@ -81,8 +81,9 @@ def _until(condition: Callable[[], bool], what: str, timeout: float = 30) -> Non
 def test_its_threads_run_at_the_lowest_priority(make: Make) -> None:
     shadowing = make()
     shadowing.scorer.start()
-    threads = [t for t in threading.enumerate() if t.name in ("shadow-loader", "shadow-scorer")]
-    assert len(threads) == 2
+    # this scorer's own: an earlier test's may still be finishing a load (its stop waits not)
+    threads = shadowing.scorer._threads
+    assert sorted(t.name for t in threads if t.is_alive()) == ["shadow-loader", "shadow-scorer"]
 
     def niced() -> bool:
         return all(t.native_id is not None and os.getpriority(os.PRIO_PROCESS, t.native_id)
@@ -163,3 +164,29 @@ def test_a_version_that_crashes_while_scoring_is_counted(
     counts = shadowing.store.shadow_counts(versions.candidate)
     assert counts.seen == 0 and "the runtime crashed" in (counts.last_error or "")
     assert shadowing.images(versions.candidate, "failed") == len(xrays)
+
+
+def test_a_stop_waits_for_no_load_and_drops_what_it_loaded(
+        make: Make, versions: Versions, settings: Settings, at_full_priority: None) -> None:
+    loading, finish, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(registry: Registry, version: str) -> ServedVersion:
+        # a load at the lowest priority on a busy machine: it ends when the test says
+        loading.set()
+        finish.wait(60)
+        try:
+            return shadow_loader(settings)(registry, version)
+        finally:
+            returned.set()
+
+    shadowing = make(slow)
+    versions.registry.set_shadow(versions.candidate)
+    shadowing.scorer.start()
+    assert loading.wait(30)
+    started = time.monotonic()
+    shadowing.scorer.stop()
+    assert time.monotonic() - started < 10  # the stop of an app does not wait for it
+    finish.set()
+    assert returned.wait(60)
+    _until(lambda: not any(t.is_alive() for t in shadowing.scorer._threads), "ended")
+    assert shadowing.scorer.current is None  # loaded after the stop: dropped, not scoring

@@ -12,6 +12,7 @@ from api.main import create_app
 from api.plumbing.auth import match_key
 from shared.config import Settings
 from tests.helpers.env import ADMIN_KEY, API_KEYS, READER_KEY, sample_files
+from tests.helpers.services import start_service
 
 # Every endpoint that changes what the service holds or does.
 MUTATING = [("post", "/retrain", {"json": {"dataset": "none"}}),
@@ -39,14 +40,35 @@ def test_changes_need_an_admin_key(settings: Settings, caplog: pytest.LogCapture
         assert client.get("/models").status_code == 200  # reads are open by default
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert ADMIN_KEY not in logged and READER_KEY not in logged
+    assert "no API keys configured" not in logged  # keys are configured: no warning
 
 
-def test_with_no_keys_configured_changes_are_closed(tmp_path: Path) -> None:
+def test_with_no_keys_configured_changes_are_closed_and_the_401_says_why(
+        tmp_path: Path) -> None:
     bare = Settings(data_dir=tmp_path / "d", models_dir=tmp_path / "m", state_dir=tmp_path / "s")
     with TestClient(create_app(bare)) as client:
-        response = client.post("/retrain", json={"dataset": "x"},
-                               headers={"X-API-Key": ADMIN_KEY})
-        assert (response.status_code, _code(response)) == (401, "unauthorized")
+        for headers in ({"X-API-Key": ADMIN_KEY}, {}):
+            response = client.post("/retrain", json={"dataset": "x"}, headers=headers)
+            assert (response.status_code, _code(response)) == (401, "unauthorized")
+            # not "the API key is not known": the key may well be right
+            message = response.json()["error"]["message"]
+            assert "this service has no API keys configured (CXR_API_KEYS)" in message
+            assert "`cxr key`" in message
+
+
+def test_a_server_with_no_keys_warns_at_start(tmp_path: Path) -> None:
+    """`cxr serve` itself, as a user starts it: the warning is in its log."""
+    service = start_service(tmp_path, None, extra_env={"CXR_API_KEYS": "[]"},
+                            processes=("serve",))
+    try:
+        with service.client() as client:  # with the suite's admin key, unknown here
+            refused = client.post("/models/v1/activate")
+    finally:
+        service.stop()
+    warnings = [line["message"] for line in service.log_lines() if line["level"] == "WARNING"]
+    assert ("no API keys configured: every change route answers 401; make one with "
+            "`cxr key` and set CXR_API_KEYS to what it prints") in warnings, service.logs()
+    assert "no API keys configured" in refused.json()["error"]["message"]
 
 
 def test_reads_and_predictions_can_require_a_key(settings: Settings,

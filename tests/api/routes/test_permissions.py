@@ -22,7 +22,7 @@ from shared.monitoring.stores import open_prediction_log
 from shared.registry.local import LocalRegistry
 from shared.training_params import TrainingParams
 from tests.helpers.env import ADMIN_KEY, LABELER_KEY, READER_KEY
-from tests.helpers.versions import publish_random, republish
+from tests.helpers.versions import publish_random, republish, wait_ready
 
 CLASSES = ("COVID", "Normal")
 READS = {"GET", "HEAD", "OPTIONS"}
@@ -53,6 +53,9 @@ def service(settings: Settings) -> Iterator[Service]:
         source="api")])
     # One batch size to warm: the active version loads (and the app stops) sooner.
     with TestClient(create_app(settings.model_copy(update={"batch_max_size": 1}))) as client:
+        # loaded before the state is read: /models says which version serves, and a load
+        # finishing between two reads would look like a change
+        wait_ready(client)
         yield Service(client, {"version": candidate, "name": "films", "job_id": "job0001",
                                "prediction_id": "pred0001"})
 

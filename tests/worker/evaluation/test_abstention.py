@@ -10,8 +10,11 @@ from worker.evaluation.abstention import (
     balanced_accuracy_interval,
     confidence_threshold,
     fit_reliability,
+    reliable_subset,
     risk_coverage,
 )
+
+CLASSES = ["COVID", "Normal", "Viral Pneumonia"]
 
 
 def _record(threshold: float | None = 0.6, better: bool = True) -> ReliabilityRecord:
@@ -73,12 +76,33 @@ def test_confident_answers_are_more_often_right_and_the_record_says_so() -> None
     assert abs(curve[-1].accuracy - float(np.mean(probabilities.argmax(1) == labels))) < 1e-9
     shifted = np.zeros(600, dtype=bool)
     shifted[:60] = True
-    record = fit_reliability(probabilities, labels, probabilities, shifted, 3, 0.8, seed=0)
+    record = fit_reliability(probabilities, labels, probabilities, shifted, CLASSES, 0.8,
+                             seed=0)
     assert record.better_than_chance and record.test is not None
     assert record.test.flagged_shift == 0.1
     assert record.test.coverage < 0.8  # low confidence and shifted answers both left out
     assert record.test.accuracy is not None and record.test.accuracy_all is not None
     assert record.test.accuracy > record.test.accuracy_all
+    per_class = record.test.per_class
+    assert list(per_class) == CLASSES
+    assert sum(c.images for c in per_class.values()) == 600
+    assert sum(c.reliable for c in per_class.values()) == round(record.test.coverage * 600)
+
+
+def test_each_class_has_its_recall_on_all_answers_and_on_the_reliable_ones() -> None:
+    # COVID: 4 films, 3 answered COVID, of which 2 confidently; a confident wrong answer;
+    # Normal: 2 films, both answered Normal without confidence; no Viral Pneumonia film
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    probabilities = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.5, 0.3, 0.2],
+                              [0.1, 0.85, 0.05], [0.3, 0.5, 0.2], [0.2, 0.55, 0.25]])
+    subset = reliable_subset(labels, probabilities, None, _record(threshold=0.6), CLASSES)
+    covid, normal = subset.per_class["COVID"], subset.per_class["Normal"]
+    assert list(subset.per_class) == ["COVID", "Normal"]  # a class with no film has no row
+    assert (covid.images, covid.reliable, covid.recall, covid.reliable_recall) == (
+        4, 3, 0.75, 2 / 3)
+    assert (normal.images, normal.reliable, normal.recall, normal.reliable_recall) == (
+        2, 0, 1.0, None)
+    assert subset.coverage == 0.5
 
 
 def test_balanced_accuracies_of_many_resamples_match_scikit_learn() -> None:

@@ -1,5 +1,6 @@
-"""External evaluation: it stops between chunks when its job is cancelled, and a set whose
-classes the version lacks is refused by name before the version is loaded."""
+"""External evaluation: it stops between chunks when its job is cancelled, a set whose
+classes the version lacks is refused by name before the version is loaded, and the answers
+marked reliable are counted per class."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from shared.datasets import Dataset, discover
 from shared.errors import InvalidDataset, JobCancelled
+from shared.ml.reliability import ReliabilityRecord
 from shared.ml.served import SCORE_BATCH
 from shared.registry.local import LocalRegistry
 from tests.helpers.reporters import CancelAfter
@@ -63,3 +65,23 @@ def test_a_comparison_scores_both_versions_on_the_same_images(
     # against itself: no image tells them apart
     itself = evaluate_external(registry, first, dataset, "other", 10**7, compare=first)
     assert itself.comparison is not None and itself.comparison.difference_ci == [0.0, 0.0]
+
+
+def test_the_reliable_answers_are_counted_per_class_beside_all_of_them(
+        tmp_path: Path, tiny_dataset: Path) -> None:
+    registry = LocalRegistry(tmp_path / "models")
+    # a random version's answers hover near a third (0.36 to 0.40 here): 0.375 marks some
+    record = ReliabilityRecord(confidence_threshold=0.375, confidence_coverage=0.5,
+                               chance=1 / 3, balanced_accuracy_ci=[0.5, 0.7],
+                               better_than_chance=True)
+    version = publish_random(registry, seed=3, classes=CLASSES, extra={"reliability": record})
+    report = evaluate_external(registry, version, discover(tiny_dataset), "other", 10**7)
+    subset = report.reliability
+    assert subset is not None and list(subset.per_class) == list(CLASSES)
+    rows = subset.per_class.values()
+    assert [row.images for row in rows] == [12, 12, 12]
+    assert sum(row.reliable for row in rows) == round(subset.coverage * 36)
+    assert 0 < subset.coverage < 1  # both kinds present: the figures compare something
+    for label, row in subset.per_class.items():
+        assert row.recall == report.metrics.per_class[label].sensitivity
+        assert (row.reliable_recall is None) == (row.reliable == 0)

@@ -10,7 +10,6 @@ import pytest
 
 from shared.datasets import discover
 from shared.manifest import PairedComparison, SplitMetrics
-from shared.ml.reliability import ReliabilityRecord
 from shared.registry import ActivePointer
 from shared.registry.local import LocalRegistry
 from tests.helpers.versions import publish_random
@@ -20,7 +19,6 @@ from worker.publishing.promotion import (
     SITE,
     Challenger,
     PromotionRule,
-    chance_reason,
     decide,
     decide_fine_tune,
     decide_promotion,
@@ -55,20 +53,12 @@ def test_a_version_no_better_than_chance_is_never_promoted() -> None:
 def test_explicit_modes_and_first_version() -> None:
     assert decide("always", "accuracy", 0.0, 0.1, ACTIVE, 0.9).activated is True
     assert decide("never", "accuracy", 0.0, 0.99, ACTIVE, 0.1).activated is False
-    assert decide("if_better", "accuracy", 0.0, 0.1, None, None).activated is True
+    first = decide("if_better", "accuracy", 0.0, 0.1, None, None)
+    # printed after "activated:", the reason says why it was, not why it was not
+    assert first.activated is True
+    assert first.reason == "it is the first version, with no active version to compare it with"
     incomparable = decide("if_better", "accuracy", 0.0, 0.9, ACTIVE, None, comparable=False)
     assert incomparable.activated is False and "by hand" in incomparable.reason
-
-
-def test_a_chance_reason_quotes_the_interval() -> None:
-    record = ReliabilityRecord(confidence_threshold=0.5, confidence_coverage=0.95,
-                               chance=1 / 3, balanced_accuracy_ci=[0.2, 0.6],
-                               better_than_chance=False)
-    assert chance_reason(record) == ("the test balanced accuracy interval [0.200, 0.600] "
-                                     "includes chance (0.333)")
-    above = record.model_copy(update={"balanced_accuracy_ci": [0.5, 0.9],
-                                      "better_than_chance": True})
-    assert chance_reason(above) is None
 
 
 def _test_split(tiny_dataset: Path) -> Split:

@@ -4,6 +4,7 @@ worker killed outright leaves behind cleaned once the job is over."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sqlite3
 import tempfile
@@ -91,6 +92,25 @@ def test_every_way_a_job_ends_is_recorded(settings: Settings, error: Exception,
     ended = _work(store, job_id, work, BEAT)
     assert (ended.state, ended.error) == (state, message)
     assert store.get(job_id).state == state and store.get(job_id).finished_at is not None
+
+
+@pytest.mark.parametrize(("error", "traceback"), [
+    (InvalidDataset("no images"), False),  # handled: its code says it all
+    (ZeroDivisionError("boom"), True),     # unexpected: where it happened is needed
+])
+def test_only_an_unexpected_failure_logs_a_traceback(
+        settings: Settings, caplog: pytest.LogCaptureFixture, error: Exception,
+        traceback: bool) -> None:
+    store = _store(settings)
+    job_id = _queued(store)
+    assert store.start(job_id)
+
+    def work(reporter: StoreReporter) -> str:
+        raise error
+
+    with caplog.at_level(logging.INFO, logger="worker.runner.jobs"):
+        _work(store, job_id, work, BEAT)
+    assert any(record.exc_info for record in caplog.records) is traceback
 
 
 def test_a_succeeded_job_records_its_version(settings: Settings) -> None:

@@ -248,22 +248,22 @@ def test_cancel_stops_training_and_publishes_nothing(
 def test_a_resumed_job_continues_from_its_checkpoint(
     tiny_dataset: Path, settings: Settings, tmp_path: Path
 ) -> None:
-    params = TrainingParams(dataset="tiny", **{**TINY, "epochs": 3})  # type: ignore[arg-type]
+    params = TrainingParams(dataset="tiny", **TINY)  # type: ignore[arg-type]
     checkpoint = tmp_path / "checkpoint"
     with pytest.raises(Crash):
         train_and_publish(discover(tiny_dataset), params,
-                          JobContext(settings, CrashAfter(2), checkpoint))
+                          JobContext(settings, CrashAfter(1), checkpoint))
     assert (checkpoint / "state.json").is_file()
     assert LocalRegistry(settings.models_dir).versions() == []
 
     resumed = Recorder()
     version = train_and_publish(discover(tiny_dataset), params,
                                 JobContext(settings, resumed, checkpoint))
-    assert [p.epoch for p in resumed.progress] == [3]  # epochs 1-2 came from the checkpoint
+    assert [p.epoch for p in resumed.progress] == [2]  # epoch 1 came from the checkpoint
     registry = LocalRegistry(settings.models_dir)
     manifest = registry.manifest(version)
-    assert len(manifest.history["loss"]) == 3
-    assert manifest.training is not None and manifest.training.phases[0].epochs_run == 3
+    assert len(manifest.history["loss"]) == 2  # the checkpoint's epoch and the resumed one
+    assert manifest.training is not None and manifest.training.phases[0].epochs_run == 2
     # CXR_EXPORT_ONNX off (the settings fixture): no export, and the manifest says why
     assert ONNX_FILE not in manifest.files and manifest.onnx is not None
     assert manifest.onnx.file is None and "CXR_EXPORT_ONNX" in (manifest.onnx.error or "")
@@ -273,7 +273,7 @@ def test_a_resumed_job_continues_from_its_checkpoint(
     fresh = Recorder()
     again = train_and_publish(discover(tiny_dataset), other,
                               JobContext(settings, fresh, checkpoint))
-    assert [p.epoch for p in fresh.progress] == [1, 2, 3]
+    assert [p.epoch for p in fresh.progress] == [1, 2]
     assert registry.manifest(again).parent == version  # the active one when it was trained
 
 
