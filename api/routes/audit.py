@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from api.deps import AuditDep
 from api.plumbing.auth import Admin
 from api.plumbing.body_guard import GuardedRoute
 from api.plumbing.errors import responses
+from api.routes.query_types import Since
 from shared.monitoring.records import AuditOutcome, AuditQuery
 from shared.monitoring.views import AuditList
 
@@ -26,7 +26,7 @@ def list_audit(
     actor: Annotated[str | None, Query(max_length=128, description="A key's name.")] = None,
     target: Annotated[str | None, Query(max_length=128)] = None,
     outcome: AuditOutcome | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="ISO 8601, with its zone.")] = None,
+    since: Since = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> AuditList:
     """Changes and refused attempts within the trail's retention, newest first."""

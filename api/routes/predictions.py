@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime
 
 from api.deps import PredictionLogDep, RecorderDep, RegistryDep, SettingsDep
 from api.plumbing.auth import LabelerKey, Reader
 from api.plumbing.body_guard import GuardedRoute
 from api.plumbing.errors import responses
+from api.routes.query_types import Since
 from shared.datasets import dataset_path, match_classes
 from shared.errors import InvalidDataset, ModelNotFound, PredictionNotFound, UnknownClass
 from shared.monitoring.kept_images import KeptImages
@@ -38,7 +38,7 @@ def list_predictions(
     version: Annotated[str | None, Query(max_length=64)] = None,
     labelled: bool | None = None,
     reliable: bool | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="ISO 8601, with its zone.")] = None,
+    since: Since = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> PredictionList:
     """Answered images within the log's retention, newest first, by version, whether
@@ -55,7 +55,7 @@ def get_prediction(prediction_id: str, predictions: PredictionLogDep) -> LoggedP
 
 
 @router.post("/{prediction_id}/label", response_model=LabelledPrediction,
-             responses=responses(401, 403, 404, 422))
+             responses=responses(400, 401, 403, 404, 422))
 def label_prediction(prediction_id: str, body: LabelRequest, key: LabelerKey,
                      request: Request, settings: SettingsDep, registry: RegistryDep,
                      predictions: PredictionLogDep,

@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import pty
+import select
+import time
 import warnings
 from collections.abc import Iterator
 
@@ -117,7 +119,7 @@ def test_json_lines_carry_no_terminal_escapes_even_on_a_terminal() -> None:
         logging.getLogger("cxr.test").warning("a \x1b[1mbold\x1b[0m word",
                                               extra={"detail": {"shown": "\x1b[31mred\x1b[0m"}})
         terminal.flush()
-        written = os.read(main, 65536).decode()
+        written = _read_lines(main, 2)
     finally:
         root.handlers, root.level = handlers, level
         terminal.close()
@@ -126,3 +128,13 @@ def test_json_lines_carry_no_terminal_escapes_even_on_a_terminal() -> None:
     first, second = (json.loads(line) for line in written.splitlines())
     assert first["message"] == "Started server process [7]" and "color_message" not in first
     assert second["message"] == "a bold word" and second["detail"] == {"shown": "red"}
+
+
+def _read_lines(fd: int, count: int) -> str:
+    """What a pseudo-terminal holds once ``count`` lines have arrived: one read may return
+    only the first write."""
+    written, deadline = "", time.monotonic() + 10
+    while written.count("\n") < count and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            written += os.read(fd, 65536).decode()
+    return written

@@ -144,7 +144,9 @@ def test_answers_are_listed_newest_first_by_every_filter(served: Served) -> None
     assert "pred0001" not in _ids(client.get("/predictions", params={"labelled": "false"}))
     one = client.get("/predictions/pred0001").json()
     assert one["version"] == served.version and one["confirmed"]["label"] == "Normal"
-    for bad in ({"limit": 0}, {"limit": 1001}, {"since": "2026-01-01T00:00:00"}):
+    # a time without its zone, and a bare number (which pydantic would take for a Unix time)
+    for bad in ({"limit": 0}, {"limit": 1001}, {"since": "2026-01-01T00:00:00"},
+                {"since": "0.5"}):
         assert client.get("/predictions", params=bad).status_code == 422, bad
 
 
