@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 # What running needs, and what testing needs beside it.
 RUN_EXTRAS := --extra api --extra worker
-TEST_EXTRAS := $(RUN_EXTRAS) --extra dev
+TEST_EXTRAS := $(RUN_EXTRAS) --extra dev --extra bench
 
 .PHONY: setup setup-run run api worker test check lint bench-serve bench-monitoring bench-soak \
-	bench-replicas lock clean
+	bench-replicas bench-peers lock clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,13 @@ bench-serve: $(VENV)/.test-stamp
 ## same server without them (bench/monitoring_benchmark.py; --redis URL for the log on Redis).
 bench-monitoring: $(VENV)/.test-stamp
 	$(BIN)/python bench/monitoring_benchmark.py
+
+## The service beside the serving frameworks a team would pick instead (KServe, LitServe,
+## BentoML, Triton through PyTriton) on one INT8 copy, one client, the same cores, with the
+## runtimes' ceilings measured in the same run (bench/peers.py; PEERS_ARGS="--models DIR
+## --version V" for a version at hand, else it trains one); about 25 minutes.
+bench-peers: $(VENV)/.test-stamp
+	$(BIN)/python bench/peers.py $(PEERS_ARGS)
 
 ## Minutes of mixed valid and invalid requests with hot swaps: no 5xx, stable memory (bench/soak.py).
 bench-soak: $(VENV)/.test-stamp

@@ -127,7 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.decode_budget = DecodeBudget(settings.decode_budget_mb * MiB,
-                                           settings.decode_wait_s, settings.decode_max_waiting)
+                                           settings.decode_wait_s, settings.decode_max_waiting,
+                                           settings.effective_decode_threads)
     app.state.metrics = ServiceMetrics(
         jobs=lambda: getattr(app.state, "jobs", None),
         prediction_log=lambda: getattr(app.state, "prediction_log", None))

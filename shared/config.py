@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -30,8 +31,9 @@ Int8Calibration = Literal["minmax", "entropy", "percentile"]
 # The arithmetic /predict may answer in, named as answers name it: "float32" never serves an
 # INT8 copy; "int8" serves it wherever a version has one; "auto" times both.
 Precision = Literal["auto", "float32", "int8"]
-# The runtime of /predict's forward pass: "auto" times each a version has.
-InferenceRuntime = Literal["auto", "tensorflow", "onnx"]
+# The runtime of /predict's forward pass: "auto" times each a version has; "openvino" serves
+# the INT8 copy in OpenVINO where its check at publication passed.
+InferenceRuntime = Literal["auto", "tensorflow", "onnx", "openvino"]
 # The test metrics a new version may be compared with the active one on.
 PromotionMetric = Literal["balanced_accuracy", "accuracy", "macro_f1"]
 # What the chest-radiograph gate's verdict does to an answer: refuse the image (422
@@ -97,7 +99,10 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(16, ge=1, le=256)
     batch_max_delay_ms: float = Field(5.0, ge=0, le=1000)
     # Runtime of /predict: "auto" times ONNX Runtime (when the version has an export) against
-    # TensorFlow on each version as it loads and keeps the faster.
+    # TensorFlow, and the INT8 copy in ONNX Runtime and OpenVINO (where each passed its check),
+    # on each version as it loads and keeps the fastest. "openvino" serves the INT8 copy in
+    # OpenVINO where its check passed, else (with a warning) the copy in ONNX Runtime, or float
+    # where the version has no copy or CXR_INFERENCE_PRECISION is float32.
     inference_runtime: InferenceRuntime = "auto"
     # "auto" times a version's INT8 copy (where its check kept one) with the float runtimes
     # and keeps the fastest; "float32" never serves INT8 (a clinical study may require it).
@@ -204,6 +209,9 @@ class Settings(BaseSettings):
     decode_budget_mb: int = Field(1024, ge=16)
     decode_wait_s: float = Field(10.0, ge=0, le=300)
     decode_max_waiting: int = Field(64, ge=1)
+    # Images decoded and prepared at once, each in a thread (unset: one per core this process
+    # may run on): more threads than cores only take them from the forward pass.
+    decode_threads: int | None = Field(None, ge=1, le=256)
     # After an image whose decoding costs at least this much, freed memory goes back to the
     # system (shared/allocator.py); 0 never.
     release_memory_after_mb: int = Field(32, ge=0)
@@ -267,6 +275,10 @@ class Settings(BaseSettings):
     def effective_broker_url(self) -> str:
         """The broker in use: the configured one, or the embedded SQLite broker."""
         return self.broker_url or f"sqla+sqlite:///{self.state_dir / 'broker.sqlite'}"
+
+    @property
+    def effective_decode_threads(self) -> int:
+        return self.decode_threads or len(os.sched_getaffinity(0))
 
     @property
     def effective_kept_images_dir(self) -> Path:

@@ -10,10 +10,11 @@ import numpy as np
 
 from shared.config import InferenceRuntime, Precision
 from shared.errors import ModelLoadFailed
+from shared.manifest import Manifest
 from shared.ml.chest_gate import ChestGate
 from shared.ml.modeling import load_model
 from shared.ml.preprocessing import PreprocessOptions, preprocessing_id
-from shared.ml.runtimes import Timings
+from shared.ml.runtimes import NOT_CHECKED, Timings
 from shared.ml.served import ServedVersion, serve_model
 from shared.ml.shift import ShiftReference
 from shared.registry import Registry
@@ -45,7 +46,8 @@ def load_version(registry: Registry, version: str, runtime: InferenceRuntime = "
             onnx_file=registry.verified_file(version, ONNX_FILE)
             if runtime != "tensorflow" else None,
             int8_file=int8_file, runtime=runtime, warm_batch_sizes=warm_batch_sizes,
-            threads=threads, timings=timings, precision=precision)
+            threads=threads, timings=timings, precision=precision,
+            openvino_refusal=openvino_refusal(manifest))
         size = served.image_size
         n_out = served.infer(np.zeros((1, size, size, 3), np.float32)).probabilities.shape[-1]
     except ModelLoadFailed:
@@ -56,3 +58,14 @@ def load_version(registry: Registry, version: str, runtime: InferenceRuntime = "
         raise ModelLoadFailed(f"version {version} outputs {n_out} classes, manifest lists "
                               f"{len(served.classes)}")
     return served
+
+
+def openvino_refusal(manifest: Manifest) -> str | None:
+    """Why OpenVINO may not serve a version's INT8 copy, from its check at publication; None
+    where that check passed."""
+    check = manifest.int8.openvino if manifest.int8 is not None else None
+    if check is None:
+        return NOT_CHECKED
+    if not check.passed:
+        return f"its OpenVINO check did not pass: {check.error or 'no reason recorded'}"
+    return None

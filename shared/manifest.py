@@ -239,6 +239,19 @@ class Int8Check(Record):
     max_shift_score_difference: float | None = None
 
 
+class RuntimeCheck(Record):
+    """Another runtime on the INT8 copy, held to the copy's own check (the same test images
+    beside the float export, the same limits): it may serve the version only where passed."""
+
+    runtime: str
+    runtime_version: str | None = None
+    passed: bool = False
+    check: Int8Check | None = None
+    error: str | None = Field(None, description="Why it may not serve: the limits it "
+                              "crossed, or how it failed (not installed, say).")
+    seconds: float | None = Field(None, description="Loading and checking.")
+
+
 class Int8Export(Record):
     """The INT8 copy of the ONNX export: its file when its check passed, or why there is
     none, with the check's figures and the limits it was held to."""
@@ -252,6 +265,9 @@ class Int8Export(Record):
     min_agreement: float | None = None
     max_balanced_accuracy_drop: float | None = None
     seconds: float | None = Field(None, description="Quantizing and checking.")
+    openvino: RuntimeCheck | None = Field(
+        None, description="OpenVINO on the kept copy; None where there is no copy, or the "
+        "version was published before OpenVINO was checked (it may not serve it then).")
 
 
 class PairedComparison(Record):

@@ -111,7 +111,7 @@ class DatasetList(BaseModel):
 class ServingState(BaseModel):
     version: str | None = Field(description="The version this API process is serving.")
     load_error: str | None = Field(None, description="Why the active version is not served.")
-    runtime: str | None = Field(None, description="'tensorflow' or 'onnx'.")
+    runtime: str | None = Field(None, description="'tensorflow', 'onnx' or 'openvino'.")
     precision: str | None = Field(None, description="'float32' or 'int8'.")
 
 
@@ -218,7 +218,8 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     model_version: str | None
-    model_runtime: str | None = Field(None, description="'tensorflow' or 'onnx'.")
+    model_runtime: str | None = Field(None, description="'tensorflow', 'onnx' or "
+                                      "'openvino'.")
     model_precision: str | None = Field(None, description="'float32' or 'int8'.")
     model_batch_size: int | None = Field(
         None, description="The largest batch gathered for the model: the size measured "

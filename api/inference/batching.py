@@ -30,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from shared.ml.served import ServedVersion
+from shared.ml.served import ServedVersion, stacked_inputs
 from shared.schemas import Prediction
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 class _Request:
     model: ServedVersion
     pixels: np.ndarray
+    inputs: np.ndarray | None  # the gate's features of the pixels, where screening made them
     arrived: float = field(default_factory=time.monotonic)
     future: Future[Prediction] = field(default_factory=Future)
 
@@ -91,9 +92,11 @@ class Batcher:
                 self._arriving -= 1
                 self._ready.notify()
 
-    def submit(self, model: ServedVersion, pixels: np.ndarray) -> Future[Prediction]:
-        """Queue one image's prepared pixels (size, size, 3) for ``model``."""
-        request = _Request(model, pixels)
+    def submit(self, model: ServedVersion, pixels: np.ndarray,
+               inputs: np.ndarray | None = None) -> Future[Prediction]:
+        """Queue one image's prepared pixels (size, size, 3) for ``model``, with their gate
+        features where known."""
+        request = _Request(model, pixels, inputs)
         with self._ready:
             if self._stopping:
                 raise RuntimeError("the batcher is stopping")
@@ -142,7 +145,8 @@ class Batcher:
             return
         self._observe(live)
         try:
-            predictions = live[0].model.predict_batch(np.stack([r.pixels for r in live]))
+            predictions = live[0].model.predict_batch(
+                np.stack([r.pixels for r in live]), stacked_inputs([r.inputs for r in live]))
         except Exception as exc:  # the pass failed: every request in it gets the error
             log.exception("inference failed for a batch of %d", len(live))
             for request in live:

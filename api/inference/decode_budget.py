@@ -11,27 +11,45 @@ Waiting for room happens on the event loop, never in a worker thread: the thread
 for the requests that can go ahead (a small image fits beside large ones and never queues
 behind them). A request that finds too many waiting, or waits longer than the wait allowed,
 gets 503 ``busy`` with Retry-After.
+
+The work itself runs on the budget's own ``threads`` (``run``), one per core by default: a
+thread more than the cores only takes one from the forward pass every image waits for.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextvars
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import TypeVar
 
 from shared.errors import ServiceBusy
 
 MiB = 1024 * 1024
+T = TypeVar("T")
 
 
 class DecodeBudget:
-    def __init__(self, capacity: int, wait_s: float, max_waiting: int) -> None:
+    def __init__(self, capacity: int, wait_s: float, max_waiting: int,
+                 threads: int = 1) -> None:
         self.capacity, self.wait_s, self.max_waiting = capacity, wait_s, max_waiting
+        self.threads = threads
         self._used = 0
         self._waiting = 0
         # Made on the loop that waits (a test's app may meet several loops in turn).
         self._changed: asyncio.Condition | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool = ThreadPoolExecutor(threads, "decode")
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """``work`` on one of the budget's threads (the request's context with it), once one
+        is free."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, partial(context.run, work))
 
     @property
     def used(self) -> int:

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import ParamSpec, TypeVar
 
-from starlette.concurrency import run_in_threadpool
-
 from api.inference.batching import Batcher
 from api.inference.decode_budget import DecodeBudget, MiB
 from api.inference.serving import ModelServer
@@ -44,7 +42,7 @@ class BatcherPasses:
     batcher: Batcher
 
     def submit(self, model: ServedVersion, screened: Screened) -> Future[Prediction]:
-        return self.batcher.submit(model, screened.pixels)
+        return self.batcher.submit(model, screened.pixels, screened.inputs)
 
     def flush(self) -> None:
         """Nothing: the batcher sends a batch once it is full or nobody else is coming."""
@@ -109,12 +107,12 @@ class Predictor:
         loop. An image the decoder refuses from its header holds nothing."""
         floor = model.options.decode_floor(model.image_size) if model else 0
         equalize = model.options.equalize if model else "none"
-        cost = await run_in_threadpool(partial(decode_cost, data, floor,
-                                               self.settings.max_image_pixels,
-                                               equalize=equalize))
+        cost = await self.budget.run(partial(decode_cost, data, floor,
+                                             self.settings.max_image_pixels,
+                                             equalize=equalize))
         async with self.budget.hold(cost):
-            return await run_in_threadpool(_then_release, cost, self._release_after,
-                                           partial(work, *args, **kwargs))
+            return await self.budget.run(partial(_then_release, cost, self._release_after,
+                                                 partial(work, *args, **kwargs)))
 
     @property
     def _release_after(self) -> int:

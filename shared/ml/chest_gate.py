@@ -103,8 +103,10 @@ class ChestGate:
             inputs = np.maximum(inputs @ self.hidden + self.hidden_bias, 0.0)
         return np.asarray(inputs @ self.coef + self.intercept)
 
-    def check(self, plane: np.ndarray, colour: float = 0.0) -> ChestXrayCheck:
-        """Whether one prepared gray image (HxW) passes, with its score and the reason."""
+    def check(self, plane: np.ndarray, colour: float = 0.0,
+              features: np.ndarray | None = None) -> ChestXrayCheck:
+        """Whether one prepared gray image (HxW) passes, with its score and the reason;
+        ``features``: its ``gate_features``, where the caller has them already."""
         if colour > MAX_COLOURFULNESS:
             return ChestXrayCheck(score=None, threshold=self.threshold, passed=False,
                                   reason=f"a colour picture, not a grey radiograph (colour "
@@ -112,7 +114,9 @@ class ChestGate:
         if float(np.ptp(plane)) < 1.0:
             return ChestXrayCheck(score=None, threshold=self.threshold, passed=False,
                                   reason="a blank image: every pixel has the same value")
-        score = float(self.scores(gate_features(plane)[None])[0])
+        if features is None:
+            features = gate_features(plane)
+        score = float(self.scores(features[None])[0])
         passed = score >= self.threshold
         return ChestXrayCheck(score=score, threshold=self.threshold, passed=passed,
                               reason=None if passed else

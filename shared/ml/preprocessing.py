@@ -221,22 +221,28 @@ def _to_gray(image: Image.Image, floor: int = 0, max_side: int = MAX_SIDE) -> De
     colour = 0.0
     if image.mode == "RGB":
         gray = image.convert("L")
-        image.thumbnail(COLOUR_THUMBNAIL)  # in place: the colour image is not needed after
-        colour = _mean_chroma(image)
+        colour = _mean_chroma(_colour_thumbnail(image))
         image = gray
     return DecodedImage(np.asarray(image, dtype=np.float32), colour)
 
 
 def colourfulness(image: Image.Image) -> float:
     """Mean chroma (max minus min channel) on 0..255, from a copy of at most 128 px a side."""
-    small = image.copy()
-    small.thumbnail(COLOUR_THUMBNAIL)
-    return _mean_chroma(small)
+    return _mean_chroma(_colour_thumbnail(image))
+
+
+def _colour_thumbnail(image: Image.Image) -> Image.Image:
+    """An RGB image box-reduced by the smallest whole factor that brings it within
+    COLOUR_THUMBNAIL: a box average, at a fraction of thumbnail()'s resampling cost."""
+    factor = max(1, -(-max(image.size) // max(COLOUR_THUMBNAIL)))
+    return image.reduce(factor) if factor > 1 else image
 
 
 def _mean_chroma(small: Image.Image) -> float:
-    rgb = np.asarray(small, dtype=np.int16)
-    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
+    # Planes, not the interleaved array reduced along its last axis: the same numbers for a
+    # tenth of the time.
+    r, g, b = (np.asarray(plane) for plane in small.split())
+    return float((np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)).mean())
 
 
 def _scale_to_8bit_range(pixels: np.ndarray, rows_per_strip: int = 256) -> np.ndarray:

@@ -43,11 +43,14 @@ class ImageLimits:
 class Screened:
     """One image as a version sees it: the gray image prepared at full size (cropped and
     equalized; a heat map is drawn on it), the model's pixels (size, size, 3) in [0, 255],
-    and the gate's verdict (None when not asked or the version has no gate)."""
+    the gate's verdict (None when not asked or the version has no gate), and the gate's
+    features of the pixels where the gate or the shift reference reads them (computed once:
+    the shift's input detector reads the same features the gate does)."""
 
     prepared: np.ndarray
     pixels: np.ndarray
     check: ChestXrayCheck | None = None
+    inputs: np.ndarray | None = None
 
 
 def read_image(source: ImageSource) -> bytes:

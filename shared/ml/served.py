@@ -23,7 +23,7 @@ import numpy as np
 from shared.config import GateMode, InferenceRuntime, Precision
 from shared.errors import CxrError, NotAChestXray
 from shared.ml.calibration import apply_temperature
-from shared.ml.chest_gate import ChestGate
+from shared.ml.chest_gate import ChestGate, gate_features
 from shared.ml.preprocessing import (
     DecodedImage,
     PreprocessOptions,
@@ -33,7 +33,13 @@ from shared.ml.preprocessing import (
     to_model_input,
 )
 from shared.ml.reliability import ReliabilityRecord, reasons
-from shared.ml.runtimes import Forward, Timings, choose_runtime, runtime_and_precision
+from shared.ml.runtimes import (
+    NOT_CHECKED,
+    Forward,
+    Timings,
+    choose_runtime,
+    runtime_and_precision,
+)
 from shared.ml.screening import (
     Hold,
     ImageLimits,
@@ -98,13 +104,16 @@ class ServedVersion:
         any diagnosis."""
         prepared = prepare_gray(image.gray, self.options)  # kept: heat maps are drawn on it
         pixels = gray_to_pixels(prepared, self.image_size)
-        if mode == "off" or self.gate is None:
-            return Screened(prepared, pixels)
-        check = self.gate.check(pixels[..., 0], image.colourfulness)
+        gated = mode != "off" and self.gate is not None
+        inputs = (gate_features(pixels[..., 0])
+                  if gated or (self.shift is not None and self.shift.needs_inputs) else None)
+        if not gated or self.gate is None:
+            return Screened(prepared, pixels, inputs=inputs)
+        check = self.gate.check(pixels[..., 0], image.colourfulness, inputs)
         if not check.passed and mode == "refuse":
             raise NotAChestXray(f"this does not look like a chest radiograph ({check.reason}); "
                                 "no diagnosis is given")
-        return Screened(prepared, pixels, check)
+        return Screened(prepared, pixels, check, inputs)
 
     def screen_file(self, data: bytes, limits: ImageLimits) -> Screened:
         """An image file decoded, prepared and screened as this version was trained."""
@@ -138,15 +147,16 @@ class ServedVersion:
         SCORE_BATCH images in this thread."""
         return [outcome(f) for f in self.submit_images(images, limits, OwnPasses())]
 
-    def infer(self, pixels: np.ndarray) -> Inference:
-        """One pass over a batch of (n, size, size, 3) pixels in [0, 255]."""
+    def infer(self, pixels: np.ndarray, inputs: np.ndarray | None = None) -> Inference:
+        """One pass over a batch of (n, size, size, 3) pixels in [0, 255]; ``inputs``: their
+        gate features, where the screening computed them."""
         batch = to_model_input(pixels)
         with self.lock:
             outputs = self.forward(batch)
         if self.shift is None:
             return self.calibrated(np.asarray(outputs), None, pixels)
         features, raw = (np.asarray(t) for t in outputs)
-        return self.calibrated(raw, features, pixels)
+        return self.calibrated(raw, features, pixels, inputs)
 
     def score(self, pixels: np.ndarray, batch_size: int = SCORE_BATCH) -> Inference:
         """``infer`` over any number of prepared images, in passes of ``batch_size``."""
@@ -161,14 +171,18 @@ class ServedVersion:
                          else np.concatenate([s for s in scores if s is not None]))
 
     def calibrated(self, raw: np.ndarray, features: np.ndarray | None,
-                   pixels: np.ndarray) -> Inference:
+                   pixels: np.ndarray, inputs: np.ndarray | None = None) -> Inference:
         """A pass's softmax outputs temperature-scaled, and its features (with its input
-        ``pixels``, where the reference reads them too) shift-scored."""
+        ``pixels``' gate features, where the reference reads them too: ``inputs``, else
+        computed here) shift-scored."""
         probabilities = (apply_temperature(raw, self.temperature)
                          if self.temperature != 1.0 else raw)
         if self.shift is None or features is None:
             return Inference(probabilities, None)
-        inputs = input_features(pixels) if self.shift.needs_inputs else None
+        if not self.shift.needs_inputs:
+            inputs = None
+        elif inputs is None:
+            inputs = input_features(pixels)
         return Inference(probabilities, self.shift.scores(features, inputs))
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
@@ -178,9 +192,11 @@ class ServedVersion:
         """The answer for one decoded image: label, calibrated probabilities, shift."""
         return self.predict_batch(self.pixels(gray)[None])[0]
 
-    def predict_batch(self, pixels: np.ndarray) -> list[Prediction]:
-        """The answers for a batch of prepared pixels, one forward pass for all."""
-        result = self.infer(pixels)
+    def predict_batch(self, pixels: np.ndarray,
+                      inputs: np.ndarray | None = None) -> list[Prediction]:
+        """The answers for a batch of prepared pixels, one forward pass for all (``inputs``:
+        their gate features, where known)."""
+        result = self.infer(pixels, inputs)
         return [self.answer(result, i) for i in range(len(pixels))]
 
     def answer(self, result: Inference, i: int) -> Prediction:
@@ -219,12 +235,13 @@ class OwnPasses:
 
     def __init__(self, batch_size: int = SCORE_BATCH) -> None:
         self.batch_size = batch_size
-        # Only the pixels wait: a prepared full-size image can be megabytes.
-        self._queued: list[tuple[ServedVersion, np.ndarray, Future[Prediction]]] = []
+        # Only the pixels and gate features wait: a prepared full-size image can be megabytes.
+        self._queued: list[tuple[ServedVersion, np.ndarray, np.ndarray | None,
+                                 Future[Prediction]]] = []
 
     def submit(self, model: ServedVersion, screened: Screened) -> Future[Prediction]:
         future: Future[Prediction] = Future()
-        self._queued.append((model, screened.pixels, future))
+        self._queued.append((model, screened.pixels, screened.inputs, future))
         if len(self._queued) >= self.batch_size:
             self.flush()
         return future
@@ -234,13 +251,21 @@ class OwnPasses:
         if not queued:
             return
         try:
-            answers = queued[0][0].predict_batch(np.stack([pixels for _, pixels, _ in queued]))
+            answers = queued[0][0].predict_batch(np.stack([q[1] for q in queued]),
+                                                 stacked_inputs([q[2] for q in queued]))
         except Exception as exc:  # the pass failed: each image of it fails with it
-            for _, _, future in queued:
+            for *_, future in queued:
                 future.set_exception(exc)
             return
-        for (_, _, future), answer in zip(queued, answers, strict=True):
+        for (*_, future), answer in zip(queued, answers, strict=True):
             future.set_result(answer)
+
+
+def stacked_inputs(inputs: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    """The gate features of a batch's images, where every image has them."""
+    if not inputs or any(i is None for i in inputs):
+        return None
+    return np.stack([i for i in inputs if i is not None])
 
 
 def serve_model(version: str, classes: list[str], image_size: int, model: Any, *,
@@ -249,12 +274,16 @@ def serve_model(version: str, classes: list[str], image_size: int, model: Any, *
                 reliability: ReliabilityRecord | None = None, onnx_file: Path | None = None,
                 runtime: InferenceRuntime = "tensorflow", warm_batch_sizes: Sequence[int] = (1,),
                 threads: int | None = None, timings: Timings | None = None,
-                int8_file: Path | None = None, precision: Precision = "auto") -> ServedVersion:
+                int8_file: Path | None = None, precision: Precision = "auto",
+                openvino_refusal: str | None = NOT_CHECKED) -> ServedVersion:
     """A model ready to answer: its runtime and batch size chosen by timing every batch size
-    it will be asked for, which also warms each one up, so no request pays for a first call."""
+    it will be asked for, which also warms each one up, so no request pays for a first call.
+    OpenVINO may serve ``int8_file`` only where ``openvino_refusal`` is None (its check at
+    publication passed)."""
     choice = choose_runtime(model, image_size, shift.layout if shift else None, onnx_file,
                             runtime, threads, warm_batch_sizes, timings, name=version,
-                            int8_file=int8_file, precision=precision)
+                            int8_file=int8_file, precision=precision,
+                            openvino_refusal=openvino_refusal)
     served_runtime, served_precision = runtime_and_precision(choice.runtime)
     return ServedVersion(version=version, classes=classes, image_size=image_size, model=model,
                          forward=choice.forward, runtime=served_runtime,

@@ -18,6 +18,7 @@ Versions published before this had one Mahalanobis distance on the block means
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +90,20 @@ class Detector:
     spread: float = 1.0
 
     def raw(self, x: np.ndarray) -> np.ndarray:
-        diff = x[:, None, :] - self.means[None, :, :]
-        # A matrix product (BLAS) then a row sum: einsum's own loop over the same three
-        # operands took most of a served answer's time beside an INT8 pass.
-        squared = np.sum((diff @ self.precision) * diff, axis=-1)
+        # (x - m)' P (x - m) = x'Px - x'Pm - m'Px + m'Pm: one product with the precision
+        # matrix for the batch, not one per class (it was most of the scoring's time).
+        xp = x @ self.precision
+        squared = (np.sum(xp * x, axis=1)[:, None] - xp @ self.means.T
+                   - x @ self._means_precision.T + self._means_norms[None, :])
         return np.asarray(np.sqrt(np.maximum(squared.min(axis=1), 0.0)))
+
+    @functools.cached_property
+    def _means_precision(self) -> np.ndarray:
+        return np.asarray(self.means @ self.precision)  # (classes, d): m'P
+
+    @functools.cached_property
+    def _means_norms(self) -> np.ndarray:
+        return np.asarray(np.sum(self._means_precision * self.means, axis=1))  # m'Pm
 
 
 @dataclass(frozen=True)

@@ -220,8 +220,10 @@ def int8_data(trained: Trained, loaded: Any) -> Any:
 
 def with_int8_copy(trained: Trained, root: Path) -> tuple[LocalRegistry, str]:
     """The suite's trained version published again into ``root`` with an INT8 copy kept
-    whatever its check says (limits at their loosest): a version whose check passed,
-    without training one. Made once for the suite's processes (the first to ask makes it)."""
+    whatever its check says (limits at their loosest), and its OpenVINO check run and
+    recorded as the worker does (``export_int8``), under the same limits: a version whose
+    checks passed, without training one. Made once for the suite's processes (the first to
+    ask makes it)."""
     from filelock import FileLock
 
     record = root / "int8-copy.json"

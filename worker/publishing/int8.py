@@ -8,7 +8,9 @@ test split: top-1 agreement, balanced accuracy of each, the largest probability 
 and whether the shift score (the version's one reference, on each model's features) flags
 the same images. It is kept only within the limits
 (``CXR_INT8_MIN_AGREEMENT``, ``CXR_INT8_MAX_BALANCED_ACCURACY_DROP``); otherwise the version is
-published without it, with the figures and the reason in its manifest.
+published without it, with the figures and the reason in its manifest. A kept copy is then
+checked the same way in OpenVINO (same images, same limits); OpenVINO may serve it only where
+that passed, and whatever happens there is recorded, never a reason not to publish.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import numpy as np
 
 from shared.config import Int8Calibration, Settings
 from shared.errors import JobCancelled, is_out_of_space
-from shared.manifest import Int8Check, Int8Export
+from shared.manifest import Int8Check, Int8Export, RuntimeCheck
 from shared.ml.calibration import apply_temperature
 from shared.ml.preprocessing import to_model_input
-from shared.ml.runtimes import OnnxForward
+from shared.ml.runtimes import OnnxForward, OpenVinoForward, openvino_version
 from shared.ml.shift import ShiftReference, input_features
 from shared.registry.files import INT8_FILE
 from worker.context import PhaseReporter, Steps
@@ -125,8 +127,11 @@ def quantize(float_file: Path, target: Path, calibration: np.ndarray,
                         calibrate_method=methods[method])
 
 
-def _pass(model: Any, pixels: np.ndarray, temperature: float, steps: Steps | None
-          ) -> tuple[np.ndarray, np.ndarray]:
+Outputs = tuple[np.ndarray, np.ndarray]  # features and calibrated probabilities
+
+
+def outputs_of(model: Any, pixels: np.ndarray, temperature: float,
+               steps: Steps | None) -> Outputs:
     """Features and calibrated probabilities of every image, a chunk at a time."""
     features, probabilities = [], []
     for chunk in _chunks(pixels):
@@ -138,15 +143,12 @@ def _pass(model: Any, pixels: np.ndarray, temperature: float, steps: Steps | Non
     return np.concatenate(features), np.concatenate(probabilities)
 
 
-def compare(float_model: Any, int8_model: Any, data: Int8Data,
-            steps: Steps | None = None) -> Int8Check:
-    """The copy's answers beside the float model's on the test split; each image passed
-    through either model counts as a step done."""
+def compare(float_outputs: Outputs, int8_outputs: Outputs, data: Int8Data) -> Int8Check:
+    """The copy's answers (``int8_outputs``, on the test split) beside the float model's."""
     from sklearn.metrics import balanced_accuracy_score
 
     pixels, labels = data.test, data.test_labels
-    ff, pf = _pass(float_model, pixels, data.temperature, steps)
-    fq, pq = _pass(int8_model, pixels, data.temperature, steps)
+    (ff, pf), (fq, pq) = float_outputs, int8_outputs
     top_f, top_q = pf.argmax(1), pq.argmax(1)
     flag_agreement = score_gap = None
     if data.shift is not None:
@@ -179,11 +181,38 @@ def refusals(check: Int8Check, policy: Int8Policy) -> list[str]:
     return why
 
 
+def check_openvino(int8_file: Path, float_outputs: Outputs, data: Int8Data,
+                   policy: Int8Policy, steps: Steps | None = None) -> RuntimeCheck:
+    """The INT8 copy's check run again with OpenVINO on the same file, beside the float
+    export's ``float_outputs`` on the same test images, under the same limits. Any failure
+    (OpenVINO missing, a graph it cannot read) is recorded as the check's error."""
+    made = RuntimeCheck(runtime="openvino", runtime_version=openvino_version())
+    if made.runtime_version is None:
+        return made.model_copy(update={"error": "not checked: openvino is not installed"})
+    started = time.monotonic()
+    try:
+        outputs = outputs_of(OpenVinoForward(int8_file, with_features=True), data.test,
+                             data.temperature, steps)
+        check = compare(float_outputs, outputs, data)
+    except JobCancelled:
+        raise
+    except Exception as exc:  # OpenVINO's failure is recorded; the version still publishes
+        log.warning("OpenVINO check failed: %s", exc)
+        return made.model_copy(update={"error": f"OpenVINO failed: {exc}"})
+    made = made.model_copy(update={"check": check,
+                                   "seconds": round(time.monotonic() - started, 1)})
+    if why := refusals(check, policy):
+        log.info("OpenVINO may not serve the INT8 copy: %s", "; ".join(why))
+        return made.model_copy(update={"error": "not passed: " + "; ".join(why)})
+    return made.model_copy(update={"passed": True})
+
+
 def export_int8(folder: Path, float_file: Path, data: Int8Data, policy: Int8Policy,
                 reporter: PhaseReporter | None = None) -> Int8Export:
-    """Make ``folder/model.int8.onnx``, check it, and keep it only within the policy's limits;
-    returns what the manifest records. Its images (calibrating, then checking with both
-    models) are reported as the phase "int8 copy"."""
+    """Make ``folder/model.int8.onnx``, check it, and keep it only within the policy's limits,
+    then check the kept copy in OpenVINO; returns what the manifest records. Its images
+    (calibrating, then checking with both models, then with OpenVINO) are reported as the
+    phase "int8 copy"."""
     calibration = calibration_sample(data.train, policy.calibration_images, data.seed)
     made = Int8Export(scheme=SCHEME, calibration=policy.calibration,
                       calibration_images=len(calibration), min_agreement=policy.min_agreement,
@@ -192,11 +221,13 @@ def export_int8(folder: Path, float_file: Path, data: Int8Data, policy: Int8Poli
         return made.model_copy(update={"error": "not kept: no test images to check it on"})
     target = folder / INT8_FILE
     started = time.monotonic()
-    steps = Steps(reporter, "int8 copy", len(calibration) + 2 * len(data.test_labels))
+    steps = Steps(reporter, "int8 copy", len(calibration) + 3 * len(data.test_labels))
     try:
         float_model = OnnxForward(float_file, with_features=True)
         quantize(float_file, target, calibration, policy.calibration, float_model.input, steps)
-        check = compare(float_model, OnnxForward(target, with_features=True), data, steps)
+        float_outputs = outputs_of(float_model, data.test, data.temperature, steps)
+        check = compare(float_outputs, outputs_of(
+            OnnxForward(target, with_features=True), data.test, data.temperature, steps), data)
     except Exception as exc:  # the quantizer fails in many ways; the version still serves
         target.unlink(missing_ok=True)
         if isinstance(exc, JobCancelled) or is_out_of_space(exc):  # as the ONNX export
@@ -208,8 +239,17 @@ def export_int8(folder: Path, float_file: Path, data: Int8Data, policy: Int8Poli
     if why := refusals(check, policy):
         target.unlink()
         log.info("INT8 copy not kept: %s", "; ".join(why))
+        _finish(steps)  # no OpenVINO check without a copy
         return made.model_copy(update={"error": "not kept: " + "; ".join(why)})
-    return made.model_copy(update={"file": INT8_FILE})
+    openvino = check_openvino(target, float_outputs, data, policy, steps)
+    _finish(steps)  # OpenVINO's images, where it checked none
+    return made.model_copy(update={"file": INT8_FILE, "openvino": openvino})
+
+
+def _finish(steps: Steps) -> None:
+    """The phase's remaining steps, skipped, so that it ends (once)."""
+    if steps.done < steps.total:
+        steps.advance(steps.total - steps.done)
 
 
 def _chunks(pixels: np.ndarray) -> Iterator[np.ndarray]:

@@ -107,3 +107,28 @@ def test_requests_waiting_for_the_budget_take_no_worker_thread(settings: Setting
 
 async def _borrowed_threads() -> int:
     return int(anyio.to_thread.current_default_thread_limiter().borrowed_tokens)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_no_more_images_are_decoded_at_once_than_the_budget_has_threads(threads: int) -> None:
+    import threading
+    import time
+
+    budget = DecodeBudget(100, wait_s=10, max_waiting=4, threads=threads)
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def decode() -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    async def scenario() -> None:
+        await asyncio.gather(*(budget.run(decode) for _ in range(6)))
+
+    asyncio.run(scenario())
+    asyncio.run(scenario())  # a second loop, as a test's app may meet
+    assert most[0] == threads
+

@@ -138,3 +138,24 @@ def test_scoring_in_passes_gives_the_one_pass_answers() -> None:
     np.testing.assert_allclose(served.score(pixels, batch_size=2).probabilities,
                                served.infer(pixels).probabilities, atol=1e-6)
     assert served.score(pixels[:0]).probabilities.shape == (0, 3)
+
+
+def test_the_gate_features_screening_made_give_the_answers_computed_afresh(
+        published: tuple[Registry, str]) -> None:
+    """Screening computes the gate's features once; the shift reference's input detector then
+    reads them instead of computing them again in the pass: the answers are the same."""
+    from shared.ml.screening import ImageLimits
+    from tests.helpers.env import RADIOGRAPHY, real_data, sample_files
+
+    registry, version = published
+    loaded = load_version(registry, version)
+    assert loaded.shift is not None and loaded.shift.needs_inputs
+    files = [p for paths in sample_files(real_data(RADIOGRAPHY), 2).values() for p in paths]
+    screened = [loaded.screen_file(p.read_bytes(), ImageLimits(gate="warn")) for p in files]
+    assert all(s.inputs is not None for s in screened)
+    pixels = np.stack([s.pixels for s in screened])
+    given = loaded.predict_batch(pixels, np.stack([s.inputs for s in screened if s.inputs
+                                                   is not None]))
+    afresh = loaded.predict_batch(pixels)
+    assert [a.distribution_shift for a in given] == [a.distribution_shift for a in afresh]
+    assert [a.probabilities for a in given] == [a.probabilities for a in afresh]

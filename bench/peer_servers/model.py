@@ -1,0 +1,62 @@
+"""The published version as every peer serves it: the service's own decode and preparation
+(``shared.ml.preprocessing``, with the version's options) and the forward pass of its INT8
+copy in the runtime named, so that each peer does the same work per image. No gate, shift
+score or calibration: those are the service's own, and cost it time the peers do not spend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.config import DEFAULT_MAX_IMAGE_PIXELS
+from shared.ml.preprocessing import PreprocessOptions, decode_image, gray_to_pixels
+from shared.ml.runtimes import runtime_forward
+from shared.registry.files import INT8_FILE, ONNX_FILE
+from shared.registry.local import LocalRegistry
+
+# keras.applications.vgg16.preprocess_input ("caffe" mode), which the service's to_model_input
+# calls, in NumPy: importing Keras would load TensorFlow into every peer (hundreds of MB of
+# resident memory the peers' figures would carry for nothing). tests/bench/test_peers.py
+# checks that the two agree.
+BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
+
+
+def model_input(pixels: np.ndarray) -> np.ndarray:
+    """A batch of prepared pixels (RGB, [0, 255]) in VGG16's input scaling: BGR, mean-free."""
+    return np.ascontiguousarray(pixels[..., ::-1], dtype=np.float32) - BGR_MEAN
+
+
+@dataclass(frozen=True)
+class PeerModel:
+    classes: list[str]
+    image_size: int
+    options: PreprocessOptions
+    forward: Any
+
+    def prepare(self, data: bytes) -> np.ndarray:
+        """An encoded image as the service prepares it: (size, size, 3) float32 in [0, 255]."""
+        floor = self.options.decode_floor(self.image_size)
+        gray = decode_image(data, DEFAULT_MAX_IMAGE_PIXELS, floor).gray
+        return gray_to_pixels(gray, self.image_size, self.options)
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (n, classes) of a batch of prepared pixels (n, size, size, 3)."""
+        return np.asarray(self.forward(model_input(pixels)))
+
+
+def load_peer_model(models_dir: Path, version: str, runtime: str,
+                    threads: int | None = None) -> PeerModel:
+    """The version's checksum-verified ONNX file for ``runtime`` (its INT8 copy, or the float
+    export for "onnx") behind the forward pass of that runtime."""
+    registry = LocalRegistry(models_dir)
+    manifest = registry.manifest(version)
+    path = registry.verified_file(version, ONNX_FILE if runtime == "onnx" else INT8_FILE)
+    if path is None:
+        raise SystemExit(f"version {version} has no file for runtime {runtime}")
+    return PeerModel(list(manifest.classes), manifest.image_size,
+                     PreprocessOptions.from_dict(manifest.preprocessing_options or {}),
+                     runtime_forward(runtime, path, with_features=False, threads=threads))
