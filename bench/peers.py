@@ -130,9 +130,11 @@ class LoadRun:
     tops: list[int] = field(default_factory=list)
 
 
-def tree_memory(pid: int) -> tuple[float, float]:
+def tree_memory(pid: int, proportional: bool = True) -> tuple[float, float]:
     """Resident and proportional set size (MB) of a process and all its descendants: shared
-    pages count once in PSS, in every process in RSS."""
+    pages count once in PSS, in every process in RSS. PSS reads every mapping's page counts
+    (/proc/<pid>/smaps), tens of milliseconds of this process's CPU for a server holding
+    TensorFlow: without ``proportional``, PSS is left at RSS."""
     rss = pss = 0.0
     try:
         root = psutil.Process(pid)
@@ -141,7 +143,7 @@ def tree_memory(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
     for process in processes:
         try:
-            info = process.memory_full_info()
+            info = process.memory_full_info() if proportional else process.memory_info()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         rss += info.rss / 2**20
@@ -187,9 +189,11 @@ async def drive(url: str, target: Target, images: list[bytes], concurrency: int,
                 i += concurrency
 
         async def sample_memory() -> None:
+            # RSS only while loaded (cheap), PSS once after: reading it costs the client's
+            # process, which shares the cores with the server, more for a larger server.
             while pid is not None:
-                rss, pss = await asyncio.to_thread(tree_memory, pid)
-                run.rss_mb, run.pss_mb = max(run.rss_mb, rss), max(run.pss_mb, pss)
+                rss, _ = await asyncio.to_thread(tree_memory, pid, False)
+                run.rss_mb = max(run.rss_mb, rss)
                 await asyncio.sleep(1.0)
 
         sampler = asyncio.create_task(sample_memory())
@@ -197,6 +201,9 @@ async def drive(url: str, target: Target, images: list[bytes], concurrency: int,
         sampler.cancel()
         run.elapsed_s = time.monotonic() - began
         run.client_cpu_s = time.process_time() - cpu
+        if pid is not None:
+            rss, run.pss_mb = tree_memory(pid)
+            run.rss_mb = max(run.rss_mb, rss)
     return run
 
 
@@ -323,17 +330,18 @@ def peer_batch(rows: list[dict[str, Any]], runtime: str) -> int:
 # -- ceilings ---------------------------------------------------------------------------------
 def forward_of(models: Path, version: str, runtime: str) -> tuple[Callable[..., Any], int]:
     """A runtime's forward pass of the version (plain softmax) and its image size."""
-    from model import load_peer_model, model_input
+    from model import load_peer_model
 
     if runtime == "tensorflow":
         from shared.loading import load_version
+        from shared.ml.preprocessing import to_model_input
         from shared.ml.runtimes import compiled_forward
         from shared.registry.local import LocalRegistry
 
         loaded = load_version(LocalRegistry(models), version, runtime="tensorflow",
                               precision="float32")
         forward = compiled_forward(loaded.model, loaded.image_size, with_features=False)
-        return (lambda pixels: forward(model_input(pixels))), loaded.image_size
+        return (lambda pixels: forward(to_model_input(pixels))), loaded.image_size
     peer_model = load_peer_model(models, version, runtime)
     return peer_model.predict, peer_model.image_size
 

@@ -23,9 +23,9 @@ FAILED = 1  # the command could not finish for another reason
 # test_errors.py checks that every package of each extra is here).
 EXTRA_MODULES = {
     "api": ("fastapi", "uvicorn", "multipart", "fastapi_offline", "threadpoolctl",
-            "onnxruntime"),
+            "onnxruntime", "openvino"),
     "worker": ("matplotlib", "sklearn", "imagehash", "markdown_it", "tf2onnx", "onnx",
-               "onnxruntime", "sympy"),
+               "onnxruntime", "sympy", "openvino"),
 }
 
 

@@ -55,3 +55,6 @@ def test_make_run_installs_what_running_needs_and_make_test_the_test_tools(
         assert "--extra api --extra worker" in plan
     assert "--extra dev" not in run
     assert "--extra dev" in test
+    # the serving frameworks of bench/peers.py: beside the tests, never beside the service
+    assert "--extra bench" not in run
+    assert "--extra bench" in test

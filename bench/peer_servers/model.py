@@ -13,21 +13,15 @@ from typing import Any
 import numpy as np
 
 from shared.config import DEFAULT_MAX_IMAGE_PIXELS
-from shared.ml.preprocessing import PreprocessOptions, decode_image, gray_to_pixels
+from shared.ml.preprocessing import (
+    PreprocessOptions,
+    decode_image,
+    gray_to_pixels,
+    to_model_input,
+)
 from shared.ml.runtimes import runtime_forward
 from shared.registry.files import INT8_FILE, ONNX_FILE
 from shared.registry.local import LocalRegistry
-
-# keras.applications.vgg16.preprocess_input ("caffe" mode), which the service's to_model_input
-# calls, in NumPy: importing Keras would load TensorFlow into every peer (hundreds of MB of
-# resident memory the peers' figures would carry for nothing). tests/bench/test_peers.py
-# checks that the two agree.
-BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
-
-
-def model_input(pixels: np.ndarray) -> np.ndarray:
-    """A batch of prepared pixels (RGB, [0, 255]) in VGG16's input scaling: BGR, mean-free."""
-    return np.ascontiguousarray(pixels[..., ::-1], dtype=np.float32) - BGR_MEAN
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,7 @@ class PeerModel:
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax probabilities (n, classes) of a batch of prepared pixels (n, size, size, 3)."""
-        return np.asarray(self.forward(model_input(pixels)))
+        return np.asarray(self.forward(to_model_input(pixels)))
 
 
 def load_peer_model(models_dir: Path, version: str, runtime: str,

@@ -201,8 +201,9 @@ def explain(loaded: ServedVersion, screened: Screened, class_name: str | None = 
     index = None if class_name is None else loaded.classes.index(class_name)
     with loaded.lock:  # one pass at a time per version, batched predictions included
         activation = _cam(loaded, chosen)(pixels, index)
+    inputs = None if screened.inputs is None else screened.inputs[None]
     answer = loaded.answer(loaded.calibrated(activation.probabilities[None],
-                                             activation.features, pixels[None]), 0)
+                                             activation.features, pixels[None], inputs), 0)
     image_png, overlay_png = render(screened.prepared, activation.heatmap)
     return answer.model_copy(update={"precision": "float32", "explanation": Explanation(
         layer=chosen, class_name=loaded.classes[activation.index], image_png=image_png,

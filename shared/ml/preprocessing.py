@@ -50,6 +50,8 @@ MAX_SIDE = 8192
 HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # Colourfulness is measured on a thumbnail of at most this size.
 COLOUR_THUMBNAIL = (128, 128)
+# The ImageNet means VGG16's "caffe" scaling takes off, in BGR order, as Keras' has them.
+VGG_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 
 Equalization = Literal["none", "histogram", "clahe"]
 
@@ -314,15 +316,17 @@ def load_pixels(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXE
 
 
 def to_model_input(pixels: Any) -> Any:
-    """VGG16's own input scaling (BGR mean subtraction) on an image or a batch.
+    """VGG16's own input scaling (RGB to BGR, each channel's ImageNet mean off) on an image or
+    a batch.
 
-    Takes a NumPy array (serving) or a tensor inside a ``tf.data`` pipeline (training); both
-    go through ``keras.applications.vgg16.preprocess_input``.
+    A tensor inside a ``tf.data`` pipeline (training) goes through
+    ``keras.applications.vgg16.preprocess_input``; a NumPy array (serving) gets the same
+    arithmetic in NumPy, into a new array, without importing Keras and TensorFlow (a process
+    that serves an ONNX file needs neither).
     """
+    if isinstance(pixels, np.ndarray):
+        return np.ascontiguousarray(pixels[..., ::-1], dtype=np.float32) - VGG_BGR_MEAN
     from keras.applications import vgg16  # lazy: keeps TensorFlow out of light processes
 
-    if isinstance(pixels, np.ndarray):
-        # preprocess_input edits float32 arrays in place: work on a copy.
-        return np.asarray(vgg16.preprocess_input(np.array(pixels, dtype=np.float32, copy=True)))
     return vgg16.preprocess_input(pixels)
 

@@ -381,3 +381,14 @@ def test_real_image_dataset_files_decode(image_dataset_root: Path) -> None:
             assert gray.std() > 5
             assert load_pixels(path.read_bytes(), 32).shape == (32, 32, 3)
     assert seen == {"JPEG", "PNG"}
+
+
+def test_the_numpy_input_scaling_is_keras_vgg16s() -> None:
+    """Serving scales a NumPy batch without Keras: the same numbers as Keras' own
+    preprocess_input (which training's tensors go through), and the caller's array kept."""
+    from keras.applications import vgg16
+
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    kept = pixels.copy()
+    np.testing.assert_array_equal(to_model_input(pixels), vgg16.preprocess_input(kept.copy()))
+    np.testing.assert_array_equal(pixels, kept)
