@@ -107,6 +107,12 @@ def test_celerys_pool_lines_are_json_once(stream: io.StringIO) -> None:
 def test_json_lines_carry_no_terminal_escapes_even_on_a_terminal() -> None:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    # An in-process uvicorn started by an earlier test of this process may have left its
+    # logger at its own level: this test's line must reach the handler whatever ran before.
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    uvicorn_state = (uvicorn_error.level, uvicorn_error.disabled)
+    uvicorn_error.setLevel(logging.NOTSET)
+    uvicorn_error.disabled = False
     main, side = pty.openpty()
     terminal = os.fdopen(side, "w")
     try:
@@ -122,6 +128,8 @@ def test_json_lines_carry_no_terminal_escapes_even_on_a_terminal() -> None:
         written = _read_lines(main, 2)
     finally:
         root.handlers, root.level = handlers, level
+        uvicorn_error.setLevel(uvicorn_state[0])
+        uvicorn_error.disabled = uvicorn_state[1]
         terminal.close()
         os.close(main)
     assert "\x1b" not in written and "\\u001b" not in written, written
