@@ -1,9 +1,9 @@
 """Dynamic batching: requests that arrive within a few milliseconds share one forward pass.
 
-Handlers announce themselves (``arriving``), decode and preprocess in the threadpool, then
-hand their pixels to the batcher and await a future. One thread runs the passes, one at a
-time, so concurrent requests never oversubscribe the cores: while it runs a batch the next
-one gathers. A batch is sent as soon as one of these holds:
+Handlers announce themselves (``arriving``), decode and preprocess on the decode budget's
+threads, then hand their pixels to the batcher and await a future. One thread runs the
+passes, one at a time, so concurrent requests never oversubscribe the cores: while it runs a
+batch the next one gathers. A batch is sent as soon as one of these holds:
 
 - it has the version's own batch size (``ServedVersion.batch_size``, the one measured fastest
   per image in its runtime) or ``max_size``, whichever is smaller;

@@ -2,10 +2,10 @@
 ``POST /predict`` and the Open Inference Protocol's ``infer`` share, for one image or many.
 
 Every image of a request is answered by one version, taken when the request starts (even
-across a hot swap). The request's images are decoded one after another, each in a threadpool
-thread under the decode budget (the wait for room is on the event loop), and handed to the
-batcher as each is ready, so they share forward passes with each other and with concurrent
-requests; the answers are awaited off the threadpool.
+across a hot swap). The request's images are decoded one after another, each on one of the
+decode budget's threads (the wait for room, and for a thread, is on the event loop), and
+handed to the batcher as each is ready, so they share forward passes with each other and with
+concurrent requests; the answers are awaited on the event loop, holding no thread.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Predictor:
 
     async def _budgeted(self, data: bytes, model: ServedVersion | None, work: Callable[P, T],
                         *args: P.args, **kwargs: P.kwargs) -> T:
-        """``work`` in the threadpool while the budget holds what decoding ``data`` for
+        """``work`` on the budget's threads while the budget holds what decoding ``data`` for
         ``model`` (None: at full size, unprepared) costs; the wait for room is on the event
         loop. An image the decoder refuses from its header holds nothing."""
         floor = model.options.decode_floor(model.image_size) if model else 0
